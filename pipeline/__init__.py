@@ -1,0 +1,1 @@
+"""A corpus-cleaning pipeline for LLM pretraining data: stages on Ray, each writing Parquet shards."""

@@ -1,0 +1,93 @@
+"""Command line: ``python -m pipeline {run,stage,report} ...``; ``--help`` on each explains it."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from pipeline import storage
+from pipeline.config import ConfigError, load_config
+from pipeline.executor import TaskFailed
+from pipeline.runner import PipelineError, debug_stage, run_pipeline
+from stages.ingest import InputError
+
+DESCRIPTION = """\
+Clean a text corpus for LLM pretraining: ingest -> language ID -> rules -> quality model -> dedup,
+each stage writing Parquet shards (kept/ and removed/ with a reason) under the config's work_dir.
+Runs on Ray: set ray.address in the config (or RAY_ADDRESS) to join a cluster; otherwise Ray starts
+locally. Finished shards are never redone, so rerunning a command resumes it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every stage in order (resumes an interrupted run)",
+                              description="Run every configured stage in order. Units of work that already "
+                              "finished with the same config are skipped, so this also resumes.")
+    run.add_argument("config", help="YAML config, e.g. configs/sample.yaml")
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage (earlier ones must be done)")
+    group.add_argument("--only", metavar="STAGE", help="run just this stage (the one before it must be done)")
+    run.add_argument("--force", action="store_true", help="discard and redo the selected stages' outputs")
+    run.add_argument("--no-ray", action="store_true", help="run every task in this process, one at a time")
+
+    stage = commands.add_parser("stage", help="run one stage on one shard in this process, for debugging",
+                                description="Run one stage on one unit (an input file for ingest, a shard "
+                                "otherwise) in this process, so print() and debuggers work. Output goes to "
+                                "<work_dir>/_debug/<stage>/ and never touches the run's own outputs.")
+    stage.add_argument("name", help="stage name: ingest, or a name under `stages:` in the config")
+    stage.add_argument("config", help="YAML config")
+    stage.add_argument("--shard", type=int, default=0, help="index of the unit to run (default 0)")
+    stage.add_argument("--limit", type=int, default=None, help="process only the first N documents")
+    stage.add_argument("--no-ray", action="store_true", help="accepted for symmetry: this command never uses Ray")
+    stage.add_argument("--examples", type=int, default=3, help="removed documents to print (default 3)")
+
+    report = commands.add_parser("report", help="summarise a finished or partial run",
+                                 description="Print what each stage kept and removed, why, and how fast, "
+                                 "from the manifests and receipts under work_dir.")
+    report.add_argument("config", help="YAML config")
+    report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.command == "run":
+            started = time.perf_counter()
+            run_pipeline(config, use_ray=not args.no_ray, start=args.start, only=args.only, force=args.force)
+            print(f"done in {time.perf_counter() - started:.1f} s; outputs under {config.work_dir}")
+        elif args.command == "stage":
+            _debug(config, args)
+        elif args.command == "report":
+            from pipeline.report import print_report
+
+            print_report(config, as_json=args.json)
+    except (ConfigError, PipelineError, TaskFailed, InputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _debug(config, args) -> None:
+    spec, receipt = debug_stage(config, args.name, shard=args.shard, limit=args.limit)
+    print(f"read {receipt['input_rows']:,} documents: kept {receipt['kept_rows']:,}, "
+          f"removed {receipt['removed_rows']:,} in {receipt['seconds']:.2f} s")
+    for reason, counts in sorted(receipt["stats"].get("by_reason", {}).items()):
+        print(f"  {reason}: {counts['removed_docs']:,}")
+    for side in ("kept", "removed"):
+        for file in receipt[f"{side}_files"]:
+            print(f"{side}: {storage.join(spec.directory, file['path'])}")
+    removed = [f for f in receipt["removed_files"]]
+    if removed and args.examples:
+        table = storage.read_parquet(spec.filesystem, storage.join(spec.directory, removed[0]["path"]))
+        for row in table.slice(0, args.examples).to_pylist():
+            preview = row["text"][:300].replace("\n", " | ")
+            print(json.dumps({"id": row["id"], "reason": row["reason"], "text": preview}, ensure_ascii=False))

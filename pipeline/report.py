@@ -1,0 +1,58 @@
+"""``python -m pipeline report``: what each stage kept and removed, why, and how fast.
+
+Reads only what the runner wrote (manifests, and receipts for stages still in progress), so it
+works on a finished run, a partial one, or one that is running right now.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.runner import StageSpec, plan_stages
+
+
+def stage_summary(spec: StageSpec) -> dict:
+    """Counts for one stage from its receipts: units done, documents, bytes, reasons, task time."""
+    fs = spec.filesystem
+    receipts = [storage.read_json(fs, path)
+                for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json")]
+    receipts = [r for r in receipts if r.get("config_hash") == spec.hash]
+    manifest_path = storage.join(spec.directory, "_manifest.json")
+    complete = storage.exists(fs, manifest_path) and storage.read_json(fs, manifest_path).get("config_hash") == spec.hash
+    reasons: dict[str, int] = {}
+    for receipt in receipts:
+        for reason, counts in receipt["stats"].get("by_reason", {}).items():
+            reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
+    task_seconds = sum(r["seconds"] for r in receipts)
+    input_bytes = sum(r["input_bytes"] for r in receipts)
+    return {
+        "stage": spec.name,
+        "directory": spec.directory,
+        "complete": complete,
+        "units_done": len(receipts),
+        "docs_in": sum(r["input_rows"] for r in receipts),
+        "kept": sum(r["kept_rows"] for r in receipts),
+        "removed": sum(r["removed_rows"] for r in receipts),
+        "removed_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "mb_in": round(input_bytes / 1e6, 3),
+        "task_seconds": round(task_seconds, 3),
+        "mb_per_s_per_task": round(input_bytes / 1e6 / task_seconds, 3) if task_seconds else None,
+    }
+
+
+def print_report(config: PipelineConfig, as_json: bool = False) -> None:
+    summaries = [stage_summary(spec) for spec in plan_stages(config)]
+    if as_json:
+        print(json.dumps(summaries, indent=2))
+        return
+    print(f"{'stage':<10} {'state':<9} {'units':>5} {'docs in':>9} {'kept':>9} {'removed':>8} "
+          f"{'MB in':>8} {'MB/s/task':>9}  removed by reason")
+    for s in summaries:
+        state = "done" if s["complete"] else ("partial" if s["units_done"] else "not run")
+        reasons = ", ".join(f"{k} {v:,}" for k, v in s["removed_by_reason"].items()) or "-"
+        speed = f"{s['mb_per_s_per_task']:.1f}" if s["mb_per_s_per_task"] else "-"
+        print(f"{s['stage']:<10} {state:<9} {s['units_done']:>5} {s['docs_in']:>9,} {s['kept']:>9,} "
+              f"{s['removed']:>8,} {s['mb_in']:>8.2f} {speed:>9}  {reasons}")
+    print(f"outputs under {posixpath.dirname(summaries[0]['directory'])}")

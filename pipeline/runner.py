@@ -1,0 +1,432 @@
+"""The runner: executes stages in order, one task per shard, with receipts, resume and conservation.
+
+Layout of a run (``work_dir``)::
+
+    01_ingest/kept/part-000-00000-0000.parquet   documents that go on
+    01_ingest/removed/part-000-00000.parquet     documents dropped here, with a `reason` column
+    01_ingest/_receipts/000-00000.json           one per finished unit of work: the commit point
+    01_ingest/_manifest.json                     every unit's counts and files; complete or not
+    01_ingest/_stats.json                        counters merged over all units
+    01_ingest/_stage.json                        the config (and its hash) these outputs belong to
+    02_langid/...
+
+A unit's outputs are written atomically, then its receipt; a unit with a receipt whose config hash
+and input fingerprint still match is never redone, so a rerun resumes where the last one stopped.
+Each stage's hash covers its config and the hash of the stage before it, so a config change
+invalidates that stage and those after it, not earlier ones. Every unit checks that rows in equal
+rows kept plus rows removed before it commits, and each stage checks that its input equals what the
+stage before it kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.config import PipelineConfig, config_hash
+from pipeline.executor import Failure, make_executor
+from pipeline.registry import stage_class
+from pipeline.stage import REASON_COLUMN, PrepareContext, Stage, StageConfig
+from pipeline.stats import Stats
+from stages.ingest import InputError, InputFile, list_input_files, read_file, text_bytes
+
+INGEST = "ingest"
+
+
+class PipelineError(Exception):
+    """A run that cannot go on; the message says which stage and what to do."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a worker needs to run one stage's unit: sent with every task."""
+
+    index: int
+    name: str
+    config: StageConfig
+    hash: str
+    directory: str  # a path on ``filesystem`` (for s3://bucket/run: "bucket/run/02_langid")
+    filesystem: pafs.FileSystem
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:02d} {self.name}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: an input file (ingest) or an upstream shard (every other stage)."""
+
+    unit: str
+    source: str | InputFile
+    fingerprint: str
+    limit: int | None = None  # debugging only: process just the first N documents
+
+
+@dataclass
+class StageResult:
+    spec: StageSpec
+    receipts: list[dict]
+    reused: int
+    wall_seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def plan_stages(config: PipelineConfig) -> list[StageSpec]:
+    """Every stage of the run, in order, with its directory and chained config hash."""
+    fs, root = storage.resolve(config.work_dir)
+    specs = []
+    upstream = config_hash(INGEST, config.ingest, [source.model_dump() for source in config.inputs])
+    specs.append(StageSpec(1, INGEST, config.ingest, upstream, storage.join(root, f"01_{INGEST}"), fs))
+    for index, (name, stage_config) in enumerate(config.stage_configs().items(), start=2):
+        upstream = config_hash(name, stage_config, getattr(stage_class(name), "version", 1), upstream)
+        specs.append(StageSpec(index, name, stage_config, upstream, storage.join(root, f"{index:02d}_{name}"), fs))
+    return specs
+
+
+# ----------------------------------------------------------------------------------- the worker side
+
+_LOADED: dict[tuple[str, str], Stage] = {}
+
+
+def _stage_instance(spec: StageSpec) -> Stage:
+    """The stage object of this worker process; built (and its models loaded) once per config."""
+    key = (spec.name, spec.hash)
+    if key not in _LOADED:
+        _LOADED[key] = stage_class(spec.name)(spec.config)
+    return _LOADED[key]
+
+
+def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
+    """Process one unit and commit it with a receipt. Runs inside a Ray task (or in-process)."""
+    spec, unit = task
+    started = time.perf_counter()
+    fs = spec.filesystem
+    try:
+        if spec.name == INGEST:
+            receipt = _ingest_unit(spec, unit, fs)
+        else:
+            receipt = _map_unit(spec, unit, fs)
+    except InputError as error:
+        return Failure(str(error))
+    receipt.update(unit=unit.unit, stage=spec.name, config_hash=spec.hash,
+                   input_fingerprint=unit.fingerprint, seconds=round(time.perf_counter() - started, 4))
+    _check_conservation(spec, receipt)
+    storage.write_json(fs, _receipt_path(spec, unit.unit), receipt)
+    return receipt
+
+
+def _ingest_unit(spec: StageSpec, unit: Unit, fs: pafs.FileSystem) -> dict:
+    kept_files, stats = [], Stats()
+    for table, batches in read_file(unit.source, spec.config, limit=unit.limit):
+        if table.num_rows:
+            name = f"part-{unit.unit}-{len(kept_files):04d}"
+            kept_files.append(_write(fs, spec, "kept", name, table))
+            stats.merge(output_stats(table, kept=True))
+    removed = batches.take_removed()
+    stats.merge(batches.stats).merge(output_stats(removed, kept=False))
+    removed_files = [_write(fs, spec, "removed", f"part-{unit.unit}", removed)] if removed.num_rows else []
+    read_bytes = sum(f["bytes"] for f in kept_files + removed_files)
+    return _receipt(batches.records, read_bytes, kept_files, removed_files, stats)
+
+
+def _map_unit(spec: StageSpec, unit: Unit, fs: pafs.FileSystem) -> dict:
+    stage = _stage_instance(spec)
+    stage.begin_shard(unit.unit)
+    with fs.open_input_file(unit.source) as source:
+        parquet = pq.ParquetFile(source)
+        table = parquet.read()
+    if unit.limit is not None:
+        table = table.slice(0, unit.limit)
+    output = stage.process(table)
+    if output.kept.num_rows + output.removed.num_rows != table.num_rows:
+        raise AssertionError(
+            f"stage {spec.name} lost rows in {unit.unit}: read {table.num_rows}, "
+            f"kept {output.kept.num_rows}, removed {output.removed.num_rows}")
+    stats = Stats().merge(output.stats)
+    stats.merge(output_stats(output.kept, kept=True)).merge(output_stats(output.removed, kept=False))
+    kept_file = _write(fs, spec, "kept", unit.unit, output.kept)
+    removed_file = _write(fs, spec, "removed", unit.unit, output.removed)
+    return _receipt(table.num_rows, text_bytes(table), [kept_file], [removed_file], stats)
+
+
+def _write(fs: pafs.FileSystem, spec: StageSpec, side: str, name: str, table: pa.Table) -> dict:
+    path = storage.join(spec.directory, side, f"{name}.parquet")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=2000)
+    data = sink.getvalue()
+    storage.write_bytes(fs, path, data)
+    return {"path": f"{side}/{name}.parquet", "rows": table.num_rows, "bytes": text_bytes(table),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _receipt(input_rows: int, input_bytes: int, kept: list[dict], removed: list[dict], stats: Stats) -> dict:
+    return {
+        "input_rows": input_rows,
+        "input_bytes": input_bytes,
+        "kept_rows": sum(f["rows"] for f in kept),
+        "kept_bytes": sum(f["bytes"] for f in kept),
+        "removed_rows": sum(f["rows"] for f in removed),
+        "removed_bytes": sum(f["bytes"] for f in removed),
+        "kept_files": kept,
+        "removed_files": removed,
+        "stats": stats,
+    }
+
+
+def _check_conservation(spec: StageSpec, receipt: dict) -> None:
+    if receipt["input_rows"] != receipt["kept_rows"] + receipt["removed_rows"]:
+        raise AssertionError(
+            f"conservation violated in stage {spec.name}, unit {receipt['unit']}: "
+            f"{receipt['input_rows']} in != {receipt['kept_rows']} kept + {receipt['removed_rows']} removed")
+
+
+def output_stats(table: pa.Table, kept: bool) -> Stats:
+    """Documents and text bytes per category, per language (when known) and per removal reason."""
+    stats = Stats()
+    if table.num_rows == 0:
+        return stats
+    side = "kept" if kept else "removed"
+    lengths = pc.binary_length(table.column("text"))
+    keys = [("category", "by_category")]
+    if "lang" in table.column_names:
+        keys.append(("lang", "by_lang"))
+    if not kept:
+        keys.append((REASON_COLUMN, "by_reason"))
+    for column, heading in keys:
+        grouped = pa.table({"key": pc.fill_null(table.column(column), "unknown"), "len": lengths})
+        for row in grouped.group_by("key").aggregate([("len", "sum"), ("len", "count")]).to_pylist():
+            stats.add(heading, row["key"], f"{side}_docs", row["len_count"])
+            stats.add(heading, row["key"], f"{side}_bytes", row["len_sum"] or 0)
+    if not kept:
+        for reason, doc_id in zip(table.column(REASON_COLUMN).to_pylist(), table.column("id").to_pylist()):
+            stats.example("examples", reason, doc_id)
+    return stats
+
+
+def _receipt_path(spec: StageSpec, unit: str) -> str:
+    return storage.join(spec.directory, "_receipts", f"{unit}.json")
+
+
+# ----------------------------------------------------------------------------------- the driver side
+
+def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None = None,
+                 only: str | None = None, force: bool = False, log: Callable[[str], None] = print) -> list[StageResult]:
+    """Run the configured stages in order (``start``: from that stage on; ``only``: just that one)."""
+    specs = plan_stages(config)
+    selected = _select(specs, start, only)
+    executor = make_executor(config.ray, use_ray)
+    if use_ray:
+        log(f"Ray ready in {executor.startup_seconds:.1f} s, {executor.workers} workers")
+    results = []
+    try:
+        for spec in specs:
+            if spec not in selected:
+                continue
+            upstream = specs[spec.index - 2] if spec.index > 1 else None
+            result = run_stage(spec, upstream, config, executor, force=force, log=log)
+            log(summary_line(result))
+            results.append(result)
+    finally:
+        executor.shutdown()
+    return results
+
+
+def _select(specs: list[StageSpec], start: str | None, only: str | None) -> list[StageSpec]:
+    names = [spec.name for spec in specs]
+    for option, value in (("--from", start), ("--only", only)):
+        if value is not None and value not in names:
+            raise PipelineError(f"{option} {value}: no such stage in this config; stages are {', '.join(names)}")
+    if only:
+        return [specs[names.index(only)]]
+    if start:
+        return specs[names.index(start):]
+    return specs
+
+
+def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, executor,
+              force: bool = False, log: Callable[[str], None] = print) -> StageResult:
+    """Run (or resume) one stage and write its manifest and stats."""
+    started = time.perf_counter()
+    fs = spec.filesystem
+    _claim_directory(fs, spec, force, log)
+    units = _units(spec, upstream, config, fs)
+    done = {r["unit"]: r for r in _valid_receipts(fs, spec, units)}
+    pending = [unit for unit in units if unit.unit not in done]
+    if pending:
+        stage_type = stage_class(spec.name) if spec.name != INGEST else None
+        if stage_type is not None and stage_type.prepare is not Stage.prepare:
+            _stage_instance_for_driver(spec).prepare(PrepareContext(
+                inputs={unit.unit: unit.source for unit in units},
+                scratch=storage.join(spec.directory, "_scratch"), filesystem=fs,
+                map=lambda fn, items: executor.map(fn, items, f"{spec.label} prepare"),
+                log=lambda message: log(f"[{spec.label}] {message}")))
+        for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label):
+            done[receipt["unit"]] = receipt
+    receipts = [done[unit.unit] for unit in units]
+    _remove_unreferenced(fs, spec, receipts)
+    _write_manifest(fs, spec, receipts)
+    if upstream is not None:
+        _check_stage_input(spec, upstream, receipts, fs)
+    return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
+
+
+def _stage_instance_for_driver(spec: StageSpec) -> Stage:
+    return stage_class(spec.name)(spec.config)
+
+
+def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> None:
+    """Make the stage directory belong to this config: wipe it if it holds another config's outputs."""
+    marker = storage.join(spec.directory, "_stage.json")
+    if storage.exists(fs, marker):
+        previous = storage.read_json(fs, marker).get("config_hash")
+        if force or previous != spec.hash:
+            why = "--force" if force else "its config (or an earlier stage's) changed"
+            log(f"[{spec.label}] discarding earlier outputs: {why}")
+            fs.delete_dir_contents(spec.directory)
+    storage.remove_temporaries(fs, spec.directory)
+    storage.write_json(fs, marker, {"stage": spec.name, "config_hash": spec.hash,
+                                    "config": spec.config.model_dump(mode="json")})
+
+
+def _units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, fs) -> list[Unit]:
+    if upstream is None:
+        units = []
+        for source_index, source in enumerate(config.inputs):
+            try:
+                files = list_input_files(source)
+            except InputError as error:
+                raise PipelineError(str(error)) from None
+            for file_index, item in enumerate(files):
+                source_fs, _ = storage.resolve(source.path)
+                info = source_fs.get_file_info(item.path)
+                units.append(Unit(f"{source_index:03d}-{file_index:05d}", item, f"{info.size}:{info.mtime_ns}"))
+        return units
+    manifest = _read_manifest(fs, upstream)
+    if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != upstream.hash:
+        raise PipelineError(f"stage {spec.name} needs the finished output of {upstream.name}, which is "
+                            f"missing or stale; run `python -m pipeline run CONFIG --from {upstream.name}`")
+    units = []
+    for receipt in manifest["units"]:
+        for kept in receipt["kept_files"]:
+            name = posixpath.basename(kept["path"])[: -len(".parquet")]
+            units.append(Unit(name, storage.join(upstream.directory, kept["path"]), kept["sha256"]))
+    return units
+
+
+def _valid_receipts(fs, spec: StageSpec, units: list[Unit]) -> list[dict]:
+    """Receipts of units already committed with this config and this exact input."""
+    valid = []
+    for unit in units:
+        path = _receipt_path(spec, unit.unit)
+        if storage.exists(fs, path):
+            receipt = storage.read_json(fs, path)
+            if receipt.get("config_hash") == spec.hash and receipt.get("input_fingerprint") == unit.fingerprint:
+                valid.append(receipt)
+    return valid
+
+
+def _remove_unreferenced(fs, spec: StageSpec, receipts: list[dict]) -> None:
+    """Delete shards and receipts no current unit owns (e.g. an input file that was removed)."""
+    referenced = {f["path"] for r in receipts for f in r["kept_files"] + r["removed_files"]}
+    for side in ("kept", "removed"):
+        for path in storage.list_files(fs, storage.join(spec.directory, side), ".parquet"):
+            if f"{side}/{posixpath.basename(path)}" not in referenced:
+                fs.delete_file(path)
+    units = {r["unit"] for r in receipts}
+    for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json"):
+        if posixpath.basename(path)[: -len(".json")] not in units:
+            fs.delete_file(path)
+
+
+def _write_manifest(fs, spec: StageSpec, receipts: list[dict]) -> None:
+    totals = {key: sum(r[key] for r in receipts) for key in
+              ("input_rows", "kept_rows", "removed_rows", "input_bytes", "kept_bytes", "removed_bytes")}
+    totals["task_seconds"] = round(sum(r["seconds"] for r in receipts), 3)
+    units = [{k: v for k, v in r.items() if k != "stats"} for r in receipts]
+    storage.write_json(fs, storage.join(spec.directory, "_manifest.json"), {
+        "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": units})
+    merged = Stats()
+    for receipt in receipts:
+        merged.merge(receipt["stats"])
+    storage.write_json(fs, storage.join(spec.directory, "_stats.json"), merged)
+
+
+def _read_manifest(fs, spec: StageSpec) -> dict | None:
+    path = storage.join(spec.directory, "_manifest.json")
+    return storage.read_json(fs, path) if storage.exists(fs, path) else None
+
+
+def _check_stage_input(spec: StageSpec, upstream: StageSpec, receipts: list[dict], fs) -> None:
+    expected = _read_manifest(fs, upstream)["totals"]["kept_rows"]
+    got = sum(r["input_rows"] for r in receipts)
+    if got != expected:
+        raise PipelineError(f"conservation violated: {upstream.name} kept {expected} documents "
+                            f"but {spec.name} read {got}")
+
+
+def summary_line(result: StageResult) -> str:
+    """One line per stage: documents in/kept/removed by reason, size and speed."""
+    receipts = result.receipts
+    docs_in = sum(r["input_rows"] for r in receipts)
+    kept = sum(r["kept_rows"] for r in receipts)
+    reasons: dict[str, int] = {}
+    for receipt in receipts:
+        for reason, counts in receipt["stats"].get("by_reason", {}).items():
+            reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
+    removed = ", ".join(f"{reason} {count:,}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    megabytes = sum(r["input_bytes"] for r in receipts) / 1e6
+    task_seconds = sum(r["seconds"] for r in receipts)
+    speed = f"{megabytes / result.wall_seconds:.1f} MB/s" if result.wall_seconds else "-"
+    per_core = f"{megabytes / task_seconds:.1f} MB/s per task" if task_seconds else "-"
+    reuse = f", {result.reused} reused" if result.reused else ""
+    return (f"[{result.spec.label}] {len(receipts)} units{reuse} | {docs_in:,} in, {kept:,} kept, "
+            f"{docs_in - kept:,} removed ({removed or 'none'}) | {megabytes:.1f} MB, "
+            f"{result.wall_seconds:.1f} s, {speed}, {per_core}")
+
+
+def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | None = None,
+                log: Callable[[str], None] = print) -> tuple[StageSpec, dict]:
+    """Run one stage on one unit in this process, writing under ``<work_dir>/_debug/<stage>/``.
+
+    The stage before it must have finished. Nothing in the real stage directory is touched, so a
+    debugging session never disturbs a run's resume state.
+    """
+    from dataclasses import replace
+
+    from pipeline.executor import InProcessExecutor
+
+    specs = plan_stages(config)
+    names = [spec.name for spec in specs]
+    if name not in names:
+        raise PipelineError(f"no stage {name!r} in this config; stages are {', '.join(names)}")
+    spec = specs[names.index(name)]
+    upstream = specs[spec.index - 2] if spec.index > 1 else None
+    units = _units(spec, upstream, config, spec.filesystem)
+    if not 0 <= shard < len(units):
+        raise PipelineError(f"--shard {shard}: stage {name} has {len(units)} units (0..{len(units) - 1})")
+    debug_dir = storage.join(posixpath.dirname(spec.directory), "_debug", f"{spec.index:02d}_{name}")
+    spec = replace(spec, directory=debug_dir)
+    if spec.filesystem.get_file_info(debug_dir).type != pafs.FileType.NotFound:
+        spec.filesystem.delete_dir_contents(debug_dir)
+    if name != INGEST and stage_class(name).prepare is not Stage.prepare:
+        executor = InProcessExecutor()
+        _stage_instance_for_driver(spec).prepare(PrepareContext(
+            inputs={unit.unit: unit.source for unit in units}, scratch=storage.join(debug_dir, "_scratch"),
+            filesystem=spec.filesystem, map=lambda fn, items: executor.map(fn, items, "prepare"),
+            log=lambda message: log(f"[{spec.label}] {message}")))
+    unit = replace(units[shard], limit=limit)
+    log(f"[{spec.label}] unit {unit.unit} ({unit.source if isinstance(unit.source, str) else unit.source.path})")
+    receipt = run_unit((spec, unit))
+    if isinstance(receipt, Failure):
+        raise PipelineError(receipt.message)
+    return spec, receipt

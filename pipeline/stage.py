@@ -1,0 +1,139 @@
+"""The stage contract: what every document stage implements, and nothing more.
+
+A stage is a small class in ``stages/<name>.py``::
+
+    class RulesConfig(StageConfig):          # typed, validated, unknown keys rejected
+        min_words: int = 50
+
+    class Rules(Stage):
+        name = "rules"
+        Config = RulesConfig
+
+        def __init__(self, config: RulesConfig):   # load models here: once per worker
+            ...
+
+        def process(self, batch: pa.Table) -> StageOutput:
+            reasons = [...]                  # None = keep, "too_few_words" = drop
+            return split(batch, reasons, stats)
+
+``process`` is pure: it sees one batch of documents (an Arrow table in the document schema plus the
+columns earlier stages added) and returns the rows it keeps, the rows it removes (same columns plus
+``reason``), and counters. It never does I/O on the corpus; the runner owns reading, writing, Ray,
+retries, receipts, conservation checks and progress. Stages that need a view of the whole corpus
+(deduplication) also implement ``prepare``, which the runner calls once before any ``process`` call.
+
+Document schema (columns every shard has): ``id`` (stable, unique), ``text``, ``source``,
+``category`` (web | encyclopedia | books | papers | code | others) and ``meta`` (a JSON string).
+A stage may add columns; it never renames or drops one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.stats import Stats
+
+CATEGORIES = ("web", "encyclopedia", "books", "papers", "code", "others")
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("category", pa.string()),
+        ("meta", pa.string()),
+    ]
+)
+
+REASON_COLUMN = "reason"
+
+
+class StageConfig(BaseModel):
+    """Base for every stage's configuration: unknown keys are an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageOutput:
+    """What ``process`` returns for one batch.
+
+    ``removed`` has every column of ``kept`` plus ``reason`` (a short snake_case string such as
+    ``lang_not_kept``). ``stats`` holds the stage's own counters; the runner adds document and byte
+    counts per reason, category and language on its own.
+    """
+
+    kept: pa.Table
+    removed: pa.Table
+    stats: Stats = field(default_factory=Stats)
+
+
+class Stage:
+    """Base class of a document stage. Subclasses set ``name`` and ``Config`` and implement ``process``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+
+    def __init__(self, config: StageConfig):
+        self.config = config
+
+    def prepare(self, context: "PrepareContext") -> None:
+        """Optional global pass over all input shards, run once (in the driver) before any shard.
+
+        It may fan work out with ``context.map``. Whatever it writes must go to ``context.scratch``
+        atomically (``pipeline.storage``), so a rerun after a crash can skip finished steps.
+        """
+
+    def begin_shard(self, shard: str) -> None:
+        """Called in the worker before the batches of one shard; ``shard`` is its name, e.g.
+        ``part-000-00003``. Stages whose decisions were made in ``prepare`` load them here."""
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        raise NotImplementedError
+
+
+@dataclass
+class PrepareContext:
+    """Handed to ``Stage.prepare``: the stage's inputs, a scratch directory and a parallel map.
+
+    ``map(fn, items)`` runs ``fn(item)`` for every item on the executor the run uses (Ray tasks, or
+    in-process with ``--no-ray``) and returns the results in item order; ``fn`` must be a picklable
+    module-level function. ``scratch`` is a directory (local path or URI) owned by this stage and
+    this config hash (wiped when the config changes); ``filesystem`` is its pyarrow filesystem.
+    ``inputs`` maps shard name -> input Parquet path, in shard order. ``log(message)`` prints progress.
+    """
+
+    inputs: dict[str, str]
+    scratch: str
+    filesystem: Any
+    map: Any
+    log: Any
+
+
+def split(
+    batch: pa.Table,
+    reasons: Sequence[str | None],
+    stats: Stats | None = None,
+    **new_columns: pa.Array | Sequence[Any],
+) -> StageOutput:
+    """Add ``new_columns`` to ``batch`` and split it by ``reasons`` (None keeps the row).
+
+    This is the one way stages build their output, so every row lands in exactly one side.
+    """
+    if len(reasons) != batch.num_rows:
+        raise ValueError(f"got {len(reasons)} reasons for {batch.num_rows} rows")
+    for column, values in new_columns.items():
+        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+        if column in batch.column_names:
+            batch = batch.set_column(batch.column_names.index(column), column, array)
+        else:
+            batch = batch.append_column(column, array)
+    reason_array = pa.array(reasons, type=pa.string())
+    removed_mask = pc.is_valid(reason_array)
+    kept = batch.filter(pc.invert(removed_mask))
+    removed = batch.append_column(REASON_COLUMN, reason_array).filter(removed_mask)
+    return StageOutput(kept=kept, removed=removed, stats=stats if stats is not None else Stats())
