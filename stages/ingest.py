@@ -81,7 +81,9 @@ def list_input_files(source: InputSource) -> list[InputFile]:
     if any(ch in source.path for ch in "*?["):
         root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
         candidates = _files_under(fs, root)
-        files = [p for p in candidates if fnmatch.fnmatch(p, path)]
+        # `*` stays within one directory level unless the pattern says `**`, as in a shell.
+        files = [p for p in candidates if fnmatch.fnmatch(p, path)
+                 and ("**" in path or p.count("/") == path.count("/"))]
     else:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:

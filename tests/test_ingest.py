@@ -1,0 +1,145 @@
+"""Ingest: every input format, stable ids, bounded shards, and every kind of bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.executor import TaskFailed
+from pipeline.runner import run_pipeline
+
+
+def _config(tmp_path: Path, inputs: list[dict], **ingest) -> dict:
+    return {"work_dir": str(tmp_path / "work"), "inputs": inputs, "ingest": ingest}
+
+
+def _read(tmp_path: Path, side: str) -> list[dict]:
+    files = sorted((tmp_path / "work" / "01_ingest" / side).glob("*.parquet"))
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def _lines(*records) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()) + b"\n" for r in records)
+
+
+def test_reads_every_format_with_stable_ids(tmp_path):
+    docs = [{"id": f"d{i}", "text": f"document number {i} 文本", "url": f"https://example.org/{i}"} for i in range(6)]
+    (tmp_path / "plain.jsonl").write_bytes(_lines(*docs[:2]))
+    (tmp_path / "packed.jsonl.gz").write_bytes(gzip.compress(_lines(*docs[2:4])))
+    (tmp_path / "packed.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(_lines(*docs[4:])))
+    pq.write_table(pa.table({"paper_id": ["p1", "p2"], "abstract": ["first abstract", "second abstract"]}),
+                   tmp_path / "papers.parquet")
+    (tmp_path / "books" / "shelf").mkdir(parents=True)
+    (tmp_path / "books" / "a.txt").write_text("Chapter one.", encoding="utf-8")
+    (tmp_path / "books" / "shelf" / "b.txt").write_text("第二章。", encoding="utf-8")
+    config = parse_config(_config(tmp_path, [
+        {"name": "web", "path": str(tmp_path / "*.json*"), "category": "web", "id_field": "id"},
+        {"name": "papers", "path": str(tmp_path / "papers.parquet"), "category": "papers", "text_field": "abstract"},
+        {"name": "books", "path": str(tmp_path / "books"), "category": "books"},
+    ]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    kept = _read(tmp_path, "kept")
+    assert sorted(row["id"] for row in kept) == sorted(
+        [f"web/d{i}" for i in range(6)] + ["papers/papers.parquet:row 1", "papers/papers.parquet:row 2",
+                                            "books/a.txt", "books/shelf/b.txt"])
+    by_id = {row["id"]: row for row in kept}
+    assert by_id["web/d3"]["text"] == "document number 3 文本"
+    assert json.loads(by_id["web/d3"]["meta"])["url"] == "https://example.org/3"
+    assert json.loads(by_id["papers/papers.parquet:row 2"]["meta"])["paper_id"] == "p2"
+    assert by_id["books/shelf/b.txt"]["category"] == "books"
+    assert _read(tmp_path, "removed") == []
+
+
+def test_shards_are_bounded_by_text_bytes(tmp_path):
+    docs = [{"text": "x" * 100} for _ in range(50)]
+    (tmp_path / "big.jsonl").write_bytes(_lines(*docs))
+    config = parse_config(_config(tmp_path, [{"name": "s", "path": str(tmp_path / "big.jsonl"), "category": "others"}],
+                                  shard_bytes=1000))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    shards = sorted((tmp_path / "work" / "01_ingest" / "kept").glob("*.parquet"))
+    assert len(shards) == 5
+    assert all(pq.read_metadata(s).num_rows == 10 for s in shards)
+    ids = [row["id"] for row in _read(tmp_path, "kept")]
+    assert ids == [f"s/big.jsonl:{i}" for i in range(1, 51)]
+
+
+BAD_LINES = [
+    ({"id": "good", "text": "a fine document"}, None),
+    (b'{"id": "broken", "text": "no closing brace"', "malformed_json"),
+    (b'{"id": "latin1", "text": "caf\xe9"}', "invalid_utf8"),
+    ({"id": "notext", "title": "no text field"}, "missing_text"),
+    ({"id": "number", "text": 42}, "non_string_text"),
+    ({"id": "blank", "text": "   \n "}, "empty_text"),
+    (b'{"id": "surrogate", "text": "\\ud800 lone half"}', "invalid_utf8"),
+    (b'["a", "list"]', "not_an_object"),
+    ({"id": "huge", "text": "y" * 5000}, "too_large"),
+    ({"id": "good", "text": "same id again"}, "duplicate_id"),
+    ({"text": "no id although id_field is set"}, "missing_id"),
+]
+
+
+def test_bad_input_is_quarantined_with_reason_and_location(tmp_path):
+    (tmp_path / "bad.jsonl").write_bytes(_lines(*(line for line, _ in BAD_LINES)) + b"\n")
+    config = parse_config(_config(tmp_path, [{"name": "b", "path": str(tmp_path / "bad.jsonl"),
+                                              "category": "web", "id_field": "id"}], max_doc_bytes=1000))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    kept, removed = _read(tmp_path, "kept"), _read(tmp_path, "removed")
+    assert [row["id"] for row in kept] == ["b/good"]
+    assert len(kept) + len(removed) == len(BAD_LINES)
+    expected = [(number, reason) for number, (_, reason) in enumerate(BAD_LINES, start=1) if reason]
+    got = [(json.loads(row["meta"])["_ingest"]["line"], row["reason"]) for row in removed]
+    assert got == expected
+    latin1 = next(row for row in removed if row["reason"] == "invalid_utf8")
+    assert "caf\ufffd" in latin1["text"]
+    manifest = json.loads((tmp_path / "work" / "01_ingest" / "_manifest.json").read_text())
+    assert manifest["totals"]["input_rows"] == len(BAD_LINES)
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"text": "ok"}\n{"text": oops}', "bad.jsonl:2: the line is not valid JSON"),
+    (b'{"text": 7}', "bad.jsonl:1: the text field is not a string (non_string_text); expected a non-empty string in field 'text'"),
+    (b'{"text": "caf\xe9"}', "bad.jsonl:1: the bytes are not valid UTF-8"),
+])
+def test_fail_mode_names_file_and_line(tmp_path, line, message):
+    (tmp_path / "bad.jsonl").write_bytes(line + b"\n")
+    config = parse_config(_config(tmp_path, [{"name": "b", "path": str(tmp_path / "bad.jsonl"), "category": "web"}],
+                                  on_bad_input="fail"))
+    with pytest.raises(TaskFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_pipeline(config, use_ray=False, log=lambda _: None)
+
+
+def test_parquet_without_the_text_column_is_a_clear_error(tmp_path):
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
+    config = parse_config(_config(tmp_path, [{"name": "p", "path": str(tmp_path / "p.parquet"), "category": "web"}]))
+    with pytest.raises(TaskFailed, match=r"p.parquet: no column 'text'.*columns are \['body'\]"):
+        run_pipeline(config, use_ray=False, log=lambda _: None)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("work_dir: w\ninputs: [{name: a, path: x, category: web}]\ningest: {shard_byte: 5}\n", "ingest.shard_byte: unknown key"),
+    ("work_dir: w\ninputs: [{name: a, path: x, category: blogs}]\n", "inputs.0.category: Input should be"),
+    ("work_dir: w\ninputs: [{name: a, path: x, category: web}]\ningest: {shard_bytes: many}\n", "ingest.shard_bytes: Input should be a valid integer"),
+    ("work_dir: w\ninputs: [{name: a, path: x, category: web}]\nstages: {spellcheck: {}}\n", "stages.spellcheck: unknown stage 'spellcheck'"),
+    ("work_dir: w\n", "inputs: Field required"),
+    ("work_dir: [unclosed\n", "not valid YAML"),
+])
+def test_config_errors_name_the_file_and_key(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_input_path_is_a_clear_error(tmp_path):
+    from pipeline.runner import PipelineError
+
+    config = parse_config(_config(tmp_path, [{"name": "nope", "path": str(tmp_path / "absent.jsonl"), "category": "web"}]))
+    with pytest.raises(PipelineError, match="input 'nope'.*absent.jsonl does not exist"):
+        run_pipeline(config, use_ray=False, log=lambda _: None)
