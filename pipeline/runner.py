@@ -56,6 +56,7 @@ class StageSpec:
     hash: str
     directory: str  # a path on ``filesystem`` (for s3://bucket/run: "bucket/run/02_langid")
     filesystem: pafs.FileSystem
+    stage_type: type[Stage] | None = None  # resolved in the driver; None for ingest
 
     @property
     def label(self) -> str:
@@ -88,8 +89,10 @@ def plan_stages(config: PipelineConfig) -> list[StageSpec]:
     upstream = config_hash(INGEST, config.ingest, [source.model_dump() for source in config.inputs])
     specs.append(StageSpec(1, INGEST, config.ingest, upstream, storage.join(root, f"01_{INGEST}"), fs))
     for index, (name, stage_config) in enumerate(config.stage_configs().items(), start=2):
-        upstream = config_hash(name, stage_config, getattr(stage_class(name), "version", 1), upstream)
-        specs.append(StageSpec(index, name, stage_config, upstream, storage.join(root, f"{index:02d}_{name}"), fs))
+        stage_type = stage_class(name)
+        upstream = config_hash(name, stage_config, getattr(stage_type, "version", 1), upstream)
+        specs.append(StageSpec(index, name, stage_config, upstream, storage.join(root, f"{index:02d}_{name}"),
+                               fs, stage_type))
     return specs
 
 
@@ -102,7 +105,7 @@ def _stage_instance(spec: StageSpec) -> Stage:
     """The stage object of this worker process; built (and its models loaded) once per config."""
     key = (spec.name, spec.hash)
     if key not in _LOADED:
-        _LOADED[key] = stage_class(spec.name)(spec.config)
+        _LOADED[key] = spec.stage_type(spec.config)
     return _LOADED[key]
 
 
@@ -263,9 +266,8 @@ def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfi
     done = {r["unit"]: r for r in _valid_receipts(fs, spec, units)}
     pending = [unit for unit in units if unit.unit not in done]
     if pending:
-        stage_type = stage_class(spec.name) if spec.name != INGEST else None
-        if stage_type is not None and stage_type.prepare is not Stage.prepare:
-            _stage_instance_for_driver(spec).prepare(PrepareContext(
+        if _has_prepare(spec):
+            spec.stage_type(spec.config).prepare(PrepareContext(
                 inputs={unit.unit: unit.source for unit in units},
                 scratch=storage.join(spec.directory, "_scratch"), filesystem=fs,
                 map=lambda fn, items: executor.map(fn, items, f"{spec.label} prepare"),
@@ -280,8 +282,8 @@ def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfi
     return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
 
 
-def _stage_instance_for_driver(spec: StageSpec) -> Stage:
-    return stage_class(spec.name)(spec.config)
+def _has_prepare(spec: StageSpec) -> bool:
+    return spec.stage_type is not None and spec.stage_type.prepare is not Stage.prepare
 
 
 def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> None:
@@ -418,9 +420,9 @@ def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | 
     spec = replace(spec, directory=debug_dir)
     if spec.filesystem.get_file_info(debug_dir).type != pafs.FileType.NotFound:
         spec.filesystem.delete_dir_contents(debug_dir)
-    if name != INGEST and stage_class(name).prepare is not Stage.prepare:
+    if _has_prepare(spec):
         executor = InProcessExecutor()
-        _stage_instance_for_driver(spec).prepare(PrepareContext(
+        spec.stage_type(spec.config).prepare(PrepareContext(
             inputs={unit.unit: unit.source for unit in units}, scratch=storage.join(debug_dir, "_scratch"),
             filesystem=spec.filesystem, map=lambda fn, items: executor.map(fn, items, "prepare"),
             log=lambda message: log(f"[{spec.label}] {message}")))

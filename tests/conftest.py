@@ -30,3 +30,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+SAMPLE_CONFIG = REPO / "configs" / "sample.yaml"
+
+
+def sample_config(work_dir: Path, **overrides) -> "PipelineConfig":
+    """configs/sample.yaml with its work_dir moved (and top-level sections overridden)."""
+    import yaml
+
+    from pipeline.config import parse_config
+
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw["work_dir"] = str(work_dir)
+    raw.update(overrides)
+    return parse_config(raw, source=str(SAMPLE_CONFIG))
+
+
+def read_stage(work_dir: Path, stage_dir: str, side: str) -> list[dict]:
+    """Every row of one side (kept/removed) of a finished stage, in manifest order."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    directory = work_dir / stage_dir
+    manifest = json.loads((directory / "_manifest.json").read_text())
+    rows = []
+    for unit in manifest["units"]:
+        for file in unit[f"{side}_files"]:
+            rows.extend(pq.read_table(directory / file["path"]).to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="session")
+def sample_run(ray_cluster, tmp_path_factory):
+    """The sample pipeline run once on the real Ray cluster; tests compare against its outputs."""
+    from pipeline.runner import run_pipeline
+
+    work_dir = tmp_path_factory.mktemp("sample") / "work"
+    config = sample_config(work_dir)
+    results = run_pipeline(config, use_ray=True, log=lambda _: None)
+    return work_dir, config, results

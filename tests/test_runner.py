@@ -1,0 +1,124 @@
+"""The runner on a real local Ray cluster: end to end, resume, kill, determinism, invalidation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SAMPLE_CONFIG, read_stage, sample_config
+from pipeline.runner import run_pipeline
+
+STAGE_DIRS = ["01_ingest", "02_langid", "03_rules", "04_quality", "05_dedup"]
+
+
+def _contents(work_dir: Path) -> dict:
+    """Everything a run produced that matters: kept and removed rows of every stage."""
+    return {(stage, side): read_stage(work_dir, stage, side) for stage in STAGE_DIRS for side in ("kept", "removed")}
+
+
+def test_sample_run_end_to_end(sample_run):
+    work_dir, _, results = sample_run
+    assert [r.spec.name for r in results] == ["ingest", "langid", "rules", "quality", "dedup"]
+    previous_kept = None
+    for result in results:
+        manifest = json.loads((Path(result.spec.directory) / "_manifest.json").read_text())
+        totals = manifest["totals"]
+        assert manifest["complete"] is True
+        assert totals["input_rows"] == totals["kept_rows"] + totals["removed_rows"]
+        if previous_kept is not None:
+            assert totals["input_rows"] == previous_kept
+        previous_kept = totals["kept_rows"]
+        # every stage removes something in the sample, each document with a reason
+        removed = read_stage(work_dir, Path(result.spec.directory).name, "removed")
+        assert removed, f"stage {result.spec.name} removed nothing from the sample"
+        assert all(row["reason"] for row in removed)
+    ids = [row["id"] for row in read_stage(work_dir, "05_dedup", "kept")]
+    assert len(ids) == len(set(ids)) > 100
+
+
+def test_rerun_does_no_work(sample_run):
+    work_dir, config, _ = sample_run
+    receipts = sorted(work_dir.glob("*/_receipts/*.json"))
+    before = {p: p.stat().st_mtime_ns for p in receipts}
+    results = run_pipeline(config, use_ray=True, log=lambda _: None)
+    assert all(r.reused == len(r.receipts) for r in results)
+    assert {p: p.stat().st_mtime_ns for p in receipts} == before
+
+
+def test_one_and_two_workers_give_identical_output(sample_run, tmp_path):
+    work_dir, _, _ = sample_run
+    one = tmp_path / "one-worker"
+    config = sample_config(one, ray={"num_workers": 1})
+    run_pipeline(config, use_ray=True, log=lambda _: None)
+    assert _contents(one) == _contents(work_dir)
+
+
+def test_killed_run_resumes_to_identical_output(sample_run, ray_cluster, tmp_path):
+    work_dir, _, _ = sample_run
+    resumed = tmp_path / "work"
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw["work_dir"] = str(resumed)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    command = [sys.executable, "-m", "pipeline", "run", str(config_path)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    receipts = resumed / "03_rules" / "_receipts"
+    deadline = time.monotonic() + 300
+    while not (receipts.is_dir() and any(receipts.glob("*.json"))):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the rules stage never started"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (resumed / "03_rules" / "_manifest.json").exists(), "killed too late: rules had finished"
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "reused" in finished.stdout
+    assert _contents(resumed) == _contents(work_dir)
+
+
+def test_config_change_reruns_that_stage_and_later_ones_only(sample_run, tmp_path):
+    work_dir, _, _ = sample_run
+    copy = tmp_path / "work"
+    shutil.copytree(work_dir, copy)
+    raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+    config = sample_config(copy, stages=_with_changed_rules(raw["stages"]))
+    results = {r.spec.name: r for r in run_pipeline(config, use_ray=True, log=lambda _: None)}
+    assert results["ingest"].reused == len(results["ingest"].receipts)
+    assert results["langid"].reused == len(results["langid"].receipts)
+    for name in ("rules", "quality", "dedup"):
+        assert results[name].reused == 0, name
+
+
+def _with_changed_rules(stages: dict) -> dict:
+    """The same stages with one rules threshold changed."""
+    changed = json.loads(json.dumps(stages))
+    rules = changed.setdefault("rules", {}) or {}
+    changed["rules"] = rules
+    family = rules.setdefault("gopher_quality", {})
+    family["min_doc_words"] = family.get("min_doc_words", 50) + 1
+    return changed
+
+
+def test_lost_rows_fail_the_run_loudly(tmp_path, monkeypatch):
+    from pipeline import registry
+    from pipeline.executor import TaskFailed
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(5)))
+    monkeypatch.setitem(registry.STAGES, "leaky", "stage_fixtures:LeakyStage")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from pipeline.config import parse_config
+
+    config = parse_config({"work_dir": str(tmp_path / "work"), "stages": {"leaky": {}},
+                           "inputs": [{"name": "t", "path": str(tmp_path / "in.jsonl"), "category": "web"}]})
+    with pytest.raises(AssertionError, match="stage leaky lost rows"):
+        run_pipeline(config, use_ray=False, log=lambda _: None)
