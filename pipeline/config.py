@@ -116,12 +116,17 @@ def _describe(error: ValidationError, source: str, prefix: tuple) -> str:
 
 
 def config_hash(*parts: Any) -> str:
-    """A short, stable hash of JSON-able parts (stage config, upstream hash, code version)."""
+    """A short hash of JSON-able parts (stage config, upstream hash, code version), stable across
+    processes: sets are sorted, since their iteration order changes with PYTHONHASHSEED."""
     blob = json.dumps(parts, sort_keys=True, default=_jsonable).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"cannot hash {type(value).__name__}")

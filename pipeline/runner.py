@@ -144,7 +144,7 @@ def _ingest_unit(spec: StageSpec, unit: Unit, fs: pafs.FileSystem) -> dict:
 
 def _map_unit(spec: StageSpec, unit: Unit, fs: pafs.FileSystem) -> dict:
     stage = _stage_instance(spec)
-    stage.begin_shard(unit.unit)
+    stage.begin_shard(unit.unit, _scratch(spec), fs)
     with fs.open_input_file(unit.source) as source:
         parquet = pq.ParquetFile(source)
         table = parquet.read()
@@ -216,6 +216,10 @@ def output_stats(table: pa.Table, kept: bool) -> Stats:
     return stats
 
 
+def _scratch(spec: StageSpec) -> str:
+    return storage.join(spec.directory, "_scratch")
+
+
 def _receipt_path(spec: StageSpec, unit: str) -> str:
     return storage.join(spec.directory, "_receipts", f"{unit}.json")
 
@@ -269,7 +273,7 @@ def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfi
         if _has_prepare(spec):
             spec.stage_type(spec.config).prepare(PrepareContext(
                 inputs={unit.unit: unit.source for unit in units},
-                scratch=storage.join(spec.directory, "_scratch"), filesystem=fs,
+                scratch=_scratch(spec), filesystem=fs,
                 map=lambda fn, items: executor.map(fn, items, f"{spec.label} prepare"),
                 log=lambda message: log(f"[{spec.label}] {message}")))
         for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label):
@@ -423,7 +427,7 @@ def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | 
     if _has_prepare(spec):
         executor = InProcessExecutor()
         spec.stage_type(spec.config).prepare(PrepareContext(
-            inputs={unit.unit: unit.source for unit in units}, scratch=storage.join(debug_dir, "_scratch"),
+            inputs={unit.unit: unit.source for unit in units}, scratch=_scratch(spec),
             filesystem=spec.filesystem, map=lambda fn, items: executor.map(fn, items, "prepare"),
             log=lambda message: log(f"[{spec.label}] {message}")))
     unit = replace(units[shard], limit=limit)

@@ -88,9 +88,10 @@ class Stage:
         atomically (``pipeline.storage``), so a rerun after a crash can skip finished steps.
         """
 
-    def begin_shard(self, shard: str) -> None:
+    def begin_shard(self, shard: str, scratch: str, filesystem: Any) -> None:
         """Called in the worker before the batches of one shard; ``shard`` is its name, e.g.
-        ``part-000-00003``. Stages whose decisions were made in ``prepare`` load them here."""
+        ``part-000-00003-0000``, and ``scratch`` (on ``filesystem``) is where ``prepare`` left its
+        work. Stages whose decisions were made in ``prepare`` load this shard's share here."""
 
     def process(self, batch: pa.Table) -> StageOutput:
         raise NotImplementedError

@@ -143,3 +143,18 @@ def test_missing_input_path_is_a_clear_error(tmp_path):
     config = parse_config(_config(tmp_path, [{"name": "nope", "path": str(tmp_path / "absent.jsonl"), "category": "web"}]))
     with pytest.raises(PipelineError, match="input 'nope'.*absent.jsonl does not exist"):
         run_pipeline(config, use_ray=False, log=lambda _: None)
+
+
+def test_config_hash_is_the_same_in_every_process():
+    """Hashes decide what a rerun redoes, so they must not depend on PYTHONHASHSEED (set order)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, SAMPLE_CONFIG
+
+    script = ("from pipeline.config import load_config; from pipeline.runner import plan_stages; "
+              f"print([s.hash for s in plan_stages(load_config({str(SAMPLE_CONFIG)!r}))])")
+    outputs = {subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                              env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in (1, 2, 3)}
+    assert len(outputs) == 1 and "[" in outputs.pop()

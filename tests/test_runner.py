@@ -67,7 +67,7 @@ def test_killed_run_resumes_to_identical_output(sample_run, ray_cluster, tmp_pat
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
     raw["work_dir"] = str(resumed)
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    config_path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     command = [sys.executable, "-m", "pipeline", "run", str(config_path)]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,314 @@
+"""The langid stage against datatrove's LanguageFilter and bare fastText, and its accuracy.
+
+    python bench/bench_langid.py throughput [--repeats 3]   # -> bench/results/langid_throughput.json
+    python bench/bench_langid.py accuracy                   # -> bench/results/langid_accuracy.json
+
+throughput: every contender reads the corpus-dev shards (converted once, untimed, to the pipeline's
+document schema, zstd Parquet), decides, and writes kept and removed Parquet, in one process pinned to
+one core, each run in a fresh process (peak memory is its own), medians of the repeats:
+
+- stage: stages.langid over whole shards, as the runner calls it (bypass off, so it classifies the same
+  documents datatrove does), and again with the default config (code bypassed);
+- datatrove: ParquetReader -> LanguageFilter(ft176, same languages and threshold, an exclusion writer)
+  -> ParquetWriter, zstd, with its model object pointed at the same lid.176.ftz (no download);
+- bare fastText ``predict``, no I/O, on each shard's texts already in memory: the full texts with
+  newlines replaced (what datatrove classifies) and the stage's cleaned views (what the stage
+  classifies). Timed in the stage's own process right after each shard, so the stage/bare ratios
+  compare runs under the same machine load.
+
+accuracy: per-language top-1 accuracy on langid-dev sentences, the threshold sweep (sentences and
+corpus-dev documents) behind the default ``min_score``, and Hans/Hant accuracy on labelled Chinese.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+from collections import Counter, deque
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+
+from common import (  # noqa: E402
+    REPO, Timer, corpus_shards, document_table, isolated, medians, save_results, text_megabytes,
+    throughput, write_document_shards,
+)
+
+SHARED = REPO.parent / "shared" / "data"
+LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ko", "ru"]  # what configs/sample.yaml keeps
+MIN_SCORE = 0.5
+NAMED = ["en", "zh", "ja", "ko", "de", "fr", "es", "ru", "ar"]
+NO_LID176_LABEL = {"lg", "mi", "sn", "st", "tn", "ts", "xh", "zu"}
+TO_LID176 = {"nb": "no", "zh-Hans": "zh", "zh-Hant": "zh", "pt-BR": "pt"}
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9]
+
+
+# --- throughput contenders (module level: each runs in a spawned process) -------------------------
+
+
+def stage_run(shards: list[Path], out: Path, config: dict, paired: bool) -> dict:
+    """The stage over every shard, read to write. ``paired``: after each shard, also time bare
+    fastText ``predict`` on that shard's full texts and on the stage's views of them, in this process,
+    so the ratios compare runs that shared the same machine load."""
+    from pipeline import storage
+    from stages.langid import LangID, LangIDConfig, prediction_view
+
+    with Timer() as load:
+        stage = LangID(LangIDConfig(**config))
+    fs, root = storage.resolve(str(out))
+    kept, seconds = 0, Counter()
+    for shard in shards:
+        with Timer() as run:
+            table = pq.read_table(shard)
+            output = stage.process(table)
+            storage.write_parquet(fs, storage.join(root, "kept", shard.name), output.kept)
+            storage.write_parquet(fs, storage.join(root, "removed", shard.name), output.removed)
+        seconds.update(wall_s=run.wall, cpu_s=run.cpu)
+        kept += output.kept.num_rows
+        if paired:
+            texts = table.column("text").to_pylist()
+            for name, lines in (("full_texts", [t.replace("\n", " ") for t in texts]),
+                                ("stage_views", [prediction_view(t, 2000, 3) for t in texts])):
+                with Timer() as bare:
+                    stage.model.predict(lines, k=1)
+                seconds[f"bare_predict_{name}_wall_s"] += bare.wall
+                seconds[f"bare_predict_{name}_cpu_s"] += bare.cpu
+    return {**seconds, "model_load_s": load.wall, "kept": kept}
+
+
+def datatrove_run(shard_dir: Path, out: Path) -> dict:
+    from datatrove.pipeline.filters import LanguageFilter
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+    from fasttext import load_model
+    from loguru import logger
+
+    from stages.langid import resolve_model_path
+
+    accept_fasttext_numpy2()
+    logger.remove()  # per-file progress lines would land inside the timing
+    language_filter = LanguageFilter(
+        languages=LANGUAGES, language_threshold=MIN_SCORE,
+        exclusion_writer=ParquetWriter(str(out / "removed"), compression="zstd"),
+    )
+    with Timer() as load:
+        # FT176LID.model downloads lid.176.bin on first use unless _model is already set.
+        language_filter.model._model = load_model(resolve_model_path(None))
+    steps = [
+        ParquetReader(str(shard_dir), glob_pattern="*.parquet"),
+        language_filter,
+        ParquetWriter(str(out / "kept"), compression="zstd"),
+    ]
+    with Timer() as run:
+        data = None
+        for step in steps:  # what LocalPipelineExecutor does for one rank
+            data = step(data, 0, 1)
+        deque(data or [], maxlen=0)
+    kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
+    return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
+
+
+def accept_fasttext_numpy2() -> None:
+    """datatrove insists on the distribution fasttext-numpy2-wheel; fasttext-numpy2 (the project's)
+    installs the same `fasttext` module, and the two cannot be installed side by side."""
+    import datatrove.pipeline.base as base
+
+    check = base.check_required_dependencies
+
+    def check_ours(step_name, dependencies):
+        wheel = ("fasttext", "fasttext-numpy2-wheel")
+        return check(step_name, [("fasttext", "fasttext-numpy2") if d == wheel else d for d in dependencies])
+
+    base.check_required_dependencies = check_ours
+
+
+def throughput_main(repeats: int) -> dict:
+    shards = corpus_shards()
+    tables = [document_table(shard) for shard in shards]
+    docs = sum(t.num_rows for t in tables)
+    megabytes = sum(text_megabytes(t) for t in tables)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        inputs = write_document_shards(shards, tmp / "in")
+        config = {"languages": LANGUAGES, "min_score": MIN_SCORE}
+        contenders = {
+            "stage_classify_all":
+                lambda out: isolated(stage_run, inputs, out, {**config, "bypass_categories": []}, True),
+            "stage_default_code_bypassed": lambda out: isolated(stage_run, inputs, out, config, False),
+            "datatrove_language_filter": lambda out: isolated(datatrove_run, tmp / "in", out),
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in contenders}
+        for repeat in range(repeats):  # interleaved, so drifting machine load hits every contender alike
+            for name, contender in contenders.items():
+                runs[name].append(contender(tmp / f"{name}-{repeat}"))
+        agreement = decision_agreement(tmp / "stage_classify_all-0", tmp / "datatrove_language_filter-0")
+    results = {"docs": docs, "text_mb": round(megabytes, 2), "shards": len(shards),
+               "languages": LANGUAGES, "min_score": MIN_SCORE, "contenders": {}}
+    for name, measured in runs.items():
+        row = medians(measured)
+        row.update({f"wall_{k}": v for k, v in throughput(docs, megabytes, row["wall_s"]).items()})
+        row.update({f"cpu_{k}": v for k, v in throughput(docs, megabytes, row["cpu_s"]).items()})
+        results["contenders"][name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+    stage = results["contenders"]["stage_classify_all"]
+    datatrove = results["contenders"]["datatrove_language_filter"]
+    for clock in ("wall_s", "cpu_s"):  # throughput ratios: > 1 means the stage is faster
+        results[f"speed_ratios_{clock}"] = {"stage_vs_datatrove": round(datatrove[clock] / stage[clock], 2)}
+        for bare in ("full_texts", "stage_views"):
+            seconds = stage[f"bare_predict_{bare}_{clock}"]
+            results[f"speed_ratios_{clock}"][f"stage_vs_bare_predict_{bare}"] = round(seconds / stage[clock], 2)
+            results.setdefault(f"bare_predict_{bare}", {}).update(
+                {f"{clock[:-2]}_{k}": v for k, v in throughput(docs, megabytes, seconds).items()})
+    results["decision_agreement_with_datatrove"] = agreement
+    return results
+
+
+def decision_agreement(stage_out: Path, datatrove_out: Path) -> float:
+    """Share of documents both keep or both drop."""
+    def kept_ids(directory: Path) -> set[str]:
+        tables = [pq.read_table(p, columns=["id"]) for p in directory.glob("*.parquet")]
+        return {doc_id for table in tables for doc_id in table.column("id").to_pylist()}
+
+    def all_ids(directory: Path) -> set[str]:
+        return kept_ids(directory / "kept") | kept_ids(directory / "removed")
+
+    stage_kept, datatrove_kept = kept_ids(stage_out / "kept"), kept_ids(datatrove_out / "kept")
+    everything = all_ids(stage_out)
+    return round(sum((i in stage_kept) == (i in datatrove_kept) for i in everything) / len(everything), 4)
+
+
+# --- accuracy --------------------------------------------------------------------------------------
+
+
+def langid_dev() -> dict[str, dict[str, list[str]]]:
+    by_unit: dict[str, dict[str, list[str]]] = {}
+    with gzip.open(SHARED / "langid-dev.tsv.gz", "rt", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        for lang, text, unit in reader:
+            if lang not in NO_LID176_LABEL:
+                by_unit.setdefault(unit, {}).setdefault(TO_LID176.get(lang, lang), []).append(text)
+    return by_unit
+
+
+def sweep(gold: list[str], predicted: list[tuple[str, float]]) -> list[dict]:
+    """For each threshold: share kept, share of correct labels lost, share of wrong labels among kept."""
+    correct = [g == lang for g, (lang, _) in zip(gold, predicted)]
+    rows = []
+    for threshold in THRESHOLDS:
+        kept = [score >= threshold for _, score in predicted]
+        n_kept = sum(kept)
+        rows.append({
+            "threshold": threshold,
+            "kept": round(n_kept / len(kept), 4),
+            "correct_lost": round(sum(c and not k for c, k in zip(correct, kept)) / max(sum(correct), 1), 4),
+            "wrong_among_kept": round(sum(k and not c for c, k in zip(correct, kept)) / max(n_kept, 1), 4),
+        })
+    return rows
+
+
+def top1(gold: list[str], predicted: list[tuple[str, float]]) -> float:
+    return round(sum(g == lang for g, (lang, _) in zip(gold, predicted)) / len(gold), 4)
+
+
+def sentence_accuracy(stage, data: dict) -> dict:
+    from stages.langid import prediction_view
+
+    results: dict = {"per_language": {}}
+    gold, predicted = [], []
+    for lang, texts in sorted(data["sentence"].items()):
+        got = stage.predict([prediction_view(t, 2000, 3) for t in texts])
+        results["per_language"][lang] = {
+            "n": len(texts),
+            "top1": top1([lang] * len(texts), got),
+            f"correct_at_{MIN_SCORE}": round(sum(g == lang and s >= MIN_SCORE for g, s in got) / len(got), 4),
+        }
+        gold += [lang] * len(texts)
+        predicted += got
+    rest = [v["top1"] for k, v in results["per_language"].items() if k not in NAMED]
+    results["rest_mean_top1"] = round(statistics.mean(rest), 4)
+    results["all_top1"] = top1(gold, predicted)
+    results["sweep"] = sweep(gold, predicted)
+    for unit in ("word-pair", "single-word"):
+        pairs = [(lang, t) for lang, texts in data[unit].items() for t in texts]
+        got = stage.predict([prediction_view(t, 2000, 3) for _, t in pairs])
+        results[f"{unit}_top1"] = top1([lang for lang, _ in pairs], got)
+    return results
+
+
+def document_accuracy(stage, docs: list[dict]) -> dict:
+    """corpus-dev documents through the stage's view, and whole (newlines replaced) as datatrove does."""
+    from fasttext import load_model
+
+    from stages.langid import prediction_view, resolve_model_path
+
+    gold = [TO_LID176.get(r["lang"], r["lang"]) for r in docs]
+    viewed = stage.predict([prediction_view(r["text"], 2000, 3) for r in docs])
+    model = load_model(resolve_model_path(None))
+    labels, scores = model.predict([r["text"].replace("\n", " ") for r in docs])
+    whole = [(label[0].removeprefix("__label__"), float(score[0])) for label, score in zip(labels, scores)]
+    return {
+        "n": len(docs),
+        "top1_stage_view": top1(gold, viewed),
+        "top1_full_text_newlines_replaced": top1(gold, whole),
+        "sweep_stage_view": sweep(gold, viewed),
+        "sweep_full_text": sweep(gold, whole),
+    }
+
+
+def script_accuracy(corpus: list[dict]) -> dict:
+    from stages.langid import chinese_script, prediction_view
+
+    def script(text: str) -> str:
+        return chinese_script(prediction_view(text, 2000, 3))
+
+    labelled = [r for r in corpus if r["lang"] in ("zh-Hans", "zh-Hant")]
+    with gzip.open(SHARED / "quality-dev" / "gold.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    books = [r["text"] for r in rows if (r["source"], r["lang"]) == ("gutenberg", "zh")]
+    zhwiki = [r["text"] for r in corpus if r["source"] == "zhwiki_wikiextractor"]
+    return {
+        "corpus_dev_labelled": {
+            "n": len(labelled),
+            "accuracy": round(sum(script(r["text"]) == r["lang"][3:] for r in labelled) / len(labelled), 4),
+        },
+        "gutenberg_traditional_books": {
+            "n": len(books), "accuracy": round(sum(script(t) == "Hant" for t in books) / len(books), 4),
+        },
+        "zhwiki_unlabelled_split": dict(Counter(script(t) for t in zhwiki)),
+    }
+
+
+def accuracy_main() -> dict:
+    from stages.langid import LangID, LangIDConfig
+
+    stage = LangID(LangIDConfig(min_score=0.0))
+    corpus = [row for shard in corpus_shards() for row in pq.read_table(shard).to_pylist()]
+    # debian_handbook is left out: its label is the book's, and untranslated pages fall back to
+    # English text inside a translated page frame.
+    docs = [r for r in corpus if r["category"] != "code" and r["source"] != "debian_handbook"]
+    return {
+        "sentences": sentence_accuracy(stage, langid_dev()),
+        "documents": document_accuracy(stage, docs),
+        "script": script_accuracy(corpus),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["throughput", "accuracy"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results = throughput_main(args.repeats) if args.what == "throughput" else accuracy_main()
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    print(f"written to {save_results(f'langid_{args.what}', results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The dedup stage's settings: every threshold with its default and what it means."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.stage import StageConfig
+
+
+class DedupConfig(StageConfig):
+    exact_documents: bool = Field(True, description="drop documents whose normalised text occurred earlier")
+    near_duplicates: bool = Field(True, description="MinHash LSH near-duplicate detection")
+    paragraphs: bool = Field(True, description="drop lines (paragraphs) that occurred in an earlier document")
+
+    word_ngram: int = Field(5, ge=1, le=64, description="shingle size in words, for space-separated languages")
+    char_ngram: int = Field(5, ge=1, le=64, description="shingle size in characters, for char_ngram_langs")
+    char_ngram_langs: tuple[str, ...] = Field(
+        ("zh", "ja", "ko", "th"),
+        description="`lang` values (base before '-', so zh-Hant counts as zh) shingled by characters; "
+        "without a `lang` column, documents mostly in Han/kana/Hangul/Thai script are",
+    )
+    num_perm: int = Field(128, ge=2, le=1024, description="MinHash permutations")
+    seed: int = Field(1, ge=0, description="seed of the permutations (datasketch's `seed`)")
+    threshold: float = Field(
+        0.7, gt=0, lt=1,
+        description="Jaccard similarity of shingle sets above which two documents are near duplicates; "
+        "bands and rows are derived from it as datasketch.MinHashLSH does, unless given",
+    )
+    false_negative_weight: float = Field(
+        0.9, gt=0, lt=1,
+        description="datasketch MinHashLSH weights=(1 - w, w), used to derive bands and rows from threshold; "
+        "0.9 favours recall (more candidates), and verify removes the extra false positives",
+    )
+    bands: int | None = Field(None, ge=1, description="explicit LSH bands (with rows); overrides threshold")
+    rows: int | None = Field(None, ge=1, description="explicit LSH rows per band (with bands)")
+    verify: bool = Field(
+        True,
+        description="keep a candidate pair only if its estimated Jaccard (share of equal MinHash values) "
+        "reaches threshold; costs num_perm*4 bytes per band key in the shuffle",
+    )
+    keep: Literal["first", "longest", "quality"] = Field(
+        "first",
+        description="which document of a cluster stays: first in corpus order, longest text, or highest "
+        "quality_score (needs the quality stage earlier); ties go to the first",
+    )
+
+    paragraph_min_chars: int = Field(
+        30, ge=1, description="shorter paragraphs (after normalising) are never removed as duplicates"
+    )
+    paragraph_exempt: tuple[str, ...] = Field(
+        (), description="paragraphs never removed, compared after normalising (e.g. 'References')"
+    )
+    paragraph_skip_categories: tuple[str, ...] = Field(
+        ("code",), description="categories left out of paragraph dedup (repeated lines are normal in code)"
+    )
+    min_chars_after_paragraph_dedup: int = Field(
+        100, ge=0,
+        description="a document that lost paragraphs and has fewer characters left is dropped "
+        "(too_short_after_paragraph_dedup)",
+    )
+    partitions: int = Field(
+        16, ge=1, description="hash partitions of the shuffles (band keys, paragraph hashes): one reduce task each"
+    )
+
+    @model_validator(mode="after")
+    def _bands_and_rows(self) -> "DedupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give both bands and rows, or neither (then threshold decides)")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self

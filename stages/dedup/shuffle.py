@@ -1,0 +1,96 @@
+"""What every dedup task shares: the job description, document numbers and shuffle files.
+
+Documents are numbered ``shard_index << 32 | row``, which is corpus order. Shuffle files are
+written sorted by their first column (a partition number or a document number) in several row
+groups, and ``gather`` reads from many of them only the row groups whose min/max statistics overlap
+the wanted range: a reduce task reads its slice of every map output without a file per pair.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from stages.dedup.config import DedupConfig
+
+DOC_BITS = 32
+READ_BATCH_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one prepare run needs; sent (pickled) with each task."""
+
+    config: DedupConfig
+    filesystem: Any
+    scratch: str
+    shards: tuple[str, ...]  # shard names, in corpus order
+    inputs: tuple[str, ...]  # their Parquet paths
+    bands: int
+    rows: int
+
+    def path(self, directory: str, name: int | str, suffix: str = "parquet") -> str:
+        name = f"{name:05d}" if isinstance(name, int) else name
+        return storage.join(self.scratch, directory, f"{name}.{suffix}")
+
+    def paths(self, directory: str, count: int) -> list[str]:
+        return [self.path(directory, i) for i in range(count)]
+
+
+def shard_range(shard: int) -> tuple[int, int]:
+    """The document numbers of a shard: ``low <= doc < high``."""
+    return shard << DOC_BITS, (shard + 1) << DOC_BITS
+
+
+def partition(keys: np.ndarray, job: Job) -> np.ndarray:
+    return (keys % np.uint64(job.config.partitions)).astype(np.int32)
+
+
+def batches(job: Job, shard: int, wanted: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """(document numbers, table) for each batch of a shard, with those ``wanted`` columns it has."""
+    with job.filesystem.open_input_file(job.inputs[shard]) as source:
+        parquet = pq.ParquetFile(source)
+        columns = [c for c in wanted if c in parquet.schema_arrow.names]
+        row = 0
+        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+            yield shard_range(shard)[0] + row + np.arange(batch.num_rows, dtype=np.int64), \
+                pa.Table.from_batches([batch])
+            row += batch.num_rows
+
+
+def write_sorted(job: Job, path: str, table: pa.Table, groups: int) -> None:
+    """Write ``table`` sorted by its first column, in about ``groups`` row groups."""
+    table = table.sort_by([(table.column_names[0], "ascending")])
+    storage.write_parquet(job.filesystem, path, table, row_group_size=max(1, math.ceil(table.num_rows / groups)))
+
+
+def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
+    """Rows of ``path`` whose first column is in ``[low, high)``, reading only overlapping row groups."""
+    with job.filesystem.open_input_file(path) as source:
+        parquet = pq.ParquetFile(source)
+        groups = []
+        for group in range(parquet.num_row_groups):
+            stats = parquet.metadata.row_group(group).column(0).statistics
+            if stats is None or not stats.has_min_max or (stats.min < high and stats.max >= low):
+                groups.append(group)
+        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
+    key = table.column(0)
+    return table.filter(pc.and_(pc.greater_equal(key, low), pc.less(key, high)))
+
+
+def gather(job: Job, paths: list[str], low: int, high: int) -> pa.Table:
+    """``read_range`` over many files, concatenated."""
+    return pa.concat_tables([read_range(job, path, low, high) for path in paths])
+
+
+def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
+    """A fixed-size-list column of signatures as a (rows x num_perm) uint32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(-1, num_perm)

@@ -1,0 +1,145 @@
+"""The global passes of dedup, in order: each a map over shards or partitions, through files.
+
+``run_prepare`` runs the steps below; every task writes its outputs into the scratch directory
+atomically and a task whose output exists is skipped, so a run killed at any point resumes with
+the first unfinished task. No task holds more than one shard, one partition, or (clusters) the
+edges with their endpoints' ids.
+
+    step                 task per    reads                          writes
+    signatures           shard       input shard                    docs/, signatures/, bands/
+    candidates           partition   its rows of every bands/ file  candidates/
+    attach signatures *  shard       candidates/ with u here        candidates-with-signature/
+    verify *             shard       ... with v here                edges/
+    clusters             (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
+    paragraphs **        shard       input shard, clusters/         paragraphs/
+    paragraph removals** partition   its rows of every paragraphs/  paragraph-removals/
+    decisions            shard       clusters/, paragraph-removals/ decisions/<shard name>.parquet
+
+    * when near_duplicates and verify are on; ** when paragraphs is on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from pipeline import storage
+from stages.dedup import documents, minhash, paragraphs
+from stages.dedup.config import DedupConfig
+from stages.dedup.shuffle import Job
+
+DECISIONS = "decisions"
+DECISION_SCHEMA = pa.schema([
+    ("id", pa.string()), ("reason", pa.string()), ("kept_id", pa.string()), ("cluster", pa.string()),
+    ("drop", pa.list_(pa.int32())),
+])
+
+
+@dataclass(frozen=True)
+class Step:
+    """One global step: ``fn((job, item))`` for each item whose ``output(item)`` does not exist yet."""
+
+    name: str
+    fn: Callable
+    items: tuple
+    output: Callable[[Any], str]
+
+
+def lsh_shape(config: DedupConfig) -> tuple[int, int]:
+    """(bands, rows): explicit, or derived from the threshold as datasketch does."""
+    if config.bands is not None:
+        return config.bands, config.rows
+    return minhash.lsh_params(config.threshold, config.num_perm, config.false_negative_weight)
+
+
+def make_job(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any) -> Job:
+    bands, rows = lsh_shape(config)
+    return Job(config, filesystem, scratch, tuple(inputs), tuple(inputs.values()), bands, rows)
+
+
+def decisions_path(scratch: str, shard: str) -> str:
+    return storage.join(scratch, DECISIONS, f"{shard}.parquet")
+
+
+def plan(job: Job) -> list[Step]:
+    """The steps of a prepare run, in order."""
+    config = job.config
+    shards = tuple(range(len(job.shards)))
+    partitions = tuple(range(config.partitions))
+    steps = [
+        Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i)),
+        Step("candidates", documents.link_partition, partitions, lambda p: job.path(documents.CANDIDATES, p)),
+    ]
+    if config.near_duplicates and config.verify:
+        steps += [
+            Step("attach signatures", documents.attach_head_signatures, shards,
+                 lambda i: job.path(documents.HEADS, i)),
+            Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)),
+        ]
+    steps.append(Step("clusters", documents.cluster_corpus, (0,),
+                      lambda _: job.path(documents.CLUSTERS, "_SUCCESS", "json")))
+    if config.paragraphs:
+        steps += [
+            Step("paragraphs", paragraphs.hash_paragraphs, shards, lambda i: job.path(paragraphs.PARAGRAPHS, i)),
+            Step("paragraph removals", paragraphs.find_repeated_paragraphs, partitions,
+                 lambda p: job.path(paragraphs.REMOVALS, p)),
+        ]
+    steps.append(Step("decisions", decide_shard, shards, lambda i: decisions_path(job.scratch, job.shards[i])))
+    return steps
+
+
+def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None]) -> None:
+    todo = [item for item in step.items if not storage.exists(job.filesystem, step.output(item))]
+    done = len(step.items) - len(todo)
+    log(f"{step.name}: {len(todo)} tasks" + (f" ({done} already done)" if done else ""))
+    if todo:
+        map_fn(step.fn, [(job, item) for item in todo])
+
+
+def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any,
+                map_fn: Callable, log: Callable[[str], None]) -> dict:
+    """All steps; returns the corpus-wide summary, also written to ``summary.json``."""
+    job = make_job(config, inputs, scratch, filesystem)
+    _check_inputs(job)
+    if config.near_duplicates:
+        log(f"MinHash: {config.num_perm} permutations, {job.bands} bands x {job.rows} rows, "
+            f"threshold {config.threshold}" + (", verified" if config.verify else ""))
+    for step in plan(job):
+        run_step(job, step, map_fn, log)
+    summary = storage.read_json(filesystem, job.path(documents.CLUSTERS, "_SUCCESS", "json"))
+    summary["lsh"] = {"num_perm": config.num_perm, "bands": job.bands, "rows": job.rows}
+    storage.write_json(filesystem, storage.join(scratch, "summary.json"), summary)
+    log(f"{summary['clusters']:,} clusters holding {summary['clustered_docs']:,} documents; "
+        f"edges: {summary['edges']['exact']:,} exact, {summary['edges']['near']:,} near")
+    return summary
+
+
+def _check_inputs(job: Job) -> None:
+    if job.config.keep != "quality" or not job.inputs:
+        return
+    import pyarrow.parquet as pq
+
+    with job.filesystem.open_input_file(job.inputs[0]) as source:
+        names = pq.read_schema(source).names
+    if "quality_score" not in names:
+        raise ValueError("dedup keep: quality needs a quality_score column; run the quality stage "
+                         "before dedup, or choose keep: first or longest")
+
+
+def decide_shard(task: tuple[Job, int]) -> None:
+    """Per shard: everything ``Dedup.process`` needs, keyed by document id."""
+    job, shard = task
+    clusters = storage.read_parquet(job.filesystem, job.path(documents.CLUSTERS, shard))
+    decided = {doc: [doc_id, reason, kept_id, cluster, []] for doc, doc_id, cluster, kept_id, reason in zip(
+        *(clusters[c].to_pylist() for c in ("doc", "id", "cluster", "kept_id", "reason")))}
+    if job.config.paragraphs:
+        for doc, (doc_id, lines, too_short) in paragraphs.line_drops(job, shard).items():
+            entry = decided.setdefault(doc, [doc_id, None, None, None, []])
+            entry[4] = lines
+            if too_short:
+                entry[1] = paragraphs.REASON_SHORT
+    order = sorted(decided)
+    table = pa.table({name: [decided[doc][i] for doc in order]
+                      for i, name in enumerate(DECISION_SCHEMA.names)}, schema=DECISION_SCHEMA)
+    storage.write_parquet(job.filesystem, decisions_path(job.scratch, job.shards[shard]), table)

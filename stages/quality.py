@@ -1,0 +1,154 @@
+"""Quality filtering: score every document with the gold-vs-junk fastText model, drop low scores.
+
+Adds ``quality_score`` (float32, P(high quality) from ``stages.quality_model``) to every row, and
+removes rows whose score is below the threshold for their category and language with reason
+``low_quality``. Thresholds are looked up most specific first, by keys ``<category>/<lang>``,
+``<category>``, ``*/<lang>``, ``*``; a value of ``null`` keeps the documents unfiltered, and so does
+no matching key. The default filters English and Chinese (the languages the model is trained on;
+its score means nothing for others) and lets the curated categories through: encyclopedia, books
+and papers are what "gold" is made of, so filtering them would only lose documents to model error,
+and code is not prose, so a prose classifier has nothing to say about it.
+
+``lang`` comes from the langid stage when it ran (else ``und``). The model is loaded once per worker
+on first use; ``prepare`` trains it in the driver when ``model_path`` does not exist yet.
+
+Stats: ``score_histogram.<category>.<lang>.<bucket>`` (buckets of 0.05, labelled by lower edge),
+``near_threshold.{dropped,kept}.<category>/<lang>`` (a few ``{id, score}`` within
+``example_margin`` of the threshold), ``unfiltered.<category>.<lang>`` (documents no threshold
+applied to).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from pipeline.stage import CATEGORIES, PrepareContext, Stage, StageConfig, StageOutput, split
+from pipeline.stats import Stats, histogram
+from stages.quality_model import (
+    QualityScorer,
+    TextConfig,
+    TrainingConfig,
+    model_exists,
+    read_report,
+    train_quality_model,
+)
+
+REASON = "low_quality"
+UNKNOWN_LANG = "und"
+HISTOGRAM_EDGES = [i / 20 for i in range(20)]
+
+
+def _default_thresholds() -> dict[str, float | None]:
+    return {"*/en": 0.3, "*/zh": 0.3, "encyclopedia": None, "books": None, "papers": None, "code": None}
+
+
+class QualityConfig(StageConfig):
+    model_path: str = Field(
+        "models/quality.bin", description="fastText model; trained by `prepare` when missing"
+    )
+    thresholds: dict[str, float | None] = Field(
+        default_factory=_default_thresholds,
+        description="minimum quality_score to keep, by '<category>/<lang>', '<category>', "
+        "'*/<lang>' or '*' (most specific wins); null or no matching key: not filtered",
+    )
+    example_margin: float = Field(
+        0.05, ge=0, description="documents this close to their threshold are recorded as examples"
+    )
+    text: TextConfig = TextConfig()
+    train: TrainingConfig = TrainingConfig()
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, thresholds: dict[str, float | None]) -> dict[str, float | None]:
+        for key, value in thresholds.items():
+            category = key.split("/", 1)[0]
+            if category != "*" and category not in CATEGORIES:
+                raise ValueError(f"{key!r}: category must be '*' or one of {', '.join(CATEGORIES)}")
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{key!r}: threshold must be between 0 and 1, got {value}")
+        return thresholds
+
+    def threshold(self, category: str, lang: str) -> float | None:
+        """The threshold for one category and language, or None when they are not filtered."""
+        for key in (f"{category}/{lang}", category, f"*/{lang}", "*"):
+            if key in self.thresholds:
+                return self.thresholds[key]
+        return None
+
+
+class Quality(Stage):
+    name = "quality"
+    Config = QualityConfig
+
+    def __init__(self, config: QualityConfig):
+        super().__init__(config)
+        self._scorer: QualityScorer | None = None
+        self._thresholds: dict[tuple[str, str], float | None] = {}
+
+    def prepare(self, context: PrepareContext) -> None:
+        """Train the model when it does not exist yet; warn when it was trained differently."""
+        if not model_exists(self.config.model_path):
+            context.log(f"quality: no model at {self.config.model_path}; training one")
+            train_quality_model(self.config, log=context.log)
+            return
+        report = read_report(self.config.model_path)
+        if report and report.get("train") != self.config.train.model_dump(mode="json"):
+            context.log(
+                f"quality: {self.config.model_path} was trained with another `train` section; "
+                "using it as is (delete it to retrain)"
+            )
+
+    @property
+    def scorer(self) -> QualityScorer:
+        """The model, loaded on first use (once per worker process)."""
+        if self._scorer is None:
+            self._check_text_config()
+            self._scorer = QualityScorer(self.config.model_path, self.config.text)
+        return self._scorer
+
+    def _check_text_config(self) -> None:
+        report = read_report(self.config.model_path)
+        if report and report.get("text") != self.config.text.model_dump(mode="json"):
+            raise ValueError(
+                f"quality: {self.config.model_path} was trained with text settings {report['text']}, "
+                f"the config says {self.config.text.model_dump(mode='json')}; retrain or fix the config"
+            )
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        ids = batch.column("id").to_pylist()
+        categories = batch.column("category").to_pylist()
+        langs = (
+            [lang or UNKNOWN_LANG for lang in batch.column("lang").to_pylist()]
+            if "lang" in batch.column_names
+            else [UNKNOWN_LANG] * batch.num_rows
+        )
+        scores = self.scorer.score(batch.column("text")) if batch.num_rows else []
+
+        stats = Stats()
+        reasons: list[str | None] = []
+        by_group: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for doc_id, category, lang, score in zip(ids, categories, langs, scores):
+            score = float(score)
+            by_group[(category, lang)].append(score)
+            threshold = self._threshold(category, lang)
+            if threshold is None:
+                stats.add("unfiltered", category, lang, 1)
+                reasons.append(None)
+                continue
+            dropped = score < threshold
+            reasons.append(REASON if dropped else None)
+            if abs(score - threshold) <= self.config.example_margin:
+                side = "dropped" if dropped else "kept"
+                stats.example("near_threshold", side, f"{category}/{lang}", {"id": doc_id, "score": round(score, 4)})
+        for (category, lang), group_scores in by_group.items():
+            for bucket, count in histogram(group_scores, HISTOGRAM_EDGES).items():
+                stats.add("score_histogram", category, lang, bucket, count)
+        return split(batch, reasons, stats, quality_score=pa.array(scores, type=pa.float32()))
+
+    def _threshold(self, category: str, lang: str) -> float | None:
+        key = (category, lang)
+        if key not in self._thresholds:
+            self._thresholds[key] = self.config.threshold(category, lang)
+        return self._thresholds[key]

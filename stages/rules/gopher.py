@@ -1,0 +1,161 @@
+"""Gopher quality and repetition rules (Rae et al. 2021, appendix A1), as datatrove implements them.
+
+Differences from datatrove, all deliberate: words are whitespace tokens (datatrove runs spaCy), so
+"alpha words" and "mean word length" follow the paper's wording on whole tokens; stop words are
+per language (datatrove applies the English list to every language); the most frequent n-gram
+must occur at least twice; duplicate n-grams are found
+with vectorised 64-bit hashes and their characters counted once per covered word, instead of
+datatrove's greedy skip-ahead scan (the same quantity on all but contrived inputs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stages.rules.base import Rule, ratio
+from stages.rules.config import GopherQualityConfig, GopherRepetitionConfig
+from stages.rules.document import Doc
+
+_ELLIPSES = ("...", "…")
+
+
+def quality_rules(config: GopherQualityConfig) -> list[Rule]:
+    """The enabled Gopher quality rules, in datatrove's order."""
+    c = config
+    if not c.enabled:
+        return []
+    rules = []
+    if c.min_doc_words is not None:
+        rules.append(Rule("gopher_too_few_words", lambda d: d.content_word_count < c.min_doc_words))
+    if c.max_doc_words is not None:
+        rules.append(Rule("gopher_too_many_words", lambda d: d.content_word_count > c.max_doc_words))
+    if c.min_avg_word_length is not None:
+        rules.append(Rule("gopher_short_words",
+                          lambda d: not d.cjk and 0 < d.mean_content_word_length < c.min_avg_word_length))
+    if c.max_avg_word_length is not None:
+        rules.append(Rule("gopher_long_words", lambda d: not d.cjk and d.mean_content_word_length > c.max_avg_word_length))
+    if c.max_symbol_word_ratio is not None:
+        rules.append(Rule("gopher_hash_ratio", lambda d: ratio(d.text.count("#"), d.n_words) > c.max_symbol_word_ratio))
+        rules.append(Rule("gopher_ellipsis_ratio", lambda d: ratio(_ellipses(d.text), d.n_words) > c.max_symbol_word_ratio))
+    if c.max_bullet_lines_ratio is not None:
+        bullets = tuple(c.bullets)
+        rules.append(Rule("gopher_bullet_lines", lambda d: _bullet_share(d, bullets) > c.max_bullet_lines_ratio))
+    if c.max_ellipsis_lines_ratio is not None:
+        rules.append(Rule("gopher_ellipsis_lines", lambda d: _ellipsis_line_share(d) > c.max_ellipsis_lines_ratio))
+    if c.min_alpha_words_ratio is not None:
+        rules.append(Rule("gopher_alpha_words",
+                          lambda d: d.n_words > 0 and d.alpha_word_count / d.n_words < c.min_alpha_words_ratio))
+    if c.min_stop_words is not None:
+        stop_words = {lang: tuple(words) for lang, words in c.stop_words.items()}
+        rules.append(Rule("gopher_stop_words", lambda d: _too_few_stop_words(d, stop_words, c.min_stop_words)))
+    return rules
+
+
+def repetition_rules(config: GopherRepetitionConfig) -> list[Rule]:
+    """The enabled Gopher repetition rules, in datatrove's order (paragraphs, lines, n-grams)."""
+    c = config
+    if not c.enabled:
+        return []
+    rules = []
+    if c.dup_para_frac is not None:
+        rules.append(Rule("gopher_dup_paras", lambda d: ratio(d.paragraph_dups[0], len(d.paragraphs)) > c.dup_para_frac))
+    if c.dup_para_char_frac is not None:
+        rules.append(Rule("gopher_dup_para_chars", lambda d: ratio(d.paragraph_dups[1], len(d.text)) > c.dup_para_char_frac))
+    if c.dup_line_frac is not None:
+        rules.append(Rule("gopher_dup_lines", lambda d: ratio(d.line_dups[0], len(d.nonblank_lines)) > c.dup_line_frac))
+    if c.dup_line_char_frac is not None:
+        rules.append(Rule("gopher_dup_line_chars", lambda d: ratio(d.line_dups[1], len(d.text)) > c.dup_line_char_frac))
+    for n, limit in sorted(c.top_n_grams.items()):
+        rules.append(Rule(f"gopher_top_{n}gram", _top_ngram_rule(n, limit, c.cjk_n_scale)))
+    for n, limit in sorted(c.dup_n_grams.items()):
+        rules.append(Rule(f"gopher_dup_{n}grams", _dup_ngram_rule(n, limit, c.cjk_n_scale)))
+    return rules
+
+
+def _ellipses(text: str) -> int:
+    return text.count("...") + text.count("…")
+
+
+def _bullet_share(doc: Doc, bullets: tuple[str, ...]) -> float:
+    return ratio(sum(1 for line in doc.lines if line.lstrip().startswith(bullets)), len(doc.lines))
+
+
+def _ellipsis_line_share(doc: Doc) -> float:
+    return ratio(sum(1 for line in doc.lines if line.rstrip().endswith(_ELLIPSES)), len(doc.lines))
+
+
+def _too_few_stop_words(doc: Doc, stop_words: dict[str, tuple[str, ...]], minimum: int) -> bool:
+    words = stop_words.get(doc.lang)
+    if words is None:
+        return False
+    if doc.cjk:  # no word boundaries to match on: any occurrence counts
+        return sum(1 for word in words if word in doc.text) < minimum
+    # Cheap exact pass first: " the " in the text proves the token "the" exists.
+    if sum(1 for word in words if f" {word} " in doc.text) >= minimum:
+        return False
+    return sum(1 for word in words if word in doc.word_set) < minimum
+
+
+def _top_ngram_rule(n: int, limit: float, cjk_scale: int):
+    def fails(doc: Doc) -> bool:
+        size = n * cjk_scale if doc.cjk else n
+        return ratio(_top_ngram_chars(doc, size), len(doc.text)) > limit
+    return fails
+
+
+def _dup_ngram_rule(n: int, limit: float, cjk_scale: int):
+    def fails(doc: Doc) -> bool:
+        size = n * cjk_scale if doc.cjk else n
+        known = doc.__dict__.setdefault("_dup_ngram_chars", {})
+        # Words covered by repeated (n+1)-grams are covered by repeated n-grams too, so the count
+        # for any shorter n already computed bounds this one: most documents stop at the first n.
+        shorter = [chars for m, chars in known.items() if m < size]
+        if shorter and ratio(min(shorter), len(doc.text)) <= limit:
+            return False
+        known[size] = _dup_ngram_chars(doc, size)
+        return ratio(known[size], len(doc.text)) > limit
+    return fails
+
+
+def _top_ngram_chars(doc: Doc, n: int) -> int:
+    """Characters of the most frequent repeated n-gram (words joined by spaces, none for CJK) times
+    its count; ties go to the n-gram seen first, like datatrove's Counter.most_common."""
+    hashes = doc.ngram_hashes(n)
+    if hashes.size == 0:
+        return 0
+    _, group_starts, first = _groups(hashes)
+    counts = np.diff(np.append(group_starts, hashes.size))
+    if counts.max() < 2:  # nothing repeats; datatrove would still count the longest single n-gram
+        return 0
+    start = int(first[counts == counts.max()].min())
+    chars = int(doc.word_lengths[start:start + n].sum()) + (0 if doc.cjk else n - 1)
+    return chars * int(counts.max())
+
+
+def _dup_ngram_chars(doc: Doc, n: int) -> int:
+    """Characters of the words covered by any n-gram occurrence that repeats an earlier one."""
+    hashes = doc.ngram_hashes(n)
+    if hashes.size < 2:
+        return 0
+    _, _, first = _groups(hashes)
+    is_repeat = np.ones(hashes.size, dtype=bool)
+    is_repeat[first] = False
+    starts = np.flatnonzero(is_repeat)
+    if starts.size == 0:
+        return 0
+    cover = np.zeros(doc.word_lengths.size + 1, dtype=np.int64)
+    cover[starts] += 1  # starts are distinct, so plain fancy indexing adds once each
+    cover[starts + n] -= 1
+    covered = np.cumsum(cover[:-1]) > 0
+    return int(doc.word_lengths[covered].sum())
+
+
+def _groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sort order of the hashes, where each run of equal hashes starts in it, and the earliest
+    position of each distinct n-gram (one per run)."""
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    boundary = np.empty(ordered.size, dtype=bool)
+    boundary[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
+    starts = np.flatnonzero(boundary)
+    return order, starts, np.minimum.reduceat(order, starts)

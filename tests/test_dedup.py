@@ -1,0 +1,313 @@
+"""Dedup: datasketch-identical signatures, exact / paragraph / near-duplicate removal as specified,
+identical results across workers, shard splits and Ray, and resume after a real SIGKILL."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from datasketch import MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32
+
+from conftest import REPO
+from pipeline.stage import PrepareContext
+from stages.dedup import Dedup, DedupConfig, minhash
+
+WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window "
+         "history market engine forest number bridge letter summer winter station harbor music "
+         "island report signal village").split()
+
+
+def prose(seed: int, words: int = 120) -> str:
+    """Deterministic English-like text, distinct per seed (random word order from a fixed list)."""
+    rng = random.Random(seed)
+    sentences, current = [], []
+    for _ in range(words):
+        current.append(rng.choice(WORDS))
+        if len(current) >= rng.randint(8, 14):
+            sentences.append(" ".join(current).capitalize() + ".")
+            current = []
+    return " ".join(sentences + ([" ".join(current) + "."] if current else []))
+
+
+def edit_words(text: str, rate: float, seed: int) -> str:
+    rng = random.Random(seed)
+    words = text.split(" ")
+    return " ".join(rng.choice(WORDS) if rng.random() < rate else w for w in words)
+
+
+def doc(doc_id: str, text: str, category: str = "web", **extra) -> dict:
+    return {"id": doc_id, "text": text, "source": "test", "category": category, "meta": "{}", **extra}
+
+
+def write_shards(directory: Path, docs: list[dict], shards: int = 1) -> dict[str, str]:
+    """Docs split into ``shards`` consecutive Parquet files; shard name -> path, in order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(docs), shards + 1).astype(int)
+    inputs = {}
+    for index in range(shards):
+        path = directory / f"part-{index:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(docs[bounds[index]:bounds[index + 1]]), path, row_group_size=7)
+        inputs[path.stem] = str(path)
+    return inputs
+
+
+def in_process(fn, items):
+    return [fn(item) for item in items]
+
+
+def run(inputs: dict[str, str], scratch: Path, map_fn=in_process, **config) -> dict[str, dict]:
+    """Prepare, then process every shard (as the runner does); every row's outcome by id."""
+    stage = Dedup(DedupConfig(**config))
+    stage.prepare(PrepareContext(inputs=inputs, scratch=str(scratch), filesystem=pafs.LocalFileSystem(),
+                                 map=map_fn, log=lambda _: None))
+    worker = Dedup(DedupConfig(**config))  # a fresh instance, as in a worker process
+    outcome = {}
+    for shard, path in inputs.items():
+        worker.begin_shard(shard, str(scratch), pafs.LocalFileSystem())
+        table = pq.read_table(path)
+        output = worker.process(table)
+        assert output.kept.num_rows + output.removed.num_rows == table.num_rows
+        for side in (output.kept, output.removed):
+            for row in side.to_pylist():
+                outcome[row["id"]] = {k: row.get(k) for k in ("text", "reason", "dup_cluster", "dup_kept_id")}
+    return outcome
+
+
+# ----------------------------------------------------------------------------- MinHash and LSH
+
+@pytest.mark.parametrize("by_chars", [False, True])
+def test_signatures_equal_datasketch(by_chars):
+    texts = [prose(1), "Short one.", "", "!!! ...", "机器学习是人工智能的一个分支，它使计算机能够从数据中学习。",
+             prose(2, words=400), "中文", "Ünïcödé façade, naïve café — déjà vu 2024."]
+    simplified = minhash.simplify(pa.array(texts))
+    token_hashes, counts = minhash.tokens(simplified, by_chars)
+    values, per_doc = minhash.shingles(token_hashes, counts, 5)
+    signatures = minhash.MinHasher(128, seed=7).signatures(values, per_doc)
+    for row, simple in enumerate(simplified.to_pylist()):
+        tokens = list(simple.replace(" ", "")) if by_chars else simple.split()
+        expected = MinHash(num_perm=128, seed=7, hashfunc=minhash.shingle_hash)
+        expected.update_batch([tuple(tokens[i:i + 5]) for i in range(max(len(tokens) - 4, 1))] if tokens else [])
+        assert np.array_equal(signatures[row], expected.hashvalues), texts[row]
+
+
+def test_permutations_equal_datasketch_with_its_default_hash():
+    shingles = [[f"shingle {i} {j}".encode() for j in range(n)] for i, n in enumerate((1, 3, 50, 9000))]
+    values = np.array([sha1_hash32(s) for group in shingles for s in group], dtype=np.uint32)
+    signatures = minhash.MinHasher(256, seed=1).signatures(values, np.array([len(g) for g in shingles]))
+    for row, group in enumerate(shingles):
+        expected = MinHash(num_perm=256)
+        expected.update_batch(group)
+        assert np.array_equal(signatures[row], expected.hashvalues)
+
+
+def test_lsh_shape_equals_datasketch():
+    for threshold, num_perm, weight in ((0.7, 128, 0.5), (0.7, 128, 0.9), (0.85, 64, 0.5)):
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - weight, weight))
+        assert minhash.lsh_params(threshold, num_perm, weight) == (lsh.b, lsh.r)
+
+
+def test_band_keys_collide_exactly_when_rows_agree():
+    rng = np.random.default_rng(0)
+    signatures = rng.integers(0, 2**32, size=(3, 12), dtype=np.uint64).astype(np.uint32)
+    signatures[1, :4] = signatures[0, :4]  # doc 1 shares band 0 (rows 0-3) with doc 0
+    keys = minhash.band_keys(signatures, bands=3, rows=4)
+    assert keys[0, 0] == keys[1, 0]
+    assert keys[0, 1] != keys[1, 1] and keys[0, 2] != keys[1, 2]
+    assert len(set(keys.reshape(-1).tolist())) == keys.size - 1  # no other collision
+
+
+def test_chinese_is_shingled_by_characters_with_or_without_lang():
+    texts = pa.array(["这是一个中文句子，没有空格。", "An English sentence.", "日本語の文章です。"])
+    assert minhash.char_shingled(texts, None, ()).tolist() == [True, False, True]
+    langs = pa.array(["zh-Hant", "en", "fr"])
+    assert minhash.char_shingled(texts, langs, ("zh", "ja")).tolist() == [True, False, False]
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+def test_exact_duplicates_removed_with_first_kept(tmp_path):
+    original = prose(10)
+    docs = [doc("a", original), doc("b", prose(11)), doc("c", "  " + original.upper().replace(" ", "\n  ")),
+            doc("d", original)]
+    out = run(write_shards(tmp_path / "in", docs), tmp_path / "scratch", near_duplicates=False, paragraphs=False)
+    assert out["a"]["reason"] is None and out["b"]["reason"] is None
+    for copy in ("c", "d"):
+        assert out[copy] | {"text": None} == {"text": None, "reason": "exact_duplicate", "dup_cluster": "a",
+                                              "dup_kept_id": "a"}
+    assert out["a"]["dup_cluster"] == "a" and out["a"]["dup_kept_id"] is None
+    assert out["b"]["dup_cluster"] is None
+
+
+def test_repeated_paragraphs_removed_from_later_documents(tmp_path):
+    shared = "This paragraph is boilerplate that several documents repeat word for word."
+    docs = [
+        doc("first", f"{prose(20)}\n{shared}\nReferences\n{shared}"),
+        doc("second", f"References\n{prose(21)}\n{shared}\n{prose(22, 30)}"),
+        doc("third", f"{shared}\nShort remainder."),
+        doc("code", f"def f():\n{shared}\n    return 1", category="code"),
+    ]
+    out = run(write_shards(tmp_path / "in", docs), tmp_path / "scratch")
+    # first occurrence stays, repeats inside the first document too
+    assert out["first"]["text"] == docs[0]["text"] and out["first"]["reason"] is None
+    # later document loses it; "References" is shorter than paragraph_min_chars and stays
+    assert out["second"]["text"] == f"References\n{prose(21)}\n{prose(22, 30)}"
+    assert out["third"]["reason"] == "too_short_after_paragraph_dedup"
+    assert out["third"]["text"] == docs[2]["text"]  # removed rows keep their text as it came in
+    assert out["code"]["text"] == docs[3]["text"]  # paragraph_skip_categories
+
+
+def test_paragraph_exemptions_and_minimum_length(tmp_path):
+    notice = "Licensed under the Creative Commons Attribution-ShareAlike License."
+    docs = [doc("x", f"{prose(30)}\n{notice}"), doc("y", f"{prose(31)}\n{notice}")]
+    inputs = write_shards(tmp_path / "in", docs)
+    assert run(inputs, tmp_path / "s1", paragraph_exempt=(notice.upper(),))["y"]["text"] == docs[1]["text"]
+    assert run(inputs, tmp_path / "s2", paragraph_min_chars=len(notice) + 1)["y"]["text"] == docs[1]["text"]
+    assert run(inputs, tmp_path / "s3")["y"]["text"] == prose(31)
+
+
+def test_paragraph_of_a_removed_duplicate_does_not_count(tmp_path):
+    body = prose(40, 200)
+    docs = [doc("dup-1", body + "\nA paragraph only the duplicates have, long enough to count."),
+            doc("dup-2", body + "\nA paragraph only the duplicates have, long enough to count."),
+            doc("keeper", prose(41) + "\n" + body.split(". ")[0] + ".")]
+    out = run(write_shards(tmp_path / "in", docs), tmp_path / "scratch")
+    assert out["dup-2"]["reason"] == "exact_duplicate"
+    assert out["keeper"]["text"] == docs[2]["text"]
+
+
+def test_near_duplicates_clustered_and_keep_strategies(tmp_path):
+    base = prose(50, 300)
+    docs = [doc("orig", base, quality_score=0.2), doc("other", prose(51, 300), quality_score=0.9),
+            doc("edit", edit_words(base, 0.01, 1), quality_score=0.8),
+            doc("long", base + " " + prose(52, 20), quality_score=0.1),
+            doc("far", edit_words(base, 0.5, 2), quality_score=0.99)]
+    inputs = write_shards(tmp_path / "in", docs, shards=2)
+    first = run(inputs, tmp_path / "first", paragraphs=False)
+    assert {k for k, v in first.items() if v["reason"]} == {"edit", "long"}
+    assert all(first[k]["reason"] == "near_duplicate" and first[k]["dup_kept_id"] == "orig" for k in ("edit", "long"))
+    assert {first[k]["dup_cluster"] for k in ("orig", "edit", "long")} == {"orig"}
+    assert first["far"]["reason"] is None and first["far"]["dup_cluster"] is None
+    longest = run(inputs, tmp_path / "longest", paragraphs=False, keep="longest")
+    assert longest["long"]["reason"] is None and longest["orig"]["dup_kept_id"] == "long"
+    best = run(inputs, tmp_path / "quality", paragraphs=False, keep="quality")
+    assert best["edit"]["reason"] is None and best["orig"]["dup_kept_id"] == "edit"
+    assert best["orig"]["dup_cluster"] == "orig"  # the cluster id stays its first document
+
+
+def test_keep_quality_needs_the_column(tmp_path):
+    inputs = write_shards(tmp_path / "in", [doc("a", prose(1))])
+    with pytest.raises(ValueError, match="quality_score"):
+        run(inputs, tmp_path / "scratch", keep="quality")
+
+
+def test_verify_drops_candidates_below_threshold(tmp_path):
+    base = prose(60, 400)
+    docs = [doc("orig", base), doc("edit", edit_words(base, 0.12, 3))]  # Jaccard about 0.45
+    inputs = write_shards(tmp_path / "in", docs)
+    loose = dict(paragraphs=False, exact_documents=False, bands=64, rows=1, num_perm=64)
+    assert run(inputs, tmp_path / "unverified", verify=False, **loose)["edit"]["reason"] == "near_duplicate"
+    assert run(inputs, tmp_path / "verified", verify=True, **loose)["edit"]["reason"] is None
+
+
+def test_process_accepts_an_empty_batch(tmp_path):
+    inputs = write_shards(tmp_path / "in", [doc("a", prose(1))])
+    stage = Dedup(DedupConfig())
+    stage.prepare(PrepareContext(inputs=inputs, scratch=str(tmp_path / "scratch"),
+                                 filesystem=pafs.LocalFileSystem(), map=in_process, log=lambda _: None))
+    stage.begin_shard("part-00000", str(tmp_path / "scratch"), pafs.LocalFileSystem())
+    output = stage.process(pq.read_table(inputs["part-00000"]).slice(0, 0))
+    assert output.kept.num_rows == output.removed.num_rows == 0
+    assert output.kept.schema.field("dup_cluster").type == pa.string()
+    assert output.removed.schema.field("dup_kept_id").type == pa.string()
+
+
+def test_config_rejects_half_given_bands():
+    with pytest.raises(ValueError, match="both bands and rows"):
+        DedupConfig(bands=10)
+    with pytest.raises(ValueError, match="exceeds num_perm"):
+        DedupConfig(bands=20, rows=10, num_perm=128)
+
+
+# ----------------------------------------------------------------------------- determinism, Ray, resume
+
+@pytest.fixture(scope="module")
+def real_docs(shared_data) -> list[dict]:
+    """Real corpus-dev documents with planted exact copies, edited copies and shared paragraphs."""
+    table = pq.read_table(shared_data / "corpus-dev" / "part-00003.parquet").slice(0, 240)
+    docs = [doc(r["id"], r["text"], r["category"], lang=r["lang"]) for r in table.to_pylist()]
+    rng = random.Random(5)
+    for i, source in enumerate(rng.sample(docs[:200], 30)):
+        kind = i % 3
+        text = source["text"] if kind == 0 else edit_words(source["text"], 0.02, i) if kind == 1 else \
+            source["text"] + "\nShared footer paragraph that appears in many web pages of the same site."
+        docs.insert(rng.randrange(len(docs) + 1), doc(f"copy-{i}", text, source["category"], lang=source["lang"]))
+    return docs
+
+
+def test_same_result_for_any_shard_split(real_docs, tmp_path):
+    one = run(write_shards(tmp_path / "one", real_docs, 1), tmp_path / "s1")
+    five = run(write_shards(tmp_path / "five", real_docs, 5), tmp_path / "s5", partitions=3)
+    assert one == five
+    reasons = {v["reason"] for v in one.values()}
+    assert {"exact_duplicate", "near_duplicate"} <= reasons
+    texts = {d["id"]: d["text"] for d in real_docs}
+    assert any(v["reason"] is None and v["text"] != texts[k] for k, v in one.items())  # paragraphs dropped
+
+
+def test_ray_with_two_workers_equals_one_process(real_docs, ray_cluster, tmp_path):
+    import ray
+
+    def ray_map(fn, items):
+        remote = ray.remote(num_cpus=1)(fn)
+        return ray.get([remote.remote(item) for item in items])
+
+    inputs = write_shards(tmp_path / "in", real_docs, 4)
+    assert run(inputs, tmp_path / "ray", map_fn=ray_map, partitions=4) == run(inputs, tmp_path / "local")
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import pyarrow.fs as pafs
+    from pipeline.stage import PrepareContext
+    from stages.dedup import Dedup, DedupConfig
+
+    inputs, scratch, survive = eval(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    done = []
+
+    def dying_map(fn, items):
+        for item in items:
+            if len(done) == survive:
+                os.kill(os.getpid(), signal.SIGKILL)
+            fn(item)
+            done.append(item)
+
+    Dedup(DedupConfig(partitions=4)).prepare(PrepareContext(inputs=inputs, scratch=scratch,
+        filesystem=pafs.LocalFileSystem(), map=dying_map, log=lambda _: None))
+""")
+
+
+# 4 shards, 4 partitions: tasks 0-3 signatures, 4-7 candidates, 8-11 attach, 12-15 verify,
+# 16 clusters, 17-20 paragraphs, 21-24 paragraph removals, 25-28 decisions.
+@pytest.mark.parametrize("survive", [2, 13, 16, 22])
+def test_resumes_after_sigkill(real_docs, tmp_path, survive):
+    inputs = write_shards(tmp_path / "in", real_docs, 4)
+    scratch = tmp_path / "scratch"
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, repr(inputs), str(scratch), str(survive)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -signal.SIGKILL
+    finished_before = {p: p.stat().st_mtime_ns for p in scratch.rglob("*.parquet")}
+    assert len(finished_before) >= survive
+
+    assert run(inputs, scratch, partitions=4) == run(inputs, tmp_path / "fresh")
+    redone = [p for p, mtime in finished_before.items() if p.stat().st_mtime_ns != mtime]
+    assert not redone, f"finished tasks were redone: {redone}"

@@ -1,0 +1,314 @@
+"""The langid stage on the real lid.176 model: labels, thresholds, Chinese script, conservation, Ray.
+
+Accuracy floors sit a few points under what the stage measures (bench/bench_langid.py accuracy), so a
+regression in the text cleaning or the model loading fails here while model noise does not.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from pipeline.stage import DOCUMENT_SCHEMA
+from stages.langid import LangID, LangIDConfig, chinese_script, prediction_view, resolve_model_path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CONFIG = REPO / "configs" / "sample.yaml"
+NAMED = ["en", "zh", "ja", "ko", "de", "fr", "es", "ru", "ar"]
+# lingua languages lid.176 has no label for; lingua's nb is lid.176's no.
+NO_LID176_LABEL = {"lg", "mi", "sn", "st", "tn", "ts", "xh", "zu"}
+TO_LID176 = {"nb": "no"}
+
+
+def table(texts, categories=None) -> pa.Table:
+    n = len(texts)
+    return pa.table(
+        {
+            "id": [f"doc-{i}" for i in range(n)],
+            "text": texts,
+            "source": ["test"] * n,
+            "category": categories or ["others"] * n,
+            "meta": ["{}"] * n,
+        },
+        schema=DOCUMENT_SCHEMA,
+    )
+
+
+def labels(stage: LangID, texts, categories=None) -> list[dict]:
+    """Every row of one batch, kept and removed, in input order, with its reason (None if kept)."""
+    out = stage.process(table(texts, categories))
+    rows = [{**row, "reason": None} for row in out.kept.to_pylist()] + out.removed.to_pylist()
+    order = {f"doc-{i}": i for i in range(len(texts))}
+    return sorted(rows, key=lambda row: order[row["id"]])
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return LangID(LangIDConfig())
+
+
+@pytest.fixture(scope="module")
+def label_all():
+    """Labels everything and drops nothing, to read the raw decision."""
+    return LangID(LangIDConfig(min_score=0.0))
+
+
+@pytest.fixture(scope="module")
+def sentences(shared_data) -> dict[str, dict[str, list[str]]]:
+    """langid-dev.tsv.gz as unit -> lid.176 label -> texts (file order)."""
+    by_unit: dict[str, dict[str, list[str]]] = {}
+    with gzip.open(shared_data / "langid-dev.tsv.gz", "rt", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        for lang, text, unit in reader:
+            if lang not in NO_LID176_LABEL:
+                by_unit.setdefault(unit, {}).setdefault(TO_LID176.get(lang, lang), []).append(text)
+    return by_unit
+
+
+# --- configuration and model loading ---------------------------------------------------------
+
+
+def test_config_rejects_unknown_keys_and_categories():
+    with pytest.raises(ValidationError):
+        LangIDConfig(min_scroe=0.5)
+    with pytest.raises(ValidationError):
+        LangIDConfig(bypass_categories=["source_code"])
+    with pytest.raises(ValidationError):
+        LangIDConfig(min_score=1.5)
+    assert LangIDConfig(languages=["en", "zh"]).languages == ["en", "zh"]
+
+
+def test_default_model_is_the_wheel_lid176_and_a_bad_path_names_the_key(tmp_path):
+    assert Path(resolve_model_path(None)).name == "lid.176.ftz"
+    with pytest.raises(FileNotFoundError, match="stages.langid.model_path"):
+        LangID(LangIDConfig(model_path=str(tmp_path / "missing.bin")))
+
+
+# --- the contract: schema, conservation, reasons, determinism ---------------------------------
+
+
+def test_empty_batch_keeps_the_schema(stage):
+    out = stage.process(table([]))
+    for side in (out.kept, out.removed):
+        assert side.num_rows == 0
+        assert side.schema.field("lang").type == pa.string()
+        assert side.schema.field("lang_score").type == pa.float32()
+        assert side.schema.field("script").type == pa.string()
+    assert out.removed.schema.field("reason").type == pa.string()
+
+
+def test_every_row_lands_once_with_the_documented_reason():
+    stage = LangID(LangIDConfig(languages=["en", "zh"]))
+    texts = [
+        "The committee approved the new budget after a long debate on Tuesday evening.",
+        "委员会在周二晚上经过长时间辩论后批准了新的预算。",
+        "Le comité a approuvé le nouveau budget après un long débat mardi soir.",
+        "def main():\n    # Le comité a approuvé le budget\n    return 0\n",
+        "   \n 12345 --- http://example.com/a/b ",
+    ]
+    rows = labels(stage, texts, ["others", "others", "others", "code", "others"])
+    assert len(rows) == len(texts)
+    assert [(r["lang"], r["reason"]) for r in rows] == [
+        ("en", None),
+        ("zh", None),
+        ("fr", "lang_not_kept"),
+        ("code", None),  # bypassed: kept, never classified
+        ("und", "lang_low_score"),  # nothing left after cleaning
+    ]
+    assert rows[3]["lang_score"] is None and rows[4]["lang_score"] == 0.0
+    assert rows[1]["script"] == "Hans" and rows[0]["script"] is None
+
+
+def test_min_score_per_language_overrides_the_default(label_all):
+    text = "The committee approved the new budget after a long debate on Tuesday evening."
+    score = labels(label_all, [text])[0]["lang_score"]
+    strict = LangID(LangIDConfig(min_score=0.0, min_score_by_lang={"en": min(score + 0.01, 1.0)}))
+    assert labels(strict, [text])[0]["reason"] == "lang_low_score"
+    other_language = LangID(LangIDConfig(min_score=0.0, min_score_by_lang={"de": 1.0}))
+    assert labels(other_language, [text])[0]["reason"] is None
+
+
+def test_label_map_renames_before_filtering():
+    stage = LangID(LangIDConfig(label_map={"de": "deu"}, languages=["deu"]))
+    rows = labels(stage, ["Der Ausschuss hat den neuen Haushalt nach einer langen Debatte gebilligt."])
+    assert (rows[0]["lang"], rows[0]["reason"]) == ("deu", None)
+
+
+def test_same_labels_whatever_the_batch_split(label_all, sentences):
+    rng = random.Random(7)
+    texts = [text for lang in NAMED for text in rng.sample(sentences["sentence"][lang], 20)]
+    batch = table(texts)
+    whole = label_all.process(batch).kept
+    pieces = pa.concat_tables([label_all.process(batch.slice(i, 17)).kept for i in range(0, len(texts), 17)])
+    assert whole.num_rows == len(texts)
+    assert whole.to_pylist() == pieces.to_pylist()
+
+
+def test_stats_count_what_was_labelled(label_all):
+    texts = ["Der Ausschuss hat den neuen Haushalt gebilligt.", "委員會在週二晚上經過長時間辯論後批准了新的預算。"]
+    texts.append("x = 1\n")
+    out = label_all.process(table(texts, ["books", "books", "code"]))
+    stats = out.stats
+    assert sum(sum(buckets.values()) for buckets in stats["score_hist"].values()) == 2
+    assert stats["script"] == {"Hant": 1}
+    assert stats["bypassed"] == {"code": 1}
+    assert stats["by_category"]["books"]["zh"]["bytes"] == len(texts[1].encode())
+
+
+# --- what the model sees ---------------------------------------------------------------------
+
+
+def test_prediction_view_is_one_line_without_markup():
+    text = "Visit <a href='x'>our site</a> at https://example.org/p?q=1 or mail info@example.org &amp; now\n\tok"
+    assert prediction_view(text, 2000, 3) == "Visit our site at or mail now ok"
+    # Addresses glued to CJK text take none of it with them.
+    assert prediction_view("联系我们：info@example.com详见https://x.cn/a", 2000, 3) == "联系我们： 详见"
+
+
+def test_long_documents_are_read_through_windows_that_include_the_end():
+    text = "A" * 5000 + " middle " + "B" * 5000 + " tail"
+    view = prediction_view(text, 900, 3)
+    assert len(view) <= 900 + 2 and view.startswith("A") and view.endswith("tail")
+
+
+def test_a_long_book_is_not_labelled_by_its_header(label_all, sentences):
+    """An English licence block on top of a German book: windows see the book, a prefix would not."""
+    header = " ".join(sentences["sentence"]["en"][:12])
+    book = header + "\n" + "\n".join(sentences["sentence"]["de"][:400])
+    assert labels(label_all, [book])[0]["lang"] == "de"
+    prefix_only = LangID(LangIDConfig(min_score=0.0, windows=1, max_chars=len(header)))
+    assert labels(prefix_only, [book])[0]["lang"] == "en"
+
+
+# --- accuracy on real text -------------------------------------------------------------------
+
+
+def test_accuracy_per_language_on_real_sentences(label_all, sentences):
+    # The named languages in full (about 1,000 sentences each), the rest 200 each to stay fast.
+    per_lang = {lang: t if lang in NAMED else t[:200] for lang, t in sentences["sentence"].items()}
+    rows = {lang: labels(label_all, texts) for lang, texts in per_lang.items()}
+    accuracy = {lang: sum(r["lang"] == lang for r in got) / len(got) for lang, got in rows.items()}
+    for lang in NAMED:  # measured 0.988 (zh) to 0.999 (ru, ar)
+        assert accuracy[lang] >= 0.97, (lang, accuracy[lang])
+    rest = [accuracy[lang] for lang in accuracy if lang not in NAMED]
+    assert sum(rest) / len(rest) >= 0.85  # measured 0.88, dragged down by bs/hr/ms/no/nn
+
+
+def test_short_documents_are_labelled_less_reliably_than_sentences(label_all, sentences):
+    """Documented behaviour: no special case for short text, the score says how sure the model is."""
+    rng = random.Random(3)
+    langs = ["en", "de", "fr", "es", "ru"]
+    results = {}
+    for unit in ("sentence", "single-word"):
+        texts = [(lang, t) for lang in langs for t in rng.sample(sentences[unit][lang], 100)]
+        got = labels(label_all, [t for _, t in texts])
+        results[unit] = (
+            sum(r["lang"] == lang for (lang, _), r in zip(texts, got)) / len(got),
+            sorted(r["lang_score"] for r in got)[len(got) // 2],
+        )
+    assert results["single-word"][0] < results["sentence"][0] - 0.2
+    assert results["single-word"][1] < results["sentence"][1]
+
+
+def test_mixed_documents_get_the_dominant_language_with_a_lower_score(label_all, sentences):
+    en, de = sentences["sentence"]["en"][:20], sentences["sentence"]["de"][:20]
+    mostly_en = "\n".join(en[:16] + de[:4])
+    mostly_de = "\n".join(en[:4] + de[:16])
+    pure_en = "\n".join(en[:20])
+    got = labels(label_all, [mostly_en, mostly_de, pure_en])
+    assert [r["lang"] for r in got] == ["en", "de", "en"]
+    assert got[0]["lang_score"] < got[2]["lang_score"]
+
+
+def test_kana_free_chinese_is_not_called_japanese(label_all, sentences):
+    zh = labels(label_all, sentences["sentence"]["zh"])
+    ja = labels(label_all, sentences["sentence"]["ja"])
+    assert sum(r["lang"] == "ja" for r in zh) / len(zh) < 0.005  # raw lid.176: 3% of these
+    assert sum(r["lang"] == "ja" for r in ja) / len(ja) >= 0.98
+
+
+# --- Chinese script on real text -------------------------------------------------------------
+
+
+def test_simplified_and_traditional_on_labelled_corpus_text(shared_data):
+    rows = []
+    for shard in sorted((shared_data / "corpus-dev").glob("*.parquet")):
+        docs = pq.read_table(shard, columns=["lang", "text"]).to_pylist()
+        rows += [row for row in docs if row["lang"] in ("zh-Hans", "zh-Hant")]
+    assert len(rows) > 200
+    correct = sum(chinese_script(prediction_view(r["text"], 2000, 3)) == r["lang"][3:] for r in rows)
+    assert correct / len(rows) >= 0.98  # measured 1.000 (man pages and Debian Reference)
+
+
+def test_traditional_books_are_hant(shared_data):
+    with gzip.open(shared_data / "quality-dev" / "gold.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    books = [r["text"] for r in rows if (r["source"], r["lang"]) == ("gutenberg", "zh")]
+    assert len(books) > 100
+    hant = sum(chinese_script(prediction_view(text, 2000, 3)) == "Hant" for text in books)
+    assert hant / len(books) >= 0.98
+
+
+def test_script_of_short_strings():
+    assert chinese_script("这个问题们说了") == "Hans"
+    assert chinese_script("這個問題們說了") == "Hant"
+    assert chinese_script("中文") == "Hans"  # no distinguishing character: the documented default
+
+
+# --- the sample corpus and Ray ---------------------------------------------------------------
+
+
+def sample_documents(config) -> pa.Table:
+    """Every record of the sample inputs in the document schema, read by the real ingest reader."""
+    from stages.ingest import list_input_files, read_file
+
+    tables = [table for source in config.inputs for item in list_input_files(source)
+              for table, _ in read_file(item, config.ingest)]
+    return pa.concat_tables(tables)
+
+
+def test_sample_data_expectations(monkeypatch):
+    """On the sample corpus with its own config: records marked ``expect: lang`` are dropped, records
+    of real prose (keep, dup, para, quality) all pass, and Chinese articles get their labelled script.
+    Junk marked ``rules`` is not asserted: what has no confident language drops here already."""
+    from pipeline.config import load_config
+
+    if not SAMPLE_CONFIG.is_file():
+        pytest.skip("configs/sample.yaml is not written yet")
+    monkeypatch.chdir(REPO)  # the sample config's input paths are relative to the repository
+    config = load_config(SAMPLE_CONFIG)
+    out = LangID(config.stage_configs()["langid"]).process(sample_documents(config))
+
+    def expected(table: pa.Table) -> list[dict]:
+        return [json.loads(meta) for meta in table.column("meta").to_pylist()]
+
+    removed = [(row["id"], meta.get("expect"), row["lang"], row["reason"])
+               for row, meta in zip(out.removed.to_pylist(), expected(out.removed))]
+    kept_expect = [meta.get("expect", "keep") for meta in expected(out.kept)]
+    assert "lang" not in kept_expect
+    assert [row for row in removed if row[1] != "rules"] == [row for row in removed if row[1] == "lang"]
+    assert sum(row[1] == "lang" for row in removed) > 0
+    hints = zip([meta.get("lang_hint") for meta in expected(out.kept)], out.kept["script"].to_pylist())
+    chinese = [(hint, script) for hint, script in hints if hint in ("zh-Hans", "zh-Hant")]
+    assert chinese and all(hint == f"zh-{script}" for hint, script in chinese)
+
+
+def test_ray_workers_give_the_in_process_result(ray_cluster, label_all, sentences):
+    import ray
+
+    @ray.remote
+    def run(batch):  # only importable names inside: Ray workers cannot import this test module
+        return LangID(LangIDConfig(min_score=0.0)).process(batch).kept.select(["lang", "lang_score"])
+
+    batch = table([t for lang in NAMED for t in sentences["sentence"][lang][:30]])
+    halves = ray.get([run.remote(batch.slice(0, 135)), run.remote(batch.slice(135))])
+    local = label_all.process(batch).kept.select(["lang", "lang_score"])
+    assert pa.concat_tables(halves).to_pylist() == local.to_pylist()

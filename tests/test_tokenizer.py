@@ -1,0 +1,300 @@
+"""The BPE tokenizer: real sentencepiece training on real text (small vocabularies, seconds).
+
+Covers the sample (determinism, weights, byte cap, held-out set, long lines), the trained model
+(size, special tokens, byte fallback, round trips on code and rare scripts), the evaluation report
+and the Hugging Face export (same ids as sentencepiece on real text).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from pipeline.stage import DOCUMENT_SCHEMA
+from tokenizer import TokenizerConfig, evaluate_tokenizer, load_tokenizer, train_tokenizer
+from tokenizer.sample import draw_sample, split_long_line
+from tokenizer.train import trainer_options
+
+SCHEMA = DOCUMENT_SCHEMA.append(pa.field("lang", pa.string()))
+TRICKY = [
+    "def f(x):\n\tif x:\n        return x  \n\n\n\n    pass\r\n",
+    "  leading and trailing  ",
+    "emoji 😀👩‍👩‍👧 and flags 🇨🇳",
+    "Linear B 𐀀𐀁, cuneiform 𒀀, Tifinagh ⵜⴰⵎⴰⵣⵉⵖⵜ, Ogham ᚛ᚁᚂ᚜",
+    "e\u0301 ﬁ Ｆｕｌｌｗｉｄｔｈ ①②",
+    "NUL \x00 vertical tab \x0b form feed \x0c",
+    "中文：数字12345，标点。「引号」",
+    "literal specials </s> <s> <pad> <unk> stay text",
+]
+
+
+def write_shards(directory: Path, rows: list[dict], shards: int) -> list[str]:
+    """Rows dealt round-robin into ``shards`` Parquet files in the document schema (plus lang)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(shards):
+        part = rows[index::shards]
+        table = pa.table(
+            {
+                "id": [r["id"] for r in part],
+                "text": [r["text"] for r in part],
+                "source": [r.get("source", "test") for r in part],
+                "category": [r["category"] for r in part],
+                "meta": ["{}"] * len(part),
+                "lang": [r["lang"] for r in part],
+            },
+            schema=SCHEMA,
+        )
+        path = directory / f"part-{index:05d}.parquet"
+        pq.write_table(table, path, row_group_size=100)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dev_rows(shared_data) -> list[dict]:
+    """About 2.5 MB of real corpus-dev documents, every category and script, at most 20k chars each."""
+    rows = []
+    for path in sorted((shared_data / "corpus-dev").glob("*.parquet")):
+        for row in pq.read_table(path).to_pylist()[::12]:
+            if len(row["text"]) <= 20_000:
+                category = "papers" if row["category"] == "academic" else row["category"]
+                rows.append({**row, "category": category})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(dev_rows, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokenizer")
+    shards = write_shards(directory / "kept", dev_rows, shards=3)
+    config = TokenizerConfig(
+        vocab_size=4000, sample_bytes=1_500_000, eval_bytes=400_000, holdout_fraction=0.05,
+        character_coverage=0.99,
+        special_tokens=["<|endoftext|>", "<|im_start|>"], eod_token="<|endoftext|>",
+    )
+    output = str(directory / "tokenizer")
+    report = train_tokenizer(config, shards, output, log=lambda _: None)
+    return config, shards, output, report
+
+
+def python_source_rows(limit_bytes: int) -> list[dict]:
+    """Real code that every Python installation has: the standard library's own sources."""
+    rows, total = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        rows.append({"id": path.name, "text": text, "category": "code", "lang": "en"})
+        total += len(text.encode())
+        if total >= limit_bytes:
+            break
+    return rows
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_config_rejects_unknown_keys_bad_tokens_and_weights():
+    with pytest.raises(ValidationError):
+        TokenizerConfig(vocab_sise=1000)
+    with pytest.raises(ValidationError, match="eod_token"):
+        TokenizerConfig(eod_token="<|endoftext|>")
+    with pytest.raises(ValidationError):
+        TokenizerConfig(category_weights={"webb": 1.0})
+    with pytest.raises(ValidationError, match=">= 0"):
+        TokenizerConfig(language_weights={"en": -1.0})
+    assert TokenizerConfig().vocab_size == 65_536
+    assert trainer_options(TokenizerConfig())["byte_fallback"] is True
+
+
+# --- the sample --------------------------------------------------------------------------------
+
+
+def synthetic_rows(n: int) -> list[dict]:
+    categories = ["web", "code"]
+    return [
+        {"id": f"doc-{i:05d}", "text": f"document {i} " * 20, "category": categories[i % 2],
+         "lang": "en"}
+        for i in range(n)
+    ]
+
+
+def sample_ids(config, shards, tmp_path) -> tuple[set[str], list[str], dict]:
+    sample_file = tmp_path / f"sample-{len(shards)}.txt"
+    result = draw_sample(config, shards, str(sample_file), log=lambda _: None)
+    drawn = {line.split(" ")[1] for line in sample_file.read_text().splitlines()}
+    return drawn, [d["id"] for d in result.heldout], result.stats
+
+
+def test_sample_is_independent_of_sharding_and_batches(tmp_path):
+    rows = synthetic_rows(3000)
+    config = TokenizerConfig(sample_bytes=100_000, holdout_fraction=0.05, eval_bytes=20_000)
+    one = sample_ids(config, write_shards(tmp_path / "one", rows, 1), tmp_path)
+    reordered = rows[1::2] + rows[::2]
+    five = sample_ids(config, write_shards(tmp_path / "five", reordered, 5), tmp_path)
+    assert one[0] == five[0]
+    assert sorted(one[1]) == sorted(five[1])
+    assert one[2]["sample"]["bytes"] == five[2]["sample"]["bytes"]
+    other_seed = sample_ids(config.model_copy(update={"seed": 1}), write_shards(tmp_path / "s", rows, 1),
+                            tmp_path)
+    assert other_seed[0] != one[0]
+
+
+def test_sample_respects_cap_weights_and_holdout(tmp_path):
+    rows = synthetic_rows(4000)
+    size = max(len(row["text"].encode()) for row in rows)
+    shards = write_shards(tmp_path / "kept", rows, 2)
+    config = TokenizerConfig(
+        sample_bytes=size * 800, holdout_fraction=0.05, eval_bytes=size * 50,
+        category_weights={"web": 1.0, "code": 4.0}, language_weights={},
+    )
+    drawn, heldout, stats = sample_ids(config, shards, tmp_path)
+    sample = stats["sample"]
+    assert config.sample_bytes <= sample["bytes"] < config.sample_bytes + size
+    assert sample["docs"] == len(drawn)
+    # Weight 4 against 1 with a binding cap: code must dominate though the corpus is half and half.
+    assert sample["by_category"]["code"]["docs"] > 0.7 * sample["docs"]
+    assert not drawn & set(heldout)
+    assert config.eval_bytes <= stats["heldout"]["bytes"] < config.eval_bytes + size
+    assert stats["corpus"]["docs"] == 4000
+
+    no_code = config.model_copy(update={"category_weights": {"web": 1.0, "code": 0.0}})
+    _, _, stats = sample_ids(no_code, shards, tmp_path)
+    assert "code" not in stats["sample"]["by_category"]
+
+
+def test_long_lines_are_split_at_spaces_or_characters_never_dropped(tmp_path):
+    chinese = "长文本没有空格" * 5000  # 105,000 bytes, no space to cut at
+    english = " ".join(f"word{i}" for i in range(20_000))
+    for line in (chinese, english):
+        pieces = split_long_line(line, 4096)
+        assert "".join(pieces) == line
+        assert all(len(piece.encode()) <= 4096 for piece in pieces)
+    assert all(piece.startswith(" ") for piece in split_long_line(english, 4096)[1:])
+
+    rows = [{"id": "long-zh", "text": chinese + "\n\nshort line", "category": "web", "lang": "zh"},
+            {"id": "long-en", "text": english, "category": "web", "lang": "en"}]
+    config = TokenizerConfig(max_sentence_length=4096, holdout_fraction=0.0)
+    sample_file = tmp_path / "sample.txt"
+    stats = draw_sample(config, write_shards(tmp_path / "kept", rows, 1), str(sample_file),
+                        log=lambda _: None).stats["sample"]
+    lines = sample_file.read_text(encoding="utf-8").split("\n")[:-1]
+    assert stats["long_lines"] == 2
+    assert stats["lines"] == len(lines) == stats["chunks_from_long_lines"] + 1
+    assert max(len(line.encode()) for line in lines) <= 4096
+    assert sum(len(line) for line in lines) == len(chinese) + len("short line") + len(english)
+
+
+# --- the trained tokenizer ---------------------------------------------------------------------
+
+
+def test_vocabulary_size_special_tokens_and_files(trained):
+    config, _, output, report = trained
+    tokenizer = load_tokenizer(output)
+    assert tokenizer.vocab_size == config.vocab_size
+    assert tokenizer.special_ids() == {
+        "<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "<|endoftext|>": 4, "<|im_start|>": 5,
+    }
+    assert tokenizer.eod_id == report["tokenizer"]["eod_id"] == 4
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "report.json"):
+        assert (Path(output) / name).is_file()
+    # Special tokens are inserted by id, never produced from text; newline runs are one token each.
+    ids = tokenizer.encode(["a </s> <|endoftext|> b\n\nc"])[0]
+    assert not set(ids) & set(tokenizer.special_ids().values())
+    assert tokenizer.processor.piece_to_id("\n\n") in ids
+
+
+def test_round_trip_and_byte_fallback_on_code_emoji_and_rare_scripts(trained):
+    tokenizer = load_tokenizer(trained[2])
+    processor = tokenizer.processor
+    for text, ids in zip(TRICKY, tokenizer.encode(TRICKY)):
+        assert tokenizer.decode(ids) == text
+        assert processor.unk_id() not in ids
+    emoji_ids = tokenizer.encode(["😀"])[0]
+    assert [processor.id_to_piece(i) for i in emoji_ids] == ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]
+
+
+def test_evaluation_on_heldout_documents(trained, dev_rows):
+    _, _, _, report = trained
+    evaluation = report["evaluation"]
+    assert evaluation["documents"] == report["sample"]["heldout"]["docs"] > 50
+    assert evaluation["unknown_tokens"] == 0
+    assert evaluation["round_trip"]["failures"] == 0
+    assert {"code", "encyclopedia"} <= set(evaluation["by_category"])
+    assert {"en", "zh"} <= set(evaluation["by_lang"])
+    # Even a 4,000-entry BPE must beat 2 bytes per token, and most Chinese characters (3 bytes)
+    # must be single tokens, not byte fallback.
+    assert evaluation["overall"]["bytes_per_token"] > 2.0
+    assert evaluation["by_lang"]["zh"]["bytes_per_token"] > 2.0
+    vocabulary = evaluation["vocabulary"]
+    assert 0.1 < vocabulary["cjk_share"] < 0.9
+    assert vocabulary["byte_pieces"] == 256
+    assert vocabulary["whitespace_only_pieces"] > 0
+    assert report["sample"]["sample"]["docs"] + evaluation["documents"] <= len(dev_rows)
+
+
+def test_evaluate_tokenizer_reproduces_the_training_report(trained):
+    config, shards, output, report = trained
+    evaluation = evaluate_tokenizer(config, list(reversed(shards)), output, log=lambda _: None)
+    assert evaluation["overall"] == report["evaluation"]["overall"]
+    assert json.loads((Path(output) / "evaluation.json").read_text())["documents"] == evaluation["documents"]
+
+
+def test_hf_export_gives_sentencepiece_ids_on_real_text(trained, dev_rows):
+    tokenizers = pytest.importorskip("tokenizers")
+    _, _, output, report = trained
+    assert report["evaluation"]["hf_export"]["failures"] == 0
+    tokenizer = load_tokenizer(output)
+    hf = tokenizers.Tokenizer.from_file(str(Path(output) / "tokenizer.json"))
+    hf.encode_special_tokens = True
+    texts = [row["text"] for row in dev_rows] + TRICKY
+    expected = tokenizer.encode(texts)
+    got = [encoding.ids for encoding in hf.encode_batch(texts, add_special_tokens=False)]
+    mismatched = [i for i, (a, b) in enumerate(zip(expected, got)) if a != b]
+    assert mismatched == []
+    assert hf.decode_batch(got[-len(TRICKY):], skip_special_tokens=False) == TRICKY
+
+
+def test_training_is_deterministic_across_sharding(dev_rows, tmp_path):
+    config = TokenizerConfig(vocab_size=2000, sample_bytes=500_000, eval_bytes=0, export_hf=False,
+                             character_coverage=0.98)
+    pieces = []
+    for shards, threads in ((1, 1), (4, 2)):
+        paths = write_shards(tmp_path / f"kept-{shards}", dev_rows[::-1] if shards > 1 else dev_rows, shards)
+        output = tmp_path / f"out-{shards}"
+        train_tokenizer(config.model_copy(update={"num_threads": threads}), paths, str(output),
+                        log=lambda _: None)
+        processor = load_tokenizer(str(output)).processor
+        pieces.append([(processor.id_to_piece(i), processor.get_score(i)) for i in range(2000)])
+    assert pieces[0] == pieces[1]
+
+
+def test_trains_on_python_sources_without_shared_data(tmp_path):
+    """Runs everywhere (no ../shared/data): real code in, exact round trips and export out."""
+    rows = python_source_rows(600_000)
+    shards = write_shards(tmp_path / "kept", rows, 2)
+    has_tokenizers = importlib.util.find_spec("tokenizers") is not None
+    config = TokenizerConfig(vocab_size=1500, character_coverage=0.999, holdout_fraction=0.1,
+                             export_hf=has_tokenizers)
+    report = train_tokenizer(config, shards, str(tmp_path / "tokenizer"), log=lambda _: None)
+    evaluation = report["evaluation"]
+    assert evaluation["documents"] > 0
+    assert evaluation["round_trip"]["failures"] == evaluation["unknown_tokens"] == 0
+    assert evaluation["hf_export"].get("failures", 0) == 0
+    tokenizer = load_tokenizer(str(tmp_path / "tokenizer"))
+    indent = tokenizer.processor.piece_to_id("▁▁▁▁")
+    assert indent != tokenizer.processor.unk_id()  # four-space indentation became one piece
+
+
+def test_too_small_sample_fails_with_a_clear_message(tmp_path):
+    shards = write_shards(tmp_path / "kept", synthetic_rows(20), 1)
+    with pytest.raises(ValueError, match="could not train"):
+        train_tokenizer(TokenizerConfig(vocab_size=60_000, export_hf=False), shards,
+                        str(tmp_path / "out"), log=lambda _: None)
+    empty = TokenizerConfig(category_weights={"web": 0.0, "code": 0.0})
+    with pytest.raises(ValueError, match="sample is empty"):
+        train_tokenizer(empty, shards, str(tmp_path / "out"), log=lambda _: None)

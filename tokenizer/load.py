@@ -1,0 +1,54 @@
+"""Load a trained tokenizer: what the mixture builder and packer need (batch encoding, special ids)."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import sentencepiece as spm
+
+from pipeline import storage
+
+MODEL_FILE = "tokenizer.model"
+HF_FILE = "tokenizer.json"
+HF_CONFIG_FILE = "tokenizer_config.json"
+REPORT_FILE = "report.json"
+
+
+class Tokenizer:
+    """A sentencepiece model plus its end-of-document id. Encoding never adds bos/eos by itself."""
+
+    def __init__(self, model_proto: bytes, eod_token: str):
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.eod_id = self.processor.piece_to_id(eod_token)
+        if not self.processor.is_control(self.eod_id):
+            raise ValueError(f"end-of-document token {eod_token!r} is not a special token of this model")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]:
+        """Token ids of every text, encoded in parallel by sentencepiece's own threads."""
+        threads = num_threads or os.cpu_count() or 1
+        return self.processor.encode(list(texts), num_threads=threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.processor.decode(list(ids))
+
+    def special_ids(self) -> dict[str, int]:
+        """Every special token (unknown and control pieces) and its id."""
+        processor = self.processor
+        return {
+            processor.id_to_piece(i): i
+            for i in range(self.vocab_size)
+            if processor.is_control(i) or processor.is_unknown(i)
+        }
+
+
+def load_tokenizer(output_dir: str) -> Tokenizer:
+    """The tokenizer that ``train_tokenizer`` wrote to ``output_dir`` (local path or URI)."""
+    filesystem, directory = storage.resolve(output_dir)
+    report = storage.read_json(filesystem, storage.join(directory, REPORT_FILE))
+    with filesystem.open_input_stream(storage.join(directory, MODEL_FILE)) as source:
+        model = source.read()
+    return Tokenizer(model, report["tokenizer"]["eod_token"])

@@ -1,0 +1,176 @@
+"""Train the sentencepiece BPE model on the drawn sample and write everything a trainer needs.
+
+``train_tokenizer`` draws the sample (tokenizer.sample), trains, exports the Hugging Face
+tokenizer.json, evaluates on the held-out documents and writes, atomically, under ``output_dir``:
+
+- ``tokenizer.model``: the sentencepiece model (the reference; ids are defined by it)
+- ``tokenizer.json``, ``tokenizer_config.json``: the same tokenizer for `tokenizers`/`transformers`
+- ``report.json``: sample composition, trainer settings, timings, evaluation (written last, so its
+  presence means the directory is complete)
+
+The trainer settings are those of a multilingual LLM tokenizer: byte fallback (no unknown token
+on any input), identity normalization and no dummy prefix (decode(encode(x)) == x), digits split,
+runs of spaces kept as pieces for code indentation, newline runs as atomic symbols.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import resource
+import tempfile
+import time
+import uuid
+from typing import Any, Iterator
+
+import sentencepiece as spm
+
+from pipeline import storage
+from tokenizer.config import TokenizerConfig
+from tokenizer.evaluate import measure
+from tokenizer.export_hf import export_hf, transformers_config
+from tokenizer.load import MODEL_FILE, HF_FILE, HF_CONFIG_FILE, REPORT_FILE, Tokenizer
+from tokenizer.sample import draw_sample
+
+
+def train_tokenizer(
+    config: TokenizerConfig, shard_paths: list[str], output_dir: str, log=print
+) -> dict[str, Any]:
+    """Train on ``shard_paths`` (Parquet, document schema); write the tokenizer and its report."""
+    if not shard_paths:
+        raise ValueError("train_tokenizer: no input shards")
+    filesystem, directory = storage.resolve(output_dir)
+    report_path = storage.join(directory, REPORT_FILE)
+    if storage.exists(filesystem, report_path):  # a stale report must not vouch for new files
+        filesystem.delete_file(report_path)
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="tokenizer-sample-") as scratch:
+        sample_path = os.path.join(scratch, "sample.txt")
+        started = time.perf_counter()
+        sample = draw_sample(config, shard_paths, sample_path, log)
+        timings["sample_s"] = time.perf_counter() - started
+        if sample.stats["sample"]["lines"] == 0:
+            raise ValueError("train_tokenizer: the sample is empty (no input text, or every weight is 0)")
+        log(f"tokenizer: training {config.vocab_size:,} BPE entries with sentencepiece")
+        started = time.perf_counter()
+        model = train_sentencepiece(config, sample_path, sample.stats["sample"]["bytes"])
+        timings["train_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    files = output_files(config, model)
+    for name, payload in files.items():
+        write_bytes(filesystem, storage.join(directory, name), payload)
+    timings["export_s"] = time.perf_counter() - started
+
+    tokenizer = Tokenizer(model, config.eod_token)
+    started = time.perf_counter()
+    hf_json = files[HF_FILE].decode() if HF_FILE in files else None
+    evaluation = measure(tokenizer, sample.heldout, hf_json)
+    timings["evaluate_s"] = time.perf_counter() - started
+    report = {
+        "config": config.model_dump(mode="json"),
+        "inputs": {"shards": len(shard_paths)},
+        "sample": sample.stats,
+        "tokenizer": {
+            "vocab_size": tokenizer.vocab_size,
+            "eod_token": config.eod_token,
+            "eod_id": tokenizer.eod_id,
+            "special_ids": tokenizer.special_ids(),
+            "files": sorted(files),
+        },
+        "timings": {key: round(value, 3) for key, value in timings.items()},
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "evaluation": evaluation,
+    }
+    storage.write_json(filesystem, report_path, report)
+    log(
+        f"tokenizer: {tokenizer.vocab_size:,} entries in {output_dir}; on "
+        f"{evaluation['documents']:,} held-out documents: "
+        f"{evaluation['overall']['bytes_per_token']} bytes/token, "
+        f"{evaluation['round_trip']['failures']} round-trip failures, "
+        f"{evaluation['unknown_tokens']} unknown tokens"
+    )
+    return report
+
+
+def output_files(config: TokenizerConfig, model: bytes) -> dict[str, bytes]:
+    """File name -> content: the model, and the Hugging Face files when ``export_hf``."""
+    files = {MODEL_FILE: model}
+    if config.export_hf:
+        files[HF_FILE] = export_hf(model).encode()
+        files[HF_CONFIG_FILE] = json.dumps(
+            transformers_config(config), indent=2, ensure_ascii=False
+        ).encode()
+    return files
+
+
+def train_sentencepiece(config: TokenizerConfig, sample_path: str, sample_bytes: int = 0) -> bytes:
+    """Train on the sample file (one training line per line); return the serialized model."""
+    writer = io.BytesIO()
+    try:
+        # An iterator, not `input=`: the model would otherwise record the temporary file's path.
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_read_lines(sample_path), model_writer=writer, **trainer_options(config)
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"sentencepiece could not train {config.vocab_size:,} entries on a {sample_bytes:,}-byte "
+            f"sample (a larger sample, a smaller vocab_size or a lower character_coverage helps): {error}"
+        ) from error
+    return writer.getvalue()
+
+
+def trainer_options(config: TokenizerConfig) -> dict[str, Any]:
+    """The sentencepiece trainer arguments this config stands for."""
+    return {
+        "model_type": "bpe",
+        "vocab_size": config.vocab_size,
+        "character_coverage": config.character_coverage,
+        "byte_fallback": True,
+        "normalization_rule_name": "identity",
+        "add_dummy_prefix": False,
+        "remove_extra_whitespaces": False,
+        "allow_whitespace_only_pieces": True,
+        "split_digits": config.split_digits,
+        "split_by_unicode_script": True,
+        "split_by_whitespace": True,
+        "max_sentencepiece_length": config.max_piece_length,
+        "max_sentence_length": config.max_sentence_length,
+        # We sample ourselves: the trainer must take every line, in order.
+        "input_sentence_size": 0,
+        "shuffle_input_sentence": False,
+        "unk_piece": config.unk_token,
+        "bos_piece": config.bos_token,
+        "eos_piece": config.eos_token,
+        "pad_piece": config.pad_token,
+        "unk_id": 0,
+        "bos_id": 1,
+        "eos_id": 2,
+        "pad_id": 3,
+        "control_symbols": list(config.special_tokens),
+        "user_defined_symbols": list(config.user_defined_symbols),
+        "num_threads": config.num_threads or os.cpu_count() or 1,
+        "minloglevel": 2,
+    }
+
+
+def write_bytes(filesystem, path: str, payload: bytes) -> None:
+    """Write ``payload`` atomically: a temporary name beside ``path``, renamed when complete."""
+    directory, name = posixpath.split(path)
+    filesystem.create_dir(directory, recursive=True)
+    temporary = storage.join(directory, f"{storage.TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
+    with filesystem.open_output_stream(temporary) as sink:
+        sink.write(payload)
+    filesystem.move(temporary, path)
+
+
+def _read_lines(path: str) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="\n") as lines:
+        for line in lines:
+            yield line[:-1]
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux: the whole process's peak, sentencepiece's trainer included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
