@@ -8,8 +8,8 @@ pipeline's document schema plus the ``lang`` column langid would add, zstd Parqu
 writes kept and removed Parquet, in one process pinned to one core, each run in a fresh process (peak
 memory is its own), repeats interleaved, medians reported:
 
-- stage_datatrove_rules: stages.rules with datatrove's thresholds and the prose families on every
-  category (code family off): the same rules datatrove runs, on the same documents;
+- stage_datatrove_rules: stages.rules with datatrove's thresholds, order and line handling, the prose
+  families on every category (code family off): the same rules datatrove runs, on the same documents;
 - stage_default: stages.rules with its defaults (code rules for code, tuned thresholds);
 - datatrove: ParquetReader -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter ->
   FineWebQualityFilter -> ParquetWriter, defaults, an exclusion writer per filter (the stage writes
@@ -49,10 +49,11 @@ SHARED = REPO.parent / "shared" / "data"
 ALL_CATEGORIES = ["web", "encyclopedia", "books", "papers", "code", "others"]
 # stages.rules set to datatrove 0.10.1's published defaults wherever the stage's defaults differ.
 DATATROVE_THRESHOLDS = {
+    "order": ["gopher_repetition", "gopher_quality", "c4", "fineweb", "code"],
     "gopher_repetition": {"categories": ALL_CATEGORIES},
     "gopher_quality": {"categories": ALL_CATEGORIES, "min_doc_words": 50, "min_stop_words": 2, "bullets": ["•", "-"]},
     "c4": {"categories": ALL_CATEGORIES, "min_num_sentences": 5, "terminal_punctuation": ".?!\"'",
-           "resolve_wiki_conversion": False},
+           "resolve_wiki_conversion": False, "unwrap": False},
     "fineweb": {"categories": ALL_CATEGORIES, "stop_chars": ".?!。！？．｡؟۔।॥։።၊။។៕‼‽⁇⁈⁉"},
     "code": {"enabled": False},
 }

@@ -42,7 +42,7 @@ import re
 import string
 from collections import Counter
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,7 +89,7 @@ class LangIDConfig(StageConfig):
     min_score: float = Field(
         0.5, ge=0.0, le=1.0, description="documents whose top-label probability is below this are dropped"
     )
-    min_score_by_lang: dict[str, float] = Field(
+    min_score_by_lang: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=dict, description="per-label overrides of min_score, e.g. {en: 0.65}"
     )
     bypass_categories: list[Category] = Field(
@@ -116,7 +116,7 @@ class LangID(Stage):
 
     def __init__(self, config: LangIDConfig):
         super().__init__(config)
-        import fasttext
+        import fasttext  # here, not at the top: validating a config must not need the model library
 
         self.model = fasttext.load_model(resolve_model_path(config.model_path))
         _script_patterns()  # built here (a quarter second) rather than inside the first batch

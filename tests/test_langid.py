@@ -83,6 +83,8 @@ def test_config_rejects_unknown_keys_and_categories():
         LangIDConfig(bypass_categories=["source_code"])
     with pytest.raises(ValidationError):
         LangIDConfig(min_score=1.5)
+    with pytest.raises(ValidationError):
+        LangIDConfig(min_score_by_lang={"en": -0.1})
     assert LangIDConfig(languages=["en", "zh"]).languages == ["en", "zh"]
 
 

@@ -188,6 +188,20 @@ def test_c4_removes_bad_lines_and_keeps_paragraphs():
     assert removed["policy"]["chars"] == len("We use cookies. By continuing you accept our privacy policy.")
 
 
+def test_c4_unwraps_hard_wrapped_paragraphs():
+    import textwrap
+
+    paragraphs = [ARTICLE.replace("\n\n", " ").replace("\n", " "), ARTICLE.split("\n")[3] + " " + ARTICLE.split("\n")[4]]
+    wrapped = "CHAPTER I\n\n" + "\n\n".join(textwrap.fill(p, width=70) for p in paragraphs)
+    out = Rules(RulesConfig(**only("c4"))).process(batch([wrapped], ["en"]))
+    assert out.kept["text"][0].as_py() == "\n\n".join(paragraphs)  # the heading has no terminal punctuation
+    assert out.stats["cleaned"]["unwrapped"]["docs"] == 1
+    # What C4 alone makes of a book: only lines that happen to end a sentence survive.
+    assert len(cleaned(wrapped, **only("c4", unwrap=False))) < len(wrapped) / 2
+    page = "Home\nNews\nSport\nWeather\n" + ARTICLE  # short menu lines are not a wrap width
+    assert cleaned(page, **only("c4")) == ARTICLE
+
+
 def test_c4_citations_and_wiki_conversion_markup():
     text = "Paris is the capital of France.[1] It lies on the Seine.[citation needed] It is large.[edit]"
     assert cleaned(text, **only("c4")) == "Paris is the capital of France. It lies on the Seine. It is large."
@@ -244,7 +258,8 @@ def test_code_rules():
     base64_lines = ["iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAABHNCSVQICAgIfAhkiAAAAAlwSFlz"] * 20
     blob = PYTHON_FILE + 'ICON = """\n' + "\n".join(base64_lines) + '\n"""\n'
     assert judge(blob, "code", "code") == "code_data_blob"
-    firmware = PYTHON_FILE + "DATA = [" + ", ".join(f"0x{i % 256:02x}" for i in range(600)) + "]\n"
+    rows = (", ".join(f"0x{(row * 12 + i) % 256:02x}" for i in range(12)) for row in range(50))
+    firmware = PYTHON_FILE + "DATA = [\n" + ",\n".join(f"    {row}" for row in rows) + "\n]\n"
     assert judge(firmware, "code", "code") == "code_data_blob"
 
 

@@ -75,27 +75,29 @@ class Dedup(Stage):
 
     def process(self, batch: pa.Table) -> StageOutput:
         stats = Stats()
-        texts = batch["text"].to_pylist()
-        reasons, clusters, kept_ids = [], [], []
-        changed = False
+        reasons, clusters, kept_ids, drops = [], [], [], {}
         for row, doc_id in enumerate(batch["id"].to_pylist()):
             reason, kept_id, cluster, drop = self._decisions.get(doc_id, (None, None, None, None))
             reasons.append(reason)
             clusters.append(cluster)
             kept_ids.append(kept_id)
-            if cluster is not None:
-                stats.add("clustered_docs", 1)
             if drop and reason is None:
-                before = len(texts[row])
-                texts[row] = drop_lines(texts[row], drop)
-                changed = True
-                stats.add("paragraphs_removed", len(drop))
-                stats.add("paragraph_chars_removed", before - len(texts[row]))
-                stats.add("docs_with_paragraphs_removed", 1)
+                drops[row] = drop
+        stats.add("clustered_docs", sum(cluster is not None for cluster in clusters))
         columns = {
             "dup_cluster": pa.array(clusters, pa.string()),
             "dup_kept_id": pa.array(kept_ids, pa.string()),
         }
-        if changed:
-            columns["text"] = pa.array(texts, pa.string())
+        if drops:
+            columns["text"] = self._drop_paragraphs(batch["text"].to_pylist(), drops, stats)
         return split(batch, reasons, stats, **columns)
+
+    @staticmethod
+    def _drop_paragraphs(texts: list[str], drops: dict[int, list[int]], stats: Stats) -> pa.Array:
+        for row, lines in drops.items():
+            before = len(texts[row])
+            texts[row] = drop_lines(texts[row], lines)
+            stats.add("paragraphs_removed", len(lines))
+            stats.add("paragraph_chars_removed", before - len(texts[row]))
+        stats.add("docs_with_paragraphs_removed", len(drops))
+        return pa.array(texts, pa.string())

@@ -128,10 +128,14 @@ def link_partition(task: tuple[Job, int]) -> None:
         "v": pa.array(doc[~starts], pa.int64()),
         "exact": pa.array(band[~starts] == EXACT_BAND, pa.bool_()),
     })
-    # A pair found in several bands is one candidate; an exact pair is exact whatever else matched.
+    write_sorted(job, job.path(CANDIDATES, part), unique_pairs(pairs), len(job.shards))
+
+
+def unique_pairs(pairs: pa.Table) -> pa.Table:
+    """One row per (u, v), sorted: a pair found in several bands (or partitions) is one candidate,
+    and it is exact if any of its rows is."""
     pairs = pairs.group_by(["u", "v"]).aggregate([("exact", "max")]).rename_columns(["u", "v", "exact"])
-    pairs = pairs.sort_by([("u", "ascending"), ("v", "ascending")])
-    write_sorted(job, job.path(CANDIDATES, part), pairs, len(job.shards))
+    return pairs.sort_by([("u", "ascending"), ("v", "ascending")])
 
 
 # ----------------------------------------------------------------------------- verification
@@ -140,7 +144,7 @@ def attach_head_signatures(task: tuple[Job, int]) -> None:
     """Per shard: candidates whose first document is here, with its signature, routed onward."""
     job, shard = task
     low, _ = shard_range(shard)
-    pairs = gather(job, job.paths(CANDIDATES, job.config.partitions), *shard_range(shard))
+    pairs = unique_pairs(gather(job, job.paths(CANDIDATES, job.config.partitions), *shard_range(shard)))
     signatures = storage.read_parquet(job.filesystem, job.path(SIGNATURES, shard))["sig"]
     # Exact pairs need no signature, but keep theirs anyway: one schema, and they are few.
     attached = signatures.take(pa.array(pairs["u"].to_numpy() - low))
@@ -174,8 +178,8 @@ def edge_files(job: Job) -> list[str]:
 def cluster_corpus(task: tuple[Job, int]) -> None:
     """Connected components of all edges; per shard, the fate of each clustered document."""
     job, _ = task
-    edges = pa.concat_tables([storage.read_parquet(job.filesystem, path).select(["u", "v", "exact"])
-                              for path in edge_files(job)])
+    edges = unique_pairs(pa.concat_tables([storage.read_parquet(job.filesystem, path).select(["u", "v", "exact"])
+                                           for path in edge_files(job)]))
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
     exact = edges["exact"].to_numpy(zero_copy_only=False)
     found = components.cluster(u, v)

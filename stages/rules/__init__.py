@@ -15,8 +15,9 @@ Contract
          use their own stop words and short-line length, and compare n-grams n * cjk_n_scale
          characters long.
   stats  dropped.<reason>.{docs, chars, by_lang.<lang>, by_category.<category>};
-         examples.<reason> (up to 5 ids); cleaned.<line rule>.{lines, chars} and
-         cleaned_share (histogram of the share of characters removed) over kept documents.
+         examples.<reason> (up to 5 ids); over kept documents: cleaned.<line rule>.{lines, chars},
+         cleaned.unwrapped.{docs, lines_joined} (hard wraps undone) and cleaned_share (histogram of
+         the share of characters removed).
 
 Thresholds: ``stages/rules/config.py`` (datatrove's published defaults unless documented there).
 """
@@ -129,4 +130,7 @@ def _record_edits(stats: Stats, edits: list[Cleaned], original_chars: int) -> fl
             stats.add("cleaned", line_rule, "lines", lines)
             stats.add("cleaned", line_rule, "chars", cleaned.removed_chars[line_rule])
         removed += sum(cleaned.removed_chars.values())
+        if cleaned.joined_lines:
+            stats.add("cleaned", "unwrapped", "docs", 1)
+            stats.add("cleaned", "unwrapped", "lines_joined", cleaned.joined_lines)
     return removed / original_chars if original_chars else 0.0

@@ -24,6 +24,7 @@ class Cleaned:
     reason: str | None = None
     removed_lines: dict[str, int] = field(default_factory=dict)
     removed_chars: dict[str, int] = field(default_factory=dict)
+    joined_lines: int = 0
 
     def count(self, line_rule: str, line: str) -> None:
         self.removed_lines[line_rule] = self.removed_lines.get(line_rule, 0) + 1

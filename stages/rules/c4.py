@@ -4,7 +4,9 @@ Each line is stripped, loses its citation marks (and Chinese Wikipedia's -{...}-
 first that hits removes the line (``too_long_word``, ``no_terminal_punct``, ``too_few_words``,
 ``javascript``, ``policy``) or drops the whole document (``c4_lorem_ipsum``, ``c4_curly_bracket``).
 Kept lines are rejoined; unlike datatrove, a blank line between two kept lines survives as one, so
-paragraphs stay paragraphs. Then ``c4_too_few_sentences`` judges what is left.
+paragraphs stay paragraphs. Also unlike datatrove, hard-wrapped text (Project Gutenberg, e-mail) is
+first unwrapped into one line per paragraph: C4 assumed a paragraph per line and would keep only the
+lines that happen to end a sentence. Then ``c4_too_few_sentences`` judges what is left.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ _LATIN_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 _CJK_SENTENCE_END = re.compile(r"[。！？!?]+")
 _ELLIPSIS = ("...", "…")
 _DROPS_DOCUMENT = ("lorem_ipsum", "curly_bracket")
+_MIN_WRAPPED_LINES = 5
 # -{甲}-, -{zh-cn:甲;zh-tw:乙}-, -{A|zh-cn:甲;...}- show 甲; -{H|...}- only defines a rule.
 _WIKI_CONVERSION = re.compile(r"-\{(?:([A-Za-z])\|)?(?:[a-z]{2,3}(?:-[a-z]+)?:)?([^;{}]*)[^{}]*\}-")
 
@@ -49,7 +52,10 @@ class C4Cleaner(LineCleaner):
         kept: list[str] = []
         paragraph_break = False
         conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
-        for raw in doc.lines:
+        lines = doc.lines
+        if self.config.unwrap and _hard_wrapped(doc.nonblank_lines, self.config):
+            lines, cleaned.joined_lines = unwrap(lines, active.terminal, doc.cjk)
+        for raw in lines:
             line = raw.strip()
             if conversion and "-{" in line:
                 line = _WIKI_CONVERSION.sub(_first_variant, line)
@@ -109,6 +115,41 @@ class _Active(NamedTuple):
     curly: bool
     policy: tuple[str, ...]
     terminal: tuple[str, ...]
+
+
+def _hard_wrapped(lines: list[str], config: C4Config) -> bool:
+    """Most lines end near one width, as in text wrapped at a fixed column."""
+    if len(lines) < _MIN_WRAPPED_LINES:
+        return False
+    lengths = sorted(len(line.rstrip()) for line in lines)
+    width = lengths[(len(lengths) - 1) * 9 // 10]
+    low, high = config.wrap_widths
+    if not low <= width <= high:
+        return False
+    near_width = sum(1 for length in lengths if 0.75 * width <= length <= width)
+    beyond = sum(1 for length in lengths if length > 1.2 * width)  # wrapped text has almost none
+    return near_width >= config.min_wrapped_share * len(lengths) and beyond <= 0.05 * len(lengths)
+
+
+def unwrap(lines: list[str], terminal: tuple[str, ...], cjk: bool) -> tuple[list[str], int]:
+    """Join each line to the previous one when that one runs to the wrap width without ending a
+    sentence; short lines (headings, a paragraph's last line) and blank lines end a paragraph."""
+    nonblank = sorted(len(line.rstrip()) for line in lines if line.strip())
+    full = 0.6 * nonblank[(len(nonblank) - 1) * 9 // 10]
+    joiner = "" if cjk else " "
+    out: list[str] = []
+    joined = 0
+    continues = False
+    for line in lines:
+        stripped = line.strip()
+        if continues and stripped:
+            out[-1] = out[-1] + joiner + stripped
+            joined += 1
+        else:
+            out.append(stripped)
+        tail = line.rstrip()
+        continues = bool(stripped) and len(tail) >= full and not tail.endswith(terminal)
+    return out, joined
 
 
 def _first_variant(match: re.Match) -> str:

@@ -1,7 +1,8 @@
 """Rules for source code, which the prose rules would destroy (no terminal punctuation, braces,
 short lines). Following BigCode's preprocessing for The Stack and StarCoder: very long or on average
 long lines (minified or generated files), little alphanumeric content, auto-generated markers near
-the top, and embedded data blobs (base64, hex byte lists, \\u escapes; StarCoder's patterns)."""
+the top, and embedded data blobs (base64, hex byte lists, \\u escapes: StarCoder's patterns, the hex
+one also accepting a space after each comma)."""
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from stages.rules.document import Doc
 _ALNUM_RUN = re.compile(r"[^\W_]+")
 _BLOB = re.compile(
     r"[a-zA-Z0-9+/\n=]{64,}"                                   # base64
-    r"|(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,|\b\s*)){8,}"          # hex bytes
+    r"|(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,\s*|\b\s*)){8,}"       # hex bytes, also "0x00, 0x1f"
     r"|(?:\\u[0-9a-fA-F]{4}){8,}"                               # unicode escapes
 )
 

@@ -41,25 +41,30 @@ class Family(StageConfig):
 
     enabled: bool = True
     categories: list[Category] = Field(default_factory=lambda: list(PROSE),
-                                  description="document categories this family applies to")
+                                       description="document categories this family applies to")
 
 
 class GopherQualityConfig(Family):
     """Gopher quality (Rae et al. 2021, appendix A1). Words are whitespace tokens, except in CJK
-    documents where every Han or kana character counts as one word."""
+    documents (see ``stages/rules/document.py``)."""
 
-    min_doc_words: int | None = Field(25, description="fewer words (symbol-only tokens not counted): gopher_too_few_words. "
-                                                     "datatrove: 50, which drops 12% of the English gold excerpts")
+    min_doc_words: int | None = Field(
+        25, description="fewer words (symbol-only tokens not counted) in the cleaned text: gopher_too_few_words. "
+                        "datatrove: 50, which alone drops 12% of the English quality-dev gold excerpts")
     max_doc_words: int | None = Field(100_000, description="more words: gopher_too_many_words")
     min_avg_word_length: float | None = Field(3, description="mean word length below: gopher_short_words (not for CJK)")
     max_avg_word_length: float | None = Field(10, description="mean word length above: gopher_long_words (not for CJK)")
-    max_symbol_word_ratio: float | None = Field(0.1, description="'#' per word, and '...'/'…' per word, above: gopher_hash_ratio / gopher_ellipsis_ratio")
-    max_bullet_lines_ratio: float | None = Field(0.9, description="share of lines starting with a bullet above: gopher_bullet_lines")
-    max_ellipsis_lines_ratio: float | None = Field(0.3, description="share of lines ending in an ellipsis above: gopher_ellipsis_lines")
-    min_alpha_words_ratio: float | None = Field(0.8, description="share of words holding a letter below: gopher_alpha_words (datatrove: max_non_alpha_words_ratio)")
-    min_stop_words: int | None = Field(1, description="fewer distinct stop words of the document's language: gopher_stop_words; "
-                                                     "languages without a list skip it. datatrove: 2, which drops 2% of the "
-                                                     "English gold excerpts (short Wikipedia stubs)")
+    max_symbol_word_ratio: float | None = Field(
+        0.1, description="'#' per word, and '...'/'…' per word, above: gopher_hash_ratio / gopher_ellipsis_ratio")
+    max_bullet_lines_ratio: float | None = Field(
+        0.9, description="share of lines starting with a bullet above: gopher_bullet_lines")
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, description="share of lines ending in an ellipsis above: gopher_ellipsis_lines")
+    min_alpha_words_ratio: float | None = Field(
+        0.8, description="share of words holding a letter below: gopher_alpha_words (datatrove: max_non_alpha_words_ratio)")
+    min_stop_words: int | None = Field(
+        1, description="fewer distinct stop words of the document's language: gopher_stop_words; languages without a "
+                       "list skip it. datatrove: 2, which alone drops 2% of the English gold excerpts (short stubs)")
     stop_words: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in STOP_WORDS.items()},
                                              description="stop words per language (whole words; in CJK documents "
                                                          "anywhere in the text)")
@@ -70,16 +75,23 @@ class GopherQualityConfig(Family):
 class GopherRepetitionConfig(Family):
     """Gopher repetition (Rae et al. 2021, table A1): duplicated lines, paragraphs and n-grams."""
 
-    dup_line_frac: float | None = Field(0.3, description="share of lines that repeat an earlier line: gopher_dup_lines")
-    dup_para_frac: float | None = Field(0.3, description="share of paragraphs that repeat an earlier one: gopher_dup_paras")
-    dup_line_char_frac: float | None = Field(0.2, description="characters in repeated lines / all characters: gopher_dup_line_chars")
-    dup_para_char_frac: float | None = Field(0.2, description="characters in repeated paragraphs / all characters: gopher_dup_para_chars")
-    top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
-                                          description="n -> max character share of the most frequent n-gram: gopher_top_<n>gram")
-    dup_n_grams: dict[int, float] = Field(default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-                                          description="n -> max character share of words inside repeated n-grams: gopher_dup_<n>grams")
-    cjk_n_scale: int = Field(2, ge=1, description="CJK documents count characters as words, about half a Chinese word "
-                                                  "each: their n-grams are n * cjk_n_scale characters long")
+    dup_line_frac: float | None = Field(
+        0.3, description="share of lines that repeat an earlier line: gopher_dup_lines")
+    dup_para_frac: float | None = Field(
+        0.3, description="share of paragraphs that repeat an earlier one: gopher_dup_paras")
+    dup_line_char_frac: float | None = Field(
+        0.2, description="characters in repeated lines / all characters: gopher_dup_line_chars")
+    dup_para_char_frac: float | None = Field(
+        0.2, description="characters in repeated paragraphs / all characters: gopher_dup_para_chars")
+    top_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16},
+        description="n -> max character share of the most frequent repeated n-gram: gopher_top_<n>gram")
+    dup_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n -> max character share of words inside repeated n-grams: gopher_dup_<n>grams")
+    cjk_n_scale: int = Field(
+        2, ge=1, description="a Chinese word is about two characters: CJK n-grams are n * cjk_n_scale character-words "
+                             "long (1 drops 0.9% of the Chinese gold on gopher_dup_5grams alone, 2 drops 0.3%)")
 
 
 class C4Config(Family):
@@ -91,21 +103,31 @@ class C4Config(Family):
     resolve_wiki_conversion: bool = Field(True, description="replace MediaWiki language-conversion markup that wikiextractor "
                                           "leaves in Chinese Wikipedia (-{zh-cn:甲;zh-tw:乙}-, -{甲}-) by its first "
                                           "variant, instead of letting its '{' drop the document")
-    filter_no_terminal_punct: bool = Field(True, description="drop lines not ending in terminal punctuation (or ending in an ellipsis)")
+    unwrap: bool = Field(True, description="rejoin hard-wrapped paragraphs (books, e-mail, plain-text files) before the "
+                                           "line rules, which would otherwise drop every line that ends mid-sentence")
+    wrap_widths: tuple[int, int] = Field((40, 100), description="a document is hard-wrapped if the 90th percentile of its "
+                                                               "line lengths lies in this range ...")
+    min_wrapped_share: float = Field(0.4, ge=0, le=1, description="... and at least this share of its lines are 75-100% "
+                                                                   "as long as that width")
+    filter_no_terminal_punct: bool = Field(
+        True, description="drop lines not ending in terminal punctuation (or ending in an ellipsis)")
     terminal_punctuation: str = Field(".?!\"'”’", description="line ends that count as terminal: datatrove's set plus the "
                                                          "typographic closing quotes ” ’ that books use for \" '")
-    cjk_terminal_punctuation: str = Field("。！？．…”」』）.?!\"'", description="line ends that count as terminal in CJK documents")
+    cjk_terminal_punctuation: str = Field("。！？．…”」』）.?!\"'",
+                                          description="line ends that count as terminal in CJK documents")
     min_words_per_line: int | None = Field(3, description="drop lines with fewer words")
     max_word_length: int | None = Field(1000, description="drop lines with a longer word")
     filter_javascript: bool = Field(True, description="drop lines mentioning javascript")
     filter_policy: bool = Field(True, description="drop lines with cookie / terms-of-use boilerplate")
-    policy_substrings: list[str] = Field(default_factory=lambda: list(POLICY_SUBSTRINGS),
-                                         description="lowercase phrases filter_policy looks for (English from C4, plus Chinese)")
+    policy_substrings: list[str] = Field(
+        default_factory=lambda: list(POLICY_SUBSTRINGS),
+        description="lowercase phrases filter_policy looks for (English from C4, plus Chinese)")
     filter_lorem_ipsum: bool = Field(True, description="a kept line with 'lorem ipsum' drops the document: c4_lorem_ipsum")
     filter_curly_bracket: bool = Field(True, description="a kept line with '{' drops the document: c4_curly_bracket")
-    min_num_sentences: int | None = Field(1, description="fewer sentences left after cleaning: c4_too_few_sentences. "
-                                                         "datatrove: 5, which drops 32% of the English gold excerpts; "
-                                                         "1 keeps every document that has a clean line left")
+    min_num_sentences: int | None = Field(
+        1, description="fewer sentences left after cleaning: c4_too_few_sentences. datatrove: 5, which alone drops 32% "
+                       "of the English gold excerpts (200-3000 characters); gopher's min_doc_words, judged on the "
+                       "cleaned text, does the length check instead")
 
 
 class FineWebConfig(Family):
@@ -118,15 +140,19 @@ class FineWebConfig(Family):
                                         "TERMINAL_PUNCTUATION, plus closing quotes (dialogue in books ends in them)")
     short_line_thr: float | None = Field(0.67, description="share of short lines above: fineweb_short_lines")
     short_line_length: int = Field(30, description="a line of at most this many characters is short")
-    cjk_short_line_length: int = Field(15, description="short_line_length for CJK documents, whose characters carry about twice the content")
-    char_duplicates_ratio: float | None = Field(0.01, description="characters in repeated lines / non-newline characters above: fineweb_dup_line_chars")
-    new_line_ratio: float | None = Field(0.3, description="newlines per word above: fineweb_list_ratio")
+    cjk_short_line_length: int = Field(
+        15, description="short_line_length for CJK documents, whose characters carry about twice the content")
+    char_duplicates_ratio: float | None = Field(
+        0.01, description="characters in repeated lines / non-newline characters above: fineweb_dup_line_chars")
+    new_line_ratio: float | None = Field(
+        0.3, description="line breaks between non-blank lines per word above: fineweb_list_ratio")
 
 
 class CodeConfig(Family):
     """Rules for ``category: code`` (BigCode's The Stack / StarCoder preprocessing), instead of prose rules."""
 
-    categories: list[Category] = Field(default_factory=lambda: ["code"], description="document categories this family applies to")
+    categories: list[Category] = Field(default_factory=lambda: ["code"],
+                                       description="document categories this family applies to")
     max_line_length: int | None = Field(1000, description="a longer line: code_long_line")
     max_mean_line_length: float | None = Field(100, description="mean line length above: code_mean_line_length")
     min_alnum_share: float | None = Field(0.25, description="share of alphanumeric characters below: code_alnum_share")
@@ -135,7 +161,8 @@ class CodeConfig(Family):
                                  "code generated by", "do not edit"],
         description="lowercase phrases in the first autogenerated_lines lines: code_autogenerated")
     autogenerated_lines: int = Field(5, description="how many leading lines are searched for the markers")
-    max_blob_chars: int | None = Field(1024, description="characters in base64 / hex / \\u-escape runs above: code_data_blob")
+    max_blob_chars: int | None = Field(
+        1024, description="characters in base64 / hex / \\u-escape runs above: code_data_blob")
     max_blob_share: float | None = Field(0.5, description="share of characters in such runs above: code_data_blob")
 
 
@@ -145,7 +172,8 @@ class CJKConfig(StageConfig):
     langs: list[str] = Field(default_factory=lambda: ["zh", "ja", "yue", "wuu", "lzh", "gan"],
                              description="`lang` values (before any '-' or '_' suffix) written without spaces between "
                                          "words; Korean uses spaces and is not listed")
-    min_char_share: float = Field(0.3, ge=0, le=1, description="without a `lang` value: CJK if this share of non-space characters is Han or kana")
+    min_char_share: float = Field(
+        0.3, ge=0, le=1, description="without a `lang` value: CJK if this share of non-space characters is Han or kana")
 
 
 FAMILIES = ("c4", "gopher_repetition", "gopher_quality", "fineweb", "code")
