@@ -89,12 +89,13 @@ class RayExecutor:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])
                 try:
-                    results[index] = _check(self.ray.get(done[0]), label)
-                except self.ray.exceptions.RayError as error:
-                    raise TaskFailed(f"{label}: task for {_describe(items[index])} failed after "
-                                     f"{self.config.max_retries} retries: {_cause(error)}") from None
+                    try:
+                        results[index] = _check(self.ray.get(done[0]), label)
+                    except self.ray.exceptions.RayError as error:
+                        raise TaskFailed(f"{label}: task for {_describe(items[index])} failed after "
+                                         f"{self.config.max_retries} retries: {_cause(error)}") from None
                 except TaskFailed:
-                    for ref in pending:
+                    for ref in pending:  # the run stops: do not leave the other tasks running
                         self.ray.cancel(ref)
                     raise
                 progress.update(1)
@@ -108,7 +109,9 @@ class RayExecutor:
 
 
 def _describe(item: Any) -> str:
-    return getattr(item, "unit", None) or repr(item)[:200]
+    """The unit name of a runner task (a (spec, unit) pair), else a short repr."""
+    last = item[-1] if isinstance(item, tuple) and item else item
+    return getattr(last, "unit", None) or repr(item)[:200]
 
 
 def _cause(error: BaseException) -> str:

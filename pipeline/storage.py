@@ -86,11 +86,7 @@ def read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = Non
 
 def write_json(fs: pafs.FileSystem, path: str, payload: Any) -> None:
     """Write JSON atomically (indented, keys sorted, so diffs between runs are readable)."""
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    temporary = _temporary_beside(path)
-    with fs.open_output_stream(temporary) as sink:
-        sink.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False).encode())
-    _commit(fs, temporary, path)
+    write_bytes(fs, path, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False).encode())
 
 
 def read_json(fs: pafs.FileSystem, path: str) -> Any:
