@@ -1,7 +1,7 @@
 """The rules stage against datatrove's Gopher + C4 + FineWeb filters, and what it drops on quality-dev.
 
-    python bench/bench_rules.py throughput [--repeats 3] [--shards 2]  # -> bench/results/rules_throughput.json
-    python bench/bench_rules.py quality                                # -> bench/results/rules_quality.json
+    python bench/bench_rules.py throughput [--repeats 3] [--shards 2]  # -> results/rules_throughput.json
+    python bench/bench_rules.py quality                                # -> results/rules_quality.json
 
 throughput: every contender reads the same corpus-dev shards (converted once, untimed, to the
 pipeline's document schema plus the ``lang`` column langid would add, zstd Parquet), filters, and
@@ -24,6 +24,7 @@ quality: the share of quality-dev gold (Wikipedia, Gutenberg) and junk (spam, CC
 each configuration drops, per language and source, with the top reasons; every document is treated
 as category ``web`` (all prose rules apply). Also the Chinese rows judged without CJK handling.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,14 @@ import pyarrow.parquet as pq
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    REPO, Timer, corpus_shards, document_table, isolated, medians, save_results, text_megabytes,
+    REPO,
+    Timer,
+    corpus_shards,
+    document_table,
+    isolated,
+    medians,
+    save_results,
+    text_megabytes,
     throughput,
 )
 
@@ -51,9 +59,19 @@ ALL_CATEGORIES = ["web", "encyclopedia", "books", "papers", "code", "others"]
 DATATROVE_THRESHOLDS = {
     "order": ["gopher_repetition", "gopher_quality", "c4", "fineweb", "code"],
     "gopher_repetition": {"categories": ALL_CATEGORIES},
-    "gopher_quality": {"categories": ALL_CATEGORIES, "min_doc_words": 50, "min_stop_words": 2, "bullets": ["•", "-"]},
-    "c4": {"categories": ALL_CATEGORIES, "min_num_sentences": 5, "terminal_punctuation": ".?!\"'",
-           "resolve_wiki_conversion": False, "unwrap": False},
+    "gopher_quality": {
+        "categories": ALL_CATEGORIES,
+        "min_doc_words": 50,
+        "min_stop_words": 2,
+        "bullets": ["•", "-"],
+    },
+    "c4": {
+        "categories": ALL_CATEGORIES,
+        "min_num_sentences": 5,
+        "terminal_punctuation": ".?!\"'",
+        "resolve_wiki_conversion": False,
+        "unwrap": False,
+    },
     "fineweb": {"categories": ALL_CATEGORIES, "stop_chars": ".?!。！？．｡؟۔।॥։።၊။។៕‼‽⁇⁈⁉"},
     "code": {"enabled": False},
 }
@@ -83,14 +101,17 @@ def stage_run(shards: list[Path], out: Path, config: dict) -> dict:
 
 def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
     from datatrove.pipeline.filters import (
-        C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter,
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
     )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from loguru import logger
 
     logger.remove()  # per-file progress lines would land inside the timing
-    language = {"language": SplitTokenizer()} if split_tokenizer else {}
+    language = {"language": _split_tokenizer_class()("en")} if split_tokenizer else {}
 
     def removed(name: str) -> ParquetWriter:
         return ParquetWriter(str(out / "removed" / name), compression="zstd")
@@ -112,7 +133,8 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
     return {"wall_s": run.wall, "cpu_s": run.cpu, "kept": kept}
 
 
-def _split_tokenizer_class():
+def _split_tokenizer_class() -> type:
+    """Built on demand, so importing this module does not import datatrove."""
     from datatrove.utils.word_tokenizers import WordTokenizer
 
     class _SplitTokenizer(WordTokenizer):
@@ -130,10 +152,6 @@ def _split_tokenizer_class():
             return [m.span() for m in self.sentence.finditer(text) if m.group().strip()]
 
     return _SplitTokenizer
-
-
-def SplitTokenizer():  # noqa: N802 - a factory, so importing this module does not import datatrove
-    return _split_tokenizer_class()("en")
 
 
 def with_lang(shard: Path) -> pa.Table:
@@ -168,14 +186,22 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
         for repeat in range(repeats):  # interleaved, so drifting machine load hits every contender alike
             for name, contender in contenders.items():
                 runs[name].append(contender(tmp / f"{name}-{repeat}"))
-        english = {i for t in tables for i, lang in zip(t.column("id").to_pylist(), t.column("lang").to_pylist())
-                   if lang == "en"}
+        english = {
+            i
+            for t in tables
+            for i, lang in zip(t.column("id").to_pylist(), t.column("lang").to_pylist())
+            if lang == "en"
+        }
         agreement = {
             other: decision_agreement(tmp / "stage_datatrove_rules-0", tmp / f"{other}-0", english)
             for other in ("datatrove", "datatrove_split_tokenizer")
         }
-    results = {"docs": docs, "text_mb": round(megabytes, 2), "shards": [s.name for s in shards],
-               "contenders": {}}
+    results = {
+        "docs": docs,
+        "text_mb": round(megabytes, 2),
+        "shards": [s.name for s in shards],
+        "contenders": {},
+    }
     for name, measured in runs.items():
         row = medians(measured)
         row.update({f"wall_{k}": v for k, v in throughput(docs, megabytes, row["wall_s"]).items()})
@@ -185,8 +211,10 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
     for clock in ("wall_s", "cpu_s"):  # throughput ratios: > 1 means the stage is faster
         results[f"speed_ratios_{clock}"] = {
             f"{stage}_vs_{other}": round(contender[other][clock] / contender[stage][clock], 2)
-            for stage in contender if stage.startswith("stage_")
-            for other in contender if other.startswith("datatrove")
+            for stage in contender
+            if stage.startswith("stage_")
+            for other in contender
+            if other.startswith("datatrove")
         }
     results["english_decision_agreement_with_stage_datatrove_rules"] = agreement
     return results
@@ -194,6 +222,7 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
 
 def decision_agreement(stage_out: Path, datatrove_out: Path, ids: set[str]) -> dict:
     """Among ``ids``: the share both keep or both drop, and who drops what the other keeps."""
+
     def kept_ids(directory: Path) -> set[str]:
         tables = [pq.read_table(p, columns=["id"]) for p in directory.rglob("*.parquet")]
         return {doc_id for table in tables for doc_id in table.column("id").to_pylist()} & ids
@@ -221,11 +250,16 @@ def quality_rows() -> dict[str, list[dict]]:
 def drop_table(config: dict, rows: list[dict]) -> dict:
     from stages.rules import Rules, RulesConfig
 
-    table = pa.table({
-        "id": [r["id"] for r in rows], "text": [r["text"] for r in rows],
-        "source": [r["source"] for r in rows], "category": ["web"] * len(rows),
-        "meta": ["{}"] * len(rows), "lang": [r["lang"] for r in rows],
-    })
+    table = pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "source": [r["source"] for r in rows],
+            "category": ["web"] * len(rows),
+            "meta": ["{}"] * len(rows),
+            "lang": [r["lang"] for r in rows],
+        }
+    )
     with Timer() as run:
         output = Rules(RulesConfig(**config)).process(table)
     removed = output.removed.to_pylist()
@@ -235,7 +269,8 @@ def drop_table(config: dict, rows: list[dict]) -> dict:
         drops = Counter(f"{r['source']}|{r['lang']}" if key == "source" else r["lang"] for r in removed)
         result[f"by_{key}"] = {
             k: {"docs": n, "dropped": drops[k], "share": round(drops[k] / n, 4)}
-            for k, n in sorted(totals.items()) if n >= 20
+            for k, n in sorted(totals.items())
+            if n >= 20
         }
     reasons = Counter((r["lang"], r["reason"]) for r in removed if r["lang"] in ("en", "zh"))
     result["top_reasons"] = {f"{lang} {reason}": n for (lang, reason), n in reasons.most_common(20)}
@@ -245,7 +280,9 @@ def drop_table(config: dict, rows: list[dict]) -> dict:
 def quality_main() -> dict:
     rows = quality_rows()
     configs = {"default": {}, "datatrove_thresholds": DATATROVE_THRESHOLDS}
-    results = {name: {kind: drop_table(config, rows[kind]) for kind in rows} for name, config in configs.items()}
+    results = {
+        name: {kind: drop_table(config, rows[kind]) for kind in rows} for name, config in configs.items()
+    }
     chinese = {kind: [r for r in rows[kind] if r["lang"] == "zh"] for kind in rows}
     results["zh_without_cjk_handling"] = {
         kind: drop_table({"cjk": {"langs": []}}, chinese[kind])["by_lang"] for kind in chinese
@@ -254,7 +291,9 @@ def quality_main() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["throughput", "quality"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=2, help="corpus-dev shards to time (datatrove is slow)")

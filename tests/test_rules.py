@@ -1,6 +1,7 @@
 """The rules stage: every rule on a text it must drop and one it must keep, C4 line cleaning, CJK and
 code handling, the stage contract (nothing lost, schema, stats, determinism, Ray), and the drop
 rates on the shared quality-dev gold and junk sets and on the sample corpus."""
+
 from __future__ import annotations
 
 import gzip
@@ -57,13 +58,16 @@ def merge(base, override):
 
 def batch(texts, langs=None, categories=None, ids=None) -> pa.Table:
     n = len(texts)
-    table = pa.table({
-        "id": ids or [f"doc-{i}" for i in range(n)],
-        "text": texts,
-        "source": ["test"] * n,
-        "category": categories or ["web"] * n,
-        "meta": ["{}"] * n,
-    }, schema=DOCUMENT_SCHEMA)
+    table = pa.table(
+        {
+            "id": ids or [f"doc-{i}" for i in range(n)],
+            "text": texts,
+            "source": ["test"] * n,
+            "category": categories or ["web"] * n,
+            "meta": ["{}"] * n,
+        },
+        schema=DOCUMENT_SCHEMA,
+    )
     if langs is not None:
         table = table.append_column("lang", pa.array(langs, type=pa.string()))
     return table
@@ -91,10 +95,15 @@ def cleaned(text: str, lang: str = "en", **config) -> str:
 # --- defaults keep good text ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, lang, category", [
-    (ARTICLE, "en", "web"), (ARTICLE_ZH, "zh", "web"), (ARTICLE_ZH, None, "encyclopedia"),
-    (PYTHON_FILE, "code", "code"),
-])
+@pytest.mark.parametrize(
+    "text, lang, category",
+    [
+        (ARTICLE, "en", "web"),
+        (ARTICLE_ZH, "zh", "web"),
+        (ARTICLE_ZH, None, "encyclopedia"),
+        (PYTHON_FILE, "code", "code"),
+    ],
+)
 def test_defaults_keep_good_documents(text, lang, category):
     assert judge(text, lang, category) is None
 
@@ -103,7 +112,10 @@ def test_defaults_keep_good_documents(text, lang, category):
 
 
 def test_gopher_word_count_limits():
-    assert judge("Click here to subscribe to our newsletter today.", **only("gopher_quality")) == "gopher_too_few_words"
+    assert (
+        judge("Click here to subscribe to our newsletter today.", **only("gopher_quality"))
+        == "gopher_too_few_words"
+    )
     assert judge(ARTICLE, **only("gopher_quality", max_doc_words=40)) == "gopher_too_many_words"
     assert judge(ARTICLE, **only("gopher_quality")) is None
 
@@ -123,10 +135,13 @@ def test_gopher_hash_and_ellipsis_ratios():
 
 
 def test_gopher_bullet_and_ellipsis_lines():
-    menu = "\n".join(f"• Section {i} of the site and the rest of the menu items with links" for i in range(30))
+    menu = "\n".join(
+        f"• Section {i} of the site and the rest of the menu items with links" for i in range(30)
+    )
     assert judge(menu, **only("gopher_quality")) == "gopher_bullet_lines"
-    headlines = "\n".join(f"The mayor said on Tuesday that the new bridge over the river {i} will open in..."
-                          for i in range(10))
+    headlines = "\n".join(
+        f"The mayor said on Tuesday that the new bridge over the river {i} will open in..." for i in range(10)
+    )
     assert judge(headlines, **only("gopher_quality")) == "gopher_ellipsis_lines"
 
 
@@ -139,8 +154,10 @@ def test_gopher_stop_words_are_per_language():
     keywords = " ".join(["cheap flights hotels deals booking travel insurance"] * 6)
     assert judge(keywords, **only("gopher_quality")) == "gopher_stop_words"
     # Italian has no stop-word list: the rule does not apply, instead of applying English's.
-    italian = ("Il faro alla fine del molo fu costruito nel 1868 per guidare a casa le barche dei pescatori. "
-               "Fu illuminato da lampade a olio fino a quando la città venne collegata alla rete elettrica.")
+    italian = (
+        "Il faro alla fine del molo fu costruito nel 1868 per guidare a casa le barche dei pescatori. "
+        "Fu illuminato da lampade a olio fino a quando la città venne collegata alla rete elettrica."
+    )
     assert judge(italian, lang="it", **only("gopher_quality")) is None
     assert judge(italian, lang="en", **only("gopher_quality")) == "gopher_stop_words"
     listing = "，".join(["北京", "上海", "广州", "深圳", "杭州", "南京", "成都", "重庆"] * 4)
@@ -163,8 +180,11 @@ def test_gopher_top_and_duplicated_ngrams():
     spam = " ".join(["best price"] * 40 + ARTICLE.split()[:20])
     assert judge(spam, **only("gopher_repetition")) == "gopher_top_2gram"
     # A repeated sentence inside one line: no duplicate lines, but duplicated 5-grams.
-    chant = ARTICLE.replace("\n", " ") + " " + " ".join(
-        ["the keeper lived with his family in the cottage beside the tower"] * 3)
+    chant = (
+        ARTICLE.replace("\n", " ")
+        + " "
+        + " ".join(["the keeper lived with his family in the cottage beside the tower"] * 3)
+    )
     assert judge(chant, **only("gopher_repetition", top_n_grams={})) == "gopher_dup_5grams"
 
 
@@ -178,8 +198,11 @@ def test_gopher_ngrams_on_chinese_count_characters():
 
 
 def test_c4_removes_bad_lines_and_keeps_paragraphs():
-    page = ("Home\nNews\nSport\n" + ARTICLE.replace("\n\n", "\nPlease enable JavaScript to view the comments.\n\n")
-            + "\nWe use cookies. By continuing you accept our privacy policy.\nShare")
+    page = (
+        "Home\nNews\nSport\n"
+        + ARTICLE.replace("\n\n", "\nPlease enable JavaScript to view the comments.\n\n")
+        + "\nWe use cookies. By continuing you accept our privacy policy.\nShare"
+    )
     out = Rules(RulesConfig(**only("c4"))).process(batch([page], ["en"]))
     assert out.kept["text"][0].as_py() == ARTICLE
     removed = out.stats["cleaned"]
@@ -191,7 +214,10 @@ def test_c4_removes_bad_lines_and_keeps_paragraphs():
 def test_c4_unwraps_hard_wrapped_paragraphs():
     import textwrap
 
-    paragraphs = [ARTICLE.replace("\n\n", " ").replace("\n", " "), ARTICLE.split("\n")[3] + " " + ARTICLE.split("\n")[4]]
+    paragraphs = [
+        ARTICLE.replace("\n\n", " ").replace("\n", " "),
+        ARTICLE.split("\n")[3] + " " + ARTICLE.split("\n")[4],
+    ]
     wrapped = "CHAPTER I\n\n" + "\n\n".join(textwrap.fill(p, width=70) for p in paragraphs)
     out = Rules(RulesConfig(**only("c4"))).process(batch([wrapped], ["en"]))
     assert out.kept["text"][0].as_py() == "\n\n".join(paragraphs)  # the heading has no terminal punctuation
@@ -206,13 +232,21 @@ def test_c4_citations_and_wiki_conversion_markup():
     text = "Paris is the capital of France.[1] It lies on the Seine.[citation needed] It is large.[edit]"
     assert cleaned(text, **only("c4")) == "Paris is the capital of France. It lies on the Seine. It is large."
     zh = "格倫·-{zh-cn:特拉维斯;zh-tw:崔維斯;}-·坎貝爾是美國的一位鄉村歌手。他也是電視節目主持人和演員。"
-    assert cleaned(zh, lang="zh", **only("c4")) == "格倫·特拉维斯·坎貝爾是美國的一位鄉村歌手。他也是電視節目主持人和演員。"
+    assert (
+        cleaned(zh, lang="zh", **only("c4"))
+        == "格倫·特拉维斯·坎貝爾是美國的一位鄉村歌手。他也是電視節目主持人和演員。"
+    )
     assert judge(zh, lang="zh", **only("c4", resolve_wiki_conversion=False)) == "c4_curly_bracket"
 
 
 def test_c4_document_drops():
-    assert judge(ARTICLE + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", **only("c4")) == "c4_lorem_ipsum"
-    assert judge(ARTICLE + "\nfunction show() { return window.open(url); }.", **only("c4")) == "c4_curly_bracket"
+    assert (
+        judge(ARTICLE + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", **only("c4"))
+        == "c4_lorem_ipsum"
+    )
+    assert (
+        judge(ARTICLE + "\nfunction show() { return window.open(url); }.", **only("c4")) == "c4_curly_bracket"
+    )
     assert judge("Home\nAbout us\nContact", **only("c4")) == "c4_emptied"
     assert judge(ARTICLE, **only("c4", min_num_sentences=6)) == "c4_too_few_sentences"
     assert judge(ARTICLE, **only("c4", min_num_sentences=5)) is None
@@ -248,8 +282,11 @@ def test_fineweb_rules():
 def test_code_rules():
     minified = "var a=1;" * 200
     assert judge(minified, "code", "code") == "code_long_line"
-    wide = "\n".join(f"CONFIG_{i} = {{'name': 'value_{i}', 'enabled': True, 'weight': {i}.5, 'tags': ['alpha', 'beta', 'gamma', 'delta']}}"
-                     for i in range(20))
+    wide = "\n".join(
+        f"CONFIG_{i} = {{'name': 'value_{i}', 'enabled': True, 'weight': {i}.5, "
+        f"'tags': ['alpha', 'beta', 'gamma', 'delta']}}"
+        for i in range(20)
+    )
     assert judge(wide, "code", "code") == "code_mean_line_length"
     ascii_art = "\n".join(["# +--------+--------+ #", "# |        |        | #"] * 20)
     assert judge(ascii_art, "code", "code") == "code_alnum_share"
@@ -311,9 +348,13 @@ def test_every_row_kept_or_removed_with_reason_and_original_text():
     texts = [page, "", "   \n ", "Buy now!", ARTICLE_ZH, PYTHON_FILE, None]
     table = batch(texts, ["en", "en", "en", "en", "zh", "code", "en"], ["web"] * 5 + ["code", "web"])
     out = Rules(RulesConfig()).process(table)
-    assert sorted(out.kept["id"].to_pylist() + out.removed["id"].to_pylist()) == sorted(table["id"].to_pylist())
+    assert sorted(out.kept["id"].to_pylist() + out.removed["id"].to_pylist()) == sorted(
+        table["id"].to_pylist()
+    )
     removed = {row["id"]: row for row in out.removed.to_pylist()}
-    assert removed["doc-1"]["reason"] == removed["doc-2"]["reason"] == removed["doc-6"]["reason"] == "empty_text"
+    assert (
+        removed["doc-1"]["reason"] == removed["doc-2"]["reason"] == removed["doc-6"]["reason"] == "empty_text"
+    )
     assert removed["doc-3"]["text"] == "Buy now!"
     assert out.kept.filter(pa.compute.equal(out.kept["id"], "doc-0"))["text"][0].as_py() == ARTICLE
     assert out.kept.schema == table.schema and out.removed.schema.names == table.schema.names + ["reason"]
@@ -331,7 +372,9 @@ def test_empty_batch_keeps_the_schema():
 def test_stats_count_reasons_languages_categories_and_examples():
     spam = "Buy our cheap watches now, best prices online."
     texts = [spam] * 7 + [ARTICLE_ZH + "\n首页"]
-    out = Rules(RulesConfig()).process(batch(texts, ["en"] * 6 + ["de", "zh"], ["web"] * 6 + ["others", "books"]))
+    out = Rules(RulesConfig()).process(
+        batch(texts, ["en"] * 6 + ["de", "zh"], ["web"] * 6 + ["others", "books"])
+    )
     dropped = out.stats["dropped"]["gopher_too_few_words"]
     assert dropped["docs"] == 7 and dropped["chars"] == 7 * len(spam)
     assert dropped["by_lang"] == {"en": 6, "de": 1} and dropped["by_category"] == {"web": 6, "others": 1}
@@ -342,7 +385,11 @@ def test_stats_count_reasons_languages_categories_and_examples():
 
 def test_batch_split_does_not_change_the_result():
     texts = [ARTICLE, "Buy now!", ARTICLE_ZH + "\n首页", PYTHON_FILE, "Home\n" + ARTICLE, "x " * 60] * 5
-    table = batch(texts, ["en", "en", "zh", "code", "en", "en"] * 5, ["web", "web", "web", "code", "books", "others"] * 5)
+    table = batch(
+        texts,
+        ["en", "en", "zh", "code", "en", "en"] * 5,
+        ["web", "web", "web", "code", "books", "others"] * 5,
+    )
     stage = Rules(RulesConfig())
     whole = stage.process(table)
     parts = [stage.process(table.slice(start, 7)) for start in range(0, table.num_rows, 7)]
@@ -381,7 +428,9 @@ def test_quality_dev_gold_loses_under_5_percent(shared_data):
     stage = Rules(RulesConfig())
     rate = {}
     for name, records in rows.items():
-        table = batch([r["text"] for r in records], [r["lang"] for r in records], ids=[r["id"] for r in records])
+        table = batch(
+            [r["text"] for r in records], [r["lang"] for r in records], ids=[r["id"] for r in records]
+        )
         dropped_langs = stage.process(table).removed["lang"].to_pylist()
         for lang in ("en", "zh"):
             rate[name, lang] = dropped_langs.count(lang) / sum(r["lang"] == lang for r in records)
@@ -401,8 +450,12 @@ def test_sample_corpus_expectations(monkeypatch):
         pytest.skip("configs/sample.yaml is not written yet")
     monkeypatch.chdir(REPO)
     config = load_config(SAMPLE_CONFIG)
-    documents = pa.concat_tables(table for source in config.inputs for item in list_input_files(source)
-                                 for table, _ in read_file(item, config.ingest))
+    documents = pa.concat_tables(
+        table
+        for source in config.inputs
+        for item in list_input_files(source)
+        for table, _ in read_file(item, config.ingest)
+    )
     labelled = LangID(config.stage_configs()["langid"]).process(documents).kept
     out = Rules(config.stage_configs()["rules"]).process(labelled)
 
@@ -410,6 +463,11 @@ def test_sample_corpus_expectations(monkeypatch):
         return [json.loads(meta).get("expect", "keep") for meta in table["meta"].to_pylist()]
 
     kept, removed = expects(out.kept), expects(out.removed)
-    print({"rules": (removed.count("rules"), kept.count("rules")), "keep": (removed.count("keep"), kept.count("keep"))})
+    print(
+        {
+            "rules": (removed.count("rules"), kept.count("rules")),
+            "keep": (removed.count("keep"), kept.count("keep")),
+        }
+    )
     assert removed.count("rules") >= 0.9 * (removed.count("rules") + kept.count("rules"))
     assert kept.count("keep") >= 0.95 * (kept.count("keep") + removed.count("keep"))

@@ -21,6 +21,7 @@ Contract
 
 Thresholds: ``stages/rules/config.py`` (datatrove's published defaults unless documented there).
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -56,8 +57,12 @@ class Rules(Stage):
             "code": code.rules(config.code),
         }
         self.plans: dict[str, list[Step]] = {
-            category: [step for family in config.order if category in getattr(config, family).categories
-                       for step in steps[family]]
+            category: [
+                step
+                for family in config.order
+                if category in getattr(config, family).categories
+                for step in steps[family]
+            ]
             for category in CATEGORIES
         }
 

@@ -1,5 +1,6 @@
 """The two kinds of unit the stage runs: a ``Rule`` judges a whole document, a ``LineCleaner``
 removes lines from it (and may drop it outright, e.g. on ``lorem ipsum``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,16 +1,19 @@
 """C4 line cleaning (Raffel et al. 2020, section 2.2), as datatrove's C4QualityFilter does it.
 
-Each line is stripped, loses its citation marks (and Chinese Wikipedia's -{...}- conversion markup) and runs through the line rules in C4's order; the
-first that hits removes the line (``too_long_word``, ``no_terminal_punct``, ``too_few_words``,
-``javascript``, ``policy``) or drops the whole document (``c4_lorem_ipsum``, ``c4_curly_bracket``).
+Each line is stripped, loses its citation marks (and Chinese Wikipedia's -{...}- conversion markup)
+and runs through the line rules in C4's order; the first that hits removes the line
+(``too_long_word``, ``no_terminal_punct``, ``too_few_words``, ``javascript``, ``policy``) or drops the
+whole document (``c4_lorem_ipsum``, ``c4_curly_bracket``).
 Kept lines are rejoined; unlike datatrove, a blank line between two kept lines survives as one, so
 paragraphs stay paragraphs. Also unlike datatrove, hard-wrapped text (Project Gutenberg, e-mail) is
 first unwrapped into one line per paragraph: C4 assumed a paragraph per line and would keep only the
 lines that happen to end a sentence. Then ``c4_too_few_sentences`` judges what is left.
 """
+
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from typing import NamedTuple
 
 from stages.rules.base import Cleaned, LineCleaner, Rule
@@ -53,8 +56,9 @@ class C4Cleaner(LineCleaner):
         paragraph_break = False
         conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
         lines = doc.lines
-        if self.config.unwrap and _hard_wrapped(doc.nonblank_lines, self.config):
-            lines, cleaned.joined_lines = unwrap(lines, active.terminal, doc.cjk)
+        width = wrap_width(doc.nonblank_lines, self.config) if self.config.unwrap else None
+        if width is not None:
+            lines, cleaned.joined_lines = unwrap(lines, width, active.terminal, doc.cjk)
         for raw in lines:
             line = raw.strip()
             if conversion and "-{" in line:
@@ -85,15 +89,21 @@ class C4Cleaner(LineCleaner):
         """The first C4 line rule that hits ``line`` (already stripped), or None to keep it."""
         c = self.config
         # In CJK documents every word is one character, never too long.
-        if c.max_word_length is not None and not cjk and len(line) > c.max_word_length and any(
-            len(word) > c.max_word_length for word in line.split()
+        if (
+            c.max_word_length is not None
+            and not cjk
+            and len(line) > c.max_word_length
+            and any(len(word) > c.max_word_length for word in line.split())
         ):
             return "too_long_word"
         if c.filter_no_terminal_punct:
             unmarked = self._strip_citations(line)
             if not unmarked.endswith(active.terminal) or unmarked.endswith(_ELLIPSIS):
                 return "no_terminal_punct"
-        if c.min_words_per_line is not None and count_words(line, cjk, c.min_words_per_line) < c.min_words_per_line:
+        if (
+            c.min_words_per_line is not None
+            and count_words(line, cjk, c.min_words_per_line) < c.min_words_per_line
+        ):
             return "too_few_words"
         lowered = line.lower() if active.javascript or active.lorem or active.policy else line
         if active.lorem and "lorem ipsum" in lowered:
@@ -117,25 +127,27 @@ class _Active(NamedTuple):
     terminal: tuple[str, ...]
 
 
-def _hard_wrapped(lines: list[str], config: C4Config) -> bool:
-    """Most lines end near one width, as in text wrapped at a fixed column."""
+def wrap_width(lines: list[str], config: C4Config) -> int | None:
+    """The column a document is hard-wrapped at, or None: the 90th percentile of its line lengths,
+    when enough lines end near it and almost none run past it."""
     if len(lines) < _MIN_WRAPPED_LINES:
-        return False
+        return None
     lengths = sorted(len(line.rstrip()) for line in lines)
     width = lengths[(len(lengths) - 1) * 9 // 10]
     low, high = config.wrap_widths
     if not low <= width <= high:
-        return False
-    near_width = sum(1 for length in lengths if 0.75 * width <= length <= width)
-    beyond = sum(1 for length in lengths if length > 1.2 * width)  # wrapped text has almost none
-    return near_width >= config.min_wrapped_share * len(lengths) and beyond <= 0.05 * len(lengths)
+        return None
+    near_width = bisect_right(lengths, width) - bisect_left(lengths, 0.75 * width)
+    beyond = len(lengths) - bisect_right(lengths, 1.2 * width)
+    if near_width < config.min_wrapped_share * len(lengths) or beyond > 0.05 * len(lengths):
+        return None
+    return width
 
 
-def unwrap(lines: list[str], terminal: tuple[str, ...], cjk: bool) -> tuple[list[str], int]:
+def unwrap(lines: list[str], width: int, terminal: tuple[str, ...], cjk: bool) -> tuple[list[str], int]:
     """Join each line to the previous one when that one runs to the wrap width without ending a
     sentence; short lines (headings, a paragraph's last line) and blank lines end a paragraph."""
-    nonblank = sorted(len(line.rstrip()) for line in lines if line.strip())
-    full = 0.6 * nonblank[(len(nonblank) - 1) * 9 // 10]
+    full = 0.6 * width
     joiner = "" if cjk else " "
     out: list[str] = []
     joined = 0
@@ -147,8 +159,7 @@ def unwrap(lines: list[str], terminal: tuple[str, ...], cjk: bool) -> tuple[list
             joined += 1
         else:
             out.append(stripped)
-        tail = line.rstrip()
-        continues = bool(stripped) and len(tail) >= full and not tail.endswith(terminal)
+        continues = bool(stripped) and len(stripped) >= full and not stripped.endswith(terminal)
     return out, joined
 
 

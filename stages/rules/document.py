@@ -4,9 +4,10 @@ Rules never split text themselves; they ask a ``Doc`` for ``lines``, ``n_words``
 are computed on first use and shared by every later rule. Words are whitespace tokens, except in
 CJK documents (Chinese, Japanese: no spaces between words), where every Han or kana character is
 one word, so is every run of other letters and digits, and punctuation is none: counting characters
-is the cheap, segmenter-free choice, and it runs on code-point arrays instead of Python strings. Korean separates words with spaces and is
-treated like any space-delimited language.
+is the cheap, segmenter-free choice, and it runs on code-point arrays instead of Python strings.
+Korean separates words with spaces and is treated like any space-delimited language.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,14 @@ from itertools import filterfalse
 
 import numpy as np
 
-_HAN_KANA_RANGES = [(0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
-                    (0x20000, 0x2FA1F)]
+_HAN_KANA_RANGES = [
+    (0x3040, 0x30FF),
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2FA1F),
+]
 HAN_KANA = "".join(f"{chr(first)}-{chr(last)}" for first, last in _HAN_KANA_RANGES)
 
 _CJK_CHAR = re.compile(f"[{HAN_KANA}]")
@@ -42,7 +49,7 @@ def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     alpha = np.frombuffer(bytes(map(str.isalpha, chars)), dtype=np.bool_)
     han_kana = np.zeros(0x110000, dtype=np.bool_)
     for first, last in _HAN_KANA_RANGES:
-        han_kana[first:last + 1] = True
+        han_kana[first : last + 1] = True
     return alnum, alpha, han_kana & alnum
 
 
@@ -100,7 +107,7 @@ def base_lang(lang: str | None) -> str | None:
 class Doc:
     """One document's text with lazily computed, shared splits."""
 
-    def __init__(self, text: str, lang: str, cjk: bool):
+    def __init__(self, text: str, lang: str | None, cjk: bool):
         self.text = text
         self.lang = lang
         self.cjk = cjk
@@ -153,7 +160,9 @@ class Doc:
             is_run = in_run[starts]
             runs = [self.text[a:b] for a, b in zip(run_starts.tolist(), run_ends.tolist())]
             rank = {run: i for i, run in enumerate(dict.fromkeys(runs))}
-            ids[is_run] = np.fromiter(map(rank.__getitem__, runs), dtype=np.uint64, count=len(runs)) + np.uint64(0x110000)
+            ids[is_run] = np.fromiter(
+                map(rank.__getitem__, runs), dtype=np.uint64, count=len(runs)
+            ) + np.uint64(0x110000)
             lengths[is_run] = run_ends - run_starts
             letter_sums = np.concatenate(([0], np.cumsum(alpha[points])))
             letters[is_run] = letter_sums[run_ends] > letter_sums[run_starts]
@@ -212,5 +221,5 @@ class Doc:
         cache = self.__dict__.setdefault("_ngram_cache", {1: self.word_ids})
         if n not in cache:
             shorter = self.ngram_hashes(n - 1)
-            cache[n] = shorter[:-1] * _BASE + self.word_ids[n - 1:]
+            cache[n] = shorter[:-1] * _BASE + self.word_ids[n - 1 :]
         return cache[n]

@@ -1,6 +1,7 @@
 """FineWeb's own quality rules (Penedo et al. 2024), as datatrove's FineWebQualityFilter does them,
 run after C4 cleaning. One deliberate difference: the list ratio counts line breaks between non-blank
 lines, not raw newlines, so the blank lines C4 cleaning keeps between paragraphs do not count."""
+
 from __future__ import annotations
 
 from stages.rules.base import Rule, ratio
@@ -20,11 +21,19 @@ def rules(config: FineWebConfig) -> list[Rule]:
     if c.short_line_thr is not None:
         found.append(Rule("fineweb_short_lines", lambda d: _short_line_share(d, c) > c.short_line_thr))
     if c.char_duplicates_ratio is not None:
-        found.append(Rule("fineweb_dup_line_chars",
-                          lambda d: ratio(d.line_dups[1], len(d.text) - d.text.count("\n")) > c.char_duplicates_ratio))
+        found.append(
+            Rule(
+                "fineweb_dup_line_chars",
+                lambda d: ratio(d.line_dups[1], len(d.text) - d.text.count("\n")) > c.char_duplicates_ratio,
+            )
+        )
     if c.new_line_ratio is not None:
-        found.append(Rule("fineweb_list_ratio",
-                          lambda d: ratio(max(len(d.nonblank_lines) - 1, 0), d.n_words) > c.new_line_ratio))
+        found.append(
+            Rule(
+                "fineweb_list_ratio",
+                lambda d: ratio(max(len(d.nonblank_lines) - 1, 0), d.n_words) > c.new_line_ratio,
+            )
+        )
     return found
 
 

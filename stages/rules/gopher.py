@@ -3,10 +3,13 @@
 Differences from datatrove, all deliberate: words are whitespace tokens (datatrove runs spaCy), so
 "alpha words" and "mean word length" follow the paper's wording on whole tokens; stop words are
 per language (datatrove applies the English list to every language); the most frequent n-gram
-must occur at least twice; duplicate n-grams are found
+must occur at least twice (datatrove also counts a single long one); duplicate n-grams are found
 with vectorised 64-bit hashes and their characters counted once per covered word, instead of
-datatrove's greedy skip-ahead scan (the same quantity on all but contrived inputs).
+datatrove's greedy skip-ahead scan (the same quantity on all but contrived inputs). A document whose
+5-gram duplicates stay under the 10-gram limit is not scanned for longer ones: their coverage can
+only shrink as n grows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,24 +32,50 @@ def quality_rules(config: GopherQualityConfig) -> list[Rule]:
     if c.max_doc_words is not None:
         rules.append(Rule("gopher_too_many_words", lambda d: d.content_word_count > c.max_doc_words))
     if c.min_avg_word_length is not None:
-        rules.append(Rule("gopher_short_words",
-                          lambda d: not d.cjk and 0 < d.mean_content_word_length < c.min_avg_word_length))
+        rules.append(
+            Rule(
+                "gopher_short_words",
+                lambda d: not d.cjk and 0 < d.mean_content_word_length < c.min_avg_word_length,
+            )
+        )
     if c.max_avg_word_length is not None:
-        rules.append(Rule("gopher_long_words", lambda d: not d.cjk and d.mean_content_word_length > c.max_avg_word_length))
+        rules.append(
+            Rule(
+                "gopher_long_words",
+                lambda d: not d.cjk and d.mean_content_word_length > c.max_avg_word_length,
+            )
+        )
     if c.max_symbol_word_ratio is not None:
-        rules.append(Rule("gopher_hash_ratio", lambda d: ratio(d.text.count("#"), d.n_words) > c.max_symbol_word_ratio))
-        rules.append(Rule("gopher_ellipsis_ratio", lambda d: ratio(_ellipses(d.text), d.n_words) > c.max_symbol_word_ratio))
+        rules.append(
+            Rule("gopher_hash_ratio", lambda d: ratio(d.text.count("#"), d.n_words) > c.max_symbol_word_ratio)
+        )
+        rules.append(
+            Rule(
+                "gopher_ellipsis_ratio",
+                lambda d: ratio(_ellipses(d.text), d.n_words) > c.max_symbol_word_ratio,
+            )
+        )
     if c.max_bullet_lines_ratio is not None:
         bullets = tuple(c.bullets)
-        rules.append(Rule("gopher_bullet_lines", lambda d: _bullet_share(d, bullets) > c.max_bullet_lines_ratio))
+        rules.append(
+            Rule("gopher_bullet_lines", lambda d: _bullet_share(d, bullets) > c.max_bullet_lines_ratio)
+        )
     if c.max_ellipsis_lines_ratio is not None:
-        rules.append(Rule("gopher_ellipsis_lines", lambda d: _ellipsis_line_share(d) > c.max_ellipsis_lines_ratio))
+        rules.append(
+            Rule("gopher_ellipsis_lines", lambda d: _ellipsis_line_share(d) > c.max_ellipsis_lines_ratio)
+        )
     if c.min_alpha_words_ratio is not None:
-        rules.append(Rule("gopher_alpha_words",
-                          lambda d: d.n_words > 0 and d.alpha_word_count / d.n_words < c.min_alpha_words_ratio))
+        rules.append(
+            Rule(
+                "gopher_alpha_words",
+                lambda d: d.n_words > 0 and d.alpha_word_count / d.n_words < c.min_alpha_words_ratio,
+            )
+        )
     if c.min_stop_words is not None:
         stop_words = {lang: tuple(words) for lang, words in c.stop_words.items()}
-        rules.append(Rule("gopher_stop_words", lambda d: _too_few_stop_words(d, stop_words, c.min_stop_words)))
+        rules.append(
+            Rule("gopher_stop_words", lambda d: _too_few_stop_words(d, stop_words, c.min_stop_words))
+        )
     return rules
 
 
@@ -57,13 +86,26 @@ def repetition_rules(config: GopherRepetitionConfig) -> list[Rule]:
         return []
     rules = []
     if c.dup_para_frac is not None:
-        rules.append(Rule("gopher_dup_paras", lambda d: ratio(d.paragraph_dups[0], len(d.paragraphs)) > c.dup_para_frac))
+        rules.append(
+            Rule(
+                "gopher_dup_paras", lambda d: ratio(d.paragraph_dups[0], len(d.paragraphs)) > c.dup_para_frac
+            )
+        )
     if c.dup_para_char_frac is not None:
-        rules.append(Rule("gopher_dup_para_chars", lambda d: ratio(d.paragraph_dups[1], len(d.text)) > c.dup_para_char_frac))
+        rules.append(
+            Rule(
+                "gopher_dup_para_chars",
+                lambda d: ratio(d.paragraph_dups[1], len(d.text)) > c.dup_para_char_frac,
+            )
+        )
     if c.dup_line_frac is not None:
-        rules.append(Rule("gopher_dup_lines", lambda d: ratio(d.line_dups[0], len(d.nonblank_lines)) > c.dup_line_frac))
+        rules.append(
+            Rule("gopher_dup_lines", lambda d: ratio(d.line_dups[0], len(d.nonblank_lines)) > c.dup_line_frac)
+        )
     if c.dup_line_char_frac is not None:
-        rules.append(Rule("gopher_dup_line_chars", lambda d: ratio(d.line_dups[1], len(d.text)) > c.dup_line_char_frac))
+        rules.append(
+            Rule("gopher_dup_line_chars", lambda d: ratio(d.line_dups[1], len(d.text)) > c.dup_line_char_frac)
+        )
     for n, limit in sorted(c.top_n_grams.items()):
         rules.append(Rule(f"gopher_top_{n}gram", _top_ngram_rule(n, limit, c.cjk_n_scale)))
     for n, limit in sorted(c.dup_n_grams.items()):
@@ -99,6 +141,7 @@ def _top_ngram_rule(n: int, limit: float, cjk_scale: int):
     def fails(doc: Doc) -> bool:
         size = n * cjk_scale if doc.cjk else n
         return ratio(_top_ngram_chars(doc, size), len(doc.text)) > limit
+
     return fails
 
 
@@ -113,6 +156,7 @@ def _dup_ngram_rule(n: int, limit: float, cjk_scale: int):
             return False
         known[size] = _dup_ngram_chars(doc, size)
         return ratio(known[size], len(doc.text)) > limit
+
     return fails
 
 
@@ -127,7 +171,7 @@ def _top_ngram_chars(doc: Doc, n: int) -> int:
     if counts.max() < 2:  # nothing repeats; datatrove would still count the longest single n-gram
         return 0
     start = int(first[counts == counts.max()].min())
-    chars = int(doc.word_lengths[start:start + n].sum()) + (0 if doc.cjk else n - 1)
+    chars = int(doc.word_lengths[start : start + n].sum()) + (0 if doc.cjk else n - 1)
     return chars * int(counts.max())
 
 
