@@ -31,6 +31,10 @@ HEADS = "candidates-with-signature"  # <shard of u>.parquet: v, u, exact, sig (o
 EDGES = "edges"  # <shard of v>.parquet: u, v, exact
 CLUSTERS = "clusters"  # <shard>.parquet: doc, id, cluster, kept_id, reason; _SUCCESS.json
 
+DOCS_SCHEMA = pa.schema([
+    ("doc", pa.int64()), ("id", pa.string()), ("chars", pa.int64()), ("quality_score", pa.float32()),
+])
+BANDS_SCHEMA = pa.schema([("part", pa.int32()), ("band", pa.int16()), ("key", pa.uint64()), ("doc", pa.int64())])
 CLUSTER_SCHEMA = pa.schema([
     ("doc", pa.int64()), ("id", pa.string()), ("cluster", pa.string()), ("kept_id", pa.string()),
     ("reason", pa.string()),
@@ -54,15 +58,18 @@ def sign_shard(task: tuple[Job, int]) -> None:
             keys = minhash.band_keys(signatures[has_shingles], job.bands, job.rows).reshape(-1)
             band = np.tile(np.arange(job.bands), int(has_shingles.sum()))
             keyed.append(_band_rows(job, band, keys, np.repeat(doc[has_shingles], job.bands)))
-            signed.append(_signature_rows(job, doc, signatures))
-    storage.write_parquet(job.filesystem, job.path(DOCS, shard), pa.concat_tables(docs) if docs else
-                          _doc_attributes(pa.table({"id": pa.array([], pa.string()),
-                                                    "text": pa.array([], pa.string())}), np.zeros(0, np.int64)))
+            if config.verify:
+                signed.append(_signature_rows(job, doc, signatures))
+    storage.write_parquet(job.filesystem, job.path(DOCS, shard), _concat(docs, DOCS_SCHEMA))
     if config.near_duplicates and config.verify:
-        storage.write_parquet(job.filesystem, job.path(SIGNATURES, shard), pa.concat_tables(signed) if signed
-                              else _signature_rows(job, np.zeros(0, np.int64), np.zeros((0, config.num_perm))))
-    bands = pa.concat_tables(keyed) if keyed else _band_rows(job, [], np.zeros(0, np.uint64), [])
-    write_sorted(job, job.path(BANDS, shard), bands, config.partitions)
+        signature_schema = pa.schema([("doc", pa.int64()), ("sig", pa.list_(pa.uint32(), config.num_perm))])
+        storage.write_parquet(job.filesystem, job.path(SIGNATURES, shard), _concat(signed, signature_schema))
+    write_sorted(job, job.path(BANDS, shard), _concat(keyed, BANDS_SCHEMA), config.partitions)
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """The tables of a shard's batches as one; an empty shard still gets a file with the schema."""
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _doc_attributes(batch: pa.Table, doc: np.ndarray) -> pa.Table:
@@ -73,16 +80,11 @@ def _doc_attributes(batch: pa.Table, doc: np.ndarray) -> pa.Table:
         "id": batch["id"].cast(pa.string()),
         "chars": pc.fill_null(pc.utf8_length(batch["text"].cast(pa.string())), 0).cast(pa.int64()),
         "quality_score": quality.cast(pa.float32()),
-    })
+    }, schema=DOCS_SCHEMA)
 
 
 def _band_rows(job: Job, band, keys: np.ndarray, doc) -> pa.Table:
-    return pa.table({
-        "part": pa.array(partition(keys, job), pa.int32()),
-        "band": pa.array(band, pa.int16()),
-        "key": pa.array(keys, pa.uint64()),
-        "doc": pa.array(doc, pa.int64()),
-    })
+    return pa.table({"part": partition(keys, job), "band": band, "key": keys, "doc": doc}, schema=BANDS_SCHEMA)
 
 
 def _signature_rows(job: Job, doc: np.ndarray, signatures: np.ndarray) -> pa.Table:
