@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {run,stage,report} ...``; ``--help`` on each explains it."""
+"""Command line: ``python -m pipeline COMMAND ...``; ``--help`` on each explains it."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +14,10 @@ from stages.ingest import InputError
 
 DESCRIPTION = """\
 Clean a text corpus for LLM pretraining: ingest -> language ID -> rules -> quality model -> dedup,
-each stage writing Parquet shards (kept/ and removed/ with a reason) under the config's work_dir.
+each stage writing Parquet shards (kept/ and removed/ with a reason) under the config's work_dir;
+then train the BPE tokenizer and build the mixture (composition table, packed training shards).
 Runs on Ray: set ray.address in the config (or RAY_ADDRESS) to join a cluster; otherwise Ray starts
-locally. Finished shards are never redone, so rerunning a command resumes it."""
+locally. Finished work is never redone, so rerunning a command resumes it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run every stage in order (resumes an interrupted run)",
-                              description="Run every configured stage in order. Units of work that already "
-                              "finished with the same config are skipped, so this also resumes.")
+    run = commands.add_parser("run", help="run every stage, then tokenizer and mixture (resumes)",
+                              description="Run every configured stage in order, then the tokenizer and "
+                              "mixture steps when the config has those sections. Work that already "
+                              "finished with the same config is skipped, so this also resumes.")
     run.add_argument("config", help="YAML config, e.g. configs/sample.yaml")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--from", dest="start", metavar="STAGE", help="start at this stage (earlier ones must be done)")
-    group.add_argument("--only", metavar="STAGE", help="run just this stage (the one before it must be done)")
-    run.add_argument("--force", action="store_true", help="discard and redo the selected stages' outputs")
+    group.add_argument("--only", metavar="STAGE",
+                       help="run just this stage, not the steps after (the stage before it must be done)")
+    run.add_argument("--force", action="store_true", help="discard and redo the selected stages and steps")
     run.add_argument("--no-ray", action="store_true", help="run every task in this process, one at a time")
 
     stage = commands.add_parser("stage", help="run one stage on one shard in this process, for debugging",
@@ -44,6 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--limit", type=int, default=None, help="process only the first N documents")
     stage.add_argument("--no-ray", action="store_true", help="accepted for symmetry: this command never uses Ray")
     stage.add_argument("--examples", type=int, default=3, help="removed documents to print (default 3)")
+
+    quality = commands.add_parser(
+        "train-quality", help="train the quality stage's fastText model",
+        description="Train the gold-vs-junk classifier of `stages.quality` from its `train.sources` and "
+        "write the model and a report (precision, recall, F1, ROC AUC per language on a held-out split) "
+        "to `model_path`. `run` does this by itself when the model is missing. A retrained model "
+        "changes the quality stage's hash, so the next `run` redoes quality and the stages after it.")
+    quality.add_argument("config", help="YAML config with a `stages.quality` section")
+    quality.add_argument("--force", action="store_true", help="retrain even if the model exists")
+
+    tokenizer = commands.add_parser(
+        "train-tokenizer", help="train the BPE tokenizer on a finished stage's output",
+        description="Train the sentencepiece BPE tokenizer of the config's `tokenizer:` section on the "
+        "kept shards of `tokenizer.input_stage` (dedup by default), export tokenizer.json and evaluate "
+        "it on held-out documents; writes <work_dir>/tokenizer/. Skipped when up to date.")
+    tokenizer.add_argument("config", help="YAML config with a `tokenizer:` section")
+    tokenizer.add_argument("--force", action="store_true", help="retrain even if up to date")
+
+    mix = commands.add_parser(
+        "mixture", help="count tokens, write the composition table and the packed training shards",
+        description="With the trained tokenizer, count the tokens of the cleaned corpus per category and "
+        "language (the report's Table 1, as Markdown, CSV, JSON and a chart), sample the configured "
+        "phases and pack them into fixed-length training sequences; writes <work_dir>/mixture/.")
+    mix.add_argument("config", help="YAML config with `tokenizer:` and `mixture:` sections")
+    mix.add_argument("--force", action="store_true", help="redo it even if up to date")
+    mix.add_argument("--no-ray", action="store_true", help="run every task in this process")
 
     report = commands.add_parser("report", help="summarise a finished or partial run",
                                  description="Print what each stage kept and removed, why, and how fast, "
@@ -63,17 +92,63 @@ def main(argv: list[str] | None = None) -> int:
             print(f"done in {time.perf_counter() - started:.1f} s; outputs under {config.work_dir}")
         elif args.command == "stage":
             _debug(config, args)
+        elif args.command == "train-quality":
+            _train_quality(config, force=args.force)
+        elif args.command == "train-tokenizer":
+            _train_tokenizer(config, force=args.force)
+        elif args.command == "mixture":
+            _mixture(config, use_ray=not args.no_ray, force=args.force)
         elif args.command == "report":
             from pipeline.report import print_report
 
             print_report(config, as_json=args.json)
-    except (ConfigError, PipelineError, TaskFailed, InputError) as error:
+    except (ConfigError, PipelineError, TaskFailed, InputError, StepError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+class StepError(Exception):
+    """A command that cannot run with this config (a section it needs is missing)."""
+
+
+def _train_quality(config, force: bool) -> None:
+    from stages.quality_model import model_exists, train_quality_model
+
+    if "quality" not in config.stages:
+        raise StepError("the config has no `stages.quality` section")
+    quality = config.stage_configs()["quality"]
+    if model_exists(quality.model_path) and not force:
+        print(f"{quality.model_path} exists; --force retrains it")
+        return
+    try:
+        train_quality_model(quality)
+    except ValueError as error:
+        raise StepError(str(error)) from error
+
+
+def _train_tokenizer(config, force: bool) -> None:
+    from pipeline.steps import train_tokenizer_step
+
+    if config.tokenizer is None:
+        raise StepError("the config has no `tokenizer:` section")
+    train_tokenizer_step(config, force=force)
+
+
+def _mixture(config, use_ray: bool, force: bool) -> None:
+    if config.mixture is None:
+        raise StepError("the config has no `mixture:` section")
+    from mixture import run_mixture
+    from pipeline.executor import make_executor
+
+    executor = make_executor(config.ray, use_ray)
+    try:
+        run_mixture(config, executor, force=force)
+    finally:
+        executor.shutdown()
 
 
 def _debug(config, args) -> None:

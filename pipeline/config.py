@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.registry import stage_class
 from pipeline.stage import StageConfig
+from tokenizer.config import TokenizerConfig
 
 Category = Literal["web", "encyclopedia", "books", "papers", "code", "others"]
 
@@ -67,8 +68,12 @@ class PipelineConfig(_Strict):
     inputs: list[InputSource] = Field(min_length=1)
     ingest: IngestConfig = IngestConfig()
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    tokenizer: dict[str, Any] | None = None
-    mixture: dict[str, Any] | None = None
+    tokenizer: TokenizerConfig | None = Field(
+        None, description="train a BPE tokenizer on a finished stage's output after the stages"
+    )
+    mixture: dict[str, Any] | None = Field(
+        None, description="composition table, phases and packed training shards (mixture.MixtureConfig)"
+    )
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The typed config of every listed stage, in run order (validated in ``load_config``)."""
@@ -103,6 +108,13 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfi
             cls.Config(**(stage_raw or {}))
         except ValidationError as error:
             raise ConfigError(_describe(error, source, prefix=("stages", name))) from None
+    if config.mixture is not None:
+        from mixture import MixtureConfig
+
+        try:
+            MixtureConfig(**config.mixture)
+        except ValidationError as error:
+            raise ConfigError(_describe(error, source, prefix=("mixture",))) from None
     return config
 
 

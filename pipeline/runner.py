@@ -82,15 +82,21 @@ class StageResult:
     extra: dict = field(default_factory=dict)
 
 
-def plan_stages(config: PipelineConfig) -> list[StageSpec]:
-    """Every stage of the run, in order, with its directory and chained config hash."""
+def plan_stages(config: PipelineConfig, fingerprints: bool = True) -> list[StageSpec]:
+    """Every stage of the run, in order, with its directory and chained config hash.
+
+    The hash covers each stage's config, code version and asset fingerprint (its model file), and
+    the hash of the stage before it. ``fingerprints=False`` skips reading the assets, for callers
+    that only need names and directories.
+    """
     fs, root = storage.resolve(config.work_dir)
     specs = []
     upstream = config_hash(INGEST, config.ingest, [source.model_dump() for source in config.inputs])
     specs.append(StageSpec(1, INGEST, config.ingest, upstream, storage.join(root, f"01_{INGEST}"), fs))
     for index, (name, stage_config) in enumerate(config.stage_configs().items(), start=2):
         stage_type = stage_class(name)
-        upstream = config_hash(name, stage_config, getattr(stage_type, "version", 1), upstream)
+        assets = stage_type.fingerprint(stage_config) if fingerprints else ""
+        upstream = config_hash(name, stage_config, getattr(stage_type, "version", 1), assets, upstream)
         specs.append(StageSpec(index, name, stage_config, upstream, storage.join(root, f"{index:02d}_{name}"),
                                fs, stage_type))
     return specs
@@ -228,36 +234,55 @@ def _receipt_path(spec: StageSpec, unit: str) -> str:
 
 def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None = None,
                  only: str | None = None, force: bool = False, log: Callable[[str], None] = print) -> list[StageResult]:
-    """Run the configured stages in order (``start``: from that stage on; ``only``: just that one)."""
+    """Run the configured stages in order (``start``: from that stage on; ``only``: just that one),
+    then, unless ``only`` is given, the configured steps after them: tokenizer and mixture."""
+    from pipeline.steps import run_steps
+
+    selected = _select([spec.name for spec in plan_stages(config, fingerprints=False)], start, only)
+    _ensure_assets(config, upto=selected[-1], log=log)
     specs = plan_stages(config)
-    selected = _select(specs, start, only)
     executor = make_executor(config.ray, use_ray)
     if use_ray:
         log(f"Ray ready in {executor.startup_seconds:.1f} s, {executor.workers} workers")
     results = []
     try:
         for spec in specs:
-            if spec not in selected:
+            if spec.name not in selected:
                 continue
             upstream = specs[spec.index - 2] if spec.index > 1 else None
             result = run_stage(spec, upstream, config, executor, force=force, log=log)
             log(summary_line(result))
             results.append(result)
+        if only is None:
+            run_steps(config, executor, force=force, log=log)
     finally:
         executor.shutdown()
     return results
 
 
-def _select(specs: list[StageSpec], start: str | None, only: str | None) -> list[StageSpec]:
-    names = [spec.name for spec in specs]
+def _ensure_assets(config: PipelineConfig, upto: str, log: Callable[[str], None]) -> None:
+    """Build what the stages up to ``upto`` need beyond their config (the quality model) before
+    the run is planned, since those files' fingerprints are part of the stage hashes."""
+    stage_configs = list(config.stage_configs().items())
+    names = [name for name, _ in stage_configs]
+    last = names.index(upto) if upto in names else -1  # ingest has no assets
+    for name, stage_config in stage_configs[:last + 1]:
+        try:
+            stage_class(name).ensure_assets(stage_config, log)
+        except ValueError as error:  # e.g. no training data configured: the message says which
+            raise PipelineError(str(error)) from error
+
+
+def _select(names: list[str], start: str | None, only: str | None) -> list[str]:
+    """The stage names ``--from``/``--only`` select, in run order."""
     for option, value in (("--from", start), ("--only", only)):
         if value is not None and value not in names:
             raise PipelineError(f"{option} {value}: no such stage in this config; stages are {', '.join(names)}")
     if only:
-        return [specs[names.index(only)]]
+        return [only]
     if start:
-        return specs[names.index(start):]
-    return specs
+        return names[names.index(start):]
+    return names
 
 
 def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, executor,
@@ -411,10 +436,11 @@ def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | 
 
     from pipeline.executor import InProcessExecutor
 
-    specs = plan_stages(config)
-    names = [spec.name for spec in specs]
+    names = [spec.name for spec in plan_stages(config, fingerprints=False)]
     if name not in names:
         raise PipelineError(f"no stage {name!r} in this config; stages are {', '.join(names)}")
+    _ensure_assets(config, upto=name, log=log)
+    specs = plan_stages(config)
     spec = specs[names.index(name)]
     upstream = specs[spec.index - 2] if spec.index > 1 else None
     units = _units(spec, upstream, config, spec.filesystem)

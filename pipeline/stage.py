@@ -21,6 +21,9 @@ columns earlier stages added) and returns the rows it keeps, the rows it removes
 ``reason``), and counters. It never does I/O on the corpus; the runner owns reading, writing, Ray,
 retries, receipts, conservation checks and progress. Stages that need a view of the whole corpus
 (deduplication) also implement ``prepare``, which the runner calls once before any ``process`` call.
+Stages whose output depends on a file outside the config (a trained model) implement
+``ensure_assets`` (build it when missing, before the run is planned) and ``fingerprint`` (its
+content hash, which joins the stage's config hash, so a retrained model reruns the stage).
 
 Document schema (columns every shard has): ``id`` (stable, unique), ``text``, ``source``,
 ``category`` (web | encyclopedia | books | papers | code | others) and ``meta`` (a JSON string).
@@ -80,6 +83,16 @@ class Stage:
 
     def __init__(self, config: StageConfig):
         self.config = config
+
+    @classmethod
+    def ensure_assets(cls, config: StageConfig, log: Any) -> None:
+        """Optional: create the files the stage needs and cannot get from its config (train its
+        model) when they are missing. Runs in the driver before the run is planned."""
+
+    @classmethod
+    def fingerprint(cls, config: StageConfig) -> str:
+        """The content hash of those files; part of the stage's config hash. Empty when none."""
+        return ""
 
     def prepare(self, context: "PrepareContext") -> None:
         """Optional global pass over all input shards, run once (in the driver) before any shard.

@@ -15,7 +15,9 @@ keep-rates: at 0.3 it still drops 98-100% of corpus-dev e-mail, but keeps 75% ra
 Chinese news pages and 19% rather than 12% of paper abstracts; held-out F1 moves under 0.5 point).
 
 ``lang`` comes from the langid stage when it ran (else ``und``). The model is loaded once per worker
-on first use; ``prepare`` trains it in the driver when ``model_path`` does not exist yet.
+on first use. ``ensure_assets`` trains it in the driver when ``model_path`` does not exist yet (as
+``python -m pipeline train-quality CONFIG`` does), and the model file's sha256 is part of the stage's
+config hash, so retraining the model reruns this stage and the ones after it.
 
 Stats: ``score_histogram.<category>.<lang>.<bucket>`` (buckets of 0.05, labelled by lower edge),
 ``near_threshold.{dropped,kept}.<category>/<lang>`` (a few ``{id, score}`` within
@@ -29,13 +31,14 @@ from collections import defaultdict
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from pipeline.stage import CATEGORIES, PrepareContext, Stage, StageConfig, StageOutput, split
+from pipeline.stage import CATEGORIES, Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
 from stages.quality_model import (
     QualityScorer,
     TextConfig,
     TrainingConfig,
     model_exists,
+    model_fingerprint,
     read_report,
     train_quality_model,
 )
@@ -53,7 +56,7 @@ class QualityConfig(StageConfig):
     """The ``stages.quality`` section: the model, the thresholds, and how to train the model."""
 
     model_path: str = Field(
-        "models/quality.bin", description="fastText model; trained by `prepare` when missing"
+        "models/quality.bin", description="fastText model; trained before the run (or by `train-quality`) when missing"
     )
     thresholds: dict[str, float | None] = Field(
         default_factory=_default_thresholds,
@@ -96,18 +99,21 @@ class Quality(Stage):
         self._scorer: QualityScorer | None = None
         self._thresholds: dict[tuple[str, str], float | None] = {}
 
-    def prepare(self, context: PrepareContext) -> None:
+    @classmethod
+    def ensure_assets(cls, config: QualityConfig, log) -> None:
         """Train the model when it does not exist yet; warn when it was trained differently."""
-        if not model_exists(self.config.model_path):
-            context.log(f"quality: no model at {self.config.model_path}; training one")
-            train_quality_model(self.config, log=context.log)
+        if not model_exists(config.model_path):
+            log(f"quality: no model at {config.model_path}; training one")
+            train_quality_model(config, log=log)
             return
-        report = read_report(self.config.model_path)
-        if report and report.get("train") != self.config.train.model_dump(mode="json"):
-            context.log(
-                f"quality: {self.config.model_path} was trained with another `train` section; "
-                "using it as is (delete it to retrain)"
-            )
+        report = read_report(config.model_path)
+        if report and report.get("train") != config.train.model_dump(mode="json"):
+            log(f"quality: {config.model_path} was trained with another `train` section; "
+                "using it as is (`python -m pipeline train-quality CONFIG --force` retrains it)")
+
+    @classmethod
+    def fingerprint(cls, config: QualityConfig) -> str:
+        return model_fingerprint(config.model_path)
 
     @property
     def scorer(self) -> QualityScorer:

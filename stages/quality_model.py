@@ -201,6 +201,18 @@ def model_exists(model_path: str) -> bool:
     return storage.exists(fs, path)
 
 
+def model_fingerprint(model_path: str) -> str:
+    """sha256 of the model file (read in 8 MB blocks), or "missing" when there is none."""
+    fs, path = storage.resolve(model_path)
+    if not storage.exists(fs, path):
+        return "missing"
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as source:
+        while block := source.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_report(model_path: str) -> dict | None:
     fs, path = storage.resolve(report_path(model_path))
     return storage.read_json(fs, path) if storage.exists(fs, path) else None
@@ -383,7 +395,7 @@ def train_quality_model(config: "QualityConfig", log: Callable[[str], None] = pr
 
 
 def _publish(local_model: str, report: dict, model_path: str) -> None:
-    """Write the report, then the model: the model's existence tells ``prepare`` training is done."""
+    """Write the report, then the model: the model's existence means training finished."""
     fs, path = storage.resolve(report_path(model_path))
     storage.write_json(fs, path, report)
     fs, path = storage.resolve(model_path)

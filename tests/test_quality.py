@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.stage import DOCUMENT_SCHEMA, PrepareContext
+from pipeline.stage import DOCUMENT_SCHEMA
 from pipeline.stats import Stats
 from stages.quality import REASON, Quality, QualityConfig
 from stages.quality_model import (
@@ -267,17 +267,17 @@ def test_training_without_both_labels_fails_with_a_clear_message(tmp_path):
         train_quality_model(config, log=lambda message: None)
 
 
-def test_prepare_trains_only_when_the_model_is_missing(tmp_path, sample_sources):
+def test_ensure_assets_trains_only_when_missing_and_the_fingerprint_follows_the_model(tmp_path, sample_sources):
     config = train_config(tmp_path, sample_sources, epoch=2)
+    assert Quality.fingerprint(config) == "missing"
     messages: list[str] = []
-    context = PrepareContext(inputs={}, scratch=str(tmp_path / "scratch"), filesystem=None, map=None,
-                             log=messages.append)
-    Quality(config).prepare(context)
+    Quality.ensure_assets(config, messages.append)
     model = Path(config.model_path)
     first = model.stat().st_mtime_ns
     assert any("training" in message for message in messages)
+    assert Quality.fingerprint(config) == hashlib.sha256(model.read_bytes()).hexdigest()
     messages.clear()
-    Quality(config).prepare(context)
+    Quality.ensure_assets(config, messages.append)
     assert model.stat().st_mtime_ns == first and not messages
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import posixpath
 import resource
 import tempfile
 import time
-import uuid
 from typing import Any, Iterator
 
 import sentencepiece as spm
@@ -60,7 +58,7 @@ def train_tokenizer(
     started = time.perf_counter()
     files = output_files(config, model)
     for name, payload in files.items():
-        write_bytes(filesystem, storage.join(directory, name), payload)
+        storage.write_bytes(filesystem, storage.join(directory, name), payload)
     timings["export_s"] = time.perf_counter() - started
 
     tokenizer = Tokenizer(model, config.eod_token)
@@ -153,16 +151,6 @@ def trainer_options(config: TokenizerConfig) -> dict[str, Any]:
         "num_threads": config.num_threads or os.cpu_count() or 1,
         "minloglevel": 2,
     }
-
-
-def write_bytes(filesystem, path: str, payload: bytes) -> None:
-    """Write ``payload`` atomically: a temporary name beside ``path``, renamed when complete."""
-    directory, name = posixpath.split(path)
-    filesystem.create_dir(directory, recursive=True)
-    temporary = storage.join(directory, f"{storage.TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
-    with filesystem.open_output_stream(temporary) as sink:
-        sink.write(payload)
-    filesystem.move(temporary, path)
 
 
 def _read_lines(path: str) -> Iterator[str]:

@@ -1,0 +1,83 @@
+"""The steps after the document stages: train the tokenizer, then build the mixture.
+
+``run`` runs them after the last stage when the config has a ``tokenizer:`` or ``mixture:``
+section; ``python -m pipeline train-tokenizer CONFIG`` and ``python -m pipeline mixture CONFIG`` run
+one alone. Both read the kept/ shards of a finished stage (``finished_shards``).
+
+The tokenizer is redone only when its config or its input changed: ``<work_dir>/tokenizer/_step.json``
+records the hash it was trained for (the tokenizer config and the input stage's chained config
+hash) and is written after the tokenizer's own files, so its presence means they are complete.
+The mixture builder keeps its own receipts (``mixture.run_mixture``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pipeline import storage
+from pipeline.config import PipelineConfig, config_hash
+from pipeline.runner import PipelineError, StageSpec, plan_stages
+
+TOKENIZER_DIR = "tokenizer"
+STEP_MARKER = "_step.json"
+
+
+def finished_stage(config: PipelineConfig, name: str) -> tuple[StageSpec, dict]:
+    """The stage ``name`` and its manifest; PipelineError unless it finished with this config."""
+    specs = {spec.name: spec for spec in plan_stages(config)}
+    if name not in specs:
+        raise PipelineError(f"no stage {name!r} in this config; stages are {', '.join(specs)}")
+    spec = specs[name]
+    path = storage.join(spec.directory, "_manifest.json")
+    manifest = storage.read_json(spec.filesystem, path) if storage.exists(spec.filesystem, path) else None
+    if manifest is None or manifest.get("config_hash") != spec.hash:
+        raise PipelineError(f"stage {name} has not finished with this config ({spec.directory}); "
+                            f"run `python -m pipeline run CONFIG` first")
+    return spec, manifest
+
+
+def finished_shards(config: PipelineConfig, name: str) -> list[str]:
+    """The kept/ Parquet shards of the finished stage ``name``, in manifest order."""
+    spec, manifest = finished_stage(config, name)
+    # spec.directory is a path on its filesystem; a URI work_dir needs its scheme back.
+    scheme = config.work_dir.split("://")[0] + "://" if "://" in config.work_dir else ""
+    return [scheme + storage.join(spec.directory, file["path"])
+            for unit in manifest["units"] for file in unit["kept_files"]]
+
+
+def tokenizer_dir(config: PipelineConfig) -> str:
+    """Where the tokenizer is written and read: ``<work_dir>/tokenizer``."""
+    return storage.join(config.work_dir, TOKENIZER_DIR)
+
+
+def train_tokenizer_step(config: PipelineConfig, force: bool = False,
+                         log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train the configured tokenizer unless it is up to date; its report, or None if not configured."""
+    from tokenizer import train_tokenizer
+
+    if config.tokenizer is None:
+        return None
+    spec, _ = finished_stage(config, config.tokenizer.input_stage)
+    directory = tokenizer_dir(config)
+    filesystem, local = storage.resolve(directory)
+    marker = storage.join(local, STEP_MARKER)
+    wanted = config_hash("tokenizer", config.tokenizer, spec.hash)
+    if not force and storage.exists(filesystem, marker) and storage.read_json(filesystem, marker)["hash"] == wanted:
+        log(f"tokenizer: up to date in {directory}")
+        return storage.read_json(filesystem, storage.join(local, "report.json"))
+    if storage.exists(filesystem, marker):
+        filesystem.delete_file(marker)
+    try:
+        report = train_tokenizer(config.tokenizer, finished_shards(config, spec.name), directory, log=log)
+    except ValueError as error:  # the trainer's own message says what to change in the config
+        raise PipelineError(str(error)) from error
+    storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": spec.name})
+    return report
+
+
+def run_steps(config: PipelineConfig, executor, force: bool = False, log: Callable[[str], None] = print) -> None:
+    """The configured steps after the stages, in order: tokenizer, then mixture."""
+    train_tokenizer_step(config, force=force, log=log)
+    if config.mixture is not None:
+        from mixture import run_mixture
+
+        run_mixture(config, executor, log=log, force=force)
