@@ -21,6 +21,8 @@ report.json (written last).
 from tokenizer.config import TokenizerConfig
 from tokenizer.evaluate import evaluate_tokenizer
 from tokenizer.load import Tokenizer, load_tokenizer
+from tokenizer.reader import Batch, TrainingShards
 from tokenizer.train import train_tokenizer
 
-__all__ = ["TokenizerConfig", "Tokenizer", "evaluate_tokenizer", "load_tokenizer", "train_tokenizer"]
+__all__ = ["Batch", "TokenizerConfig", "Tokenizer", "TrainingShards", "evaluate_tokenizer", "load_tokenizer",
+           "train_tokenizer"]

@@ -1,0 +1,313 @@
+"""``run_mixture``: the driver that runs the mixture steps in order, resuming finished work.
+
+Each step's units commit with a receipt written after their files; a rerun skips units whose receipt
+carries the current hash. The count step's hash covers the tokenizer model, the seed and the bin count,
+and each receipt names its input shard's checksum, so a changed shard is recounted alone. Everything
+after it depends on the whole corpus: its hash (the plan hash) covers every input checksum and the
+mixture config, and a change of it discards the old training shards.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import posixpath
+from typing import Any, Callable
+
+from mixture.chart import bar_chart
+from mixture.composition import (LABELS, composition_csv, composition_markdown, composition_table,
+                                 phases_csv, phases_markdown)
+from mixture.config import MixtureConfig
+from mixture.count import CountTask, count_shard, receipt_path, sum_histograms, token_path, token_type
+from mixture.packing import PackTask, ScatterTask, pack_shard, scatter_path, scatter_receipt_path, scatter_shard
+from mixture.phases import plan_phases
+from pipeline import storage
+from pipeline.config import PipelineConfig, config_hash
+from pipeline.runner import PipelineError
+from pipeline.stats import Stats
+from pipeline.steps import finished_shards, finished_stage, tokenizer_dir
+from tokenizer import load_tokenizer
+from tokenizer.load import MODEL_FILE, REPORT_FILE
+
+MIXTURE_DIR = "mixture"
+MANIFEST = "manifest.json"
+COUNT_VERSION = 1  # bump when count_shard's output changes meaning
+PACK_VERSION = 1  # bump when scatter/pack output changes meaning
+HISTOGRAM_FILES_PER_TASK = 64
+
+
+class Layout:
+    """Where the mixture writes: URIs for tasks (``uri``), filesystem paths for the driver (``path``)."""
+
+    def __init__(self, work_dir: str):
+        self.root = storage.join(work_dir, MIXTURE_DIR)
+        self.fs, self.local_root = storage.resolve(self.root)
+
+    def uri(self, *parts: str) -> str:
+        """A location under the mixture directory as tasks address it (local path or URI)."""
+        return storage.join(self.root, *parts)
+
+    def path(self, *parts: str) -> str:
+        """The same location as a path on ``self.fs``."""
+        return storage.join(self.local_root, *parts)
+
+
+def run_mixture(config: PipelineConfig, executor, log: Callable[[str], None] = print,
+                force: bool = False) -> dict[str, Any]:
+    """Count tokens, write the composition table, plan the phases and write the training shards.
+
+    ``executor.map(fn, items, label)`` runs the per-shard tasks (Ray or in-process). Outputs go to
+    ``<work_dir>/mixture/``; ``force`` discards them first. Returns the composition table, the phase
+    report and the training-shard manifest.
+    """
+    settings = MixtureConfig(**(config.mixture or {}))
+    layout = Layout(config.work_dir)
+    if force and storage.exists(layout.fs, layout.local_root):
+        log("mixture: --force: discarding earlier outputs")
+        layout.fs.delete_dir_contents(layout.local_root)
+    storage.remove_temporaries(layout.fs, layout.local_root)
+    units = _input_units(config, settings.input_stage)
+    tokenizer_path = tokenizer_dir(config)
+    tokenizer_sha = _tokenizer_sha256(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
+
+    count_hash = config_hash("mixture-count", COUNT_VERSION, tokenizer_sha, settings.seed, settings.sampling_bins)
+    stats = _count(units, count_hash, tokenizer_path, tokenizer_sha, settings, layout, executor, log)
+    composition = composition_table(stats)
+    _write_composition(layout, composition, _tokenizer_name(tokenizer))
+
+    histograms = _histograms(units, settings, layout, executor)
+    _check_histograms(histograms, stats)
+    phases = plan_phases(settings, histograms, warn=log)
+    width = settings.seq_len + 1
+    for phase in phases:
+        phase["shards"] = max(1, math.ceil(phase["tokens"] / (width * settings.sequences_per_shard)))
+    plan_hash = config_hash("mixture-plan", PACK_VERSION, count_hash, [(u, f) for u, _, f in units],
+                            settings.model_dump(mode="json"))
+    _claim(layout, plan_hash, log)
+    storage.write_json(layout.fs, layout.path("plan.json"), {"plan_hash": plan_hash, "phases": phases})
+
+    packing = _pack(phases, units, plan_hash, tokenizer, settings, layout, executor, log)
+    _check_realised(phases, packing)
+    manifest = _manifest(phases, packing, tokenizer, tokenizer_sha, settings, plan_hash)
+    _write_phases(layout, phases)
+    storage.write_json(layout.fs, layout.path(MANIFEST), manifest)
+    log(composition_markdown(composition, _tokenizer_name(tokenizer)))
+    log(phases_markdown(phases))
+    log(f"mixture: training shards and manifest in {layout.uri()}")
+    return {"composition": composition, "phases": phases, "manifest": manifest, "directory": layout.uri()}
+
+
+def _input_units(config: PipelineConfig, stage: str) -> list[tuple[str, str, str]]:
+    """(unit name, shard URI, checksum) of every kept shard of the finished input stage."""
+    _, manifest = finished_stage(config, stage)
+    checksums = [file["sha256"] for unit in manifest["units"] for file in unit["kept_files"]]
+    paths = finished_shards(config, stage)
+    return [(posixpath.basename(path)[: -len(".parquet")], path, checksum)
+            for path, checksum in zip(paths, checksums)]
+
+
+def _tokenizer_sha256(directory: str) -> str:
+    fs, local = storage.resolve(directory)
+    if not storage.exists(fs, storage.join(local, REPORT_FILE)):
+        raise PipelineError(f"the mixture needs a trained tokenizer in {directory}; add a `tokenizer:` section "
+                            f"and run `python -m pipeline train-tokenizer CONFIG` (or `run`)")
+    with fs.open_input_stream(storage.join(local, MODEL_FILE)) as source:
+        return hashlib.sha256(source.read()).hexdigest()
+
+
+def _tokenizer_name(tokenizer) -> str:
+    return f"the trained {tokenizer.vocab_size:,}-entry BPE tokenizer"
+
+
+def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, settings: MixtureConfig,
+           layout: Layout, executor, log) -> Stats:
+    """Step 1: token files and exact counts per shard; returns the counts merged over the corpus."""
+    directory = layout.uri("tokens")
+    tasks = [CountTask(unit, source, checksum, count_hash, directory, tokenizer_path, tokenizer_sha,
+                       settings.seed, settings.sampling_bins) for unit, source, checksum in units]
+    done = {}
+    for task in tasks:
+        receipt = _receipt(layout, receipt_path(layout.path("tokens"), task.unit))
+        if receipt and receipt["step_hash"] == count_hash and receipt["input_fingerprint"] == task.fingerprint:
+            done[task.unit] = receipt
+    pending = [task for task in tasks if task.unit not in done]
+    log(f"mixture: counting tokens of {len(tasks)} shards of {settings.input_stage} "
+        f"({len(tasks) - len(pending)} already counted)")
+    for receipt in executor.map(count_shard, pending, "mixture count"):
+        done[receipt["unit"]] = receipt
+    _remove_unlisted(layout, "tokens", {task.unit for task in tasks})
+    merged = Stats()
+    for task in tasks:
+        merged.merge(done[task.unit]["stats"])
+    return merged
+
+
+def _receipt(layout: Layout, path: str) -> dict | None:
+    return storage.read_json(layout.fs, path) if storage.exists(layout.fs, path) else None
+
+
+def _remove_unlisted(layout: Layout, step: str, units: set[str]) -> None:
+    """Delete token files and receipts of shards the input stage no longer has."""
+    for directory, suffix in ((layout.path(step), ".parquet"), (layout.path(step, "_receipts"), ".json")):
+        for path in storage.list_files(layout.fs, directory, suffix):
+            if posixpath.basename(path)[: -len(suffix)] not in units:
+                layout.fs.delete_file(path)
+
+
+def _write_composition(layout: Layout, composition: dict, tokenizer_name: str) -> None:
+    fs = layout.fs
+    storage.write_bytes(fs, layout.path("composition.md"), composition_markdown(composition, tokenizer_name).encode())
+    storage.write_bytes(fs, layout.path("composition.csv"), composition_csv(composition).encode())
+    storage.write_json(fs, layout.path("composition.json"), composition)
+    rows = [(row["label"], [row["share"]]) for row in composition["by_category"]]
+    title = f"Share of tokens per category ({composition['total']['tokens']:,} tokens)"
+    storage.write_bytes(fs, layout.path("composition.svg"), bar_chart(title, rows, ["share"]).encode())
+
+
+def _histograms(units, settings: MixtureConfig, layout: Layout, executor) -> dict:
+    """Packed tokens per sampling bin and ``category/lang`` over the corpus, summed in parallel chunks."""
+    paths = [token_path(layout.uri("tokens"), unit) for unit, _, _ in units]
+    chunks = [(paths[i:i + HISTOGRAM_FILES_PER_TASK], settings.sampling_bins)
+              for i in range(0, len(paths), HISTOGRAM_FILES_PER_TASK)]
+    total: dict = {}
+    for partial in executor.map(sum_histograms, chunks, "mixture histograms"):
+        for group, counts in partial.items():
+            total[group] = total[group] + counts if group in total else counts
+    return total
+
+
+def _check_histograms(histograms: dict, stats: Stats) -> None:
+    """The planner's histograms must hold exactly the counted tokens, plus one separator per document."""
+    for group, counts in stats.get("by_group", {}).items():
+        expected = counts["tokens"] + counts["documents"]
+        got = int(histograms[group].sum()) if group in histograms else 0
+        if got != expected:
+            raise PipelineError(f"mixture: {group} has {got:,} packed tokens in its histogram, "
+                                f"{expected:,} in its counts; rerun with --force")
+
+
+def _claim(layout: Layout, plan_hash: str, log) -> None:
+    """Make scatter/ and shards/ belong to this plan: discard them if they hold another plan's."""
+    marker = layout.path("_plan.json")
+    previous = _receipt(layout, marker)
+    if previous is not None and previous.get("plan_hash") != plan_hash:
+        log("mixture: the plan changed (config, tokenizer or input): discarding earlier training shards")
+        for step in ("scatter", "shards"):
+            if storage.exists(layout.fs, layout.path(step)):
+                layout.fs.delete_dir(layout.path(step))
+        if storage.exists(layout.fs, layout.path(MANIFEST)):  # it would name shards just deleted
+            layout.fs.delete_file(layout.path(MANIFEST))
+    storage.write_json(layout.fs, marker, {"plan_hash": plan_hash})
+
+
+def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: MixtureConfig,
+          layout: Layout, executor, log) -> dict[str, list[dict]]:
+    """Steps 3 and 4: scatter, then pack every training shard not already packed; the pack receipts
+    of each phase in shard order."""
+    pack_tasks = []
+    for phase in phases:
+        sources = [scatter_path(layout.uri("scatter"), phase["name"], unit) for unit, _, _ in units]
+        for shard in range(phase["shards"]):
+            name = f"part-{shard:05d}"
+            pack_tasks.append(PackTask(
+                phase=phase["name"], shard=shard, sources=sources,
+                path=layout.uri("shards", phase["name"], f"{name}.parquet"),
+                receipt=layout.uri("shards", phase["name"], "_receipts", f"{name}.json"),
+                step_hash=plan_hash, seq_len=settings.seq_len, eod_id=tokenizer.eod_id,
+                pad_id=_pad_id(tokenizer), token_type=str(token_type(tokenizer.vocab_size)),
+                rows_per_row_group=settings.rows_per_row_group, megatron=settings.megatron))
+    done = {}
+    for task in pack_tasks:
+        receipt = _receipt(layout, storage.resolve(task.receipt)[1])
+        if receipt and receipt["step_hash"] == plan_hash and storage.exists(layout.fs, storage.resolve(task.path)[1]):
+            done[(task.phase, task.shard)] = receipt
+    pending = [task for task in pack_tasks if (task.phase, task.shard) not in done]
+    if pending:
+        _scatter(phases, units, plan_hash, settings, layout, executor, log)
+    log(f"mixture: packing {len(pending)} training shards of {settings.seq_len + 1} tokens per row "
+        f"({len(pack_tasks) - len(pending)} already packed)")
+    for receipt in executor.map(pack_shard, pending, "mixture pack"):
+        done[(receipt["phase"], receipt["shard"])] = receipt
+    if storage.exists(layout.fs, layout.path("scatter")):
+        # Every training shard is packed: the scatter copy would only double the disk used.
+        layout.fs.delete_dir(layout.path("scatter"))
+    return {phase["name"]: [done[(phase["name"], shard)] for shard in range(phase["shards"])] for phase in phases}
+
+
+def _pad_id(tokenizer) -> int:
+    """The tokenizer's pad id, or its end-of-document id if it has none."""
+    pad = tokenizer.processor.pad_id()
+    return pad if pad >= 0 else tokenizer.eod_id
+
+
+def _scatter(phases: list[dict], units, plan_hash: str, settings: MixtureConfig, layout: Layout,
+             executor, log) -> None:
+    """Step 3: deal every phase's documents to training shards (input shards not already dealt)."""
+    selections = [{"name": phase["name"], "shards": phase["shards"],
+                   "groups": [{key: group[key] for key in ("category", "lang", "segments")}
+                              for group in phase["groups"] if group["segments"]]} for phase in phases]
+    tasks = [ScatterTask(unit, token_path(layout.uri("tokens"), unit), layout.uri("scatter"), plan_hash,
+                         settings.seed, selections) for unit, _, _ in units]
+    pending = []
+    for task in tasks:
+        receipt = _receipt(layout, scatter_receipt_path(layout.path("scatter"), task.unit))
+        if not receipt or receipt["step_hash"] != plan_hash:
+            pending.append(task)
+    log(f"mixture: dealing the documents of {len(phases)} phases to training shards "
+        f"({len(tasks) - len(pending)} of {len(tasks)} input shards already dealt)")
+    executor.map(scatter_shard, pending, "mixture scatter")
+
+
+def _check_realised(phases: list[dict], packing: dict[str, list[dict]]) -> None:
+    """Exactness: the training shards hold, per category, exactly the tokens the plan chose. Fills in
+    each category's document copies and each phase's sequences."""
+    for phase in phases:
+        receipts = packing[phase["name"]]
+        packed = Stats()
+        for receipt in receipts:
+            packed.merge(receipt["stats"])
+        for category, row in phase["categories"].items():
+            counts = packed.get("by_category", {}).get(category, {})
+            if counts.get("tokens", 0) != row["tokens"]:
+                raise PipelineError(f"mixture: phase {phase['name']}: the shards hold {counts.get('tokens', 0):,} "
+                                    f"{category} tokens, the plan chose {row['tokens']:,}; rerun with --force")
+            row["documents"] = counts.get("documents", 0)
+        phase["sequences"] = sum(receipt["sequences"] for receipt in receipts)
+
+
+def _manifest(phases: list[dict], packing: dict[str, list[dict]], tokenizer, tokenizer_sha: str,
+              settings: MixtureConfig, plan_hash: str) -> dict:
+    """What a trainer reads (``tokenizer.reader``): row format, then per phase its shards in order."""
+    entries = []
+    for phase in phases:
+        shards = [{"path": f"shards/{phase['name']}/part-{r['shard']:05d}.parquet",
+                   **{key: r[key] for key in ("sequences", "tokens", "pad_tokens", "documents")}}
+                  for r in packing[phase["name"]]]
+        totals = {key: sum(shard[key] for shard in shards) for key in ("sequences", "tokens", "pad_tokens", "documents")}
+        entries.append({"name": phase["name"], **totals, "shards": shards})
+    return {
+        "plan_hash": plan_hash,
+        "seq_len": settings.seq_len,
+        "row_tokens": settings.seq_len + 1,
+        "token_type": str(token_type(tokenizer.vocab_size)),
+        "vocab_size": tokenizer.vocab_size,
+        "eod_id": tokenizer.eod_id,
+        "pad_id": _pad_id(tokenizer),
+        "tokenizer_sha256": tokenizer_sha,
+        "megatron": settings.megatron,
+        "last_row": "each shard's last row is padded with pad_id after n_tokens real tokens",
+        "phases": entries,
+    }
+
+
+def _write_phases(layout: Layout, phases: list[dict]) -> None:
+    fs = layout.fs
+    storage.write_bytes(fs, layout.path("phases.md"), phases_markdown(phases).encode())
+    storage.write_bytes(fs, layout.path("phases.csv"), phases_csv(phases).encode())
+    report = [{**phase, "groups": [{key: value for key, value in group.items() if key != "segments"}
+                                   for group in phase["groups"]]} for phase in phases]
+    storage.write_json(fs, layout.path("phases.json"), report)
+    rows = [(f"{phase['name']}: {LABELS.get(category, category)}", [row["target_weight"], row["weight"]])
+            for phase in phases for category, row in phase["categories"].items()]
+    storage.write_bytes(fs, layout.path("phases.svg"),
+                        bar_chart("Target and realised weight per phase", rows, ["target", "realised"]).encode())

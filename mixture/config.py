@@ -1,0 +1,117 @@
+"""The `mixture:` section of a run config: phases, their target weights and budgets, and packing."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Category = Literal["web", "encyclopedia", "books", "papers", "code", "others"]
+
+# The InternLM report's Table 1: share of tokens per source category in the pretraining corpus.
+REPORT_TABLE_1 = {"web": 75.1, "encyclopedia": 4.9, "books": 4.5, "papers": 3.3, "code": 7.6, "others": 4.6}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PhaseConfig(_Strict):
+    """One training phase: how many tokens, drawn from which categories (and languages) in what shares.
+
+    Token counts here are packed tokens: a document's tokens plus its end-of-document separator.
+    """
+
+    name: str = Field("pretrain", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="phase name; names its directory of training shards")
+    tokens: int | None = Field(
+        None, gt=0,
+        description="token budget of the phase; null: the largest budget the weights allow before a "
+        "category runs out (given max_epochs and what earlier phases consumed)",
+    )
+    weights: dict[Category, float] = Field(
+        default_factory=lambda: dict(REPORT_TABLE_1),
+        description="target share of the budget per category (normalised to sum 1; unlisted: 0)",
+    )
+    languages: dict[Category, dict[str, float]] = Field(
+        default_factory=dict,
+        description="optional split of a category's share by `lang` (normalised within the category; "
+        "languages not listed are not drawn); categories not listed keep their own language mix",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(weight < 0 for weight in weights.values()):
+            raise ValueError("weights must be >= 0")
+        if sum(weights.values()) <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return weights
+
+    @field_validator("languages")
+    @classmethod
+    def _positive_language_shares(cls, languages: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for category, shares in languages.items():
+            if any(share < 0 for share in shares.values()) or sum(shares.values()) <= 0:
+                raise ValueError(f"{category}: language shares must be >= 0 with at least one > 0")
+        return languages
+
+    @model_validator(mode="after")
+    def _languages_of_weighted_categories(self) -> "PhaseConfig":
+        unweighted = sorted(set(self.languages) - set(self.category_shares()))
+        if unweighted:
+            raise ValueError(f"languages given for categories without a weight: {unweighted}")
+        return self
+
+    def category_shares(self) -> dict[str, float]:
+        """Target share per category with a positive weight, summing to 1."""
+        total = sum(self.weights.values())
+        return {category: weight / total for category, weight in self.weights.items() if weight > 0}
+
+
+class MixtureConfig(_Strict):
+    """Composition table, phase sampling and packing of the cleaned corpus into training shards."""
+
+    input_stage: str = Field("dedup", description="stage whose kept/ shards are the corpus (the last one)")
+    seed: int = Field(0, description="salt of the per-document hashes that sample and shuffle")
+    sampling_bins: int = Field(
+        4096, ge=16, le=65_536,
+        description="resolution of phase sampling: each document hashes to one of this many bins per "
+        "category and language, and phases take whole bins, so realised token counts are exact and a "
+        "phase misses its target by at most one bin (one document on a small corpus)",
+    )
+    max_epochs: dict[Category, float] = Field(
+        default_factory=dict,
+        description="passes over a category allowed across all phases; unlisted: 1 (a document "
+        "consumed by a phase is never reused); 2 lets later phases repeat it once",
+    )
+    phases: list[PhaseConfig] = Field(
+        default_factory=lambda: [PhaseConfig()], min_length=1,
+        description="training phases in order; each draws documents earlier phases left",
+    )
+    seq_len: int = Field(
+        2048, ge=8, description="training context; packed rows hold seq_len + 1 tokens (inputs and targets)"
+    )
+    sequences_per_shard: int = Field(
+        50_000, gt=0, description="rows per training shard, on average (documents are dealt to shards "
+        "by hash); 50,000 rows of 2,049 uint16 tokens is about 200 MB"
+    )
+    rows_per_row_group: int = Field(1024, gt=0, description="Parquet row group size of the training shards")
+    megatron: bool = Field(False, description="also write each phase as a Megatron-LM .bin/.idx dataset")
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _at_least_one_epoch(cls, epochs: dict[str, float]) -> dict[str, float]:
+        if any(value < 1 for value in epochs.values()):
+            raise ValueError("max_epochs must be >= 1 (1 = every document at most once)")
+        return epochs
+
+    @model_validator(mode="after")
+    def _distinct_phase_names(self) -> "MixtureConfig":
+        names = [phase.name for phase in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be distinct: {names}")
+        return self
+
+    def epochs_allowed(self, category: str) -> float:
+        """Passes over ``category`` allowed across all phases."""
+        return self.max_epochs.get(category, 1.0)
