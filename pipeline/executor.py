@@ -2,9 +2,12 @@
 
 Both executors have one method, ``map(fn, items, label)``, which returns results in item order, so
 nothing downstream can depend on which worker finished first. Ray executes at most ``num_workers``
-tasks at once (one CPU each) and retries a task whose worker died, or that raised, ``max_retries``
-times. A task that hits a deterministic problem (bad input) returns a ``Failure`` instead of
-raising, so it is not retried, and the run stops with the task's own message.
+tasks at once (one CPU each) and retries a task up to ``max_retries`` times, on any node, when it
+raised or when its worker process or whole node died (Ray notices a dead node after its missed
+health checks, 15 s by default); tasks write their outputs atomically, so a retry simply redoes
+the unit. A runner task that hits a problem retrying cannot fix (bad input, a full disk, no
+permission) returns a ``Failure`` instead of raising, so it is not retried, and the run stops with
+the task's own message. When a task fails for good, the tasks still in flight are cancelled.
 """
 from __future__ import annotations
 
@@ -65,7 +68,9 @@ class RayExecutor:
         if self.owns_cluster:
             address = config.address or os.environ.get("RAY_ADDRESS")
             ray.init(
-                address=address,
+                # "local": a Ray of our own even where `ray start` runs on this machine, which a
+                # plain ray.init() would join (it reads the address `ray start` left in /tmp/ray)
+                address=address or "local",
                 num_cpus=None if address else config.num_cpus,
                 include_dashboard=False,
                 configure_logging=False,
@@ -92,7 +97,7 @@ class RayExecutor:
                     try:
                         results[index] = _check(self.ray.get(done[0]), label)
                     except self.ray.exceptions.RayError as error:
-                        raise TaskFailed(f"{label}: task for {_describe(items[index])} failed after "
+                        raise TaskFailed(f"{label}: task for {_describe(fn, items[index])} failed after "
                                          f"{self.config.max_retries} retries: {_cause(error)}") from None
                 except TaskFailed:
                     for ref in pending:  # the run stops: do not leave the other tasks running
@@ -108,10 +113,13 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def _describe(item: Any) -> str:
-    """The unit name of a runner task (a (spec, unit) pair), else a short repr."""
+def _describe(fn: Callable, item: Any) -> str:
+    """``unit NAME`` for a runner task (a (spec, unit) pair); else the function and the item's last
+    part, e.g. ``link_partition 7`` for a dedup task (a (job, partition) pair)."""
     last = item[-1] if isinstance(item, tuple) and item else item
-    return getattr(last, "unit", None) or repr(item)[:200]
+    if getattr(last, "unit", None):
+        return f"unit {last.unit}"
+    return f"{getattr(fn, '__name__', 'task')} {repr(last)[:200]}"
 
 
 def _cause(error: BaseException) -> str:

@@ -116,7 +116,10 @@ def _stage_instance(spec: StageSpec) -> Stage:
 
 
 def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
-    """Process one unit and commit it with a receipt. Runs inside a Ray task (or in-process)."""
+    """Process one unit and commit it with a receipt. Runs inside a Ray task (or in-process).
+
+    The receipt is written last, after every output file is complete: a unit that fails part-way
+    (a crash, a full disk) has no receipt, and a rerun redoes it."""
     spec, unit = task
     started = time.perf_counter()
     fs = spec.filesystem
@@ -125,12 +128,14 @@ def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
             receipt = _ingest_unit(spec, unit, fs)
         else:
             receipt = _map_unit(spec, unit, fs)
+        receipt.update(unit=unit.unit, stage=spec.name, config_hash=spec.hash,
+                       input_fingerprint=unit.fingerprint, seconds=round(time.perf_counter() - started, 4))
+        _check_conservation(spec, receipt)
+        storage.write_json(fs, _receipt_path(spec, unit.unit), receipt)
     except InputError as error:
         return Failure(str(error))
-    receipt.update(unit=unit.unit, stage=spec.name, config_hash=spec.hash,
-                   input_fingerprint=unit.fingerprint, seconds=round(time.perf_counter() - started, 4))
-    _check_conservation(spec, receipt)
-    storage.write_json(fs, _receipt_path(spec, unit.unit), receipt)
+    except storage.StorageError as error:  # disk full, no permission: retrying will not help
+        return Failure(f"unit {unit.unit}: {error}")
     return receipt
 
 
@@ -287,7 +292,18 @@ def _select(names: list[str], start: str | None, only: str | None) -> list[str]:
 
 def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, executor,
               force: bool = False, log: Callable[[str], None] = print) -> StageResult:
-    """Run (or resume) one stage and write its manifest and stats."""
+    """Run (or resume) one stage and write its manifest and stats.
+
+    A write that fails in the driver for a reason retrying cannot fix (``storage.StorageError``:
+    disk full, no permission) stops the run with a PipelineError naming the stage and the path."""
+    try:
+        return _run_stage(spec, upstream, config, executor, force, log)
+    except storage.StorageError as error:
+        raise PipelineError(f"{spec.label}: {error}") from None
+
+
+def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, executor,
+               force: bool, log: Callable[[str], None]) -> StageResult:
     started = time.perf_counter()
     fs = spec.filesystem
     _claim_directory(fs, spec, force, log)
@@ -295,6 +311,9 @@ def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfi
     done = {r["unit"]: r for r in _valid_receipts(fs, spec, units)}
     pending = [unit for unit in units if unit.unit not in done]
     if pending:
+        manifest = storage.join(spec.directory, "_manifest.json")
+        if storage.exists(fs, manifest):  # from an earlier run: this stage is not complete any more
+            storage.delete_file(fs, manifest)
         if _has_prepare(spec):
             spec.stage_type(spec.config).prepare(PrepareContext(
                 inputs={unit.unit: unit.source for unit in units},
@@ -323,7 +342,7 @@ def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> 
         if force or previous != spec.hash:
             why = "--force" if force else "its config (or an earlier stage's) changed"
             log(f"[{spec.label}] discarding earlier outputs: {why}")
-            fs.delete_dir_contents(spec.directory)
+            storage.delete_dir_contents(fs, spec.directory)
     storage.remove_temporaries(fs, spec.directory)
     storage.write_json(fs, marker, {"stage": spec.name, "config_hash": spec.hash,
                                     "config": spec.config.model_dump(mode="json")})
@@ -372,11 +391,11 @@ def _remove_unreferenced(fs, spec: StageSpec, receipts: list[dict]) -> None:
     for side in ("kept", "removed"):
         for path in storage.list_files(fs, storage.join(spec.directory, side), ".parquet"):
             if f"{side}/{posixpath.basename(path)}" not in referenced:
-                fs.delete_file(path)
+                storage.delete_file(fs, path)
     units = {r["unit"] for r in receipts}
     for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json"):
         if posixpath.basename(path)[: -len(".json")] not in units:
-            fs.delete_file(path)
+            storage.delete_file(fs, path)
 
 
 def _write_manifest(fs, spec: StageSpec, receipts: list[dict]) -> None:
@@ -384,12 +403,13 @@ def _write_manifest(fs, spec: StageSpec, receipts: list[dict]) -> None:
               ("input_rows", "kept_rows", "removed_rows", "input_bytes", "kept_bytes", "removed_bytes")}
     totals["task_seconds"] = round(sum(r["seconds"] for r in receipts), 3)
     units = [{k: v for k, v in r.items() if k != "stats"} for r in receipts]
-    storage.write_json(fs, storage.join(spec.directory, "_manifest.json"), {
-        "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": units})
     merged = Stats()
     for receipt in receipts:
         merged.merge(receipt["stats"])
     storage.write_json(fs, storage.join(spec.directory, "_stats.json"), merged)
+    # last: the manifest is the stage's commit point, read by the next stage and by `report`
+    storage.write_json(fs, storage.join(spec.directory, "_manifest.json"), {
+        "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": units})
 
 
 def _read_manifest(fs, spec: StageSpec) -> dict | None:

@@ -65,7 +65,7 @@ def train_tokenizer_step(config: PipelineConfig, force: bool = False,
         log(f"tokenizer: up to date in {directory}")
         return storage.read_json(filesystem, storage.join(local, "report.json"))
     if storage.exists(filesystem, marker):
-        filesystem.delete_file(marker)
+        storage.delete_file(filesystem, marker)
     try:
         report = train_tokenizer(config.tokenizer, finished_shards(config, spec.name), directory, log=log)
     except ValueError as error:  # the trainer's own message says what to change in the config

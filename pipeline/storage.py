@@ -1,21 +1,54 @@
 """Paths and atomic writes over pyarrow filesystems (local disk, s3://, gs://, hdfs://).
 
 Every file the pipeline writes goes to a temporary name beside its target and is renamed into
-place only when complete, so a crash never leaves a half-written shard under a final name.
+place only when complete, so a crash never leaves a half-written shard under a final name. A write
+that fails because the disk is full or the path is not writable raises ``StorageError``, whose
+message names the path and what to do; the temporary is removed (or, if even that fails, left for
+``remove_temporaries`` on the next run).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TMP_PREFIX = ".tmp-"
+
+# Write errors that retrying cannot fix, and what the person running the pipeline should do.
+_WHAT_TO_DO = {
+    errno.ENOSPC: "free space there",
+    errno.EDQUOT: "free space there or raise the disk quota",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or use smaller shards (ingest.shard_bytes)",
+    errno.EACCES: "make it writable by the user running the pipeline",
+    errno.EPERM: "make it writable by the user running the pipeline",
+    errno.EROFS: "use a writable filesystem for work_dir",
+}
+
+
+class StorageError(OSError):
+    """A write failed for a reason retrying cannot fix (disk full, no permission, read-only)."""
+
+
+@contextmanager
+def _reported(path: str, action: str = "write") -> Iterator[None]:
+    """Turn the OSErrors of ``_WHAT_TO_DO`` into a StorageError naming ``path``; others pass through."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as error:
+        if error.errno not in _WHAT_TO_DO:
+            raise
+        raise StorageError(f"cannot {action} {path}: {os.strerror(error.errno)}; {_WHAT_TO_DO[error.errno]}, "
+                           "then rerun the same command: finished units are kept") from error
 
 
 def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
@@ -52,31 +85,33 @@ def _temporary_beside(path: str) -> str:
     return posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
 
 
-def _commit(fs: pafs.FileSystem, temporary: str, path: str) -> None:
-    try:
-        fs.move(temporary, path)
-    except BaseException:
-        fs.delete_file(temporary)
-        raise
+def _write_atomically(fs: pafs.FileSystem, path: str, write: Callable[[Any], None]) -> None:
+    """``write(sink)`` to a temporary beside ``path``, then rename it to ``path``."""
+    with _reported(path):
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        temporary = _temporary_beside(path)
+        try:
+            with fs.open_output_stream(temporary) as sink:
+                write(sink)
+            fs.move(temporary, path)
+        except BaseException:
+            try:
+                fs.delete_file(temporary)
+            except OSError:  # never created, or not deletable either: remove_temporaries gets it later
+                pass
+            raise
 
 
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int = 2000) -> int:
     """Write ``table`` as zstd Parquet atomically; return the file's size in bytes."""
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    temporary = _temporary_beside(path)
-    with fs.open_output_stream(temporary) as sink:
-        pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
-    _commit(fs, temporary, path)
+    _write_atomically(fs, path, lambda sink: pq.write_table(table, sink, compression="zstd",
+                                                            row_group_size=row_group_size))
     return fs.get_file_info(path).size
 
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
     """Write ``data`` to ``path`` atomically."""
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    temporary = _temporary_beside(path)
-    with fs.open_output_stream(temporary) as sink:
-        sink.write(data)
-    _commit(fs, temporary, path)
+    _write_atomically(fs, path, lambda sink: sink.write(data))
 
 
 def read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
@@ -94,10 +129,20 @@ def read_json(fs: pafs.FileSystem, path: str) -> Any:
         return json.loads(source.read().decode())
 
 
+def delete_file(fs: pafs.FileSystem, path: str) -> None:
+    with _reported(path, "delete"):
+        fs.delete_file(path)
+
+
+def delete_dir_contents(fs: pafs.FileSystem, directory: str) -> None:
+    with _reported(directory, "empty"):
+        fs.delete_dir_contents(directory)
+
+
 def remove_temporaries(fs: pafs.FileSystem, directory: str) -> None:
     """Delete leftovers of writes interrupted by a crash, anywhere under ``directory``."""
     if not exists(fs, directory):
         return
     for info in fs.get_file_info(pafs.FileSelector(directory, recursive=True)):
         if info.type == pafs.FileType.File and posixpath.basename(info.path).startswith(TMP_PREFIX):
-            fs.delete_file(info.path)
+            delete_file(fs, info.path)

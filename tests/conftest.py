@@ -16,7 +16,8 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": never join a `ray start` cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
