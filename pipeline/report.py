@@ -1,7 +1,9 @@
-"""``python -m pipeline report``: what each stage kept and removed, why, and how fast.
+"""``python -m pipeline report``: what each stage kept and removed, why, and how fast; then what
+the tokenizer and mixture steps produced.
 
-Reads only what the runner wrote (manifests, and receipts for stages still in progress), so it
-works on a finished run, a partial one, or one that is running right now.
+Reads only what the runner wrote (manifests, and receipts for stages still in progress; the
+tokenizer's report.json, the mixture's composition.json and manifest.json), so it works on a
+finished run, a partial one, or one that is running right now.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import posixpath
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.runner import StageSpec, plan_stages
+from pipeline.steps import tokenizer_dir
 
 
 def stage_summary(spec: StageSpec) -> dict:
@@ -42,10 +45,38 @@ def stage_summary(spec: StageSpec) -> dict:
     }
 
 
+def steps_summary(config: PipelineConfig) -> dict:
+    """The tokenizer's size and compression, and the mixture's token total and phases, where written."""
+    summary: dict = {}
+    fs, directory = storage.resolve(tokenizer_dir(config))
+    report = _json_if_present(fs, storage.join(directory, "report.json"))
+    if report:
+        evaluation = report["evaluation"]
+        summary["tokenizer"] = {"directory": directory, "vocab_size": report["tokenizer"]["vocab_size"],
+                                "bytes_per_token": evaluation["overall"]["bytes_per_token"],
+                                "round_trip_failures": evaluation["round_trip"]["failures"]}
+    fs, directory = storage.resolve(storage.join(config.work_dir, "mixture"))
+    composition = _json_if_present(fs, storage.join(directory, "composition.json"))
+    manifest = _json_if_present(fs, storage.join(directory, "manifest.json"))
+    if composition:
+        summary["mixture"] = {
+            "directory": directory,
+            "tokens": sum(row["tokens"] for row in composition["by_category"]),
+            "phases": [{"name": p["name"], "sequences": p["sequences"], "tokens": p["tokens"]}
+                       for p in (manifest or {}).get("phases", [])],
+        }
+    return summary
+
+
+def _json_if_present(fs, path: str) -> dict | None:
+    return storage.read_json(fs, path) if storage.exists(fs, path) else None
+
+
 def print_report(config: PipelineConfig, as_json: bool = False) -> None:
     summaries = [stage_summary(spec) for spec in plan_stages(config)]
+    steps = steps_summary(config)
     if as_json:
-        print(json.dumps(summaries, indent=2))
+        print(json.dumps({"stages": summaries, **steps}, indent=2))
         return
     print(f"{'stage':<10} {'state':<9} {'units':>5} {'docs in':>9} {'kept':>9} {'removed':>8} "
           f"{'MB in':>8} {'MB/s/task':>9}  removed by reason")
@@ -55,4 +86,13 @@ def print_report(config: PipelineConfig, as_json: bool = False) -> None:
         speed = f"{s['mb_per_s_per_task']:.1f}" if s["mb_per_s_per_task"] else "-"
         print(f"{s['stage']:<10} {state:<9} {s['units_done']:>5} {s['docs_in']:>9,} {s['kept']:>9,} "
               f"{s['removed']:>8,} {s['mb_in']:>8.2f} {speed:>9}  {reasons}")
+    if "tokenizer" in steps:
+        t = steps["tokenizer"]
+        print(f"tokenizer: {t['vocab_size']:,} entries, {t['bytes_per_token']} bytes/token on held-out "
+              f"documents, {t['round_trip_failures']} round-trip failures ({t['directory']})")
+    if "mixture" in steps:
+        m = steps["mixture"]
+        phases = "; ".join(f"{p['name']} {p['sequences']:,} sequences, {p['tokens']:,} tokens" for p in m["phases"])
+        print(f"mixture: {m['tokens']:,} tokens in the corpus; {phases or 'no training shards yet'} "
+              f"(table: {m['directory']}/composition.md)")
     print(f"outputs under {posixpath.dirname(summaries[0]['directory'])}")

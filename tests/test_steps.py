@@ -74,7 +74,7 @@ def test_commands_name_the_missing_section(tmp_path, capsys):
     for section in ("tokenizer", "mixture"):
         raw.pop(section, None)
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert main(["train-tokenizer", str(config_path)]) == 2
     assert "no `tokenizer:` section" in capsys.readouterr().err
     assert main(["mixture", str(config_path)]) == 2
@@ -85,7 +85,27 @@ def test_train_tokenizer_before_the_stages_ran_says_what_to_do(tmp_path, capsys)
     raw = _raw()
     raw["work_dir"] = str(tmp_path / "work")
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert main(["train-tokenizer", str(config_path)]) == 2
     error = capsys.readouterr().err
     assert "stage dedup has not finished" in error and "python -m pipeline run" in error
+
+
+def test_report_sums_the_stages_and_the_steps_of_a_finished_run(sample_run, tmp_path, capsys):
+    work_dir, config, results = sample_run
+    raw = _raw()
+    raw["work_dir"] = str(work_dir)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["report", str(config_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for stage, result in zip(report["stages"], results):
+        assert stage["complete"] and stage["units_done"] == len(result.receipts), stage
+        assert stage["docs_in"] == stage["kept"] + stage["removed"] == sum(r["input_rows"] for r in result.receipts)
+    composition = json.loads((work_dir / "mixture" / "composition.json").read_text())
+    assert report["mixture"]["tokens"] == sum(row["tokens"] for row in composition["by_category"])
+    assert [p["name"] for p in report["mixture"]["phases"]] == [p["name"] for p in config.mixture["phases"]]
+    assert report["tokenizer"]["vocab_size"] == config.tokenizer.vocab_size
+    assert main(["report", str(config_path)]) == 0
+    text = capsys.readouterr().out
+    assert "tokenizer: 3,000 entries" in text and "mixture:" in text and "dedup      done" in text
