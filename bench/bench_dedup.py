@@ -49,7 +49,7 @@ from bench.common import (  # noqa: E402
     RESULTS, Timer, corpus_shards, isolated, medians, save_results, text_megabytes, throughput,
     write_document_shards,
 )
-from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
+from bench.datatrove_tokenizers import ScriptTokenizer  # noqa: E402
 from pipeline.stage import PrepareContext  # noqa: E402
 from stages.dedup import Dedup, DedupConfig  # noqa: E402
 from stages.dedup import minhash  # noqa: E402
@@ -57,22 +57,6 @@ from stages.dedup.steps import make_job, plan, run_step  # noqa: E402
 
 BENCHMARK_DIR = RESULTS / "dedup-benchmark"
 DATATROVE_CONFIG = {"n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8}
-
-
-class ScriptTokenizer(WordTokenizer):
-    """Tokens for datatrove's MinHash matching this stage's: characters for text written without
-    spaces, words otherwise."""
-
-    def word_tokenize(self, text: str) -> list[str]:
-        if minhash.char_shingled(pa.array([text]), None, ()).item():
-            return [c for c in text if not c.isspace()]
-        return text.split()
-
-    def sent_tokenize(self, text: str) -> list[str]:
-        return [text]
-
-    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-        return [(0, len(text))]
 
 
 # ----------------------------------------------------------------------------- running ours

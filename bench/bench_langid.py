@@ -28,7 +28,7 @@ import json
 import statistics
 import sys
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -36,11 +36,10 @@ import pyarrow.parquet as pq
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    REPO, Timer, corpus_shards, document_table, isolated, medians, save_results, text_megabytes,
-    throughput, write_document_shards,
+    SHARED, Timer, accept_fasttext_numpy2, corpus_shards, document_table, interleaved, isolated, quiet_datatrove,
+    run_datatrove_steps, save_results, summarise, text_megabytes, throughput, write_document_shards,
 )
 
-SHARED = REPO.parent / "shared" / "data"
 LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ko", "ru"]  # what configs/sample.yaml keeps
 MIN_SCORE = 0.5
 NAMED = ["en", "zh", "ja", "ko", "de", "fr", "es", "ru", "ar"]
@@ -87,12 +86,11 @@ def datatrove_run(shard_dir: Path, out: Path) -> dict:
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from fasttext import load_model
-    from loguru import logger
 
     from stages.langid import resolve_model_path
 
     accept_fasttext_numpy2()
-    logger.remove()  # per-file progress lines would land inside the timing
+    quiet_datatrove()
     language_filter = LanguageFilter(
         languages=LANGUAGES, language_threshold=MIN_SCORE,
         exclusion_writer=ParquetWriter(str(out / "removed"), compression="zstd"),
@@ -106,26 +104,9 @@ def datatrove_run(shard_dir: Path, out: Path) -> dict:
         ParquetWriter(str(out / "kept"), compression="zstd"),
     ]
     with Timer() as run:
-        data = None
-        for step in steps:  # what LocalPipelineExecutor does for one rank
-            data = step(data, 0, 1)
-        deque(data or [], maxlen=0)
+        run_datatrove_steps(steps)
     kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
     return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
-
-
-def accept_fasttext_numpy2() -> None:
-    """datatrove insists on the distribution fasttext-numpy2-wheel; fasttext-numpy2 (the project's)
-    installs the same `fasttext` module, and the two cannot be installed side by side."""
-    import datatrove.pipeline.base as base
-
-    check = base.check_required_dependencies
-
-    def check_ours(step_name, dependencies):
-        wheel = ("fasttext", "fasttext-numpy2-wheel")
-        return check(step_name, [("fasttext", "fasttext-numpy2") if d == wheel else d for d in dependencies])
-
-    base.check_required_dependencies = check_ours
 
 
 def throughput_main(repeats: int) -> dict:
@@ -143,18 +124,10 @@ def throughput_main(repeats: int) -> dict:
             "stage_default_code_bypassed": lambda out: isolated(stage_run, inputs, out, config, False),
             "datatrove_language_filter": lambda out: isolated(datatrove_run, tmp / "in", out),
         }
-        runs: dict[str, list[dict]] = {name: [] for name in contenders}
-        for repeat in range(repeats):  # interleaved, so drifting machine load hits every contender alike
-            for name, contender in contenders.items():
-                runs[name].append(contender(tmp / f"{name}-{repeat}"))
+        runs = interleaved(contenders, repeats, tmp)
         agreement = decision_agreement(tmp / "stage_classify_all-0", tmp / "datatrove_language_filter-0")
     results = {"docs": docs, "text_mb": round(megabytes, 2), "shards": len(shards),
-               "languages": LANGUAGES, "min_score": MIN_SCORE, "contenders": {}}
-    for name, measured in runs.items():
-        row = medians(measured)
-        row.update({f"wall_{k}": v for k, v in throughput(docs, megabytes, row["wall_s"]).items()})
-        row.update({f"cpu_{k}": v for k, v in throughput(docs, megabytes, row["cpu_s"]).items()})
-        results["contenders"][name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+               "languages": LANGUAGES, "min_score": MIN_SCORE, "contenders": summarise(runs, docs, megabytes)}
     stage = results["contenders"]["stage_classify_all"]
     datatrove = results["contenders"]["datatrove_language_filter"]
     for clock in ("wall_s", "cpu_s"):  # throughput ratios: > 1 means the stage is faster

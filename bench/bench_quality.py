@@ -35,7 +35,6 @@ import json
 import resource
 import sys
 import tempfile
-from collections import deque
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,13 +43,12 @@ import pyarrow.parquet as pq
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
-from bench_langid import accept_fasttext_numpy2  # noqa: E402
 from common import (  # noqa: E402
-    REPO, Timer, corpus_shards, document_table, isolated, medians, save_results, text_megabytes,
-    throughput,
+    REPO, SHARED, Timer, accept_fasttext_numpy2, corpus_shards, document_table, interleaved, isolated,
+    quiet_datatrove, run_datatrove_steps, save_results, summarise, text_megabytes, with_source_lang,
+    write_tables,
 )
 
-SHARED = REPO.parent / "shared" / "data"
 VARIANTS = {
     "chars": {},
     "jieba": {"text": {"segmenter": "jieba"}},
@@ -73,11 +71,7 @@ def with_lang(table: pa.Table) -> pa.Table:
     get ``code``), taken from the source's own label kept in ``meta``."""
     from stages.quality_model import normalise_lang
 
-    langs = [
-        "code" if category == "code" else normalise_lang(json.loads(meta)["lang"])
-        for category, meta in zip(table.column("category").to_pylist(), table.column("meta").to_pylist())
-    ]
-    return table.append_column("lang", pa.array(langs, type=pa.string()))
+    return with_source_lang(table, normalise_lang)
 
 
 # --- train (each variant in a spawned process) -------------------------------------------------------
@@ -144,10 +138,9 @@ def datatrove_run(shard_dir: Path, out: Path, model_path: Path) -> dict:
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from fasttext.FastText import _FastText
-    from loguru import logger
 
     accept_fasttext_numpy2()
-    logger.remove()  # per-file progress lines would land inside the timing
+    quiet_datatrove()
     classifier = FastTextClassifierFilter(
         model_url=str(model_path), keep_labels=("gold", 0.5), save_labels_in_metadata=True,
         exclusion_writer=ParquetWriter(str(out / "removed"), compression="zstd"),
@@ -160,10 +153,7 @@ def datatrove_run(shard_dir: Path, out: Path, model_path: Path) -> dict:
         ParquetWriter(str(out / "kept"), compression="zstd"),
     ]
     with Timer() as run:
-        data = None
-        for step in steps:  # what LocalPipelineExecutor does for one rank
-            data = step(data, 0, 1)
-        deque(data or [], maxlen=0)
+        run_datatrove_steps(steps)
     kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
     return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
 
@@ -191,28 +181,16 @@ def throughput_main(repeats: int, models: Path) -> dict:
     megabytes = sum(text_megabytes(t) for t in tables)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "in").mkdir()
-        inputs = []
-        for shard, table in zip(shards, tables):
-            pq.write_table(table, tmp / "in" / shard.name, compression="zstd", row_group_size=2000)
-            inputs.append(tmp / "in" / shard.name)
+        inputs = write_tables(((shard.name, table) for shard, table in zip(shards, tables)), tmp / "in")
         contenders = {
             "stage": lambda out: isolated(stage_run, inputs, out, model_path),
             "datatrove_fasttext_filter": lambda out: isolated(datatrove_run, tmp / "in", out, model_path),
             "fasttext_predict_raw_full_texts": lambda out: isolated(bare_predict, inputs, model_path, False),
             "fasttext_predict_stage_prepared": lambda out: isolated(bare_predict, inputs, model_path, True),
         }
-        runs: dict[str, list[dict]] = {name: [] for name in contenders}
-        for repeat in range(repeats):  # interleaved, so drifting machine load hits every contender alike
-            for name, contender in contenders.items():
-                runs[name].append(contender(tmp / f"{name}-{repeat}"))
+        runs = interleaved(contenders, repeats, tmp)
     results = {"docs": docs, "text_mb": round(megabytes, 2), "shards": len(shards), "model": str(model_path),
-               "model_mb": round(model_path.stat().st_size / 1e6, 2), "contenders": {}}
-    for name, measured in runs.items():
-        row = medians(measured)
-        row.update({f"wall_{k}": v for k, v in throughput(docs, megabytes, row["wall_s"]).items()})
-        row.update({f"cpu_{k}": v for k, v in throughput(docs, megabytes, row["cpu_s"]).items()})
-        results["contenders"][name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+               "model_mb": round(model_path.stat().st_size / 1e6, 2), "contenders": summarise(runs, docs, megabytes)}
     c = results["contenders"]
     results["stage_speedup_over_datatrove"] = {
         clock: round(c["datatrove_fasttext_filter"][clock] / c["stage"][clock], 2) for clock in ("wall_s", "cpu_s")}

@@ -30,10 +30,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
 import sys
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,18 +41,21 @@ import pyarrow.parquet as pq
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    REPO,
+    SHARED,
     Timer,
     corpus_shards,
     document_table,
+    interleaved,
     isolated,
-    medians,
+    quiet_datatrove,
+    run_datatrove_steps,
     save_results,
+    summarise,
     text_megabytes,
-    throughput,
+    with_source_lang,
+    write_tables,
 )
 
-SHARED = REPO.parent / "shared" / "data"
 ALL_CATEGORIES = ["web", "encyclopedia", "books", "papers", "code", "others"]
 # stages.rules set to datatrove 0.10.1's published defaults wherever the stage's defaults differ.
 DATATROVE_THRESHOLDS = {
@@ -108,10 +110,10 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
     )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
-    from loguru import logger
+    from datatrove_tokenizers import SplitTokenizer
 
-    logger.remove()  # per-file progress lines would land inside the timing
-    language = {"language": _split_tokenizer_class()("en")} if split_tokenizer else {}
+    quiet_datatrove()
+    language = {"language": SplitTokenizer("en")} if split_tokenizer else {}
 
     def removed(name: str) -> ParquetWriter:
         return ParquetWriter(str(out / "removed" / name), compression="zstd")
@@ -125,67 +127,28 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
         ParquetWriter(str(out / "kept"), compression="zstd"),
     ]
     with Timer() as run:
-        data = None
-        for step in steps:  # what LocalPipelineExecutor does for one rank
-            data = step(data, 0, 1)
-        deque(data or [], maxlen=0)
+        run_datatrove_steps(steps)
     kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
     return {"wall_s": run.wall, "cpu_s": run.cpu, "kept": kept}
 
 
-def _split_tokenizer_class() -> type:
-    """Built on demand, so importing this module does not import datatrove."""
-    from datatrove.utils.word_tokenizers import WordTokenizer
-
-    class _SplitTokenizer(WordTokenizer):
-        """Whitespace words and a terminal-punctuation sentence regex: datatrove without spaCy."""
-
-        sentence = re.compile(r"[^.!?]*[.!?]+[\"'”’)]*|[^.!?]+$")
-
-        def word_tokenize(self, text: str) -> list[str]:
-            return text.split()
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [s.strip() for s in self.sentence.findall(text) if s.strip()]
-
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            return [m.span() for m in self.sentence.finditer(text) if m.group().strip()]
-
-    return _SplitTokenizer
-
-
-def with_lang(shard: Path) -> pa.Table:
-    """A corpus-dev shard as the rules stage sees it in the pipeline: document schema plus ``lang``
-    (the source's label, where langid would put its own)."""
-    table = document_table(shard)
-    labels = [json.loads(meta)["lang"] for meta in table.column("meta").to_pylist()]
-    categories = table.column("category").to_pylist()
-    langs = ["code" if category == "code" else label for category, label in zip(categories, labels)]
-    return table.append_column("lang", pa.array(langs, type=pa.string()))
-
-
 def throughput_main(repeats: int, shard_count: int) -> dict:
     shards = corpus_shards()[:shard_count]
-    tables = [with_lang(shard) for shard in shards]
+    # What the rules stage sees in the pipeline: document schema plus ``lang`` (the source's label,
+    # where langid would put its own).
+    tables = [with_source_lang(document_table(shard)) for shard in shards]
     docs = sum(t.num_rows for t in tables)
     megabytes = sum(text_megabytes(t) for t in tables)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "in").mkdir()
-        inputs = []
-        for shard, table in zip(shards, tables):
-            pq.write_table(table, tmp / "in" / shard.name, compression="zstd", row_group_size=2000)
-            inputs.append(tmp / "in" / shard.name)
+        inputs = write_tables(((shard.name, table) for shard, table in zip(shards, tables)), tmp / "in")
         contenders = {
             "stage_datatrove_rules": lambda out: isolated(stage_run, inputs, out, DATATROVE_THRESHOLDS),
             "stage_default": lambda out: isolated(stage_run, inputs, out, {}),
             "datatrove": lambda out: isolated(datatrove_run, tmp / "in", out, False),
             "datatrove_split_tokenizer": lambda out: isolated(datatrove_run, tmp / "in", out, True),
         }
-        runs: dict[str, list[dict]] = {name: [] for name in contenders}
-        for repeat in range(repeats):  # interleaved, so drifting machine load hits every contender alike
-            for name, contender in contenders.items():
-                runs[name].append(contender(tmp / f"{name}-{repeat}"))
+        runs = interleaved(contenders, repeats, tmp)
         english = {
             i
             for t in tables
@@ -200,13 +163,8 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
         "docs": docs,
         "text_mb": round(megabytes, 2),
         "shards": [s.name for s in shards],
-        "contenders": {},
+        "contenders": summarise(runs, docs, megabytes),
     }
-    for name, measured in runs.items():
-        row = medians(measured)
-        row.update({f"wall_{k}": v for k, v in throughput(docs, megabytes, row["wall_s"]).items()})
-        row.update({f"cpu_{k}": v for k, v in throughput(docs, megabytes, row["cpu_s"]).items()})
-        results["contenders"][name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
     contender = results["contenders"]
     for clock in ("wall_s", "cpu_s"):  # throughput ratios: > 1 means the stage is faster
         results[f"speed_ratios_{clock}"] = {

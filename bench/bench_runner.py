@@ -22,9 +22,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path[:0] = [str(REPO), str(BENCH)]
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
+from common import CORPUS, REPO, save_results  # noqa: E402
 from pipeline import registry  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from pipeline.executor import RayExecutor  # noqa: E402
@@ -40,14 +40,14 @@ def bare_read_write(shards: list[Path], out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "data" / "corpus-dev"))
+    parser.add_argument("--corpus", default=str(CORPUS))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     registry.STAGES["passthrough"] = "passthrough_stage:Passthrough"
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}})
     ray.get(ray.remote(lambda: None).remote())  # first task: a worker process exists
     ray_start = time.perf_counter() - started
@@ -92,9 +92,7 @@ def main() -> None:
         scaling_1_to_2_workers=round(one / statistics.median(walls[2]) / 2, 3),
     )
     print(json.dumps(results, indent=2))
-    out = BENCH / "results"
-    out.mkdir(exist_ok=True)
-    (out / "runner.json").write_text(json.dumps(results, indent=2))
+    save_results("runner", results)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
-from common import CATEGORY_NAMES, Timer, corpus_shards, isolated, medians, save_results  # noqa: E402
+from common import CATEGORY_NAMES, SHARED, Timer, corpus_shards, isolated, medians, save_results  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 LANGID_LINES_PER_DOC = 100
 TOP_LANGS = ("en", "zh", "de", "fr", "es", "ja")
