@@ -5,7 +5,7 @@ nothing downstream can depend on which worker finished first. Ray executes at mo
 tasks at once (one CPU each) and retries a task up to ``max_retries`` times, on any node, when it
 raised or when its worker process or whole node died (Ray notices a dead node after its missed
 health checks, 15 s by default); tasks write their outputs atomically, so a retry simply redoes
-the unit. A runner task that hits a problem retrying cannot fix (bad input, a full disk, no
+the unit. A runner task that hits a problem retrying cannot fix (bad input, lost rows, a full disk, no
 permission) returns a ``Failure`` instead of raising, so it is not retried, and the run stops with
 the task's own message. When a task fails for good, the tasks still in flight are cancelled.
 """

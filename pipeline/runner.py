@@ -42,6 +42,10 @@ from stages.ingest import InputError, InputFile, list_input_files, read_file, te
 INGEST = "ingest"
 
 
+class ConservationError(Exception):
+    """A unit's rows in differ from its rows kept plus removed: a bug in a stage, so never retried."""
+
+
 class PipelineError(Exception):
     """A run that cannot go on; the message says which stage and what to do."""
 
@@ -132,7 +136,7 @@ def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
                        input_fingerprint=unit.fingerprint, seconds=round(time.perf_counter() - started, 4))
         _check_conservation(spec, receipt)
         storage.write_json(fs, _receipt_path(spec, unit.unit), receipt)
-    except InputError as error:
+    except (InputError, ConservationError) as error:  # the same input fails the same way again
         return Failure(str(error))
     except storage.StorageError as error:  # disk full, no permission: retrying will not help
         return Failure(f"unit {unit.unit}: {error}")
@@ -163,7 +167,7 @@ def _map_unit(spec: StageSpec, unit: Unit, fs: pafs.FileSystem) -> dict:
         table = table.slice(0, unit.limit)
     output = stage.process(table)
     if output.kept.num_rows + output.removed.num_rows != table.num_rows:
-        raise AssertionError(
+        raise ConservationError(
             f"stage {spec.name} lost rows in {unit.unit}: read {table.num_rows}, "
             f"kept {output.kept.num_rows}, removed {output.removed.num_rows}")
     stats = Stats().merge(output.stats)
@@ -199,7 +203,7 @@ def _receipt(input_rows: int, input_bytes: int, kept: list[dict], removed: list[
 
 def _check_conservation(spec: StageSpec, receipt: dict) -> None:
     if receipt["input_rows"] != receipt["kept_rows"] + receipt["removed_rows"]:
-        raise AssertionError(
+        raise ConservationError(
             f"conservation violated in stage {spec.name}, unit {receipt['unit']}: "
             f"{receipt['input_rows']} in != {receipt['kept_rows']} kept + {receipt['removed_rows']} removed")
 

@@ -120,5 +120,6 @@ def test_lost_rows_fail_the_run_loudly(tmp_path, monkeypatch):
 
     config = parse_config({"work_dir": str(tmp_path / "work"), "stages": {"leaky": {}},
                            "inputs": [{"name": "t", "path": str(tmp_path / "in.jsonl"), "category": "web"}]})
-    with pytest.raises(AssertionError, match="stage leaky lost rows"):
+    with pytest.raises(TaskFailed, match="stage leaky lost rows in"):
         run_pipeline(config, use_ray=False, log=lambda _: None)
+    assert not list((tmp_path / "work").glob("02_leaky/_receipts/*.json"))
