@@ -8,7 +8,6 @@ mixture config, and a change of it discards the old training shards.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import posixpath
 from typing import Any, Callable
@@ -24,7 +23,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig, config_hash
 from pipeline.runner import PipelineError
 from pipeline.stats import Stats
-from pipeline.steps import finished_shards, finished_stage, tokenizer_dir
+from pipeline.steps import finished_stage, tokenizer_dir
 from tokenizer import load_tokenizer
 from tokenizer.load import MODEL_FILE, REPORT_FILE
 
@@ -99,11 +98,9 @@ def run_mixture(config: PipelineConfig, executor, log: Callable[[str], None] = p
 
 def _input_units(config: PipelineConfig, stage: str) -> list[tuple[str, str, str]]:
     """(unit name, shard URI, checksum) of every kept shard of the finished input stage."""
-    _, manifest = finished_stage(config, stage)
-    checksums = [file["sha256"] for unit in manifest["units"] for file in unit["kept_files"]]
-    paths = finished_shards(config, stage)
+    finished = finished_stage(config, stage)
     return [(posixpath.basename(path)[: -len(".parquet")], path, checksum)
-            for path, checksum in zip(paths, checksums)]
+            for path, checksum in zip(finished.shards, finished.checksums)]
 
 
 def _tokenizer_sha256(directory: str) -> str:
@@ -111,8 +108,7 @@ def _tokenizer_sha256(directory: str) -> str:
     if not storage.exists(fs, storage.join(local, REPORT_FILE)):
         raise PipelineError(f"the mixture needs a trained tokenizer in {directory}; add a `tokenizer:` section "
                             f"and run `python -m pipeline train-tokenizer CONFIG` (or `run`)")
-    with fs.open_input_stream(storage.join(local, MODEL_FILE)) as source:
-        return hashlib.sha256(source.read()).hexdigest()
+    return storage.sha256(fs, storage.join(local, MODEL_FILE))
 
 
 def _tokenizer_name(tokenizer) -> str:
@@ -127,7 +123,7 @@ def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, sett
                        settings.seed, settings.sampling_bins) for unit, source, checksum in units]
     done = {}
     for task in tasks:
-        receipt = _receipt(layout, receipt_path(layout.path("tokens"), task.unit))
+        receipt = storage.read_json_if_exists(layout.fs, receipt_path(layout.path("tokens"), task.unit))
         if receipt and receipt["step_hash"] == count_hash and receipt["input_fingerprint"] == task.fingerprint:
             done[task.unit] = receipt
     pending = [task for task in tasks if task.unit not in done]
@@ -140,10 +136,6 @@ def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, sett
     for task in tasks:
         merged.merge(done[task.unit]["stats"])
     return merged
-
-
-def _receipt(layout: Layout, path: str) -> dict | None:
-    return storage.read_json(layout.fs, path) if storage.exists(layout.fs, path) else None
 
 
 def _remove_unlisted(layout: Layout, step: str, units: set[str]) -> None:
@@ -189,7 +181,7 @@ def _check_histograms(histograms: dict, stats: Stats) -> None:
 def _claim(layout: Layout, plan_hash: str, log) -> None:
     """Make scatter/ and shards/ belong to this plan: discard them if they hold another plan's."""
     marker = layout.path("_plan.json")
-    previous = _receipt(layout, marker)
+    previous = storage.read_json_if_exists(layout.fs, marker)
     if previous is not None and previous.get("plan_hash") != plan_hash:
         log("mixture: the plan changed (config, tokenizer or input): discarding earlier training shards")
         for step in ("scatter", "shards"):
@@ -218,7 +210,7 @@ def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: Mixtur
                 rows_per_row_group=settings.rows_per_row_group, megatron=settings.megatron))
     done = {}
     for task in pack_tasks:
-        receipt = _receipt(layout, storage.resolve(task.receipt)[1])
+        receipt = storage.read_json_if_exists(layout.fs, storage.resolve(task.receipt)[1])
         if receipt and receipt["step_hash"] == plan_hash and storage.exists(layout.fs, storage.resolve(task.path)[1]):
             done[(task.phase, task.shard)] = receipt
     pending = [task for task in pack_tasks if (task.phase, task.shard) not in done]
@@ -250,7 +242,7 @@ def _scatter(phases: list[dict], units, plan_hash: str, settings: MixtureConfig,
                          settings.seed, selections) for unit, _, _ in units]
     pending = []
     for task in tasks:
-        receipt = _receipt(layout, scatter_receipt_path(layout.path("scatter"), task.unit))
+        receipt = storage.read_json_if_exists(layout.fs, scatter_receipt_path(layout.path("scatter"), task.unit))
         if not receipt or receipt["step_hash"] != plan_hash:
             pending.append(task)
     log(f"mixture: dealing the documents of {len(phases)} phases to training shards "

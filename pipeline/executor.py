@@ -69,7 +69,7 @@ class RayExecutor:
             address = config.address or os.environ.get("RAY_ADDRESS")
             ray.init(
                 # "local": a Ray of our own even where `ray start` runs on this machine, which a
-                # plain ray.init() would join (it reads the address `ray start` left in /tmp/ray)
+                # plain ray.init() would join (it reads the address `ray start` left in Ray's temp dir)
                 address=address or "local",
                 num_cpus=None if address else config.num_cpus,
                 include_dashboard=False,

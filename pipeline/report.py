@@ -12,7 +12,7 @@ import posixpath
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.runner import StageSpec, plan_stages
+from pipeline.runner import StageSpec, plan_stages, read_manifest
 from pipeline.steps import tokenizer_dir
 
 
@@ -22,8 +22,8 @@ def stage_summary(spec: StageSpec) -> dict:
     receipts = [storage.read_json(fs, path)
                 for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json")]
     receipts = [r for r in receipts if r.get("config_hash") == spec.hash]
-    manifest_path = storage.join(spec.directory, "_manifest.json")
-    complete = storage.exists(fs, manifest_path) and storage.read_json(fs, manifest_path).get("config_hash") == spec.hash
+    manifest = read_manifest(fs, spec)
+    complete = manifest is not None and manifest.get("config_hash") == spec.hash
     reasons: dict[str, int] = {}
     for receipt in receipts:
         for reason, counts in receipt["stats"].get("by_reason", {}).items():
@@ -49,15 +49,15 @@ def steps_summary(config: PipelineConfig) -> dict:
     """The tokenizer's size and compression, and the mixture's token total and phases, where written."""
     summary: dict = {}
     fs, directory = storage.resolve(tokenizer_dir(config))
-    report = _json_if_present(fs, storage.join(directory, "report.json"))
+    report = storage.read_json_if_exists(fs, storage.join(directory, "report.json"))
     if report:
         evaluation = report["evaluation"]
         summary["tokenizer"] = {"directory": directory, "vocab_size": report["tokenizer"]["vocab_size"],
                                 "bytes_per_token": evaluation["overall"]["bytes_per_token"],
                                 "round_trip_failures": evaluation["round_trip"]["failures"]}
     fs, directory = storage.resolve(storage.join(config.work_dir, "mixture"))
-    composition = _json_if_present(fs, storage.join(directory, "composition.json"))
-    manifest = _json_if_present(fs, storage.join(directory, "manifest.json"))
+    composition = storage.read_json_if_exists(fs, storage.join(directory, "composition.json"))
+    manifest = storage.read_json_if_exists(fs, storage.join(directory, "manifest.json"))
     if composition:
         summary["mixture"] = {
             "directory": directory,
@@ -66,10 +66,6 @@ def steps_summary(config: PipelineConfig) -> dict:
                        for p in (manifest or {}).get("phases", [])],
         }
     return summary
-
-
-def _json_if_present(fs, path: str) -> dict | None:
-    return storage.read_json(fs, path) if storage.exists(fs, path) else None
 
 
 def print_report(config: PipelineConfig, as_json: bool = False) -> None:

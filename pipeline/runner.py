@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -365,7 +364,7 @@ def _units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, 
                 info = source_fs.get_file_info(item.path)
                 units.append(Unit(f"{source_index:03d}-{file_index:05d}", item, f"{info.size}:{info.mtime_ns}"))
         return units
-    manifest = _read_manifest(fs, upstream)
+    manifest = read_manifest(fs, upstream)
     if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != upstream.hash:
         raise PipelineError(f"stage {spec.name} needs the finished output of {upstream.name}, which is "
                             f"missing or stale; run `python -m pipeline run CONFIG --from {upstream.name}`")
@@ -416,13 +415,13 @@ def _write_manifest(fs, spec: StageSpec, receipts: list[dict]) -> None:
         "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": units})
 
 
-def _read_manifest(fs, spec: StageSpec) -> dict | None:
-    path = storage.join(spec.directory, "_manifest.json")
-    return storage.read_json(fs, path) if storage.exists(fs, path) else None
+def read_manifest(fs, spec: StageSpec) -> dict | None:
+    """The stage's manifest, or None when it has none (it never finished, or is redoing units)."""
+    return storage.read_json_if_exists(fs, storage.join(spec.directory, "_manifest.json"))
 
 
 def _check_stage_input(spec: StageSpec, upstream: StageSpec, receipts: list[dict], fs) -> None:
-    expected = _read_manifest(fs, upstream)["totals"]["kept_rows"]
+    expected = read_manifest(fs, upstream)["totals"]["kept_rows"]
     got = sum(r["input_rows"] for r in receipts)
     if got != expected:
         raise PipelineError(f"conservation violated: {upstream.name} kept {expected} documents "

@@ -11,37 +11,47 @@ The mixture builder keeps its own receipts (``mixture.run_mixture``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pipeline import storage
 from pipeline.config import PipelineConfig, config_hash
-from pipeline.runner import PipelineError, StageSpec, plan_stages
+from pipeline.runner import PipelineError, StageSpec, plan_stages, read_manifest
 
 TOKENIZER_DIR = "tokenizer"
 STEP_MARKER = "_step.json"
 
 
-def finished_stage(config: PipelineConfig, name: str) -> tuple[StageSpec, dict]:
-    """The stage ``name`` and its manifest; PipelineError unless it finished with this config."""
+@dataclass(frozen=True)
+class FinishedStage:
+    """A stage that finished with this config: its spec and its kept/ shards (URIs or local paths,
+    in manifest order, each with the sha256 its receipt recorded)."""
+
+    spec: StageSpec
+    shards: list[str]
+    checksums: list[str]
+
+
+def finished_stage(config: PipelineConfig, name: str) -> FinishedStage:
+    """The stage ``name`` as it finished; PipelineError unless it finished with this config."""
     specs = {spec.name: spec for spec in plan_stages(config)}
     if name not in specs:
         raise PipelineError(f"no stage {name!r} in this config; stages are {', '.join(specs)}")
     spec = specs[name]
-    path = storage.join(spec.directory, "_manifest.json")
-    manifest = storage.read_json(spec.filesystem, path) if storage.exists(spec.filesystem, path) else None
+    manifest = read_manifest(spec.filesystem, spec)
     if manifest is None or manifest.get("config_hash") != spec.hash:
         raise PipelineError(f"stage {name} has not finished with this config ({spec.directory}); "
                             f"run `python -m pipeline run CONFIG` first")
-    return spec, manifest
+    files = [file for unit in manifest["units"] for file in unit["kept_files"]]
+    # spec.directory is a path on its filesystem; a URI work_dir needs its scheme back.
+    scheme = config.work_dir.split("://")[0] + "://" if "://" in config.work_dir else ""
+    return FinishedStage(spec, [scheme + storage.join(spec.directory, file["path"]) for file in files],
+                         [file["sha256"] for file in files])
 
 
 def finished_shards(config: PipelineConfig, name: str) -> list[str]:
     """The kept/ Parquet shards of the finished stage ``name``, in manifest order."""
-    spec, manifest = finished_stage(config, name)
-    # spec.directory is a path on its filesystem; a URI work_dir needs its scheme back.
-    scheme = config.work_dir.split("://")[0] + "://" if "://" in config.work_dir else ""
-    return [scheme + storage.join(spec.directory, file["path"])
-            for unit in manifest["units"] for file in unit["kept_files"]]
+    return finished_stage(config, name).shards
 
 
 def tokenizer_dir(config: PipelineConfig) -> str:
@@ -56,21 +66,21 @@ def train_tokenizer_step(config: PipelineConfig, force: bool = False,
 
     if config.tokenizer is None:
         return None
-    spec, _ = finished_stage(config, config.tokenizer.input_stage)
+    stage = finished_stage(config, config.tokenizer.input_stage)
     directory = tokenizer_dir(config)
     filesystem, local = storage.resolve(directory)
     marker = storage.join(local, STEP_MARKER)
-    wanted = config_hash("tokenizer", config.tokenizer, spec.hash)
+    wanted = config_hash("tokenizer", config.tokenizer, stage.spec.hash)
     if not force and storage.exists(filesystem, marker) and storage.read_json(filesystem, marker)["hash"] == wanted:
         log(f"tokenizer: up to date in {directory}")
         return storage.read_json(filesystem, storage.join(local, "report.json"))
     if storage.exists(filesystem, marker):
         storage.delete_file(filesystem, marker)
     try:
-        report = train_tokenizer(config.tokenizer, finished_shards(config, spec.name), directory, log=log)
+        report = train_tokenizer(config.tokenizer, stage.shards, directory, log=log)
     except ValueError as error:  # the trainer's own message says what to change in the config
         raise PipelineError(str(error)) from error
-    storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": spec.name})
+    storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": stage.spec.name})
     return report
 
 

@@ -9,6 +9,7 @@ message names the path and what to do; the temporary is removed (or, if even tha
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import posixpath
@@ -127,6 +128,20 @@ def write_json(fs: pafs.FileSystem, path: str, payload: Any) -> None:
 def read_json(fs: pafs.FileSystem, path: str) -> Any:
     with fs.open_input_stream(path) as source:
         return json.loads(source.read().decode())
+
+
+def sha256(fs: pafs.FileSystem, path: str) -> str:
+    """The sha256 of a file, read in 8 MB blocks (model files can be large)."""
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as source:
+        while block := source.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json_if_exists(fs: pafs.FileSystem, path: str) -> Any | None:
+    """``read_json``, or None when there is no file at ``path``."""
+    return read_json(fs, path) if exists(fs, path) else None
 
 
 def delete_file(fs: pafs.FileSystem, path: str) -> None:

@@ -202,20 +202,13 @@ def model_exists(model_path: str) -> bool:
 
 
 def model_fingerprint(model_path: str) -> str:
-    """sha256 of the model file (read in 8 MB blocks), or "missing" when there is none."""
+    """sha256 of the model file, or "missing" when there is none."""
     fs, path = storage.resolve(model_path)
-    if not storage.exists(fs, path):
-        return "missing"
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as source:
-        while block := source.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return storage.sha256(fs, path) if storage.exists(fs, path) else "missing"
 
 
 def read_report(model_path: str) -> dict | None:
-    fs, path = storage.resolve(report_path(model_path))
-    return storage.read_json(fs, path) if storage.exists(fs, path) else None
+    return storage.read_json_if_exists(*storage.resolve(report_path(model_path)))
 
 
 # ---------------------------------------------------------------------------------------------
