@@ -37,7 +37,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 
 from common import (  # noqa: E402
     SHARED, Timer, accept_fasttext_numpy2, corpus_shards, document_table, interleaved, isolated, quiet_datatrove,
-    run_datatrove_steps, save_results, summarise, text_megabytes, throughput, write_document_shards,
+    run_datatrove_filters, save_results, summarise, text_megabytes, throughput, write_document_shards,
 )
 
 LANGUAGES = ["en", "zh", "de", "fr", "es", "ja", "ko", "ru"]  # what configs/sample.yaml keeps
@@ -83,7 +83,6 @@ def stage_run(shards: list[Path], out: Path, config: dict, paired: bool) -> dict
 
 def datatrove_run(shard_dir: Path, out: Path) -> dict:
     from datatrove.pipeline.filters import LanguageFilter
-    from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from fasttext import load_model
 
@@ -98,15 +97,7 @@ def datatrove_run(shard_dir: Path, out: Path) -> dict:
     with Timer() as load:
         # FT176LID.model downloads lid.176.bin on first use unless _model is already set.
         language_filter.model._model = load_model(resolve_model_path(None))
-    steps = [
-        ParquetReader(str(shard_dir), glob_pattern="*.parquet"),
-        language_filter,
-        ParquetWriter(str(out / "kept"), compression="zstd"),
-    ]
-    with Timer() as run:
-        run_datatrove_steps(steps)
-    kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
-    return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
+    return {**run_datatrove_filters(shard_dir, [language_filter], out), "model_load_s": load.wall}
 
 
 def throughput_main(repeats: int) -> dict:

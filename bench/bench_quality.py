@@ -45,7 +45,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 
 from common import (  # noqa: E402
     REPO, SHARED, Timer, accept_fasttext_numpy2, corpus_shards, document_table, interleaved, isolated,
-    quiet_datatrove, run_datatrove_steps, save_results, summarise, text_megabytes, with_source_lang,
+    quiet_datatrove, run_datatrove_filters, save_results, summarise, text_megabytes, with_source_lang,
     write_tables,
 )
 
@@ -135,7 +135,6 @@ def stage_run(shards: list[Path], out: Path, model_path: Path) -> dict:
 
 def datatrove_run(shard_dir: Path, out: Path, model_path: Path) -> dict:
     from datatrove.pipeline.filters import FastTextClassifierFilter
-    from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from fasttext.FastText import _FastText
 
@@ -147,15 +146,7 @@ def datatrove_run(shard_dir: Path, out: Path, model_path: Path) -> dict:
     )
     with Timer() as load:
         classifier._model = _FastText(model_path=str(model_path))  # no copy into datatrove's asset cache
-    steps = [
-        ParquetReader(str(shard_dir), glob_pattern="*.parquet"),
-        classifier,
-        ParquetWriter(str(out / "kept"), compression="zstd"),
-    ]
-    with Timer() as run:
-        run_datatrove_steps(steps)
-    kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
-    return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
+    return {**run_datatrove_filters(shard_dir, [classifier], out), "model_load_s": load.wall}
 
 
 def bare_predict(shards: list[Path], model_path: Path, prepared: bool) -> dict:

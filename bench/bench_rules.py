@@ -48,7 +48,7 @@ from common import (  # noqa: E402
     interleaved,
     isolated,
     quiet_datatrove,
-    run_datatrove_steps,
+    run_datatrove_filters,
     save_results,
     summarise,
     text_megabytes,
@@ -108,7 +108,6 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
         GopherQualityFilter,
         GopherRepetitionFilter,
     )
-    from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from datatrove_tokenizers import SplitTokenizer
 
@@ -118,18 +117,12 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
     def removed(name: str) -> ParquetWriter:
         return ParquetWriter(str(out / "removed" / name), compression="zstd")
 
-    steps = [
-        ParquetReader(str(shard_dir), glob_pattern="*.parquet"),
+    return run_datatrove_filters(shard_dir, [
         GopherRepetitionFilter(exclusion_writer=removed("gopher_repetition"), **language),
         GopherQualityFilter(exclusion_writer=removed("gopher_quality"), **language),
         C4QualityFilter(exclusion_writer=removed("c4"), **language),
         FineWebQualityFilter(exclusion_writer=removed("fineweb"), **language),
-        ParquetWriter(str(out / "kept"), compression="zstd"),
-    ]
-    with Timer() as run:
-        run_datatrove_steps(steps)
-    kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
-    return {"wall_s": run.wall, "cpu_s": run.cpu, "kept": kept}
+    ], out)
 
 
 def throughput_main(repeats: int, shard_count: int) -> dict:

@@ -363,6 +363,23 @@ def quiet_datatrove() -> None:
     logger.remove()
 
 
+def run_datatrove_filters(shard_dir: Path, filters: list, out: Path) -> dict:
+    """datatrove's ParquetReader over ``shard_dir``, then ``filters`` (each with its own exclusion
+    writer), then a zstd ParquetWriter to ``out/kept``: timed, with the number of documents kept."""
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    steps = [
+        ParquetReader(str(shard_dir), glob_pattern="*.parquet"),
+        *filters,
+        ParquetWriter(str(out / "kept"), compression="zstd"),
+    ]
+    with Timer() as run:
+        run_datatrove_steps(steps)
+    kept = sum(pq.read_metadata(p).num_rows for p in (out / "kept").glob("*.parquet"))
+    return {"wall_s": run.wall, "cpu_s": run.cpu, "kept": kept}
+
+
 def run_datatrove_steps(steps: list) -> None:
     """Pipe data through datatrove steps for one rank of one task, in this process: what
     LocalPipelineExecutor does per task, without its logging and bookkeeping."""
