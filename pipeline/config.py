@@ -2,7 +2,10 @@
 
 Every mistake is reported with the key path that caused it (``stages.rules.min_words: Input should be
 a valid integer``), and unknown keys are errors, because a misspelt threshold that silently falls back
-to its default is the worst kind of bug in a data pipeline.
+to its default is the worst kind of bug in a data pipeline. For the same reason types are strict
+(``max_doc_bytes: true`` is not 1, ``shard_bytes: "100000"`` is not a number), a key given twice in
+one YAML mapping is an error naming the key and both lines (YAML itself would keep the last one), and
+input names must be unique (they prefix every document id).
 """
 from __future__ import annotations
 
@@ -80,13 +83,41 @@ class PipelineConfig(_Strict):
         return {name: stage_class(name).Config(**(raw or {})) for name, raw in self.stages.items()}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML loading keeps the last value, so ``max_doc_bytes`` written twice (say, once in a
+    block copied from another config) silently changes a threshold; here it is an error naming the
+    key and the lines of both occurrences."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}  # only this mapping's own keys: overriding a key merged in with `<<:` is fine
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own check reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise ConfigError(f"line {line}: duplicate key {key!r} (first given at line {first}); "
+                                      "remove one of them")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a YAML config; raise ConfigError naming the file and key on any mistake."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
@@ -95,15 +126,19 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfig:
+    """Validate a config mapping (as YAML gives it); raise ConfigError naming ``source`` and the key."""
+    _validate_strictly(PipelineConfig, raw, source, prefix=())
     try:
         config = PipelineConfig(**raw)
     except ValidationError as error:
         raise ConfigError(_describe(error, source, prefix=())) from None
+    _check_input_names(config, source)
     for name, stage_raw in config.stages.items():
         try:
             cls = stage_class(name)
         except KeyError as error:
             raise ConfigError(f"{source}: stages.{name}: {error.args[0]}") from None
+        _validate_strictly(cls.Config, stage_raw or {}, source, prefix=("stages", name))
         try:
             cls.Config(**(stage_raw or {}))
         except ValidationError as error:
@@ -111,11 +146,44 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfi
     if config.mixture is not None:
         from mixture import MixtureConfig
 
+        _validate_strictly(MixtureConfig, config.mixture, source, prefix=("mixture",))
         try:
             MixtureConfig(**config.mixture)
         except ValidationError as error:
             raise ConfigError(_describe(error, source, prefix=("mixture",))) from None
     return config
+
+
+def _validate_strictly(model: type[BaseModel], raw: Any, source: str, prefix: tuple) -> None:
+    """Reject values pydantic's default (lax) mode would coerce: ``true`` for a number (it reads 1),
+    ``"100000"`` for an int, ``1`` for a bool.
+
+    Validated as JSON in strict mode, because that is strict about exactly those scalars while still
+    taking what YAML can only spell one way: a list for a tuple field, a string for a Literal or a
+    path. YAML values JSON has no type for (dates) go in as strings, as lax mode would read them."""
+    try:
+        blob = json.dumps(raw, default=str)
+    except (TypeError, ValueError):  # not JSON-shaped at all: the lax validation reports it
+        return
+    try:
+        model.model_validate_json(blob, strict=True)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source, prefix=prefix)) from None
+
+
+def _check_input_names(config: PipelineConfig, source: str) -> None:
+    """Input names must be unique and contain no ``/``: a document id is ``<input name>/...``, so two
+    inputs of one name (or ``web`` next to ``web/x``) could give two documents the same id."""
+    first: dict[str, int] = {}
+    for index, item in enumerate(config.inputs):
+        if not item.name or "/" in item.name:
+            raise ConfigError(f"{source}: inputs.{index}.name: {item.name!r}: an input name must be non-empty "
+                              "and contain no '/' (it is the first part of every document id)")
+        if item.name in first:
+            raise ConfigError(f"{source}: inputs.{index}.name: duplicate input name {item.name!r} (also "
+                              f"inputs.{first[item.name]}.name); input names must be unique, since they "
+                              "prefix the ids of their documents")
+        first[item.name] = index
 
 
 def _describe(error: ValidationError, source: str, prefix: tuple) -> str:

@@ -2,18 +2,29 @@
 
 Both executors have one method, ``map(fn, items, label)``, which returns results in item order, so
 nothing downstream can depend on which worker finished first. Ray executes at most ``num_workers``
-tasks at once (one CPU each) and retries a task up to ``max_retries`` times, on any node, when it
-raised or when its worker process or whole node died (Ray notices a dead node after its missed
-health checks, 15 s by default); tasks write their outputs atomically, so a retry simply redoes
-the unit. A runner task that hits a problem retrying cannot fix (bad input, lost rows, a full disk, no
-permission) returns a ``Failure`` instead of raising, so it is not retried, and the run stops with
-the task's own message. When a task fails for good, the tasks still in flight are cancelled.
+tasks at once (one CPU each) and retries a task up to ``max_retries`` times, on any node, when its
+worker process or whole node died (Ray notices a dead node after its missed health checks, 15 s by
+default) or when it raised an error that another attempt may not hit (an I/O error, a lost
+connection, out of memory, any error this module does not know to be deterministic); tasks write
+their outputs atomically, so a retry simply redoes the unit.
+
+Errors that would recur on every attempt are not retried: a runner task that hits a problem
+retrying cannot fix (bad input, lost rows, a full disk, no permission) returns a ``Failure`` itself,
+and any task that raises one of ``DETERMINISTIC_ERRORS`` (a missing module or file, a bad value, a
+bug: the same code on the same input fails the same way) has it turned into a ``Failure`` by the
+wrapper ``map`` puts around every task. The run then stops at once with a one-line message naming
+the task and the error. When a task fails for good, the tasks still in flight are cancelled.
+
+``make_executor`` starts Ray lazily, on the first ``map`` with work to do, so a command that finds
+everything up to date never pays Ray's start-up (seconds) or touches a cluster.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -31,6 +42,35 @@ class Failure:
     """Returned by a task for a problem retrying cannot fix; ``message`` is shown to the user."""
 
     message: str
+
+
+# Exceptions that the same code raises again on the same input, wherever and however often it runs.
+# OSError in general is left out (a dropped connection or a busy disk may not recur), except the
+# kinds that name a path that is not there or not readable; MemoryError too (another node, or less
+# load, may have the memory). RuntimeError is left out: it is what libraries raise for anything.
+DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
+    ImportError,  # a missing package or module: ModuleNotFoundError
+    FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+    ValueError,  # bad values, pydantic's ValidationError, UnicodeError, pyarrow's ArrowInvalid
+    TypeError, LookupError, AttributeError, NameError, ArithmeticError, AssertionError,
+    NotImplementedError, RecursionError,
+)
+
+
+def _not_retried(fn: Callable) -> Callable:
+    """``fn`` with the exceptions of ``DETERMINISTIC_ERRORS`` returned as a ``Failure``, which Ray
+    does not retry, instead of raised. The message names the task, the error and the line of code
+    that raised it; ``--no-ray`` (or ``stage``) runs the same task in-process with the full traceback."""
+    @functools.wraps(fn)
+    def task(item):
+        try:
+            return fn(item)
+        except DETERMINISTIC_ERRORS as error:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+            return Failure(f"task for {_describe(fn, item)} failed: {type(error).__name__}: {error} "
+                           f"(at {where}; not retried: it would fail the same way again)")
+    return task
 
 
 def _check(result: Any, label: str) -> Any:
@@ -81,7 +121,10 @@ class RayExecutor:
         self.workers = config.num_workers or cluster_cpus
 
     def map(self, fn: Callable, items: Sequence, label: str = "") -> list:
-        remote = self.ray.remote(num_cpus=1, max_retries=self.config.max_retries, retry_exceptions=True)(fn)
+        # retry_exceptions=True: every exception that reaches Ray is one worth another attempt,
+        # since _not_retried returned the deterministic ones as a Failure already
+        remote = self.ray.remote(num_cpus=1, max_retries=self.config.max_retries,
+                                 retry_exceptions=True)(_not_retried(fn))
         results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}
         next_item = 0
@@ -130,5 +173,37 @@ def _cause(error: BaseException) -> str:
     return str(error).strip().splitlines()[-1]
 
 
-def make_executor(config: RayConfig, use_ray: bool):
-    return RayExecutor(config) if use_ray else InProcessExecutor()
+class LazyRayExecutor:
+    """A ``RayExecutor`` started on the first ``map`` that has items, not before: a rerun that finds
+    every stage and step up to date starts no Ray at all. ``on_start(executor)`` is called once Ray
+    is up (the runner logs how long that took)."""
+
+    def __init__(self, config: RayConfig, on_start: Callable[["RayExecutor"], None] | None = None):
+        self.config = config
+        self.on_start = on_start
+        self.started: RayExecutor | None = None
+
+    def _executor(self) -> RayExecutor:
+        if self.started is None:
+            self.started = RayExecutor(self.config)
+            if self.on_start is not None:
+                self.on_start(self.started)
+        return self.started
+
+    @property
+    def workers(self) -> int:
+        return self._executor().workers
+
+    def map(self, fn: Callable, items: Sequence, label: str = "") -> list:
+        if not items:
+            return []
+        return self._executor().map(fn, items, label)
+
+    def shutdown(self) -> None:
+        if self.started is not None:
+            self.started.shutdown()
+
+
+def make_executor(config: RayConfig, use_ray: bool, on_start: Callable[[RayExecutor], None] | None = None):
+    """The executor of a run: Ray (started on first use) or, with ``use_ray=False``, this process."""
+    return LazyRayExecutor(config, on_start) if use_ray else InProcessExecutor()

@@ -16,6 +16,15 @@ Each stage's hash covers its config and the hash of the stage before it, so a co
 invalidates that stage and those after it, not earlier ones. Every unit checks that rows in equal
 rows kept plus rows removed before it commits, and each stage checks that its input equals what the
 stage before it kept.
+
+The driver decides what is up to date before it starts anything: a stage whose manifest has its
+config hash and lists exactly the current units with their current input fingerprints is done, and
+is only reported (``ingest: up to date``): no Ray, no task, no file written. For the stages that do
+have work, it checks in the driver, before Ray starts, what would make every task fail the same way:
+the input files exist, and each stage can be constructed (its model file is there, its packages
+import), so a missing asset is one ``error:`` line, not a task retried on every node. ``--from`` and
+``--only`` need the stage before to be finished; when it is not, the message names the first stage
+of the run that has no finished output.
 """
 from __future__ import annotations
 
@@ -83,6 +92,7 @@ class StageResult:
     reused: int
     wall_seconds: float
     extra: dict = field(default_factory=dict)
+    up_to_date: bool = False  # nothing to do: receipts come from the manifest (without stats)
 
 
 def plan_stages(config: PipelineConfig, fingerprints: bool = True) -> list[StageSpec]:
@@ -249,14 +259,15 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
     selected = _select([spec.name for spec in plan_stages(config, fingerprints=False)], start, only)
     _ensure_assets(config, upto=selected[-1], log=log)
     specs = plan_stages(config)
-    executor = make_executor(config.ray, use_ray)
-    if use_ray:
-        log(f"Ray ready in {executor.startup_seconds:.1f} s, {executor.workers} workers")
+    chosen = [spec for spec in specs if spec.name in selected]
+    _check_upstream_finished(specs, chosen[0], "--only" if only else "--from")
+    _check_stage_assets(_may_run(specs, chosen, config, force))
+    # Ray starts on the first task, so a run with nothing to do never starts it
+    executor = make_executor(config.ray, use_ray, on_start=lambda ray: log(
+        f"Ray ready in {ray.startup_seconds:.1f} s, {ray.workers} workers"))
     results = []
     try:
-        for spec in specs:
-            if spec.name not in selected:
-                continue
+        for spec in chosen:
             upstream = specs[spec.index - 2] if spec.index > 1 else None
             result = run_stage(spec, upstream, config, executor, force=force, log=log)
             log(summary_line(result))
@@ -266,6 +277,49 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
     finally:
         executor.shutdown()
     return results
+
+
+def _finished(spec: StageSpec) -> bool:
+    """Whether the stage has a complete manifest written with its current config hash."""
+    manifest = read_manifest(spec.filesystem, spec)
+    return bool(manifest and manifest.get("complete") and manifest.get("config_hash") == spec.hash)
+
+
+def _check_upstream_finished(specs: list[StageSpec], first: StageSpec, option: str) -> None:
+    """``--from``/``--only`` a later stage: the stage before it must be finished with this config.
+    If it is not, name the first stage of the run without finished output, which is where to start
+    (not just the one before, which would lead the user back one stage per attempt)."""
+    if first.index == 1 or _finished(specs[first.index - 2]):
+        return
+    missing = next(spec for spec in specs if not _finished(spec))
+    raise PipelineError(
+        f"{option} {first.name}: stage {specs[first.index - 2].name} has no finished output with this "
+        f"config, and the first stage without one is {missing.name}: run "
+        f"`python -m pipeline run CONFIG --from {missing.name}`")
+
+
+def _may_run(specs: list[StageSpec], chosen: list[StageSpec], config: PipelineConfig, force: bool) -> list[StageSpec]:
+    """The chosen stages that may have work: from the first one that is not up to date on. (A later
+    stage that is up to date now may not be once an earlier one has rerun.) Listing the inputs here
+    also stops a run whose input is missing before anything starts."""
+    for position, spec in enumerate(chosen):
+        upstream = specs[spec.index - 2] if spec.index > 1 else None
+        if force or _up_to_date(spec, _units(spec, upstream, config, spec.filesystem)) is None:
+            return chosen[position:]
+    return []
+
+
+def _check_stage_assets(specs: list[StageSpec]) -> None:
+    """Construct each stage in the driver, as every worker will: a model file or a package that is
+    missing fails here, once, with one line naming it, instead of in every task and every retry."""
+    for spec in specs:
+        if spec.stage_type is None:  # ingest: its assets are the input files, listed already
+            continue
+        try:
+            spec.stage_type(spec.config)
+        except (ImportError, OSError, ValueError, RuntimeError) as error:
+            hint = " (install the project with `pip install -e .`; see README.md)" if isinstance(error, ImportError) else ""
+            raise PipelineError(f"stage {spec.name} cannot start: {type(error).__name__}: {error}{hint}") from None
 
 
 def _ensure_assets(config: PipelineConfig, upto: str, log: Callable[[str], None]) -> None:
@@ -279,6 +333,8 @@ def _ensure_assets(config: PipelineConfig, upto: str, log: Callable[[str], None]
             stage_class(name).ensure_assets(stage_config, log)
         except ValueError as error:  # e.g. no training data configured: the message says which
             raise PipelineError(str(error)) from error
+        except (ImportError, FileNotFoundError) as error:  # a package or file building the asset needs
+            raise PipelineError(f"stage {name} cannot start: {type(error).__name__}: {error}") from None
 
 
 def _select(names: list[str], start: str | None, only: str | None) -> list[str]:
@@ -309,8 +365,14 @@ def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
                force: bool, log: Callable[[str], None]) -> StageResult:
     started = time.perf_counter()
     fs = spec.filesystem
-    _claim_directory(fs, spec, force, log)
     units = _units(spec, upstream, config, fs)
+    if not force and (manifest := _up_to_date(spec, units)) is not None:
+        # read, never written: a finished stage's files keep their bytes and their mtimes
+        if upstream is not None:
+            _check_stage_input(spec, upstream, manifest["units"], fs)
+        return StageResult(spec, manifest["units"], reused=len(units),
+                           wall_seconds=time.perf_counter() - started, up_to_date=True)
+    _claim_directory(fs, spec, force, log)
     done = {r["unit"]: r for r in _valid_receipts(fs, spec, units)}
     pending = [unit for unit in units if unit.unit not in done]
     if pending:
@@ -333,6 +395,16 @@ def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
     return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
 
 
+def _up_to_date(spec: StageSpec, units: list[Unit]) -> dict | None:
+    """The stage's manifest if it says the stage finished with this config hash on exactly these
+    units and input fingerprints (so there is nothing to redo), else None."""
+    manifest = read_manifest(spec.filesystem, spec)
+    if not manifest or not manifest.get("complete") or manifest.get("config_hash") != spec.hash:
+        return None
+    recorded = [(unit.get("unit"), unit.get("input_fingerprint")) for unit in manifest.get("units", [])]
+    return manifest if recorded == [(unit.unit, unit.fingerprint) for unit in units] else None
+
+
 def _has_prepare(spec: StageSpec) -> bool:
     return spec.stage_type is not None and spec.stage_type.prepare is not Stage.prepare
 
@@ -340,15 +412,15 @@ def _has_prepare(spec: StageSpec) -> bool:
 def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> None:
     """Make the stage directory belong to this config: wipe it if it holds another config's outputs."""
     marker = storage.join(spec.directory, "_stage.json")
-    if storage.exists(fs, marker):
-        previous = storage.read_json(fs, marker).get("config_hash")
-        if force or previous != spec.hash:
-            why = "--force" if force else "its config (or an earlier stage's) changed"
-            log(f"[{spec.label}] discarding earlier outputs: {why}")
-            storage.delete_dir_contents(fs, spec.directory)
+    previous = storage.read_json(fs, marker).get("config_hash") if storage.exists(fs, marker) else None
+    if previous is not None and (force or previous != spec.hash):
+        why = "--force" if force else "its config (or an earlier stage's) changed"
+        log(f"[{spec.label}] discarding earlier outputs: {why}")
+        storage.delete_dir_contents(fs, spec.directory)
     storage.remove_temporaries(fs, spec.directory)
-    storage.write_json(fs, marker, {"stage": spec.name, "config_hash": spec.hash,
-                                    "config": spec.config.model_dump(mode="json")})
+    if force or previous != spec.hash:  # a resumed stage's marker is already this one
+        storage.write_json(fs, marker, {"stage": spec.name, "config_hash": spec.hash,
+                                        "config": spec.config.model_dump(mode="json")})
 
 
 def _units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig, fs) -> list[Unit]:
@@ -429,10 +501,14 @@ def _check_stage_input(spec: StageSpec, upstream: StageSpec, receipts: list[dict
 
 
 def summary_line(result: StageResult) -> str:
-    """One line per stage: documents in/kept/removed by reason, size and speed."""
+    """One line per stage: documents in/kept/removed by reason, size and speed; for a stage that
+    was up to date, just that (it did nothing, so a speed would mean nothing)."""
     receipts = result.receipts
     docs_in = sum(r["input_rows"] for r in receipts)
     kept = sum(r["kept_rows"] for r in receipts)
+    if result.up_to_date:
+        return (f"{result.spec.name}: up to date ({len(receipts)} units, {docs_in:,} in, {kept:,} kept, "
+                f"{docs_in - kept:,} removed)")
     reasons: dict[str, int] = {}
     for receipt in receipts:
         for reason, counts in receipt["stats"].get("by_reason", {}).items():
@@ -466,6 +542,8 @@ def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | 
     specs = plan_stages(config)
     spec = specs[names.index(name)]
     upstream = specs[spec.index - 2] if spec.index > 1 else None
+    _check_upstream_finished(specs, spec, "stage")
+    _check_stage_assets([spec])
     units = _units(spec, upstream, config, spec.filesystem)
     if not 0 <= shard < len(units):
         raise PipelineError(f"--shard {shard}: stage {name} has {len(units)} units (0..{len(units) - 1})")

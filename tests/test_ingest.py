@@ -45,12 +45,14 @@ def test_reads_every_format_with_stable_ids(tmp_path):
     ]))
     run_pipeline(config, use_ray=False, log=lambda _: None)
     kept = _read(tmp_path, "kept")
+    # `web` is a glob (it may hold many files), so its id_field ids carry the file: unique by construction
+    web_ids = ["web/plain.jsonl#d0", "web/plain.jsonl#d1", "web/packed.jsonl.gz#d2", "web/packed.jsonl.gz#d3",
+               "web/packed.jsonl.zst#d4", "web/packed.jsonl.zst#d5"]
     assert sorted(row["id"] for row in kept) == sorted(
-        [f"web/d{i}" for i in range(6)] + ["papers/papers.parquet:row 1", "papers/papers.parquet:row 2",
-                                            "books/a.txt", "books/shelf/b.txt"])
+        web_ids + ["papers/papers.parquet:row 1", "papers/papers.parquet:row 2", "books/a.txt", "books/shelf/b.txt"])
     by_id = {row["id"]: row for row in kept}
-    assert by_id["web/d3"]["text"] == "document number 3 文本"
-    assert json.loads(by_id["web/d3"]["meta"])["url"] == "https://example.org/3"
+    assert by_id["web/packed.jsonl.gz#d3"]["text"] == "document number 3 文本"
+    assert json.loads(by_id["web/packed.jsonl.gz#d3"]["meta"])["url"] == "https://example.org/3"
     assert json.loads(by_id["papers/papers.parquet:row 2"]["meta"])["paper_id"] == "p2"
     assert by_id["books/shelf/b.txt"]["category"] == "books"
     assert _read(tmp_path, "removed") == []
