@@ -126,6 +126,40 @@ def test_band_keys_collide_exactly_when_rows_agree():
     assert len(set(keys.reshape(-1).tolist())) == keys.size - 1  # no other collision
 
 
+CHINESE_WORDS = ("我们 今天 城市 历史 发展 经济 文化 学校 学生 老师 研究 方法 问题 社会 政府 公司 市场 技术 "
+                 "科学 自然 环境 保护 河流 山区 农村 工业 交通 铁路 图书馆 博物馆 音乐 电影 报告 数据").split()
+
+
+def chinese_prose(seed: int, words: int = 150) -> str:
+    """Deterministic Chinese-like text without spaces, sentences ending in 。"""
+    rng = random.Random(seed)
+    sentences = ["".join(rng.choice(CHINESE_WORDS) for _ in range(rng.randint(6, 10))) + "。"
+                 for _ in range(words // 8)]
+    return "".join(sentences)
+
+
+def respaced(text: str, width: int = 12, indent: int = 40) -> str:
+    """``text`` laid out as a fixed-width page: short lines, each indented by ``indent`` spaces."""
+    return "\n".join(" " * indent + text[i:i + width] for i in range(0, len(text), width))
+
+
+def test_whitespace_does_not_count_in_the_script_share():
+    original = chinese_prose(1)
+    copy = respaced(original)
+    # Most characters of the copy are spaces, but none of its visible ones.
+    assert len(copy) > 3 * len(original)
+    assert minhash.char_shingled(pa.array([original, copy, "  An   English\n\n sentence. "]), None, ()).tolist() == \
+        [True, True, False]
+
+
+def test_whitespace_edited_chinese_copy_is_a_near_duplicate_without_lang(tmp_path):
+    original = chinese_prose(2)
+    docs = [doc("zh-page", original), doc("zh-other", chinese_prose(3)), doc("zh-respaced", respaced(original))]
+    out = run(write_shards(tmp_path / "in", docs), tmp_path / "scratch", paragraphs=False)
+    assert out["zh-respaced"]["reason"] == "near_duplicate" and out["zh-respaced"]["dup_kept_id"] == "zh-page"
+    assert out["zh-page"]["reason"] is None and out["zh-other"]["reason"] is None
+
+
 def test_chinese_is_shingled_by_characters_with_or_without_lang():
     texts = pa.array(["这是一个中文句子，没有空格。", "An English sentence.", "日本語の文章です。"])
     assert minhash.char_shingled(texts, None, ()).tolist() == [True, False, True]
@@ -204,6 +238,63 @@ def test_near_duplicates_clustered_and_keep_strategies(tmp_path):
     assert best["orig"]["dup_cluster"] == "orig"  # the cluster id stays its first document
 
 
+def edit_each_line(text: str, seed: int) -> str:
+    """One word of every line replaced by another: a near-duplicate whose lines are all new."""
+    rng = random.Random(seed)
+    lines = []
+    for line in text.split("\n"):
+        words = line.split(" ")
+        position = len(words) // 2
+        words[position] = next(w for w in rng.sample(WORDS, 3) if w != words[position].lower().strip("."))
+        lines.append(" ".join(words))
+    return "\n".join(lines)
+
+
+def assert_clusters_keep_a_kept_document(out: dict[str, dict]) -> None:
+    """Removed rows point only at kept documents, and each cluster keeps exactly one document
+    unless every member of it was removed for its own reason (too short)."""
+    kept = {doc_id for doc_id, row in out.items() if row["reason"] is None}
+    for doc_id, row in out.items():
+        if row["dup_kept_id"] is not None:
+            assert row["reason"] in ("exact_duplicate", "near_duplicate") and row["dup_kept_id"] in kept, doc_id
+    clusters: dict[str, list[str]] = {}
+    for doc_id, row in out.items():
+        if row["dup_cluster"] is not None:
+            clusters.setdefault(row["dup_cluster"], []).append(doc_id)
+    for members in clusters.values():
+        staying = [m for m in members if m in kept]
+        own = all(out[m]["reason"] == "too_short_after_paragraph_dedup" for m in members)
+        assert len(staying) == 1 or (not staying and own), {m: out[m]["reason"] for m in members}
+
+
+def test_a_keeper_left_too_short_by_paragraph_dedup_is_replaced(tmp_path):
+    shared = "\n".join(prose(70 + i, 80) for i in range(5))  # five long paragraphs
+    unique = "\n".join(prose(80 + i, 80) for i in range(12))
+    other = "\n".join(prose(90 + i, 80) for i in range(5))
+    docs = [
+        # Earlier and not similar to any other: its paragraphs stay here and leave the others.
+        doc("source", f"{unique}\n{shared}\n{other}"),
+        doc("keeper", f"{shared}\nA short line of its own."),  # first of its cluster; too short after
+        doc("edited", edit_each_line(shared, 1)),  # a near duplicate whose paragraphs are all new
+        doc("copy", f"{shared}\nAnother short line."),  # a near duplicate, too short too
+        doc("alone-1", f"{other}\nShort one."), doc("alone-2", f"{other}\nShort two."),  # all too short
+    ]
+    inputs = write_shards(tmp_path / "in", docs, shards=2)
+    out = run(inputs, tmp_path / "scratch", partitions=3)
+    assert {k: out[k]["dup_cluster"] for k in ("keeper", "edited", "copy")} == dict.fromkeys(
+        ("keeper", "edited", "copy"), "keeper")
+    assert out["keeper"]["reason"] == "too_short_after_paragraph_dedup" and out["keeper"]["dup_kept_id"] is None
+    assert out["edited"]["reason"] is None and out["edited"]["text"] == docs[2]["text"]
+    assert out["copy"]["reason"] == "near_duplicate" and out["copy"]["dup_kept_id"] == "edited"
+    # A cluster whose members are all too short keeps none, and none points at another.
+    assert out["alone-1"]["dup_cluster"] == out["alone-2"]["dup_cluster"] == "alone-1"
+    for name in ("alone-1", "alone-2"):
+        assert out[name]["reason"] == "too_short_after_paragraph_dedup" and out[name]["dup_kept_id"] is None
+    assert out["source"]["reason"] is None
+    assert_clusters_keep_a_kept_document(out)
+    assert out == run(inputs, tmp_path / "again")  # rounds are deterministic
+
+
 def test_keep_quality_needs_the_column(tmp_path):
     inputs = write_shards(tmp_path / "in", [doc("a", prose(1))])
     with pytest.raises(ValueError, match="quality_score"):
@@ -260,6 +351,7 @@ def test_same_result_for_any_shard_split(real_docs, tmp_path):
     assert one == five
     reasons = {v["reason"] for v in one.values()}
     assert {"exact_duplicate", "near_duplicate"} <= reasons
+    assert_clusters_keep_a_kept_document(one)
     texts = {d["id"]: d["text"] for d in real_docs}
     assert any(v["reason"] is None and v["text"] != texts[k] for k, v in one.items())  # paragraphs dropped
 
@@ -297,7 +389,7 @@ KILLED_RUN = textwrap.dedent("""
 
 
 # 4 shards, 4 partitions: tasks 0-3 signatures, 4-7 candidates, 8-11 attach, 12-15 verify,
-# 16 clusters, 17-20 paragraphs, 21-24 paragraph removals, 25-28 decisions.
+# 16 clusters, 17-20 paragraphs, 21-24 paragraph removals, 25-28 short keepers, 29-32 decisions.
 @pytest.mark.parametrize("survive", [2, 13, 16, 22])
 def test_resumes_after_sigkill(real_docs, tmp_path, survive):
     inputs = write_shards(tmp_path / "in", real_docs, 4)

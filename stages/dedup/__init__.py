@@ -13,7 +13,9 @@ directory (``stages.dedup.steps`` lists them; each is skipped on rerun when its 
 3. connected components of the pairs (``stages.dedup.components``): one document per cluster is
    kept (``keep``: first in corpus order, longest, or highest quality_score);
 4. map + reduce over the paragraphs (lines) of the documents still kept: a paragraph stays where it
-   first occurs in corpus order and is removed from every later document;
+   first occurs in corpus order and is removed from every later document; a cluster keeper that
+   this leaves too short is replaced by its cluster's next best member, and 3-4 run again (a keeper
+   round, ``stages.dedup.steps``), so removed duplicates always point at a document that is kept;
 5. map, per shard: one decision file (document id -> reason, kept id, cluster, lines to drop).
 
 Corpus order is (shard order as the runner lists them, row within shard), so the results do not
@@ -23,6 +25,8 @@ depend on the number of workers, on scheduling, or on how the corpus was split i
 
 - removes documents with reason ``exact_duplicate`` (normalised text seen earlier),
   ``near_duplicate`` (in a MinHash cluster kept elsewhere), or ``too_short_after_paragraph_dedup``;
+  ``dup_kept_id`` of a removed duplicate always names a document this stage keeps, and a cluster keeps
+  exactly one document unless every member is removed as too short (then it keeps none);
 - removes repeated paragraphs from ``text`` of the documents it keeps;
 - adds ``dup_cluster`` (string: id of the cluster's first document, null if not in a cluster) and
   ``dup_kept_id`` (string: id of the document kept in its cluster, on removed duplicates) to every row.

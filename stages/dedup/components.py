@@ -33,13 +33,19 @@ def cluster(u: np.ndarray, v: np.ndarray) -> Clusters:
     return Clusters(nodes, labels.astype(np.int64))
 
 
-def keepers(clusters: Clusters, later_copy: np.ndarray, score: np.ndarray) -> np.ndarray:
+def keepers(clusters: Clusters, later_copy: np.ndarray, score: np.ndarray,
+            barred: np.ndarray | None = None) -> np.ndarray:
     """The position (in ``clusters.doc``) of the document each document's cluster keeps.
 
-    Candidates are the documents that are not ``later_copy`` (an exact copy of an earlier
-    document); among them the highest ``score`` wins, then the first in corpus order.
+    Candidates are the documents that are not ``barred`` (an earlier keeper round found them too
+    short after paragraph dedup) and not ``later_copy`` (an exact copy of an earlier document);
+    among them the highest ``score`` wins, then the first in corpus order. A later copy is chosen
+    only when no other candidate is left, and a barred document only when every member is barred:
+    callers treat such a cluster as keeping nothing.
     """
-    order = np.lexsort((clusters.doc, -score, later_copy, clusters.label))
+    if barred is None:
+        barred = np.zeros(len(clusters.doc), dtype=bool)
+    order = np.lexsort((clusters.doc, -score, later_copy, barred, clusters.label))
     first_of_label = np.ones(len(order), dtype=bool)
     first_of_label[1:] = clusters.label[order][1:] != clusters.label[order][:-1]
     keeper_of_label = np.empty(clusters.label.max() + 1 if len(order) else 0, dtype=np.int64)

@@ -9,6 +9,8 @@ which attaches that document's signature, then to the shard of the second, which
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +31,8 @@ BANDS = "bands"  # <shard>.parquet: part, band, key, doc
 CANDIDATES = "candidates"  # <partition>.parquet: u, v, exact
 HEADS = "candidates-with-signature"  # <shard of u>.parquet: v, u, exact, sig (of u)
 EDGES = "edges"  # <shard of v>.parquet: u, v, exact
-CLUSTERS = "clusters"  # <shard>.parquet: doc, id, cluster, kept_id, reason; _SUCCESS.json
+CLUSTERS = "clusters"  # <shard>.parquet: doc, id, cluster, kept_id, reason, keeper; _SUCCESS.json
+BARRED = "too-short-keepers"  # <shard>.parquet: doc (keepers of a round too short after paragraph dedup)
 
 DOCS_SCHEMA = pa.schema([
     ("doc", pa.int64()), ("id", pa.string()), ("chars", pa.int64()), ("quality_score", pa.float32()),
@@ -37,7 +40,7 @@ DOCS_SCHEMA = pa.schema([
 BANDS_SCHEMA = pa.schema([("part", pa.int32()), ("band", pa.int16()), ("key", pa.uint64()), ("doc", pa.int64())])
 CLUSTER_SCHEMA = pa.schema([
     ("doc", pa.int64()), ("id", pa.string()), ("cluster", pa.string()), ("kept_id", pa.string()),
-    ("reason", pa.string()),
+    ("reason", pa.string()), ("keeper", pa.bool_()),
 ])
 
 
@@ -178,7 +181,13 @@ def edge_files(job: Job) -> list[str]:
 
 
 def cluster_corpus(task: tuple[Job, int]) -> None:
-    """Connected components of all edges; per shard, the fate of each clustered document."""
+    """Connected components of all edges; per shard, the fate of each clustered document.
+
+    In keeper round r > 0, the keepers that earlier rounds found too short after paragraph dedup
+    (``barred``) are not chosen again: each such cluster keeps its next best member. A barred
+    document gets no reason here (paragraph dedup removes it as too short, its own reason) and no
+    ``kept_id``; a cluster whose members are all barred keeps nothing and points nowhere.
+    """
     job, _ = task
     edges = unique_pairs(pa.concat_tables([storage.read_parquet(job.filesystem, path).select(["u", "v", "exact"])
                                            for path in edge_files(job)]))
@@ -186,23 +195,36 @@ def cluster_corpus(task: tuple[Job, int]) -> None:
     exact = edges["exact"].to_numpy(zero_copy_only=False)
     found = components.cluster(u, v)
     later_copy = np.isin(found.doc, v[exact])
+    barred = np.isin(found.doc, barred_documents(job))
     ids, score = _clustered_attributes(job, found.doc)
-    keeper = components.keepers(found, later_copy, score)
-    is_keeper = keeper == np.arange(len(found.doc))
-    reason = np.where(is_keeper, None, np.where(later_copy, REASON_EXACT, REASON_NEAR))
+    keeper = components.keepers(found, later_copy, score, barred)
+    is_keeper = (keeper == np.arange(len(found.doc))) & ~barred
+    removed = ~is_keeper & ~barred
+    reason = np.where(removed, np.where(later_copy, REASON_EXACT, REASON_NEAR), None)
     table = pa.table({
         "doc": pa.array(found.doc, pa.int64()),
         "id": ids,
         "cluster": ids.take(pa.array(components.firsts(found), pa.int64())),
-        "kept_id": pc.if_else(pa.array(is_keeper), pa.nulls(len(found.doc), pa.string()),
-                              ids.take(pa.array(keeper, pa.int64()))),
+        "kept_id": pc.if_else(pa.array(removed), ids.take(pa.array(keeper, pa.int64())),
+                              pa.nulls(len(found.doc), pa.string())),
         "reason": pa.array(reason.tolist(), pa.string()),
+        "keeper": pa.array(is_keeper),
     }, schema=CLUSTER_SCHEMA)
     for shard in range(len(job.shards)):
         low, high = shard_range(shard)
         inside = pa.array((found.doc >= low) & (found.doc < high))
         storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard), table.filter(inside))
-    storage.write_json(job.filesystem, job.path(CLUSTERS, "_SUCCESS", "json"), _summary(found, exact, reason))
+    summary = _summary(found, exact, reason)
+    summary["keeper_round"] = job.round
+    summary["keepers_replaced"] = int(barred.sum())
+    storage.write_json(job.filesystem, job.path(CLUSTERS, "_SUCCESS", "json"), summary)
+
+
+def barred_documents(job: Job) -> np.ndarray:
+    """Documents that keeper rounds before ``job.round`` found too short as keepers (sorted)."""
+    found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(BARRED, shard))["doc"].to_numpy()
+             for r in range(job.round) for shard in range(len(job.shards))]
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
 
 def _clustered_attributes(job: Job, doc: np.ndarray) -> tuple[pa.Array, np.ndarray]:

@@ -29,7 +29,9 @@ from datasketch.minhash import _fmix
 # Scripts written without spaces between words: their documents are shingled by characters.
 CHAR_SCRIPTS = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]"
 # Without a `lang` column, a document is shingled by characters when at least this share of its
-# characters are in CHAR_SCRIPTS (Chinese prose is ~0.8 even with Latin names and numbers mixed in).
+# non-whitespace characters are in CHAR_SCRIPTS (Chinese prose is ~0.8 even with Latin names and
+# numbers mixed in). Whitespace is left out of the share: shingles ignore it, so a copy that only
+# re-indents or re-spaces a page must be shingled the way its original is.
 CHAR_SCRIPT_SHARE = 0.3
 # Shingles permuted at once: the (num_perm x shingles) uint32 block (4 MB at 128) stays in cache.
 SHINGLE_CHUNK = 8192
@@ -55,12 +57,14 @@ def simplify(texts: pa.Array) -> pa.Array:
 
 def char_shingled(texts: pa.Array, langs: pa.Array | None, char_langs: tuple[str, ...]) -> np.ndarray:
     """Which documents are shingled by characters: by `lang` (its base, ``zh-Hant`` -> ``zh``) when
-    the column exists, else by the share of characters in scripts written without spaces."""
+    the column exists, else by the share of non-whitespace characters in scripts written without
+    spaces."""
     if langs is not None:
         base = pc.utf8_lower(pc.fill_null(pc.replace_substring_regex(langs, r"[-_].*$", ""), ""))
         return pc.is_in(base, value_set=pa.array(char_langs, pa.string())).to_numpy(zero_copy_only=False)
     script_chars = pc.fill_null(pc.count_substring_regex(texts, CHAR_SCRIPTS), 0).to_numpy()
-    lengths = np.maximum(pc.fill_null(pc.utf8_length(texts), 0).to_numpy(), 1)
+    visible = pc.replace_substring_regex(pc.fill_null(texts, ""), r"\s+", "")
+    lengths = np.maximum(pc.utf8_length(visible).to_numpy(), 1)
     return script_chars / lengths >= CHAR_SCRIPT_SHARE
 
 

@@ -1,8 +1,11 @@
 """Paragraph-level dedup tasks: hash the paragraphs of surviving documents (map), find repeats
-(reduce), and turn them into per-document line drops (map, in ``steps.decide_shard``).
+(reduce), find cluster keepers left too short by them (map), and turn them into per-document line
+drops (map, in ``steps.decide_shard``).
 
 Runs after document dedup, over the documents it kept, so a paragraph is never removed because it
-also appeared in a document that was itself dropped as a duplicate.
+also appeared in a document that was itself dropped as a duplicate. A cluster keeper that paragraph
+dedup leaves too short is reported (``find_short_keepers``) so that the next keeper round chooses
+another member of its cluster: the cluster's removed duplicates must point at a document that stays.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline import storage
 from stages.dedup import text
-from stages.dedup.documents import CLUSTERS, DOCS
+from stages.dedup.documents import BARRED, CLUSTERS, DOCS
 from stages.dedup.shuffle import Job, batches, gather, partition, shard_range, write_sorted
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
@@ -85,3 +88,15 @@ def line_drops(job: Job, shard: int) -> dict[int, tuple[str, list[int], bool]]:
         left = chars - lost_chars - count
         drops[doc] = (doc_id, sorted(paras), left < job.config.min_chars_after_paragraph_dedup)
     return drops
+
+
+def find_short_keepers(task: tuple[Job, int]) -> None:
+    """Per shard: the cluster keepers of this round that lose so much to paragraph dedup that they
+    would be removed (``REASON_SHORT``); written to ``too-short-keepers/``, empty when none."""
+    job, shard = task
+    clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
+    keepers = clusters.filter(clusters["keeper"])["doc"].to_numpy()
+    short = np.array(sorted(doc for doc, (_, _, too_short) in line_drops(job, shard).items() if too_short),
+                     dtype=np.int64)
+    barred = short[np.isin(short, keepers)]
+    storage.write_parquet(job.filesystem, job.path(BARRED, shard), pa.table({"doc": pa.array(barred, pa.int64())}))

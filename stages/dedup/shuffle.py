@@ -21,6 +21,9 @@ from stages.dedup.config import DedupConfig
 
 DOC_BITS = 32
 READ_BATCH_ROWS = 1000
+# Directories whose contents depend on which documents are kept as cluster keepers: each keeper round
+# (``stages.dedup.steps``) writes its own, ``<name>`` in round 0 and ``<name>-round<r>`` after.
+ROUND_SCOPED = frozenset({"clusters", "paragraphs", "paragraph-removals", "too-short-keepers"})
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,15 @@ class Job:
     inputs: tuple[str, ...]  # their Parquet paths
     bands: int
     rows: int
+    round: int = 0  # keeper round: which copy of the ROUND_SCOPED directories tasks read and write
+
+    def directory(self, directory: str) -> str:
+        """``directory`` as this job's round names it (see ``ROUND_SCOPED``)."""
+        return f"{directory}-round{self.round}" if self.round and directory in ROUND_SCOPED else directory
 
     def path(self, directory: str, name: int | str, suffix: str = "parquet") -> str:
         name = f"{name:05d}" if isinstance(name, int) else name
-        return storage.join(self.scratch, directory, f"{name}.{suffix}")
+        return storage.join(self.scratch, self.directory(directory), f"{name}.{suffix}")
 
     def paths(self, directory: str, count: int) -> list[str]:
         return [self.path(directory, i) for i in range(count)]

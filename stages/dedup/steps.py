@@ -13,13 +13,30 @@ edges with their endpoints' ids.
     clusters             (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
     paragraphs **        shard       input shard, clusters/         paragraphs/
     paragraph removals** partition   its rows of every paragraphs/  paragraph-removals/
+    short keepers **     shard       clusters/, paragraph-removals/ too-short-keepers/
     decisions            shard       clusters/, paragraph-removals/ decisions/<shard name>.parquet
 
     * when near_duplicates and verify are on; ** when paragraphs is on.
+
+Keeper rounds. Paragraph dedup runs on the documents document dedup keeps, so it can only run after
+the clusters chose their keepers, and it can leave a keeper too short (most of its paragraphs
+occurred earlier). Its near-duplicates would then be removed pointing at a removed document, and the
+cluster would keep nothing. So clusters, paragraphs, paragraph removals and short keepers form a
+round: when a round finds keepers too short, the next round bars them from keeping (each such
+cluster keeps its next best member) and runs again, in its own ``<dir>-round<r>`` directories
+(``shuffle.ROUND_SCOPED``); the last round, the first that finds none, is what decisions read.
+
+It terminates and each barred document really is too short in the end: a barred document stays in
+paragraph dedup, so from round to round the documents it covers only grow, and with them what each
+document loses; every round bars at least one more document, of finitely many. A cluster whose
+members are all barred keeps nothing, and each member is removed for its own reason. Rounds after
+the first are rare (a keeper most of whose paragraphs occur in earlier documents) and redo only
+the paragraph steps; documents outside the changed clusters get the same decisions they would get
+in round 0 unless a new keeper's paragraphs occur first in it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -63,7 +80,12 @@ def decisions_path(scratch: str, shard: str) -> str:
 
 
 def plan(job: Job) -> list[Step]:
-    """The steps of a prepare run, in order."""
+    """The steps of one prepare run whose keeper round is ``job.round``, in order."""
+    return document_steps(job) + round_steps(job) + [decision_step(job)]
+
+
+def document_steps(job: Job) -> list[Step]:
+    """Signatures, candidates and (with verify) verification: the same in every keeper round."""
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
@@ -77,16 +99,33 @@ def plan(job: Job) -> list[Step]:
                  lambda i: job.path(documents.HEADS, i)),
             Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)),
         ]
-    steps.append(Step("clusters", documents.cluster_corpus, (0,),
-                      lambda _: job.path(documents.CLUSTERS, "_SUCCESS", "json")))
+    return steps
+
+
+def round_steps(job: Job) -> list[Step]:
+    """The steps of keeper round ``job.round``: clusters and, with paragraphs, paragraph dedup and
+    the check of the keepers it leaves too short."""
+    config = job.config
+    shards = tuple(range(len(job.shards)))
+    partitions = tuple(range(config.partitions))
+    suffix = f" (keeper round {job.round})" if job.round else ""
+    steps = [Step("clusters" + suffix, documents.cluster_corpus, (0,),
+                  lambda _: job.path(documents.CLUSTERS, "_SUCCESS", "json"))]
     if config.paragraphs:
         steps += [
-            Step("paragraphs", paragraphs.hash_paragraphs, shards, lambda i: job.path(paragraphs.PARAGRAPHS, i)),
-            Step("paragraph removals", paragraphs.find_repeated_paragraphs, partitions,
+            Step("paragraphs" + suffix, paragraphs.hash_paragraphs, shards,
+                 lambda i: job.path(paragraphs.PARAGRAPHS, i)),
+            Step("paragraph removals" + suffix, paragraphs.find_repeated_paragraphs, partitions,
                  lambda p: job.path(paragraphs.REMOVALS, p)),
+            Step("short keepers" + suffix, paragraphs.find_short_keepers, shards,
+                 lambda i: job.path(documents.BARRED, i)),
         ]
-    steps.append(Step("decisions", decide_shard, shards, lambda i: decisions_path(job.scratch, job.shards[i])))
     return steps
+
+
+def decision_step(job: Job) -> Step:
+    shards = tuple(range(len(job.shards)))
+    return Step("decisions", decide_shard, shards, lambda i: decisions_path(job.scratch, job.shards[i]))
 
 
 def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None]) -> None:
@@ -105,14 +144,32 @@ def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, files
     if config.near_duplicates:
         log(f"MinHash: {config.num_perm} permutations, {job.bands} bands x {job.rows} rows, "
             f"threshold {config.threshold}" + (", verified" if config.verify else ""))
-    for step in plan(job):
+    for step in document_steps(job):
         run_step(job, step, map_fn, log)
+    while True:
+        for step in round_steps(job):
+            run_step(job, step, map_fn, log)
+        barred = short_keepers(job)
+        if not barred:
+            break
+        log(f"{barred:,} cluster keepers too short after paragraph dedup: choosing others "
+            f"(keeper round {job.round + 1})")
+        job = replace(job, round=job.round + 1)
+    run_step(job, decision_step(job), map_fn, log)
     summary = storage.read_json(filesystem, job.path(documents.CLUSTERS, "_SUCCESS", "json"))
     summary["lsh"] = {"num_perm": config.num_perm, "bands": job.bands, "rows": job.rows}
     storage.write_json(filesystem, storage.join(scratch, "summary.json"), summary)
     log(f"{summary['clusters']:,} clusters holding {summary['clustered_docs']:,} documents; "
         f"edges: {summary['edges']['exact']:,} exact, {summary['edges']['near']:,} near")
     return summary
+
+
+def short_keepers(job: Job) -> int:
+    """How many keepers of ``job.round`` paragraph dedup left too short (0 without paragraphs)."""
+    if not job.config.paragraphs:
+        return 0
+    return sum(storage.read_parquet(job.filesystem, job.path(documents.BARRED, shard)).num_rows
+               for shard in range(len(job.shards)))
 
 
 def _check_inputs(job: Job) -> None:
