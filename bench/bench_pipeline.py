@@ -158,8 +158,11 @@ def quality_settings() -> dict:
         "model_path": str(ASSETS / "quality.bin"),
         "thresholds": {"*/en": QUALITY_THRESHOLD, "*/zh": QUALITY_THRESHOLD, "encyclopedia": None,
                        "books": None, "papers": None, "code": None},
-        "train": {"sources": [{"path": str(SHARED / "quality-dev" / f"{label}.jsonl.gz"), "label": label}
-                              for label in ("gold", "junk")]},
+        # configs/dev.yaml's training data: quality-dev gold against the shared web text
+        "train": {"sources": [{"path": str(SHARED / "quality-dev" / "gold.jsonl.gz"), "label": "gold"},
+                              {"path": str(SHARED / "web-dev.jsonl.gz"), "label": "web"},
+                              *({"path": str(SHARED / "web-raw" / name), "label": "web", "source_field": "stage"}
+                                for name in ("raw_web_unfiltered.jsonl.gz", "web_text_processed.jsonl.gz"))]},
     }
 
 

@@ -49,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--examples", type=int, default=3, help="removed documents to print (default 3)")
 
     quality = commands.add_parser(
-        "train-quality", help="train the quality stage's fastText model",
-        description="Train the gold-vs-junk classifier of `stages.quality` from its `train.sources` and "
-        "write the model and a report (precision, recall, F1, ROC AUC per language on a held-out split) "
-        "to `model_path`. `run` does this by itself when the model is missing. A retrained model "
-        "changes the quality stage's hash, so the next `run` redoes quality and the stages after it.")
+        "train-quality", help="train the quality stage's classifier and language model",
+        description="Train the quality model of `stages.quality`: a fastText classifier of curated (gold) text "
+        "against the web text the stage will judge, and a gold n-gram language model, then write both and "
+        "a report (held-out metrics, per-language calibration) beside `model_path`. When the stage before "
+        "quality has finished with this config, its web documents are the negatives and its encyclopedia, "
+        "books and papers join the gold (`train.from_run`); otherwise the `train.sources` labelled web are. "
+        "`run` trains by itself when the model is missing. A retrained model changes the quality stage's "
+        "hash, so the next `run` redoes quality and the stages after it.")
     quality.add_argument("config", help="YAML config with a `stages.quality` section")
     quality.add_argument("--force", action="store_true", help="retrain even if the model exists")
 
@@ -116,7 +119,8 @@ class StepError(Exception):
 
 
 def _train_quality(config, force: bool) -> None:
-    from stages.quality_model import model_exists, train_quality_model
+    from stages.quality_model import model_exists
+    from stages.quality_train import train_quality_model
 
     if "quality" not in config.stages:
         raise StepError("the config has no `stages.quality` section")
@@ -125,9 +129,27 @@ def _train_quality(config, force: bool) -> None:
         print(f"{quality.model_path} exists; --force retrains it")
         return
     try:
-        train_quality_model(quality)
+        train_quality_model(quality, run_shards=_run_shards_before(config, "quality") if quality.train.from_run else None)
     except ValueError as error:
         raise StepError(str(error)) from error
+
+
+def _run_shards_before(config, name: str) -> list[str] | None:
+    """The kept/ shards of the stage before ``name`` when it has finished with this config: the
+    documents ``name`` will see. None before the run got that far."""
+    from pipeline.steps import finished_shards
+
+    names = list(config.stages)
+    if names.index(name) == 0:
+        return None
+    before = names[names.index(name) - 1]
+    try:
+        shards = finished_shards(config, before)
+    except PipelineError:
+        print(f"quality: stage {before} has not finished; training on the configured sources")
+        return None
+    print(f"quality: training against the web documents {before} kept ({len(shards)} shards)")
+    return shards
 
 
 def _train_tokenizer(config, force: bool) -> None:

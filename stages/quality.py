@@ -1,23 +1,36 @@
-"""Quality filtering: score every document with the gold-vs-junk fastText model, drop low scores.
+"""Quality filtering: score every document by how much it reads like curated text; drop low scores.
 
-Adds ``quality_score`` (float32, P(high quality) from ``stages.quality_model``) to every row, and
-removes rows whose score is below the threshold for their category and language with reason
-``low_quality``. Thresholds are looked up most specific first, by keys ``<category>/<lang>``,
-``<category>``, ``*/<lang>``, ``*``; a value of ``null`` keeps the documents unfiltered, and so does
-no matching key.
+Contract: adds ``quality_score`` (float32, a probability that a person would call the document high
+quality) and one column per signal behind it, and removes rows whose score is below the threshold
+for their category and language (reason ``low_quality``) or, where ``perplexity_cutoffs`` is set,
+whose perplexity is above that percentile of the training web text (reason ``high_perplexity``).
 
-Default: ``*/en`` and ``*/zh`` at 0.3, and encyclopedia, books, papers and code not filtered. Only
-English and Chinese, because those are the languages the model is trained on: its score means
-nothing for others. Curated categories pass because they are what "gold" is made of (filtering them
-only loses documents to model error) and code is not prose. 0.3 rather than 0.5 because the model
-is confident on its training domains and harsh on prose it has not seen (bench/bench_quality.py
-keep-rates: at 0.3 it still drops 98-100% of corpus-dev e-mail, but keeps 75% rather than 54% of
-Chinese news pages and 19% rather than 12% of paper abstracts; held-out F1 moves under 0.5 point).
+=====================  =========================================================================
+column                 what it is (``stages/quality_model.py``, ``quality_lm.py``, ``quality_signals.py``)
+=====================  =========================================================================
+quality_classifier     P(curated) from the fastText classifier trained on gold vs the run's web text
+quality_perplexity     per-token perplexity under the gold n-gram language model of the language
+                       (null where the language has none; likewise stopwords without a stop list)
+quality_words          log(1 + words); quality_stopwords: share of function words
+quality_punct_lines    share of lines ending in terminal punctuation
+quality_line_length    log(1 + mean line length); quality_repetition: share of repeated-line text
+=====================  =========================================================================
 
-``lang`` comes from the langid stage when it ran (else ``und``). The model is loaded once per worker
-on first use. ``ensure_assets`` trains it in the driver when ``model_path`` does not exist yet (as
-``python -m pipeline train-quality CONFIG`` does), and the model file's sha256 is part of the stage's
-config hash, so retraining the model reruns this stage and the ones after it.
+``quality_score = sigmoid(bias + sum(weights[s] * z[s]))`` where ``z[s]`` is the signal in spreads
+from its usual value in the document's language (calibrated at training, clipped to +-4). The
+default weights were fitted on 249 human-labelled web pages (``bench/bench_quality.py human``
+reports them cross-validated); a document with fewer than three words the language model knows
+scores 0 (nothing to call good).
+
+Thresholds are looked up most specific first, by keys ``<category>/<lang>``, ``<category>``,
+``*/<lang>``, ``*``; ``null`` or no matching key keeps the documents unfiltered. Default: web and
+others in English and Chinese; encyclopedia, books, papers and code pass, because they are what
+gold is made of (filtering them only loses documents to model error) and code is not prose.
+
+``ensure_assets`` trains the model in the driver when it is missing (``python -m pipeline
+train-quality CONFIG`` does the same, and then uses the run's own web documents when the stage
+before quality has finished); the model files' sha256 is part of the stage's config hash, so a
+retrained model reruns this stage and the ones after it.
 
 Stats: ``score_histogram.<category>.<lang>.<bucket>`` (buckets of 0.05, labelled by lower edge),
 ``near_threshold.{dropped,kept}.<category>/<lang>`` (a few ``{id, score}`` within
@@ -28,40 +41,64 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipeline.stage import CATEGORIES, Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
 from stages.quality_model import (
-    QualityScorer,
-    TextConfig,
-    TrainingConfig,
-    model_exists,
-    model_fingerprint,
-    read_report,
-    train_quality_model,
+    FEATURES, MIN_KNOWN_WORDS, QualityModel, TextConfig, model_exists, model_fingerprint, read_report,
 )
+from stages.quality_train import TrainingConfig, train_quality_model
 
 REASON = "low_quality"
+PERPLEXITY_REASON = "high_perplexity"
 UNKNOWN_LANG = "und"
 HISTOGRAM_EDGES = [i / 20 for i in range(20)]
+SIGNAL_COLUMNS = {name: f"quality_{name}" for name in FEATURES}
 
 
 def _default_thresholds() -> dict[str, float | None]:
     return {"*/en": 0.3, "*/zh": 0.3, "encyclopedia": None, "books": None, "papers": None, "code": None}
 
 
+def _default_weights() -> dict[str, float]:
+    return dict(DEFAULT_WEIGHTS)
+
+
+# Fitted on quality-dev/human (249 English web pages with human labels, L2 penalty 1.0) by
+# `python bench/bench_quality.py human --fit`, which also reports them 5-fold cross-validated. Given the
+# classifier, the length and the stop words, a lower perplexity under the gold model counts slightly
+# *against* a page (negative weight): on these pages it marks encyclopedic lists and stubs.
+DEFAULT_WEIGHTS = {
+    "bias": 1.549, "classifier": 1.2, "perplexity": -0.69, "words": 1.277, "stopwords": 1.557,
+    "punct_lines": 0.683, "line_length": 0.806, "repetition": -0.542,
+}
+
+
 class QualityConfig(StageConfig):
-    """The ``stages.quality`` section: the model, the thresholds, and how to train the model."""
+    """The ``stages.quality`` section: the model, how signals combine, thresholds, training."""
 
     model_path: str = Field(
-        "models/quality.bin", description="fastText model; trained before the run (or by `train-quality`) when missing"
+        "models/quality.bin", description="fastText classifier; the language model and report sit beside "
+        "it; trained before the run (or by `train-quality`) when missing"
     )
     thresholds: dict[str, float | None] = Field(
         default_factory=_default_thresholds,
         description="minimum quality_score to keep, by '<category>/<lang>', '<category>', "
         "'*/<lang>' or '*' (most specific wins); null or no matching key: not filtered",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=_default_weights,
+        description="logistic weights of the standardised signals (classifier, perplexity, words, "
+        "stopwords, punct_lines, line_length, repetition) and 'bias'; keys not given keep their "
+        "defaults (fitted on human labels), 0 ignores a signal",
+    )
+    perplexity_cutoffs: dict[str, float] = Field(
+        default_factory=dict,
+        description="per language, drop documents whose perplexity is above this percentile (0-100) of "
+        "the training web text's (CCNet's head/middle/tail split); default: none, perplexity is a signal only",
     )
     example_margin: float = Field(
         0.05, ge=0, description="documents this close to their threshold are recorded as examples"
@@ -80,6 +117,22 @@ class QualityConfig(StageConfig):
                 raise ValueError(f"{key!r}: threshold must be between 0 and 1, got {value}")
         return thresholds
 
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - {"bias", *FEATURES})
+        if unknown:
+            raise ValueError(f"unknown signal {unknown[0]!r}; signals are bias, {', '.join(FEATURES)}")
+        return {**DEFAULT_WEIGHTS, **weights}
+
+    @field_validator("perplexity_cutoffs")
+    @classmethod
+    def _check_cutoffs(cls, cutoffs: dict[str, float]) -> dict[str, float]:
+        for lang, value in cutoffs.items():
+            if not 0.0 < value <= 100.0:
+                raise ValueError(f"{lang!r}: percentile must be in (0, 100], got {value}")
+        return cutoffs
+
     def threshold(self, category: str, lang: str) -> float | None:
         """The threshold for one category and language, or None when they are not filtered."""
         for key in (f"{category}/{lang}", category, f"*/{lang}", "*"):
@@ -96,8 +149,9 @@ class Quality(Stage):
 
     def __init__(self, config: QualityConfig):
         super().__init__(config)
-        self._scorer: QualityScorer | None = None
+        self._model: QualityModel | None = None
         self._thresholds: dict[tuple[str, str], float | None] = {}
+        self._cutoffs: dict[str, float] | None = None
 
     @classmethod
     def ensure_assets(cls, config: QualityConfig, log) -> None:
@@ -116,20 +170,33 @@ class Quality(Stage):
         return model_fingerprint(config.model_path)
 
     @property
-    def scorer(self) -> QualityScorer:
+    def model(self) -> QualityModel:
         """The model, loaded on first use (once per worker process)."""
-        if self._scorer is None:
-            self._check_text_config()
-            self._scorer = QualityScorer(self.config.model_path, self.config.text)
-        return self._scorer
+        if self._model is None:
+            report = read_report(self.config.model_path) or {}
+            if report.get("text") != self.config.text.model_dump(mode="json"):
+                raise ValueError(
+                    f"quality: {self.config.model_path} was trained with text settings {report.get('text')}, "
+                    f"the config says {self.config.text.model_dump(mode='json')}; retrain or fix the config"
+                )
+            self._model = QualityModel(self.config.model_path, self.config.text, report.get("calibration"))
+            self._cutoffs = {
+                lang: float(np.interp(pct, np.arange(101), report.get("perplexity_percentiles", {}).get(lang, [np.inf] * 101)))
+                for lang, pct in self.config.perplexity_cutoffs.items()
+            }
+        return self._model
 
-    def _check_text_config(self) -> None:
-        report = read_report(self.config.model_path)
-        if report and report.get("text") != self.config.text.model_dump(mode="json"):
-            raise ValueError(
-                f"quality: {self.config.model_path} was trained with text settings {report['text']}, "
-                f"the config says {self.config.text.model_dump(mode='json')}; retrain or fix the config"
-            )
+    def score(self, texts, langs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(quality_score, raw signals) for each text: the stage's scoring without thresholds."""
+        signals = self.model.signals(texts, langs)
+        z = self.model.standardise(signals, langs)
+        weights = self.config.weights
+        logit = np.full(len(langs), weights.get("bias", 0.0))
+        for name in FEATURES:
+            logit += weights.get(name, 0.0) * z[name]
+        score = 1.0 / (1.0 + np.exp(-logit))
+        score[signals["known_words"] < MIN_KNOWN_WORDS] = 0.0
+        return score, signals
 
     def process(self, batch: pa.Table) -> StageOutput:
         """Score every row; drop those under their threshold as ``low_quality``."""
@@ -140,13 +207,16 @@ class Quality(Stage):
             if "lang" in batch.column_names
             else [UNKNOWN_LANG] * batch.num_rows
         )
-        scores = self.scorer.score(batch.column("text")) if batch.num_rows else []
+        if batch.num_rows:
+            scores, signals = self.score(batch.column("text"), langs)
+        else:
+            scores, signals = np.zeros(0), {name: np.zeros(0) for name in FEATURES}
 
         stats = Stats()
         reasons: list[str | None] = []
         by_group: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for doc_id, category, lang, score in zip(ids, categories, langs, scores):
-            score = float(score)
+        for i, (doc_id, category, lang) in enumerate(zip(ids, categories, langs)):
+            score = float(scores[i])
             by_group[(category, lang)].append(score)
             threshold = self._threshold(category, lang)
             if threshold is None:
@@ -154,14 +224,23 @@ class Quality(Stage):
                 reasons.append(None)
                 continue
             dropped = score < threshold
-            reasons.append(REASON if dropped else None)
+            reason = REASON if dropped else None
+            cutoff = (self._cutoffs or {}).get(lang)
+            if reason is None and cutoff is not None and signals["perplexity"][i] > cutoff:
+                reason = PERPLEXITY_REASON
+            reasons.append(reason)
             if abs(score - threshold) <= self.config.example_margin:
                 side = "dropped" if dropped else "kept"
                 stats.example("near_threshold", side, f"{category}/{lang}", {"id": doc_id, "score": round(score, 4)})
         for (category, lang), group_scores in by_group.items():
             for bucket, count in histogram(group_scores, HISTOGRAM_EDGES).items():
                 stats.add("score_histogram", category, lang, bucket, count)
-        return split(batch, reasons, stats, quality_score=pa.array(scores, type=pa.float32()))
+        columns = {"quality_score": pa.array(scores, type=pa.float32())}
+        for name, column in SIGNAL_COLUMNS.items():
+            # No signal (no language model or stop list for the language) is null, not NaN.
+            values = signals[name]
+            columns[column] = pa.array(values, type=pa.float32(), mask=np.isnan(values))
+        return split(batch, reasons, stats, **columns)
 
     def _threshold(self, category: str, lang: str) -> float | None:
         """``config.threshold``, memoised: a corpus has few (category, language) pairs."""
