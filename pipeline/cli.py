@@ -79,9 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="summarise a finished or partial run",
                                  description="Print what each stage kept and removed, why, and how fast, "
-                                 "from the manifests and receipts under work_dir.")
+                                 "from the manifests and receipts under work_dir. --html also writes "
+                                 "<work_dir>/report.html: one self-contained page (inline SVG charts, no "
+                                 "script, no network) with the funnel, removal reasons and removed documents, "
+                                 "score histograms with thresholds, duplicate clusters, tokenizer compression, "
+                                 "the mixture, run times, config hashes and versions. `run` writes it too.")
     report.add_argument("config", help="YAML config")
     report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report.add_argument("--html", action="store_true",
+                        help="write <work_dir>/report.html (reads manifests, stats and a bounded sample of rows)")
     return parser
 
 
@@ -105,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.report import print_report
 
             print_report(config, as_json=args.json)
+            if args.html:  # after the tables, so the page's path is the last line; stderr keeps --json parseable
+                from pipeline.html_report import write_html_report
+
+                write_html_report(config, log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout))
     except (ConfigError, PipelineError, TaskFailed, InputError, StepError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

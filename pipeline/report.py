@@ -3,7 +3,9 @@ the tokenizer and mixture steps produced.
 
 Reads only what the runner wrote (manifests, and receipts for stages still in progress; the
 tokenizer's report.json, the mixture's composition.json and manifest.json), so it works on a
-finished run, a partial one, or one that is running right now.
+finished run, a partial one, or one that is running right now. ``--html`` also writes the page of
+``pipeline.html_report`` (``<work_dir>/report.html``), which ``stage_summary`` feeds for stages
+without a manifest yet.
 """
 from __future__ import annotations
 

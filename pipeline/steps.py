@@ -7,7 +7,8 @@ one alone. Both read the kept/ shards of a finished stage (``finished_shards``).
 The tokenizer is redone only when its config or its input changed: ``<work_dir>/tokenizer/_step.json``
 records the hash it was trained for (the tokenizer config and the input stage's chained config
 hash) and is written after the tokenizer's own files, so its presence means they are complete.
-The mixture builder keeps its own receipts (``mixture.run_mixture``).
+The mixture builder keeps its own receipts (``mixture.run_mixture``). Last, ``run`` writes the HTML
+report (``pipeline.html_report``) when anything it summarises is newer than it.
 """
 from __future__ import annotations
 
@@ -85,9 +86,17 @@ def train_tokenizer_step(config: PipelineConfig, force: bool = False,
 
 
 def run_steps(config: PipelineConfig, executor, force: bool = False, log: Callable[[str], None] = print) -> None:
-    """The configured steps after the stages, in order: tokenizer, then mixture."""
+    """The configured steps after the stages, in order: tokenizer, then mixture; then the HTML
+    report (``<work_dir>/report.html``), configured steps or not, unless it is newer than all it
+    summarises (a rerun of a finished run writes nothing)."""
+    from pipeline.html_report import report_is_current, report_path, write_html_report
+
     train_tokenizer_step(config, force=force, log=log)
     if config.mixture is not None:
         from mixture import run_mixture
 
         run_mixture(config, executor, log=log, force=force)
+    if force or not report_is_current(config):
+        write_html_report(config, log=log)
+    else:
+        log(f"report: up to date ({report_path(config)})")
