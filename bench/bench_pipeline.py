@@ -432,7 +432,8 @@ def limits_run(stage_inputs: dict[str, list[str]], model: str, scratch: str) -> 
         text_config = TextConfig()
         model_q = fasttext.load_model(model)
         with Timer() as prepare:
-            lines = prepare_texts(table["text"], text_config)
+            langs = table["lang"].to_pylist() if "lang" in table.column_names else None
+            lines = prepare_texts(table["text"], text_config, langs)
         with Timer() as predict:
             model_q.predict(lines, k=1)
         results["quality"].update(bare="fastText predict (k=1) of the quality model on the prepared lines",

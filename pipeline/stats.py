@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 EXAMPLES_PER_KEY = 5
 
 
@@ -59,14 +61,11 @@ def _copy(value: Any) -> Any:
 
 
 def histogram(values, edges: list[float]) -> dict[str, int]:
-    """Count values into buckets labelled by their lower edge (``"0.50"``: 0.50 <= v < next edge)."""
-    counts: dict[str, int] = {}
-    for value in values:
-        label = f"{edges[0]:.2f}"
-        for edge in edges:
-            if value >= edge:
-                label = f"{edge:.2f}"
-            else:
-                break
-        counts[label] = counts.get(label, 0) + 1
-    return counts
+    """Count values into buckets labelled by their lower edge (``"0.50"``: 0.50 <= v < next edge);
+    values under the first edge count in the first bucket."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {}
+    index = np.maximum(np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right") - 1, 0)
+    counts = np.bincount(index, minlength=len(edges))
+    return {f"{edges[i]:.2f}": int(count) for i, count in enumerate(counts) if count}

@@ -72,8 +72,8 @@ def _default_weights() -> dict[str, float]:
 # classifier, the length and the stop words, a lower perplexity under the gold model counts slightly
 # *against* a page (negative weight): on these pages it marks encyclopedic lists and stubs.
 DEFAULT_WEIGHTS = {
-    "bias": 1.549, "classifier": 1.2, "perplexity": -0.69, "words": 1.277, "stopwords": 1.557,
-    "punct_lines": 0.683, "line_length": 0.806, "repetition": -0.542,
+    "bias": 1.451, "classifier": 1.122, "perplexity": -0.563, "words": 1.246, "stopwords": 1.497,
+    "punct_lines": 0.684, "line_length": 0.889, "repetition": -0.607,
 }
 
 
@@ -155,13 +155,19 @@ class Quality(Stage):
 
     @classmethod
     def ensure_assets(cls, config: QualityConfig, log) -> None:
-        """Train the model when it does not exist yet; warn when it was trained differently."""
+        """Train the model when it does not exist yet, or when it was trained with other text
+        settings (it could not score this config's text); warn when only its training differs."""
         if not model_exists(config.model_path):
             log(f"quality: no model at {config.model_path}; training one")
             train_quality_model(config, log=log)
             return
-        report = read_report(config.model_path)
-        if report and report.get("train") != config.train.model_dump(mode="json"):
+        report = read_report(config.model_path) or {}
+        if report.get("text") != config.text.model_dump(mode="json"):
+            log(f"quality: {config.model_path} was trained with text settings {report.get('text')}, the config "
+                f"says {config.text.model_dump(mode='json')}; retraining it")
+            train_quality_model(config, log=log)
+            return
+        if report.get("train") != config.train.model_dump(mode="json"):
             log(f"quality: {config.model_path} was trained with another `train` section; "
                 "using it as is (`python -m pipeline train-quality CONFIG --force` retrains it)")
 

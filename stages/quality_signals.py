@@ -114,9 +114,11 @@ def _repeated_chars(doc_of: np.ndarray, lines: pa.Array, length: np.ndarray, n_d
     """Characters, per document, in lines that repeat an earlier line of the same document."""
     if len(lines) == 0:
         return np.zeros(n_docs)
-    table = pa.table({"doc": doc_of, "line": lines, "length": length})
-    groups = table.group_by(["doc", "line"], use_threads=False).aggregate([("length", "sum"), ("length", "count")])
-    counts = groups.column("length_count").to_numpy()
-    sums = groups.column("length_sum").to_numpy()
-    extra = sums - sums / counts  # (count - 1) copies of the line's length
-    return np.bincount(groups.column("doc").to_numpy(), weights=extra, minlength=n_docs)
+    # One hash pass gives each distinct line a number; (document, number) pairs then repeat exactly
+    # where a document repeats a line.
+    codes = pc.dictionary_encode(lines).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs = doc_of.astype(np.int64) * (int(codes.max()) + 1) + codes
+    _, first = np.unique(pairs, return_index=True)
+    repeat = np.ones(len(pairs), dtype=bool)
+    repeat[first] = False
+    return np.bincount(doc_of, weights=length * repeat, minlength=n_docs)

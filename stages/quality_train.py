@@ -387,7 +387,7 @@ def train_quality_model(config: "QualityConfig", log: Callable[[str], None] = pr
         for example in gold_rows:
             if (example.source, example.id) not in held_ids and example.lang in summary["train"]:
                 lm_rows.setdefault(example.lang, []).append(example)
-        lm = NgramModel.train({lang: prepare_texts([e.text for e in rows], config.text)
+        lm = NgramModel.train({lang: prepare_texts([e.text for e in rows], config.text, [lang] * len(rows))
                                for lang, rows in sorted(lm_rows.items())})
         local_lm = local_model + LM_SUFFIX
         with open(local_lm, "wb") as sink:
@@ -466,7 +466,7 @@ def write_fasttext_file(examples: Sequence[Example], path: str, text_config: Tex
     SGD sees the file in order, so rows are shuffled (by a seeded hash, not by input order).
     """
     ordered = sorted(examples, key=lambda e: _order_key(seed, "shuffle", e.id, e.text))
-    lines = prepare_texts([example.text for example in ordered], text_config)
+    lines = prepare_texts([example.text for example in ordered], text_config, [example.lang for example in ordered])
     with open(path, "w", encoding="utf-8") as sink:
         for example, line in zip(ordered, lines):
             sink.write(f"{LABEL_PREFIX}{example.label} {line}\n")
