@@ -13,7 +13,8 @@ Contract (what ``pipeline.steps`` and the CLI use)::
 It reads the kept/ shards of ``input_stage`` (dedup by default) and the tokenizer in
 ``<work_dir>/tokenizer``, runs one task per shard on ``executor`` and writes ``<work_dir>/mixture/``:
 
-- ``tokens/<shard>.parquet``: every document's token ids and exact counts (step 1, ``mixture.count``)
+- ``tokens/<shard>.parquet``: every document's token ids (a long one in pieces) and exact counts (step 1,
+  ``mixture.count``)
 - ``composition.{md,csv,json,svg}``: the report's Table 1 for this corpus, by category and language
 - ``plan.json``: which sampling bins each phase takes per category and language (``mixture.phases``)
 - ``shards/<phase>/part-NNNNN.parquet``: rows of ``seq_len + 1`` token ids, documents separated by the

@@ -1,10 +1,10 @@
 """``run_mixture``: the driver that runs the mixture steps in order, resuming finished work.
 
 Each step's units commit with a receipt written after their files; a rerun skips units whose receipt
-carries the current hash. The count step's hash covers the tokenizer model, the seed and the bin count,
-and each receipt names its input shard's checksum, so a changed shard is recounted alone. Everything
-after it depends on the whole corpus: its hash (the plan hash) covers every input checksum and the
-mixture config, and a change of it discards the old training shards.
+carries the current hash. The count step's hash covers the tokenizer model, the seed, the bin count and
+the piece size, and each receipt names its input shard's checksum, so a changed shard is recounted
+alone. Everything after it depends on the whole corpus: its hash (the plan hash) covers every input
+checksum and the mixture config, and a change of it discards the old training shards.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from tokenizer.load import MODEL_FILE, REPORT_FILE
 
 MIXTURE_DIR = "mixture"
 MANIFEST = "manifest.json"
-COUNT_VERSION = 1  # bump when count_shard's output changes meaning
-PACK_VERSION = 1  # bump when scatter/pack output changes meaning
+COUNT_VERSION = 3  # bump when count_shard's output changes meaning
+PACK_VERSION = 3  # bump when scatter/pack output changes meaning
 HISTOGRAM_FILES_PER_TASK = 64
 
 
@@ -69,14 +69,15 @@ def run_mixture(config: PipelineConfig, executor, log: Callable[[str], None] = p
     tokenizer_sha = _tokenizer_sha256(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)
 
-    count_hash = config_hash("mixture-count", COUNT_VERSION, tokenizer_sha, settings.seed, settings.sampling_bins)
+    count_hash = config_hash("mixture-count", COUNT_VERSION, tokenizer_sha, settings.seed, settings.sampling_bins,
+                             settings.max_piece_tokens)
     stats = _count(units, count_hash, tokenizer_path, tokenizer_sha, settings, layout, executor, log)
     composition = composition_table(stats)
     _write_composition(layout, composition, _tokenizer_name(tokenizer))
 
-    histograms = _histograms(units, settings, layout, executor)
+    histograms, crossings = _histograms(units, settings, layout, executor)
     _check_histograms(histograms, stats)
-    phases = plan_phases(settings, histograms, warn=log)
+    phases = plan_phases(settings, histograms, warn=log, crossings=crossings)
     width = settings.seq_len + 1
     for phase in phases:
         phase["shards"] = max(1, math.ceil(phase["tokens"] / (width * settings.sequences_per_shard)))
@@ -120,7 +121,8 @@ def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, sett
     """Step 1: token files and exact counts per shard; returns the counts merged over the corpus."""
     directory = layout.uri("tokens")
     tasks = [CountTask(unit, source, checksum, count_hash, directory, tokenizer_path, tokenizer_sha,
-                       settings.seed, settings.sampling_bins) for unit, source, checksum in units]
+                       settings.seed, settings.sampling_bins, settings.max_piece_tokens)
+             for unit, source, checksum in units]
     done = {}
     for task in tasks:
         receipt = storage.read_json_if_exists(layout.fs, receipt_path(layout.path("tokens"), task.unit))
@@ -156,20 +158,23 @@ def _write_composition(layout: Layout, composition: dict, tokenizer_name: str) -
     storage.write_bytes(fs, layout.path("composition.svg"), bar_chart(title, rows, ["share"]).encode())
 
 
-def _histograms(units, settings: MixtureConfig, layout: Layout, executor) -> dict:
-    """Packed tokens per sampling bin and ``category/lang`` over the corpus, summed in parallel chunks."""
+def _histograms(units, settings: MixtureConfig, layout: Layout, executor) -> tuple[dict, dict]:
+    """Packed tokens per sampling bin and ``category/lang`` over the corpus, and the pieces crossing
+    into each bin (``mixture.count.sum_histograms``), summed in parallel chunks."""
     paths = [token_path(layout.uri("tokens"), unit) for unit, _, _ in units]
     chunks = [(paths[i:i + HISTOGRAM_FILES_PER_TASK], settings.sampling_bins)
               for i in range(0, len(paths), HISTOGRAM_FILES_PER_TASK)]
-    total: dict = {}
+    totals: dict = {"packed": {}, "crossings": {}}
     for partial in executor.map(sum_histograms, chunks, "mixture histograms"):
-        for group, counts in partial.items():
-            total[group] = total[group] + counts if group in total else counts
-    return total
+        for kind, total in totals.items():
+            for group, counts in partial[kind].items():
+                total[group] = total[group] + counts if group in total else counts
+    return totals["packed"], totals["crossings"]
 
 
 def _check_histograms(histograms: dict, stats: Stats) -> None:
-    """The planner's histograms must hold exactly the counted tokens, plus one separator per document."""
+    """The planner's histograms must hold exactly the counted tokens, plus one separator per document
+    (on its last piece)."""
     for group, counts in stats.get("by_group", {}).items():
         expected = counts["tokens"] + counts["documents"]
         got = int(histograms[group].sum()) if group in histograms else 0
@@ -263,19 +268,22 @@ def _check_realised(phases: list[dict], packing: dict[str, list[dict]]) -> None:
             if counts.get("tokens", 0) != row["tokens"]:
                 raise PipelineError(f"mixture: phase {phase['name']}: the shards hold {counts.get('tokens', 0):,} "
                                     f"{category} tokens, the plan chose {row['tokens']:,}; rerun with --force")
-            row["documents"] = counts.get("documents", 0)
+            row["documents"] = counts.get("documents", 0)  # runs: whole documents and parts of documents
+            row["partial_documents"] = counts.get("partial_documents", 0)
         phase["sequences"] = sum(receipt["sequences"] for receipt in receipts)
 
 
 def _manifest(phases: list[dict], packing: dict[str, list[dict]], tokenizer, tokenizer_sha: str,
               settings: MixtureConfig, plan_hash: str) -> dict:
-    """What a trainer reads (``tokenizer.reader``): row format, then per phase its shards in order."""
+    """What a trainer reads (``tokenizer.reader``): row format, then per phase its shards in order.
+    ``documents`` counts runs (end-of-document ids): whole documents, and the parts of documents a
+    phase took in part, which ``partial_documents`` counts."""
     entries = []
+    counted = ("sequences", "tokens", "pad_tokens", "documents", "partial_documents")
     for phase in phases:
         shards = [{"path": f"shards/{phase['name']}/part-{r['shard']:05d}.parquet",
-                   **{key: r[key] for key in ("sequences", "tokens", "pad_tokens", "documents")}}
-                  for r in packing[phase["name"]]]
-        totals = {key: sum(shard[key] for shard in shards) for key in ("sequences", "tokens", "pad_tokens", "documents")}
+                   **{key: r[key] for key in counted}} for r in packing[phase["name"]]]
+        totals = {key: sum(shard[key] for shard in shards) for key in counted}
         entries.append({"name": phase["name"], **totals, "shards": shards})
     return {
         "plan_hash": plan_hash,
@@ -288,6 +296,8 @@ def _manifest(phases: list[dict], packing: dict[str, list[dict]], tokenizer, tok
         "tokenizer_sha256": tokenizer_sha,
         "megatron": settings.megatron,
         "last_row": "each shard's last row is padded with pad_id after n_tokens real tokens",
+        "documents": "runs, each ended by one eod_id: a whole document, or the consecutive pieces of one "
+                     "that a phase took in part (partial_documents; segment id <id>#<first>-<last>)",
         "phases": entries,
     }
 

@@ -15,7 +15,8 @@ LABELS = {"web": "Web", "encyclopedia": "Encyclopedia", "books": "Books", "paper
           "code": "Code", "others": "Others"}
 COMPOSITION_FIELDS = ["table", "key", "tokens", "share", "documents", "bytes", "bytes_per_token"]
 PHASE_FIELDS = ["phase", "category", "target_weight", "weight", "target_tokens", "tokens", "documents",
-                "epochs", "cumulative_epochs", "max_epochs", "ran_out", "shortfall_tokens"]
+                "partial_documents", "epochs", "cumulative_epochs", "max_epochs", "ran_out", "shortfall_tokens",
+                "off_target"]
 
 
 def composition_table(stats: dict) -> dict:
@@ -100,8 +101,14 @@ def _note(row: dict) -> str:
     if row["ran_out"]:
         short = f"{row['shortfall_tokens']:,} tokens short" if row["shortfall_tokens"] else "nothing left"
         notes.append(f"**ran out**: {short} (max_epochs {row['max_epochs']:g})")
+    elif row.get("off_target"):
+        gap = row["weight"] - row["target_weight"]
+        notes.append(f"**off target** by {gap:+.1%}: {row['off_target_because']}")
     if row["reuses_documents"]:
         notes.append("repeats documents (a further epoch)")
+    if row.get("partial_documents"):
+        notes.append(f"{row['partial_documents']:,} of its documents in part (cut where its sampling bins "
+                     f"begin or end)")
     return "; ".join(notes)
 
 

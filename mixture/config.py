@@ -76,8 +76,30 @@ class MixtureConfig(_Strict):
     sampling_bins: int = Field(
         4096, ge=16, le=65_536,
         description="resolution of phase sampling: each document hashes to one of this many bins per "
-        "category and language, and phases take whole bins, so realised token counts are exact and a "
-        "phase misses its target by at most one bin (one document on a small corpus)",
+        "category and language (a split one's pieces to consecutive bins, see max_piece_tokens), and "
+        "phases take ranges of whole bins, so realised token counts are exact and a phase misses its "
+        "target by at most half a bin (one piece on a small corpus)",
+    )
+    max_piece_tokens: int = Field(
+        1024, ge=16,
+        description="sampling granularity: documents with more tokens are split, at newlines or sentence "
+        "ends, into pieces of at most this many tokens, and piece k goes to the sampling bin after piece "
+        "k - 1's, so that no bin is large enough to throw a phase's weights off (a category misses its "
+        "target by at most about half a piece; keep this well under weight_tolerance x the smallest "
+        "phase budget). Pieces are not training units: a phase that takes consecutive pieces of a "
+        "document packs them as that stretch of the document, in order, with one end-of-document id "
+        "after it, and continues it across rows of seq_len + 1, so this does not bound the context a "
+        "document gets and need not match seq_len. It sets how often a phase takes a document in "
+        "part: only where its range of bins begins or ends inside the document's pieces, which happens "
+        "to about (tokens of split documents) / (max_piece_tokens x sampling_bins) documents per "
+        "category and range end (up to twice that: a piece holds half to all of max_piece_tokens); "
+        "1,024 keeps the sample within a point of its weights; on a corpus of billions of tokens raise it (or sampling_bins) to cut "
+        "fewer",
+    )
+    weight_tolerance: float = Field(
+        0.01, gt=0, lt=1,
+        description="a category whose realised weight in a phase is further than this from its target "
+        "(0.01: one percentage point) is reported: a warning and a note in phases.md",
     )
     max_epochs: dict[Category, float] = Field(
         default_factory=dict,

@@ -1,12 +1,15 @@
 """Steps 3 and 4: deal each phase's documents to training shards, then pack every shard.
 
-Scatter (one task per input shard, ``scatter_shard``): take the documents whose sampling bin lies in
-the phase's segments (a document taken in two epochs is taken twice), give each copy a shuffle key
-(``hash(seed, phase, epoch, id)``), and write them sorted by (training shard = key mod shards, key),
-one Parquet row group per training shard, to ``scatter/<phase>/<unit>.parquet``.
+Scatter (one task per input shard, ``scatter_shard``): take the pieces whose sampling bin lies in the
+phase's segments (a piece taken in two epochs is taken twice), join the consecutive pieces of a
+document taken in one epoch into one run (its tokens are that stretch of the document, exactly), give
+each run the shuffle key of its document (``hash(seed, phase, epoch, id)``), and write the runs sorted
+by (training shard = key mod shards, key, id, first piece) to ``scatter/<phase>/<unit>.parquet``, one
+Parquet row group per training shard. A document is one row of the input shard, so all of its pieces
+are in the same scatter task.
 
 Pack (one task per training shard, ``pack_shard``): read that shard's row group from every scatter
-file (found by the ``shard`` column's row-group statistics), order the documents by key, append the
+file (found by the ``shard`` column's row-group statistics), order the runs by key, append the
 end-of-document id to each, concatenate and cut into rows of ``seq_len + 1`` tokens. The order depends
 on ids and the seed alone, so the shards are the same for any number of workers or input shards.
 
@@ -17,11 +20,16 @@ Training shard schema (``shards/<phase>/part-NNNNN.parquet``):
   padded with the pad id (never dropped, so no token is lost); the manifest counts the padding
 - ``segment_starts``: list<int32>, where each document segment begins in the row; the first is
   always 0, and it continues the previous row's last document when the ids are equal
-- ``segment_ids``: list<string>, the document id of each segment
+- ``segment_ids``: list<string>, the document id of each segment; ``<id>#<first>-<last>`` (pieces,
+  0-based, inclusive; ``mixture.count``) for a run that is only part of a document: the phase's
+  range of sampling bins began or ended inside it
 
-Each document ends with one end-of-document id, inside its last segment. With ``megatron: true`` a
-shard also gets ``part-NNNNN.bin``/``.idx`` in Megatron-LM's indexed-dataset format, one sequence
-per document (its tokens and separator), in the same order.
+Each run (a whole document, or the part of one a phase took) ends with exactly one end-of-document
+id, inside its last segment, and has none inside it. ``documents`` in receipts, phases.json and the
+manifest counts runs, i.e. end-of-document ids; ``partial_documents`` counts the runs that are only
+part of a document. With ``megatron: true`` a shard also gets ``part-NNNNN.bin``/``.idx`` in
+Megatron-LM's indexed-dataset format, one sequence per run (its tokens and separator), in the same
+order.
 """
 from __future__ import annotations
 
@@ -34,11 +42,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mixture.hashing import shuffle_keys
+from mixture.hashing import segment_labels, shuffle_keys
 from pipeline import storage
 from pipeline.stats import Stats
 
-SORT_KEYS = [("key", "ascending"), ("id", "ascending"), ("epoch", "ascending")]
+SORT_KEYS = [("key", "ascending"), ("id", "ascending"), ("first_piece", "ascending"), ("epoch", "ascending")]
+RUN_COLUMNS = ["id", "first_piece", "last_piece", "pieces", "category", "epoch", "key", "n_tokens", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ def scatter_shard(task: ScatterTask) -> dict:
                          np.concatenate(epochs or [[]]).astype(np.int32), task.seed, phase)
         path = scatter_path(directory, phase["name"], task.unit)
         storage.write_bytes(fs, path, _one_row_group_per_shard(selected))
-        phases[phase["name"]] = {"documents": selected.num_rows}
+        phases[phase["name"]] = {"documents": selected.num_rows, "partial_documents": _partial(selected)}
     receipt = {"unit": task.unit, "step_hash": task.step_hash, "phases": phases,
                "seconds": round(time.perf_counter() - started, 4)}
     storage.write_json(fs, scatter_receipt_path(directory, task.unit), receipt)
@@ -96,18 +105,49 @@ def scatter_shard(task: ScatterTask) -> dict:
 
 
 def _deal(table: pa.Table, rows: np.ndarray, epochs: np.ndarray, seed: int, phase: dict) -> pa.Table:
-    """The selected document copies with their shuffle key and training shard, sorted by both."""
-    taken = table.take(pa.array(rows, pa.int64())).select(["id", "category", "lang", "n_tokens", "tokens"])
-    ids = taken.column("id").to_pylist()
-    keys = np.zeros(len(ids), np.uint64)
-    for epoch in np.unique(epochs):
-        copies = np.flatnonzero(epochs == epoch)
-        keys[copies] = shuffle_keys(seed, phase["name"], int(epoch), [ids[i] for i in copies])
+    """The selected pieces joined into runs (consecutive pieces of one document in one epoch), with
+    their document's shuffle key and training shard, sorted by both."""
+    order = np.lexsort((rows, epochs))  # token files list a document's pieces consecutively, in order
+    rows, epochs = rows[order], epochs[order]
+    taken = table.take(pa.array(rows, pa.int64())).select(["id", "piece", "pieces", "category", "n_tokens", "tokens"])
+    piece = taken.column("piece").to_numpy()
+    begins = np.ones(len(rows), bool)  # a run begins where the previous row is not its piece before
+    begins[1:] = (epochs[1:] != epochs[:-1]) | (rows[1:] != rows[:-1] + 1) | (piece[1:] == 0)
+    firsts = np.flatnonzero(begins)
+    lasts = np.concatenate([firsts[1:] - 1, [len(rows) - 1]]).astype(np.int64) if len(rows) else firsts
+    lengths = taken.column("n_tokens").to_numpy()
+    run_tokens = np.add.reduceat(lengths, firsts) if len(rows) else np.zeros(0, np.int64)
+    values = pc.list_flatten(taken.column("tokens").combine_chunks())
+    offsets = pa.array(np.concatenate([[0], np.cumsum(run_tokens)]).astype(np.int64), pa.int64())
+    heads = pa.array(firsts, pa.int64())
+    ids = taken.column("id").take(heads)
+    run_epochs = epochs[firsts]
+    keys = np.zeros(len(firsts), np.uint64)
+    id_list = ids.to_pylist()
+    for epoch in np.unique(run_epochs):
+        copies = np.flatnonzero(run_epochs == epoch)
+        keys[copies] = shuffle_keys(seed, phase["name"], int(epoch), [id_list[i] for i in copies])
     shard = (keys % np.uint64(phase["shards"])).astype(np.int32)
-    dealt = (taken.append_column("epoch", pa.array(epochs, pa.int32()))
-             .append_column("key", pa.array(keys, pa.uint64()))
-             .append_column("shard", pa.array(shard, pa.int32())))
-    return dealt.sort_by([("shard", "ascending"), *SORT_KEYS])
+    runs = pa.table({
+        "id": ids,
+        "first_piece": taken.column("piece").take(heads),
+        "last_piece": taken.column("piece").take(pa.array(lasts, pa.int64())),
+        "pieces": taken.column("pieces").take(heads),
+        "category": taken.column("category").take(heads),
+        "epoch": pa.array(run_epochs, pa.int32()),
+        "key": pa.array(keys, pa.uint64()),
+        "n_tokens": pa.array(run_tokens, pa.int64()),
+        "tokens": pa.LargeListArray.from_arrays(offsets, values),
+        "shard": pa.array(shard, pa.int32()),
+    })
+    return runs.sort_by([("shard", "ascending"), *SORT_KEYS])
+
+
+def _partial(runs: pa.Table) -> int:
+    """Runs that are not a whole document."""
+    whole = pc.and_(pc.equal(runs.column("first_piece"), 0),
+                    pc.equal(runs.column("last_piece"), pc.subtract(runs.column("pieces"), 1)))
+    return runs.num_rows - pc.sum(whole.cast(pa.int64())).as_py() if runs.num_rows else 0
 
 
 def _one_row_group_per_shard(table: pa.Table) -> pa.Buffer:
@@ -158,13 +198,16 @@ def pack_shard(task: PackTask) -> dict:
     padded = np.full(rows * width, task.pad_id, dtype)
     padded[:total] = stream
     fs, path = storage.resolve(task.path)
-    table = _rows_table(padded.reshape(rows, width), total, offsets, documents.column("id"), task.token_type)
+    labels = pa.array(segment_labels(*(documents.column(name).to_pylist()
+                                       for name in ("id", "first_piece", "last_piece", "pieces"))), pa.string())
+    table = _rows_table(padded.reshape(rows, width), total, offsets, labels, task.token_type)
     storage.write_parquet(fs, path, table, row_group_size=task.rows_per_row_group)
     if task.megatron:
         write_megatron(fs, path[: -len(".parquet")], stream, offsets)
     receipt = {"phase": task.phase, "shard": task.shard, "step_hash": task.step_hash,
                "sequences": rows, "tokens": total, "pad_tokens": rows * width - total,
-               "documents": documents.num_rows, "stats": _category_stats(documents, lengths),
+               "documents": documents.num_rows, "partial_documents": _partial(documents),
+               "stats": _category_stats(documents, lengths),
                "seconds": round(time.perf_counter() - started, 4)}
     receipt_fs, receipt_path = storage.resolve(task.receipt)
     storage.write_json(receipt_fs, receipt_path, receipt)
@@ -172,8 +215,8 @@ def pack_shard(task: PackTask) -> dict:
 
 
 def _gather(task: PackTask) -> pa.Table:
-    """This shard's documents from every scatter file, in shuffled order."""
-    columns = ["id", "category", "epoch", "key", "n_tokens", "tokens"]
+    """This shard's runs from every scatter file, in shuffled order."""
+    columns = RUN_COLUMNS
     parts = []
     for source in task.sources:
         fs, path = storage.resolve(source)
@@ -186,7 +229,9 @@ def _gather(task: PackTask) -> pa.Table:
             if mine:
                 parts.append(parquet.read_row_groups(mine, columns=columns))
     if not parts:
-        return pa.table({"id": pa.array([], pa.string()), "category": pa.array([], pa.string()),
+        return pa.table({"id": pa.array([], pa.string()), "first_piece": pa.array([], pa.int32()),
+                         "last_piece": pa.array([], pa.int32()), "pieces": pa.array([], pa.int32()),
+                         "category": pa.array([], pa.string()),
                          "epoch": pa.array([], pa.int32()),
                          "key": pa.array([], pa.uint64()), "n_tokens": pa.array([], pa.int64()),
                          "tokens": pa.array([], pa.large_list(pa.from_numpy_dtype(np.dtype(task.token_type))))})
@@ -194,11 +239,17 @@ def _gather(task: PackTask) -> pa.Table:
 
 
 def _category_stats(documents: pa.Table, lengths: np.ndarray) -> Stats:
-    """Document copies and packed tokens (separators included) per category of one shard."""
+    """Runs (document copies, whole or in part), runs in part and packed tokens (separators included)
+    per category of one shard."""
     stats = Stats()
-    grouped = pa.table({"category": documents.column("category"), "packed": pa.array(lengths, pa.int64())})
-    for row in grouped.group_by("category").aggregate([("packed", "sum"), ("packed", "count")]).to_pylist():
+    whole = pc.and_(pc.equal(documents.column("first_piece"), 0),
+                    pc.equal(documents.column("last_piece"), pc.subtract(documents.column("pieces"), 1)))
+    grouped = pa.table({"category": documents.column("category"), "packed": pa.array(lengths, pa.int64()),
+                        "partial": pc.invert(whole).cast(pa.int64())})
+    for row in grouped.group_by("category").aggregate([("packed", "sum"), ("packed", "count"),
+                                                       ("partial", "sum")]).to_pylist():
         stats.add("by_category", row["category"], "documents", row["packed_count"])
+        stats.add("by_category", row["category"], "partial_documents", row["partial_sum"])
         stats.add("by_category", row["category"], "tokens", row["packed_sum"])
     return stats
 
@@ -210,7 +261,7 @@ def _only_value(statistics) -> int:
     return statistics.min
 
 
-def _rows_table(rows: np.ndarray, total: int, offsets: np.ndarray, ids: pa.ChunkedArray,
+def _rows_table(rows: np.ndarray, total: int, offsets: np.ndarray, ids: pa.Array,
                 token_type: str) -> pa.Table:
     """The training rows with their real lengths and document segments."""
     width = rows.shape[1]
@@ -229,7 +280,7 @@ def _rows_table(rows: np.ndarray, total: int, offsets: np.ndarray, ids: pa.Chunk
         "tokens": pa.FixedSizeListArray.from_arrays(token_values, width),
         "n_tokens": pa.array(n_tokens, pa.int32()),
         "segment_starts": pa.ListArray.from_arrays(pa.array(list_offsets), pa.array((starts - row * width).astype(np.int32))),
-        "segment_ids": pa.ListArray.from_arrays(pa.array(list_offsets), ids.combine_chunks().take(pa.array(document))),
+        "segment_ids": pa.ListArray.from_arrays(pa.array(list_offsets), ids.take(pa.array(document))),
     })
 
 
@@ -239,8 +290,8 @@ MEGATRON_DTYPES = {"uint16": 8, "uint32": 4}  # Megatron has no uint32 code: int
 
 def write_megatron(fs, prefix: str, stream: np.ndarray, offsets: np.ndarray) -> None:
     """``prefix``.bin (the token stream) and ``prefix``.idx (Megatron-LM's MMIDIDX index, version 1):
-    one sequence and one document per packed document; ``offsets`` are the documents' bounds in
-    ``stream`` (n + 1 of them)."""
+    one sequence and one document per packed run; ``offsets`` are the runs' bounds in ``stream``
+    (n + 1 of them)."""
     data = stream if stream.dtype == np.uint16 else stream.astype(np.int32)
     code = MEGATRON_DTYPES[str(stream.dtype)]
     lengths = np.diff(offsets).astype(np.int32)
