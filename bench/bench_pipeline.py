@@ -1100,6 +1100,7 @@ def main() -> None:
         for workers in (1, 2):
             if f"ours_{workers}" in runs:
                 main_summary[f"ours_{workers}"] = summarise_system(runs[f"ours_{workers}"], workers, full)
+            if f"ours_{workers}" in runs and f"datatrove_{workers}" in runs:  # `--sections limits` runs ours alone
                 main_summary[f"datatrove_{workers}"] = summarise_system(runs[f"datatrove_{workers}"], workers, full)
                 main_summary[f"ratio_{workers}"] = ratios(main_summary[f"ours_{workers}"], main_summary[f"datatrove_{workers}"])
                 main_summary[f"per_repeat_ratio_{workers}"] = per_repeat_ratios(runs[f"ours_{workers}"], runs[f"datatrove_{workers}"])
