@@ -21,11 +21,12 @@ from mixture.packing import PackTask, ScatterTask, pack_shard, scatter_path, sca
 from mixture.phases import plan_phases
 from pipeline import storage
 from pipeline.config import PipelineConfig, config_hash
-from pipeline.runner import PipelineError
+from pipeline.errors import PipelineError
 from pipeline.stats import Stats
-from pipeline.steps import finished_stage, tokenizer_dir
+from pipeline.steps import finished_stage
 from tokenizer import load_tokenizer
 from tokenizer.load import MODEL_FILE, REPORT_FILE
+from tokenizer.step import tokenizer_dir
 
 MIXTURE_DIR = "mixture"
 MANIFEST = "manifest.json"

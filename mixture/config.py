@@ -1,11 +1,10 @@
 """The `mixture:` section of a run config: phases, their target weights and budgets, and packing."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Category = Literal["web", "encyclopedia", "books", "papers", "code", "others"]
+from pipeline.config import Category  # the one category list: pipeline.stage.CATEGORIES
+from pipeline.steps import StepConfig
 
 # The InternLM report's Table 1: share of tokens per source category in the pretraining corpus.
 REPORT_TABLE_1 = {"web": 75.1, "encyclopedia": 4.9, "books": 4.5, "papers": 3.3, "code": 7.6, "others": 4.6}
@@ -68,7 +67,7 @@ class PhaseConfig(_Strict):
         return {category: weight / total for category, weight in self.weights.items() if weight > 0}
 
 
-class MixtureConfig(_Strict):
+class MixtureConfig(StepConfig):
     """Composition table, phase sampling and packing of the cleaned corpus into training shards."""
 
     input_stage: str = Field("dedup", description="stage whose kept/ shards are the corpus (the last one)")

@@ -6,11 +6,12 @@ import json
 import sys
 import time
 
-from pipeline import storage
-from pipeline.config import ConfigError, load_config
-from pipeline.executor import TaskFailed
-from pipeline.runner import PipelineError, debug_stage, run_pipeline
-from stages.ingest import InputError
+from pipeline import registry, storage
+from pipeline.config import load_config
+from pipeline.errors import ConfigError, InputError, PipelineError, StepError, TaskFailed
+from pipeline.presentation import reason_totals
+from pipeline.runner import debug_stage, run_pipeline
+from pipeline.steps import run_step
 
 DESCRIPTION = """\
 Clean a text corpus for LLM pretraining: ingest -> language ID -> rules -> quality model -> dedup,
@@ -45,37 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("config", help="YAML config")
     stage.add_argument("--shard", type=int, default=0, help="index of the unit to run (default 0)")
     stage.add_argument("--limit", type=int, default=None, help="process only the first N documents")
-    stage.add_argument("--no-ray", action="store_true", help="accepted for symmetry: this command never uses Ray")
     stage.add_argument("--examples", type=int, default=3, help="removed documents to print (default 3)")
 
-    quality = commands.add_parser(
-        "train-quality", help="train the quality stage's classifier and language model",
-        description="Train the quality model of `stages.quality`: a fastText classifier of curated (gold) text "
-        "against the web text the stage will judge, and a gold n-gram language model, then write both and "
-        "a report (held-out metrics, per-language calibration) beside `model_path`. When the stage before "
-        "quality has finished with this config, its web documents are the negatives and its encyclopedia, "
-        "books and papers join the gold (`train.from_run`); otherwise the `train.sources` labelled web are. "
-        "`run` trains by itself when the model is missing. A retrained model changes the quality stage's "
-        "hash, so the next `run` redoes quality and the stages after it.")
-    quality.add_argument("config", help="YAML config with a `stages.quality` section")
-    quality.add_argument("--force", action="store_true", help="retrain even if the model exists")
-
-    tokenizer = commands.add_parser(
-        "train-tokenizer", help="train the BPE tokenizer on a finished stage's output",
-        description="Train the sentencepiece BPE tokenizer of the config's `tokenizer:` section on the "
-        "kept shards of `tokenizer.input_stage` (dedup by default), export tokenizer.json and evaluate "
-        "it on held-out documents; writes <work_dir>/tokenizer/. Skipped when up to date.")
-    tokenizer.add_argument("config", help="YAML config with a `tokenizer:` section")
-    tokenizer.add_argument("--force", action="store_true", help="retrain even if up to date")
-
-    mix = commands.add_parser(
-        "mixture", help="count tokens, write the composition table and the packed training shards",
-        description="With the trained tokenizer, count the tokens of the cleaned corpus per category and "
-        "language (the report's Table 1, as Markdown, CSV, JSON and a chart), sample the configured "
-        "phases and pack them into fixed-length training sequences; writes <work_dir>/mixture/.")
-    mix.add_argument("config", help="YAML config with `tokenizer:` and `mixture:` sections")
-    mix.add_argument("--force", action="store_true", help="redo it even if up to date")
-    mix.add_argument("--no-ray", action="store_true", help="run every task in this process")
+    for step in registry.steps():  # a step with a command: `python -m pipeline COMMAND CONFIG`
+        if step.command:
+            parser_ = commands.add_parser(step.command, help=step.help, description=step.description or step.help)
+            parser_.add_argument("config", help=f"YAML config with a `{step.name}:` section")
+            parser_.add_argument("--force", action="store_true", help="redo it even if up to date")
+            if step.uses_executor:
+                parser_.add_argument("--no-ray", action="store_true", help="run every task in this process")
+            parser_.set_defaults(step=step)
+    for command in registry.commands().values():  # commands of other plug-ins (train-quality)
+        parser_ = commands.add_parser(command.name, help=command.help, description=command.description or command.help)
+        parser_.add_argument("config", help="YAML config")
+        if command.add_arguments is not None:
+            command.add_arguments(parser_)
+        parser_.set_defaults(plugin_command=command)
 
     report = commands.add_parser("report", help="summarise a finished or partial run",
                                  description="Print what each stage kept and removed, why, and how fast, "
@@ -101,12 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"done in {time.perf_counter() - started:.1f} s; outputs under {config.work_dir}")
         elif args.command == "stage":
             _debug(config, args)
-        elif args.command == "train-quality":
-            _train_quality(config, force=args.force)
-        elif args.command == "train-tokenizer":
-            _train_tokenizer(config, force=args.force)
-        elif args.command == "mixture":
-            _mixture(config, use_ray=not args.no_ray, force=args.force)
         elif args.command == "report":
             from pipeline.report import print_report
 
@@ -115,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 from pipeline.html_report import write_html_report
 
                 write_html_report(config, log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout))
-    except (ConfigError, PipelineError, TaskFailed, InputError, StepError) as error:
+        elif getattr(args, "step", None) is not None:
+            _step(config, args.step, use_ray=not getattr(args, "no_ray", False), force=args.force)
+        else:
+            args.plugin_command.run(config, args)
+    except (ConfigError, PipelineError, TaskFailed, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -124,61 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class StepError(Exception):
-    """A command that cannot run with this config (a section it needs is missing)."""
+def _step(config, step, use_ray: bool, force: bool) -> None:
+    if config.step_config(step.name) is None:
+        raise StepError(f"the config has no `{step.name}:` section")
+    from pipeline.executor import InProcessExecutor, make_executor
 
-
-def _train_quality(config, force: bool) -> None:
-    from stages.quality_model import model_exists
-    from stages.quality_train import train_quality_model
-
-    if "quality" not in config.stages:
-        raise StepError("the config has no `stages.quality` section")
-    quality = config.stage_configs()["quality"]
-    if model_exists(quality.model_path) and not force:
-        print(f"{quality.model_path} exists; --force retrains it")
-        return
+    executor = make_executor(config.ray, use_ray) if step.uses_executor else InProcessExecutor()
     try:
-        train_quality_model(quality, run_shards=_run_shards_before(config, "quality") if quality.train.from_run else None)
-    except ValueError as error:
-        raise StepError(str(error)) from error
-
-
-def _run_shards_before(config, name: str) -> list[str] | None:
-    """The kept/ shards of the stage before ``name`` when it has finished with this config: the
-    documents ``name`` will see. None before the run got that far."""
-    from pipeline.steps import finished_shards
-
-    names = list(config.stages)
-    if names.index(name) == 0:
-        return None
-    before = names[names.index(name) - 1]
-    try:
-        shards = finished_shards(config, before)
-    except PipelineError:
-        print(f"quality: stage {before} has not finished; training on the configured sources")
-        return None
-    print(f"quality: training against the web documents {before} kept ({len(shards)} shards)")
-    return shards
-
-
-def _train_tokenizer(config, force: bool) -> None:
-    from pipeline.steps import train_tokenizer_step
-
-    if config.tokenizer is None:
-        raise StepError("the config has no `tokenizer:` section")
-    train_tokenizer_step(config, force=force)
-
-
-def _mixture(config, use_ray: bool, force: bool) -> None:
-    if config.mixture is None:
-        raise StepError("the config has no `mixture:` section")
-    from mixture import run_mixture
-    from pipeline.executor import make_executor
-
-    executor = make_executor(config.ray, use_ray)
-    try:
-        run_mixture(config, executor, force=force)
+        run_step(step, config, executor, force=force)
     finally:
         executor.shutdown()
 
@@ -187,8 +124,8 @@ def _debug(config, args) -> None:
     spec, receipt = debug_stage(config, args.name, shard=args.shard, limit=args.limit)
     print(f"read {receipt['input_rows']:,} documents: kept {receipt['kept_rows']:,}, "
           f"removed {receipt['removed_rows']:,} in {receipt['seconds']:.2f} s")
-    for reason, counts in sorted(receipt["stats"].get("by_reason", {}).items()):
-        print(f"  {reason}: {counts['removed_docs']:,}")
+    for reason, count in sorted(reason_totals([receipt]).items()):
+        print(f"  {reason}: {count:,}")
     for side in ("kept", "removed"):
         for file in receipt[f"{side}_files"]:
             print(f"{side}: {storage.join(spec.directory, file['path'])}")

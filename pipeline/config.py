@@ -15,17 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from pipeline.registry import stage_class
-from pipeline.stage import StageConfig
-from tokenizer.config import TokenizerConfig
+from pipeline import registry
+from pipeline.errors import ConfigError
+from pipeline.stage import CATEGORIES, StageConfig
 
-Category = Literal["web", "encyclopedia", "books", "papers", "code", "others"]
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message names the file and the key."""
+Category = Literal[CATEGORIES]  # the one list is pipeline.stage.CATEGORIES
 
 
 class _Strict(BaseModel):
@@ -38,7 +34,8 @@ class InputSource(_Strict):
     name: str = Field(description="source name written to the `source` column")
     path: str = Field(description="file, directory (searched recursively) or glob; local path or URI")
     category: Category
-    format: Literal["auto", "jsonl", "parquet", "txt"] = "auto"
+    format: str = Field("auto", description="a registered reader (jsonl, parquet, txt: pipeline.registry.READERS), "
+                                            "or auto: told from the file name")
     text_field: str = "text"
     id_field: str | None = Field(None, description="field holding a stable id; default: path and line")
 
@@ -66,21 +63,31 @@ class RayConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
+    """The run config. Top-level sections other than these fields belong to registered steps
+    (``pipeline.registry.STEPS``): ``config.step_config(name)``, or ``config.<name>``, is the typed
+    config of a step's section, None when the config has no such section."""
+
     work_dir: str
     ray: RayConfig = RayConfig()
     inputs: list[InputSource] = Field(min_length=1)
     ingest: IngestConfig = IngestConfig()
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    tokenizer: TokenizerConfig | None = Field(
-        None, description="train a BPE tokenizer on a finished stage's output after the stages"
-    )
-    mixture: dict[str, Any] | None = Field(
-        None, description="composition table, phases and packed training shards (mixture.MixtureConfig)"
-    )
+    batch_rows: int = Field(10_000, gt=0, description="rows per batch (whole row groups) of a stage that streams "
+                            "its shard (Stage.whole_shard = False); bounds a task's memory, never its output")
+    _steps: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The typed config of every listed stage, in run order (validated in ``load_config``)."""
-        return {name: stage_class(name).Config(**(raw or {})) for name, raw in self.stages.items()}
+        return {name: registry.stage_class(name).Config(**(raw or {})) for name, raw in self.stages.items()}
+
+    def step_config(self, name: str) -> Any:
+        """The typed config of the step section ``name``, or None when the config has none."""
+        return (self.__pydantic_private__ or {}).get("_steps", {}).get(name)
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and name in registry.STEPS:
+            return self.step_config(name)
+        return super().__getattr__(name)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -127,31 +134,50 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfig:
     """Validate a config mapping (as YAML gives it); raise ConfigError naming ``source`` and the key."""
-    _validate_strictly(PipelineConfig, raw, source, prefix=())
+    core = {key: value for key, value in raw.items() if key not in registry.STEPS}
+    _validate_strictly(PipelineConfig, core, source, prefix=())
     try:
-        config = PipelineConfig(**raw)
+        config = PipelineConfig(**core)
     except ValidationError as error:
         raise ConfigError(_describe(error, source, prefix=())) from None
     _check_input_names(config, source)
+    _check_formats(config, source)
     for name, stage_raw in config.stages.items():
         try:
-            cls = stage_class(name)
+            cls = registry.stage_class(name)
         except KeyError as error:
             raise ConfigError(f"{source}: stages.{name}: {error.args[0]}") from None
-        _validate_strictly(cls.Config, stage_raw or {}, source, prefix=("stages", name))
-        try:
-            cls.Config(**(stage_raw or {}))
-        except ValidationError as error:
-            raise ConfigError(_describe(error, source, prefix=("stages", name))) from None
-    if config.mixture is not None:
-        from mixture import MixtureConfig
-
-        _validate_strictly(MixtureConfig, config.mixture, source, prefix=("mixture",))
-        try:
-            MixtureConfig(**config.mixture)
-        except ValidationError as error:
-            raise ConfigError(_describe(error, source, prefix=("mixture",))) from None
+        _typed(cls.Config, stage_raw or {}, source, ("stages", name))
+    for name in registry.STEPS:
+        section = raw.get(name)
+        if section is None:
+            continue
+        if isinstance(section, BaseModel):  # a section taken from another config object
+            section = section.model_dump(mode="json")
+        step = registry.step(name)
+        if step.Config is None:
+            raise ConfigError(f"{source}: {name}: unknown key (the {name} step takes no configuration)")
+        config._steps[name] = _typed(step.Config, section, source, (name,))
     return config
+
+
+def _typed(model: type[BaseModel], raw: Any, source: str, prefix: tuple) -> BaseModel:
+    """``model(**raw)``, strictly; ConfigError naming the key under ``prefix`` on any mistake."""
+    _validate_strictly(model, raw, source, prefix=prefix)
+    try:
+        return model(**raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source, prefix=prefix)) from None
+    except TypeError:  # not a mapping at all
+        raise ConfigError(f"{source}: {'.'.join(prefix)}: expected a mapping, got {type(raw).__name__}") from None
+
+
+def _check_formats(config: PipelineConfig, source: str) -> None:
+    """An input's ``format`` must be ``auto`` or a registered reader (worded as pydantic words a Literal)."""
+    for index, item in enumerate(config.inputs):
+        if item.format != "auto" and item.format not in registry.READERS:
+            *first, last = [repr(name) for name in ["auto", *sorted(registry.READERS)]]
+            raise ConfigError(f"{source}: inputs.{index}.format: Input should be {', '.join(first)} or {last}")
 
 
 def _validate_strictly(model: type[BaseModel], raw: Any, source: str, prefix: tuple) -> None:

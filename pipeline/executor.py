@@ -31,10 +31,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from pipeline.config import RayConfig
-
-
-class TaskFailed(Exception):
-    """A task failed (after its retries); the message names the stage and the unit of work."""
+from pipeline.errors import TaskFailed
 
 
 @dataclass(frozen=True)

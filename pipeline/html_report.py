@@ -25,8 +25,9 @@ from pipeline import html_stages, html_steps, storage
 from pipeline.config import PipelineConfig
 from pipeline.html_util import CSS, esc, mb, num, pct, section
 from pipeline.report_data import Limits, collect
-from pipeline.runner import PipelineError, plan_stages
-from pipeline.steps import STEP_MARKER, tokenizer_dir
+from pipeline.errors import PipelineError
+from pipeline.planning import plan_stages
+from pipeline.steps import STEP_MARKER, step_dir
 
 REPORT_FILE = "report.html"
 SECTIONS = [("summary", "Summary"), ("funnel", "Funnel"), ("reasons", "Reasons"), ("examples", "Examples"),
@@ -61,7 +62,7 @@ def report_is_current(config: PipelineConfig) -> bool:
     manifest and stage marker, the tokenizer's report and the mixture's tables), so that a rerun of
     a finished run, which writes nothing else, does not rewrite it either."""
     fs, report = storage.resolve(report_path(config))
-    _, tokenizer = storage.resolve(tokenizer_dir(config))
+    _, tokenizer = storage.resolve(step_dir(config, "tokenizer"))
     _, mixture = storage.resolve(storage.join(config.work_dir, "mixture"))
     sources = [storage.join(spec.directory, name) for spec in plan_stages(config, fingerprints=False)
                for name in ("_manifest.json", "_stage.json")]

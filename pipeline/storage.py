@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.errors import StorageError
+
 TMP_PREFIX = ".tmp-"
 
 # Write errors that retrying cannot fix, and what the person running the pipeline should do.
@@ -32,10 +34,6 @@ _WHAT_TO_DO = {
     errno.EPERM: "make it writable by the user running the pipeline",
     errno.EROFS: "use a writable filesystem for work_dir",
 }
-
-
-class StorageError(OSError):
-    """A write failed for a reason retrying cannot fix (disk full, no permission, read-only)."""
 
 
 @contextmanager
@@ -86,14 +84,16 @@ def _temporary_beside(path: str) -> str:
     return posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
 
 
-def _write_atomically(fs: pafs.FileSystem, path: str, write: Callable[[Any], None]) -> None:
-    """``write(sink)`` to a temporary beside ``path``, then rename it to ``path``."""
+@contextmanager
+def atomic_output(fs: pafs.FileSystem, path: str) -> Iterator[Any]:
+    """An output stream on a temporary beside ``path``, renamed to ``path`` when the block ends
+    without an error (and deleted when it raises)."""
     with _reported(path):
         fs.create_dir(posixpath.dirname(path), recursive=True)
         temporary = _temporary_beside(path)
         try:
             with fs.open_output_stream(temporary) as sink:
-                write(sink)
+                yield sink
             fs.move(temporary, path)
         except BaseException:
             try:
@@ -103,11 +103,101 @@ def _write_atomically(fs: pafs.FileSystem, path: str, write: Callable[[Any], Non
             raise
 
 
-def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int = 2000) -> int:
-    """Write ``table`` as zstd Parquet atomically; return the file's size in bytes."""
-    _write_atomically(fs, path, lambda sink: pq.write_table(table, sink, compression="zstd",
-                                                            row_group_size=row_group_size))
-    return fs.get_file_info(path).size
+def _write_atomically(fs: pafs.FileSystem, path: str, write: Callable[[Any], None]) -> None:
+    """``write(sink)`` to a temporary beside ``path``, then rename it to ``path``."""
+    with atomic_output(fs, path) as sink:
+        write(sink)
+
+
+class _Hashing:
+    """A file-like sink that forwards writes and keeps their sha256 and size."""
+
+    def __init__(self, sink: Any):
+        self.sink, self.digest, self.size, self.closed = sink, hashlib.sha256(), 0, False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        self.size += view.nbytes
+        self.sink.write(data)
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ParquetStream:
+    """A Parquet file written batch by batch (``write(table)``), atomically: the same bytes as
+    ``write_parquet`` of all the batches concatenated, since rows are buffered into row groups of
+    ``row_group_size`` whatever the batches' sizes, with memory bounded by one row group and one batch.
+    After the ``with`` block, ``rows``, ``size`` and ``sha256`` describe the file."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, row_group_size: int = 2000):
+        self.fs, self.path, self.row_group_size = fs, path, row_group_size
+        self.buffer: list[pa.Table] = []
+        self.buffered = self.rows = self.size = 0
+        self.schema: pa.Schema | None = None
+        self.sha256 = ""
+
+    def write(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self.schema = table.schema
+        if table.num_rows:
+            self.buffer.append(table)
+            self.buffered += table.num_rows
+            self.rows += table.num_rows
+
+    def _flush(self, writer: pq.ParquetWriter, final: bool) -> None:
+        if not self.buffer:
+            return
+        pending = pa.concat_tables(self.buffer)
+        whole = pending.num_rows if final else pending.num_rows - pending.num_rows % self.row_group_size
+        # one row group at a time, its columns in one chunk each, as they are when ``write_parquet``
+        # slices a table read whole: how a column chunk is cut into pages depends on its Arrow chunks
+        for start in range(0, whole, self.row_group_size):
+            group = pending.slice(start, min(self.row_group_size, whole - start)).combine_chunks()
+            writer.write_table(group, row_group_size=self.row_group_size)
+        rest = pending.slice(whole)
+        self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def __enter__(self) -> "ParquetStream":
+        self._context = atomic_output(self.fs, self.path)
+        self._sink = _Hashing(self._context.__enter__())
+        self._writer: pq.ParquetWriter | None = None
+        return self
+
+    def _writer_for(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), self.schema, compression="zstd")
+        return self._writer
+
+    def flush(self) -> None:
+        """Write the row groups that are complete (called by ``write`` users between batches)."""
+        if self.buffered >= self.row_group_size:
+            self._flush(self._writer_for(), final=False)
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        try:
+            if kind is None:
+                writer = self._writer_for()
+                self._flush(writer, final=True)
+                writer.close()
+        finally:
+            self._context.__exit__(kind, error, traceback)
+        self.size, self.sha256 = self._sink.size, self._sink.digest.hexdigest()
+        return False
+
+
+def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int = 2000) -> tuple[int, str]:
+    """Write ``table`` as zstd Parquet atomically; return the file's size in bytes and its sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+    data = sink.getvalue()
+    write_bytes(fs, path, data)
+    return data.size, hashlib.sha256(data).hexdigest()
 
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:

@@ -24,7 +24,8 @@ from mixture.hashing import first_bins, piece_bins, sampling_bins, shuffle_keys
 from mixture.phases import plan_phases
 from pipeline.config import ConfigError
 from pipeline.executor import InProcessExecutor, RayExecutor
-from pipeline.steps import finished_shards, tokenizer_dir, train_tokenizer_step
+from pipeline.steps import finished_shards
+from tokenizer.step import tokenizer_dir, train_tokenizer_step
 from tokenizer import TrainingShards, load_tokenizer
 
 SMALL_ROWS = {"seq_len": 63, "sequences_per_shard": 200}  # many rows and shards from a small corpus

@@ -9,7 +9,8 @@ import yaml
 from conftest import SAMPLE_CONFIG, sample_config
 from pipeline.cli import main
 from pipeline.runner import run_pipeline
-from pipeline.steps import finished_shards, tokenizer_dir, train_tokenizer_step
+from pipeline.steps import finished_shards
+from tokenizer.step import tokenizer_dir, train_tokenizer_step
 from stages.quality_train import train_quality_model
 from tokenizer import load_tokenizer
 

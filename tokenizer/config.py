@@ -1,25 +1,22 @@
 """The `tokenizer:` section of a run config: every knob of sampling, training and evaluation."""
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-Category = Literal["web", "encyclopedia", "books", "papers", "code", "others"]
+from pipeline.config import Category  # the one category list: pipeline.stage.CATEGORIES
+from pipeline.steps import StepConfig
 
 # Fixed ids, as in LLaMA and InternLM: unk=0, bos=1, eos=2, pad=3.
 RESERVED_IDS = ("unk_token", "bos_token", "eos_token", "pad_token")
 
 
-class TokenizerConfig(BaseModel):
+class TokenizerConfig(StepConfig):
     """A sentencepiece BPE tokenizer trained on a deterministic, weighted sample of one stage's output.
 
     Sampling weights are relative inclusion rates: while the byte cap binds, a document of weight 2
     is about twice as likely to be drawn as one of weight 1 (weight = category weight x language
     weight; 0 excludes). The report shows the resulting byte shares next to the corpus's.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_stage: str = Field(
         "dedup", description="stage whose kept/ shards are the training corpus (the last document stage)"

@@ -1,0 +1,90 @@
+"""The input-reader contract: how the source stage reads one input format.
+
+A reader is one file that defines a ``Reader`` and one line in ``pipeline.registry.READERS``::
+
+    def read_csv(item: InputFile, records) -> Iterator[None]:
+        fs, _ = storage.resolve(item.source.path)
+        with fs.open_input_stream(item.path) as stream:
+            for number, row in enumerate(csv.DictReader(io.TextIOWrapper(stream)), start=1):
+                where = str(number)
+                records.add(record_id(item, row, where), row.get(item.source.text_field),
+                            record_meta(item, row, "line", number), where, json.dumps(row))
+                yield  # once per record: the caller cuts shards and honours --limit between them
+
+    READER = Reader(name="csv", patterns=(".csv",), read=read_csv)
+
+``patterns`` are the file-name endings the reader takes (an input with ``format: auto`` is read by the
+first registered reader whose pattern matches; a directory input lists the files some reader takes).
+``read(item, records)`` feeds every record of one file to ``records.add(id, text, meta, where, raw)``
+(validation, ids, quarantine and shard cutting are the source stage's) or ``records.reject(reason, raw,
+meta, where)`` for one it cannot parse, and yields after each. ``split(item)`` cuts one file into
+several units of work (default: the file is one unit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from pipeline import registry
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One unit of ingest work: a file of one source, with its path relative to the source root.
+
+    ``many_files``: the source's path is a directory or a glob (it may hold several files), so ids
+    taken from its ``id_field`` carry the file path to stay unique across files."""
+
+    source: Any  # pipeline.config.InputSource
+    path: str
+    relative: str
+    many_files: bool = False
+
+    @property
+    def format(self) -> str:
+        if self.source.format != "auto":
+            return self.source.format
+        name = self.path.lower()
+        for reader in registry.readers():
+            if name.endswith(reader.patterns):
+                return reader.name
+        raise InputError(f"{self.path}: cannot tell the format from the name; set `format` for source {self.source.name!r}")
+
+    @property
+    def reader(self) -> "Reader":
+        return registry.reader(self.format)
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    patterns: tuple[str, ...]
+    read: Callable[[InputFile, Any], Iterator[None]]
+    split: Callable[[InputFile], list[InputFile]] | None = None  # None: one unit per file
+
+
+def file_patterns(format: str) -> tuple[str, ...]:
+    """The file-name endings a directory input of this format lists: its reader's, or every reader's."""
+    if format != "auto":
+        return registry.reader(format).patterns
+    return tuple(pattern for reader in registry.readers() for pattern in reader.patterns)
+
+
+def record_id(item: InputFile, record: dict, where: str) -> str | None:
+    """The document id (see ``stages.ingest``), or None when the id field has no value."""
+    field = item.source.id_field
+    if field is None:
+        return f"{item.source.name}/{item.relative}:{where}"
+    value = record.get(field)
+    if value is None or value == "":
+        return None
+    return f"{item.source.name}/{item.relative}#{value}" if item.many_files else f"{item.source.name}/{value}"
+
+
+def record_meta(item: InputFile, record: dict, where_key: str, where: int) -> dict:
+    """Every field but the text and the id, plus where the record came from (``_ingest``)."""
+    skip = {item.source.text_field, item.source.id_field}
+    meta = {k: v for k, v in record.items() if k not in skip}
+    meta["_ingest"] = {"file": item.relative, where_key: where}
+    return meta

@@ -1,0 +1,1 @@
+"""Input readers of the source stage (``pipeline.readers``): one module per format, each defining ``READER``."""

@@ -1,0 +1,138 @@
+"""What the file readers share: block-wise decompression that tells a damaged file from an I/O
+error, lines split on b'\\n' only, and the quarantine of a damaged file's unreadable rest.
+
+``.gz`` and ``.zst`` are decompressed here, in small blocks, rather than by pyarrow, whose buffered
+decompression loses up to a megabyte of good records before the damage and cannot tell a damaged
+file from an I/O error.
+"""
+from __future__ import annotations
+
+import zlib
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pyarrow.fs as pafs
+import zstandard
+
+from pipeline.readers import InputFile
+
+
+class CorruptFile(Exception):
+    """The decompressor (or Parquet decoder) found damaged data: ``offset`` compressed bytes were
+    consumed when it did, ``message`` is its error."""
+
+    def __init__(self, message: str, offset: int | None = None):
+        super().__init__(message)
+        self.message, self.offset = message, offset
+
+
+def reject_rest(item: InputFile, records, damage: CorruptFile, offset: int, pending: bytes,
+                 line: int | None) -> None:
+    """Quarantine the unreadable rest of a damaged file as one ``corrupt_file`` row."""
+    meta: dict[str, Any] = {"_ingest": {"file": item.relative, "byte": offset}}
+    if line is not None:
+        meta["_ingest"]["line"] = line
+    where = f"byte {offset}"
+    compressed = f" (compressed byte {damage.offset})" if damage.offset is not None else ""
+    meta["error"] = f"unreadable after byte {offset} of the decompressed data{compressed}: {damage.message}"
+    records.reject("corrupt_file", pending.decode("utf-8", "replace"), meta, where)
+
+
+class Lines:
+    """Lines of a stream of byte chunks, split on b'\\n' only (not on other Unicode line breaks that
+    may sit inside text). ``offset`` is the byte offset of ``pending``, the start of the line not yet
+    complete, and ``count`` the lines handed out: where a damaged file stops being readable."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks = chunks
+        self.pending = b""
+        self.offset = 0
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.pending += chunk
+            *complete, self.pending = self.pending.split(b"\n")
+            for line in complete:
+                self.offset += len(line) + 1
+                self.count += 1
+                yield line
+        if self.pending:
+            line, self.pending = self.pending, b""
+            self.offset += len(line)
+            self.count += 1
+            yield line
+
+
+READ = 1 << 20  # compressed bytes read at a time
+FEED = 1 << 12  # ... and fed to the decoder at a time: a decoder that fails loses that call's output
+
+
+def _slices(stream) -> Iterator[bytes]:
+    """The stream's bytes in FEED-sized pieces, so the output lost with a failing decoder call is
+    small (zstd still emits whole blocks, up to 128 kB of text, so that much may go with it)."""
+    while block := stream.read(READ):
+        for start in range(0, len(block), FEED):
+            yield block[start:start + FEED]
+
+
+@contextmanager
+def decompressed(fs: pafs.FileSystem, path: str) -> Iterator[Iterator[bytes]]:
+    """The decompressed chunks of a file. ``.gz`` and ``.zst``/``.zstd`` are decoded here, so damage
+    raises ``CorruptFile`` after every chunk before it was handed out (I/O errors stay OSErrors, to
+    be retried); other compressions (``.bz2``, ``.lz4``) are left to pyarrow."""
+    name = path.lower()
+    if name.endswith(".gz"):
+        decode = _gunzip
+    elif name.endswith((".zst", ".zstd")):
+        decode = _unzstd
+    else:
+        with fs.open_input_stream(path, compression="detect") as stream:
+            yield iter(lambda: stream.read(1 << 20), b"")
+        return
+    with fs.open_input_stream(path, compression=None) as stream:
+        yield decode(stream)
+
+
+def _gunzip(stream) -> Iterator[bytes]:
+    """gzip members one after another (``cat a.gz b.gz`` is a valid .gz), as gzip -d reads them."""
+    consumed, decoder, started = 0, zlib.decompressobj(16 + zlib.MAX_WBITS), False
+    for block in _slices(stream):
+        data = block
+        while data:
+            if decoder.eof:  # the next member starts in what the last one left over
+                decoder, started = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+            try:
+                out = decoder.decompress(data)
+            except zlib.error as error:
+                raise CorruptFile(f"corrupt gzip data ({error})", consumed) from None
+            started = True
+            if out:
+                yield out
+            data = decoder.unused_data if decoder.eof else b""
+        consumed += len(block)
+    if started and not decoder.eof:
+        raise CorruptFile("truncated gzip data (the stream ends inside a member)", consumed)
+
+
+def _unzstd(stream) -> Iterator[bytes]:
+    """zstd frames one after another, each block's output handed out as soon as it is decoded."""
+    consumed, decoder, started = 0, zstandard.ZstdDecompressor().decompressobj(), False
+    for block in _slices(stream):
+        data = block
+        while data:
+            if decoder.eof:
+                decoder, started = zstandard.ZstdDecompressor().decompressobj(), False
+            try:
+                out = decoder.decompress(data)
+            except zstandard.ZstdError as error:
+                raise CorruptFile(f"corrupt zstd data ({error})", consumed) from None
+            started = True
+            if out:
+                yield out
+            data = decoder.unused_data if decoder.eof else b""
+        consumed += len(block)
+    if started and not decoder.eof:
+        raise CorruptFile("truncated zstd data (the stream ends inside a frame)", consumed)
+
+
