@@ -57,18 +57,19 @@ def compute(texts: pa.Array, window: pa.Array, tokens: "Tokens", langs: list[str
     """
     # Words of the window, scaled by the text's bytes per window byte: counting a 5 MB book's words
     # would cost more than scoring it, and the estimate is exact for every document under the window.
-    window_words = tokens.per_document(tokens.alnum)
+    window_words = tokens.per_document(tokens.alnum)  # also the stop-word share's denominator
     window_bytes = pc.binary_length(window).to_numpy(zero_copy_only=False).astype(np.float64)
     text_bytes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.float64)
     words = window_words * np.where(window_bytes > 0, text_bytes / np.maximum(window_bytes, 1), 0.0)
     return {
         "words": np.log1p(words),
-        "stopwords": _stopword_share(tokens, langs, stop_words),
+        "stopwords": _stopword_share(tokens, window_words, langs, stop_words),
         **_line_signals(window),
     }
 
 
-def _stopword_share(tokens: "Tokens", langs: list[str], stop_words: dict[str, list[str]]) -> np.ndarray:
+def _stopword_share(tokens: "Tokens", n_words: np.ndarray, langs: list[str],
+                    stop_words: dict[str, list[str]]) -> np.ndarray:
     """Stop words of the document's language over its word tokens. One hash lookup for the batch:
     every list's words in one set, then a (word, language) table says whose stop word a hit is."""
     vocabulary = sorted({word for words in stop_words.values() for word in words})
@@ -82,7 +83,6 @@ def _stopword_share(tokens: "Tokens", langs: list[str], stop_words: dict[str, li
     lang_index = {lang: j for j, lang in enumerate(languages)}
     doc_lang = np.array([lang_index.get(lang, len(languages)) for lang in langs], dtype=np.int64)
     is_stop = table[word_row, doc_lang[tokens.doc_of]] if len(word_row) else np.zeros(0, dtype=bool)
-    n_words = tokens.per_document(tokens.alnum)
     n_stop = tokens.per_document(is_stop)
     share = np.where(n_words > 0, n_stop / np.maximum(n_words, 1), 0.0)
     return np.where(doc_lang < len(languages), share, np.nan)

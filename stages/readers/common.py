@@ -96,43 +96,33 @@ def decompressed(fs: pafs.FileSystem, path: str) -> Iterator[Iterator[bytes]]:
 
 def _gunzip(stream) -> Iterator[bytes]:
     """gzip members one after another (``cat a.gz b.gz`` is a valid .gz), as gzip -d reads them."""
-    consumed, decoder, started = 0, zlib.decompressobj(16 + zlib.MAX_WBITS), False
-    for block in _slices(stream):
-        data = block
-        while data:
-            if decoder.eof:  # the next member starts in what the last one left over
-                decoder, started = zlib.decompressobj(16 + zlib.MAX_WBITS), False
-            try:
-                out = decoder.decompress(data)
-            except zlib.error as error:
-                raise CorruptFile(f"corrupt gzip data ({error})", consumed) from None
-            started = True
-            if out:
-                yield out
-            data = decoder.unused_data if decoder.eof else b""
-        consumed += len(block)
-    if started and not decoder.eof:
-        raise CorruptFile("truncated gzip data (the stream ends inside a member)", consumed)
+    return _frames(stream, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error, "gzip", "member")
 
 
 def _unzstd(stream) -> Iterator[bytes]:
     """zstd frames one after another, each block's output handed out as soon as it is decoded."""
-    consumed, decoder, started = 0, zstandard.ZstdDecompressor().decompressobj(), False
+    return _frames(stream, lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError, "zstd", "frame")
+
+
+def _frames(stream, new_decoder, error: type[Exception], codec: str, unit: str) -> Iterator[bytes]:
+    """Concatenated compressed ``unit``s decoded one after another; damage raises ``CorruptFile``
+    with the compressed offset of the block it was found in."""
+    consumed, decoder, started = 0, new_decoder(), False
     for block in _slices(stream):
         data = block
         while data:
-            if decoder.eof:
-                decoder, started = zstandard.ZstdDecompressor().decompressobj(), False
+            if decoder.eof:  # the next member or frame starts in what the last one left over
+                decoder, started = new_decoder(), False
             try:
                 out = decoder.decompress(data)
-            except zstandard.ZstdError as error:
-                raise CorruptFile(f"corrupt zstd data ({error})", consumed) from None
+            except error as exc:
+                raise CorruptFile(f"corrupt {codec} data ({exc})", consumed) from None
             started = True
             if out:
                 yield out
             data = decoder.unused_data if decoder.eof else b""
         consumed += len(block)
     if started and not decoder.eof:
-        raise CorruptFile("truncated zstd data (the stream ends inside a frame)", consumed)
+        raise CorruptFile(f"truncated {codec} data (the stream ends inside a {unit})", consumed)
 
 

@@ -150,42 +150,30 @@ class _GzipMembers(_ForwardSeek):
                 return
             if not self.decomp.unconsumed_tail:
                 self.consumed += len(data)
-            try:
-                chunk = self.decomp.decompress(data, self.CHUNK)
-            except zlib.error as err:
-                self.eof = True
-                self.error = f"corrupt gzip data: {err}"
-                self.error_offset = self.member_start
-                return
-            self.produced += len(chunk)
-            self.pending = chunk
-            if self.decomp.eof:
-                rest = self.decomp.unused_data
-                self.complete_end = self.produced
-                self.member_start = self.consumed - len(rest)
-                self.decomp = zlib.decompressobj(wbits=31)
-                if rest:
-                    self._feed_rest(rest)
+            rest = self._decompress(data, self.CHUNK)
+            # bytes after a member's end belong to the next member; decompress them now
+            while rest and not self.eof:
+                rest = self._decompress(rest, 0)
 
-    def _feed_rest(self, rest: bytes) -> None:
-        # bytes after a member's end belong to the next member; decompress them now
-        while rest and not self.eof:
-            try:
-                chunk = self.decomp.decompress(rest)
-            except zlib.error as err:
-                self.eof = True
-                self.error = f"corrupt gzip data: {err}"
-                self.error_offset = self.member_start
-                return
-            self.produced += len(chunk)
-            self.pending += chunk
-            if self.decomp.eof:
-                rest = self.decomp.unused_data
-                self.complete_end = self.produced
-                self.member_start = self.consumed - len(rest)
-                self.decomp = zlib.decompressobj(wbits=31)
-            else:
-                rest = b""
+    def _decompress(self, data: bytes, max_length: int) -> bytes:
+        """Decode ``data`` into ``pending``; return what follows the current member when it ends
+        (the next member's bytes), else b"". A zlib error ends the stream with ``error`` set."""
+        try:
+            chunk = self.decomp.decompress(data, max_length)
+        except zlib.error as err:
+            self.eof = True
+            self.error = f"corrupt gzip data: {err}"
+            self.error_offset = self.member_start
+            return b""
+        self.produced += len(chunk)
+        self.pending += chunk
+        if not self.decomp.eof:
+            return b""
+        rest = self.decomp.unused_data
+        self.complete_end = self.produced
+        self.member_start = self.consumed - len(rest)
+        self.decomp = zlib.decompressobj(wbits=31)
+        return rest
 
     def readinto(self, buffer) -> int:
         self._fill()
