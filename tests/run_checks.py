@@ -17,6 +17,24 @@ def stage_contents(work_dir: Path) -> dict:
     return {(stage, side): read_stage(work_dir, stage, side) for stage in STAGE_DIRS for side in ("kept", "removed")}
 
 
+def assert_same_contents(work_dir: Path, reference: Path) -> None:
+    """``stage_contents`` equal, or a failure that names the first stage, side, row and columns that
+    differ (a dict of every row would bury the one difference in thousands of lines)."""
+    ours, theirs = stage_contents(work_dir), stage_contents(reference)
+    for key in theirs:
+        a, b = ours[key], theirs[key]
+        if a == b:
+            continue
+        ids_a, ids_b = [r["id"] for r in a], [r["id"] for r in b]
+        if ids_a != ids_b:
+            only_a, only_b = sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
+            raise AssertionError(f"{key}: different rows ({len(a)} vs {len(b)}); only in the run: {only_a[:10]}, "
+                                 f"only in the reference: {only_b[:10]}, same set: {not only_a and not only_b}")
+        diffs = [(row_a["id"], {c: (row_a[c], row_b.get(c)) for c in row_a if row_a[c] != row_b.get(c)})
+                 for row_a, row_b in zip(a, b) if row_a != row_b]
+        raise AssertionError(f"{key}: {len(diffs)} rows differ (run, reference); first: {diffs[:3]}")
+
+
 def assert_conserved(work_dir: Path) -> None:
     """Every stage finished, every unit and stage kept + removed what it read, and each stage
     read exactly what the one before it kept."""

@@ -29,7 +29,7 @@ import yaml
 
 from conftest import REPO, SAMPLE_CONFIG
 from local_cluster import LocalCluster, cluster_env
-from run_checks import assert_conserved, stage_contents
+from run_checks import assert_conserved, assert_same_contents
 from stage_fixtures import FAULTS_VARIABLE, attempts
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_worker_nodes_killed_mid_rules_and_mid_dedup_reduce(cluster, sample_run,
     assert _lost_and_redone(faults, second, "link_partition/"), "no reduce task was interrupted by the second kill"
     ran_on = {pid for event, _, pid in attempts(faults) if event == "end"}
     assert ran_on & first and ran_on & second and ran_on - first - second
-    assert stage_contents(work) == stage_contents(reference)
+    assert_same_contents(work, reference)
     assert_conserved(work)
 
 
@@ -168,7 +168,7 @@ def test_driver_killed_mid_stage_and_restarted(cluster, sample_run, tmp_path):
     driver = _start_driver(config, faults, logs[2])
     _finish(driver, logs[2])
     assert re.search(r"\[05 dedup\] candidates: \d+ tasks \(\d+ already done\)", logs[2].read_text())
-    assert stage_contents(work) == stage_contents(reference)
+    assert_same_contents(work, reference)
     assert_conserved(work)
 
 

@@ -21,7 +21,7 @@ from conftest import REPO, SAMPLE_CONFIG, sample_config
 from pipeline import cli, storage
 from pipeline.executor import RayExecutor, TaskFailed
 from pipeline.runner import run_pipeline
-from run_checks import assert_conserved, assert_only_complete_units_committed, stage_contents
+from run_checks import assert_conserved, assert_only_complete_units_committed, assert_same_contents
 from stage_fixtures import FaultyFileSystem, attempts, with_faults
 
 NO_STEPS = {"tokenizer": None, "mixture": None}  # the stages are what these tests are about
@@ -47,7 +47,7 @@ def test_exceptions_in_one_percent_of_tasks_are_retried(sample_run, tmp_path, mo
     events = attempts(faults["dir"])
     for key in injected:  # failed once, then retried to completion
         assert [event for event, k, _ in events if k == key] == ["start", "start", "end"], key
-    assert stage_contents(tmp_path / "work") == stage_contents(reference)
+    assert_same_contents(tmp_path / "work", reference)
     assert_conserved(tmp_path / "work")
 
 
@@ -79,7 +79,7 @@ def test_without_retries_an_exception_stops_the_run_naming_the_task_and_a_rerun_
             if f"task for {task} failed after 0 retries: InjectedFault: injected fault in task {key}" in message:
                 named.append(key)
     assert len(named) == len(set(named)) == len(messages), messages
-    assert stage_contents(tmp_path / "work") == stage_contents(reference)
+    assert_same_contents(tmp_path / "work", reference)
     assert_conserved(tmp_path / "work")
 
 
@@ -122,7 +122,7 @@ def test_disk_full_mid_stage_names_the_path_commits_nothing_partial_and_resumes(
     disk.space = None  # space freed
     assert cli.main(["run", str(config), "--no-ray"]) == 0
     assert "[03 rules]" in capsys.readouterr().out
-    assert stage_contents(work) == stage_contents(reference)
+    assert_same_contents(work, reference)
     assert_conserved(work)
 
 
@@ -143,7 +143,7 @@ def test_permission_denied_names_the_path_and_a_rerun_after_fixing_it_completes(
     disk.read_only = ()
     assert cli.main(["run", str(config), "--no-ray"]) == 0
     capsys.readouterr()
-    assert stage_contents(work) == stage_contents(reference)
+    assert_same_contents(work, reference)
     assert_conserved(work)
 
 
