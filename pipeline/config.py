@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from pipeline import registry
 from pipeline.errors import ConfigError
+from pipeline.readers import unread_option
 from pipeline.stage import CATEGORIES, StageConfig
 
 Category = Literal[CATEGORIES]  # the one list is pipeline.stage.CATEGORIES
@@ -28,16 +29,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UrlFilterConfig(_Strict):
+    """URL block/allow lists of an input (``stages.web.urlfilter``): files of one rule a line, ``#``
+    comments, as UT1's blacklists are; local paths or URIs, read once per worker process."""
+
+    block_domains: tuple[str, ...] = Field((), description="files of blocked domains: a domain blocks itself "
+                                           "and its subdomains (UT1 `domains` files)")
+    block_urls: tuple[str, ...] = Field((), description="files of blocked URL substrings, matched scheme-less "
+                                        "and case-insensitively (UT1 `urls` files)")
+    allow_domains: tuple[str, ...] = Field((), description="files of allowed domains: a URL on one of them (or a "
+                                           "subdomain) is kept whatever the block lists say")
+
+
 class InputSource(_Strict):
-    """One input: a file, a directory or a glob, all of one category."""
+    """One input: a file, a directory or a glob, all of one category.
+
+    Which of the optional keys an input may set depends on its reader (``Reader.options``): a key the
+    reader would not read is an error, never silently ignored."""
 
     name: str = Field(description="source name written to the `source` column")
     path: str = Field(description="file, directory (searched recursively) or glob; local path or URI")
     category: Category
-    format: str = Field("auto", description="a registered reader (jsonl, parquet, txt: pipeline.registry.READERS), "
-                                            "or auto: told from the file name")
+    format: str = Field("auto", description="a registered reader (jsonl, parquet, txt, warc, wet, html: "
+                                            "pipeline.registry.READERS), or auto: told from the file name")
     text_field: str = "text"
     id_field: str | None = Field(None, description="field holding a stable id; default: path and line")
+    html_field: str | None = Field(None, description="JSONL/Parquet: field holding a page's HTML; its main text "
+                                   "(charset resolved, boilerplate removed) becomes the document text")
+    extractor: Literal["auto", "trafilatura", "trafilatura_fast", "resiliparse"] = Field(
+        "auto", description="main-text extractor of HTML (warc, html, html_field); stages.web.html.METHODS")
+    url_filter: UrlFilterConfig | None = Field(
+        None, description="warc, wet, and JSONL/Parquet records with a `url` field: records whose URL a block "
+                          "list matches are removed (url_blocked) before any extraction")
 
 
 class IngestConfig(StageConfig):
@@ -75,6 +98,12 @@ class PipelineConfig(_Strict):
     batch_rows: int = Field(10_000, gt=0, description="rows per batch (whole row groups) of a stage that streams "
                             "its shard (Stage.whole_shard = False); bounds a task's memory, never its output")
     _steps: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _no_stages(cls, value: Any) -> Any:
+        """``stages:`` with every stage commented out (YAML null) is no stages: ingest alone."""
+        return {} if value is None else value
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The typed config of every listed stage, in run order (validated in ``load_config``)."""
@@ -142,6 +171,7 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfi
         raise ConfigError(_describe(error, source, prefix=())) from None
     _check_input_names(config, source)
     _check_formats(config, source)
+    _check_reader_options(config, source)
     for name, stage_raw in config.stages.items():
         try:
             cls = registry.stage_class(name)
@@ -178,6 +208,14 @@ def _check_formats(config: PipelineConfig, source: str) -> None:
         if item.format != "auto" and item.format not in registry.READERS:
             *first, last = [repr(name) for name in ["auto", *sorted(registry.READERS)]]
             raise ConfigError(f"{source}: inputs.{index}.format: Input should be {', '.join(first)} or {last}")
+
+
+def _check_reader_options(config: PipelineConfig, source: str) -> None:
+    """An input of a named format may set only the keys its reader reads (with ``format: auto`` the
+    source stage checks each file's reader when it lists the files)."""
+    for index, item in enumerate(config.inputs):
+        if item.format != "auto" and (problem := unread_option(item, registry.reader(item.format))):
+            raise ConfigError(f"{source}: inputs.{index}.{problem}")
 
 
 def _validate_strictly(model: type[BaseModel], raw: Any, source: str, prefix: tuple) -> None:

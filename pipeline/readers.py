@@ -16,9 +16,13 @@ A reader is one file that defines a ``Reader`` and one line in ``pipeline.regist
 ``patterns`` are the file-name endings the reader takes (an input with ``format: auto`` is read by the
 first registered reader whose pattern matches; a directory input lists the files some reader takes).
 ``read(item, records)`` feeds every record of one file to ``records.add(id, text, meta, where, raw)``
-(validation, ids, quarantine and shard cutting are the source stage's) or ``records.reject(reason, raw,
-meta, where)`` for one it cannot parse, and yields after each. ``split(item)`` cuts one file into
-several units of work (default: the file is one unit).
+(validation, ids, quarantine and shard cutting are the source stage's), ``records.reject(reason, raw,
+meta, where)`` for one it cannot parse (bad input: with ``on_bad_input: fail`` the run stops), or
+``records.skip(reason, raw, meta, where)`` for one that is not a document by design (a WARC request
+record, a 404 page: removed with its reason, never an error), and yields after each. ``split(item)``
+cuts one file into several units of work (default: the file is one unit). ``options`` are the
+optional input keys the reader reads (``text_field``, ``id_field``...); an input that sets another
+one is a config error naming the key.
 """
 from __future__ import annotations
 
@@ -62,6 +66,23 @@ class Reader:
     patterns: tuple[str, ...]
     read: Callable[[InputFile, Any], Iterator[None]]
     split: Callable[[InputFile], list[InputFile]] | None = None  # None: one unit per file
+    options: tuple[str, ...] = ("text_field", "id_field")
+
+
+# every input key but these is a reader's option (pipeline.config.InputSource)
+_EVERY_READER = {"name", "path", "category", "format"}
+
+
+def unread_option(source: Any, reader: Reader) -> str | None:
+    """``"<key>: ..."`` for the first key the input sets that its reader does not read (for a reader
+    that takes ``html_field``, ``extractor`` without one), else None."""
+    unread = sorted(source.model_fields_set - _EVERY_READER - set(reader.options))
+    if unread:
+        takes = ", ".join(reader.options) or "none of the optional keys"
+        return f"{unread[0]}: not read by the {reader.name} reader (it takes {takes}); remove it"
+    if "extractor" in source.model_fields_set and "html_field" in reader.options and source.html_field is None:
+        return f"extractor: the {reader.name} reader extracts only an html_field's HTML; set html_field or remove it"
+    return None
 
 
 def file_patterns(format: str) -> tuple[str, ...]:
@@ -83,8 +104,9 @@ def record_id(item: InputFile, record: dict, where: str) -> str | None:
 
 
 def record_meta(item: InputFile, record: dict, where_key: str, where: int) -> dict:
-    """Every field but the text and the id, plus where the record came from (``_ingest``)."""
-    skip = {item.source.text_field, item.source.id_field}
+    """Every field but the text (or the HTML it is extracted from) and the id, plus where the record
+    came from (``_ingest``)."""
+    skip = {item.source.html_field or item.source.text_field, item.source.id_field}
     meta = {k: v for k, v in record.items() if k not in skip}
     meta["_ingest"] = {"file": item.relative, where_key: where}
     return meta

@@ -33,6 +33,9 @@ READERS: dict[str, Any] = {
     "parquet": "stages.readers.parquet:READER",
     "txt": "stages.readers.txt:READER",
     "jsonl": "stages.readers.jsonl:READER",
+    "warc": "stages.readers.warc:READER",
+    "wet": "stages.readers.warc:WET_READER",
+    "html": "stages.readers.html:READER",
 }
 
 STEPS: dict[str, Any] = {

@@ -15,6 +15,11 @@ they are). Everything else is generated here, with a fixed seed, byte-identical 
     papers/abstracts.parquet       the abstracts, plus two revised versions (`<id>v2`, expect: dup)
     others/forum.jsonl             posts, exact reposts of two web pages, an edited repost of a post
                                    (expect: dup), and five bad input lines (expect: ingest)
+    web/crawl.warc.gz              a crawl file of the hand-written pages of stages/web/fixtures.py
+                                   (corpus_pages): articles (en, zh; one GBK page in three charset
+                                   declarations, expect: dup), a page of menus, a 404, a PDF, a page
+                                   on a blocked domain, request/metadata/warcinfo/revisit records
+    web/blocked_domains.txt        the block list of the crawl input in configs/sample.yaml
     quality/gold.jsonl             the authored gold paragraphs
     quality/junk.jsonl             junk texts generated from authored/junk_templates.txt
     manifest.jsonl                 one line per corpus record: file, key, category, lang, expect
@@ -34,6 +39,7 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,6 +47,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # the crawl file's pages and reader are the project's (stages.web)
 AUTHORED = ROOT / "authored"
 SEED = 20230601
 EXPECT = ("keep", "lang", "rules", "quality", "dup", "para", "ingest")
@@ -436,6 +443,45 @@ def parquet_bytes(records: list[dict]) -> bytes:
     return sink.getvalue()
 
 
+CRAWL = "web/crawl.warc.gz"
+BLOCK_LIST = "web/blocked_domains.txt"
+
+
+def write_crawl(path: Path) -> None:
+    """The crawl file: the fixture's hand-written pages as a WARC, byte-identical on every run."""
+    from stages.web.fixtures import corpus_pages, write_sample_warc
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_sample_warc(path, pages=corpus_pages())
+
+
+def block_list() -> bytes:
+    from stages.web.fixtures import BLOCKED_DOMAIN
+
+    return (b"# Domains the crawl input of configs/sample.yaml blocks (UT1 `domains` format: one a line;\n"
+            b"# a domain blocks its subdomains too). Written by sample_data/build.py.\n"
+            + BLOCKED_DOMAIN.encode() + b"\n")
+
+
+def crawl_rows() -> list[dict]:
+    """One manifest row per WARC record, as the ingest reads them with the block list: a page's text
+    is `keep` (or `dup` of the first page with the same text), any other record `ingest`."""
+    from stages.web import UrlFilter, WebDocument, iter_warc_records
+    from stages.web.fixtures import corpus_pages
+
+    langs = {page.url: page.lang for page in corpus_pages()}
+    reader = iter_warc_records(ROOT / CRAWL, url_filter=UrlFilter.from_files(ROOT / BLOCK_LIST))
+    rows, first = [], {}
+    for item in reader:
+        key = item.meta["record_id"].strip("<>")
+        lang, expect, dup_of = "unknown", "ingest", None
+        if isinstance(item, WebDocument):
+            lang, dup_of = langs[item.meta["url"]], first.setdefault(item.text, key)
+            expect, dup_of = ("keep", None) if dup_of == key else ("dup", dup_of)
+        rows.append({"file": CRAWL, "key": key, "category": "web", "lang": lang, "expect": expect, "dup_of": dup_of})
+    return rows
+
+
 def manifest_rows(pages, syndicated, mirror, encyclopedia, papers, code, forum_records, lang_of):
     """One row per corpus record: where it is, its key, category, language and expectation."""
     rows = []
@@ -459,7 +505,7 @@ def manifest_rows(pages, syndicated, mirror, encyclopedia, papers, code, forum_r
     for line_number, record in forum_records:
         add("others/forum.jsonl", record["id"] if "id" in record else f"line {line_number}", "others",
             lang_of.get(record.get("dup_of") or record.get("id"), "unknown"), record)
-    return rows
+    return rows + crawl_rows()
 
 
 def build() -> None:
@@ -487,6 +533,8 @@ def build() -> None:
     write(ROOT / "others/forum.jsonl", b"".join(line + b"\n" for line in forum_bytes))
     write(ROOT / "quality/gold.jsonl", jsonl(load_gold()))
     write(ROOT / "quality/junk.jsonl", jsonl(make_junk(random.Random(f"{SEED}:junk"))))
+    write(ROOT / BLOCK_LIST, block_list())
+    write_crawl(ROOT / CRAWL)
 
     lang_of = {p["id"]: p["lang"] for p in pages}
     lang_of.update({e["id"]: e["lang_hint"] for e in encyclopedia})
@@ -569,8 +617,15 @@ def check() -> dict:
     junk = read_jsonl((ROOT / "quality/junk.jsonl").read_bytes())
     books = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "books").glob("*.txt"))}
     manifest = read_jsonl((ROOT / "manifest.jsonl").read_bytes())
+    crawl = crawl_rows()
 
     assert bad == len(BAD_FORUM_LINES), f"forum.jsonl has {bad} bad lines"
+    with tempfile.TemporaryDirectory() as scratch:  # the crawl file is the fixture's, byte for byte
+        write_crawl(Path(scratch) / CRAWL)
+        assert (Path(scratch) / CRAWL).read_bytes() == (ROOT / CRAWL).read_bytes(), f"{CRAWL} is not the fixture's"
+    assert (ROOT / BLOCK_LIST).read_bytes() == block_list(), f"{BLOCK_LIST} differs from what build.py writes"
+    assert [json_line(r) for r in manifest if r["file"] == CRAWL] == [json_line(r) for r in crawl], \
+        f"the manifest's {CRAWL} rows are stale"
     corpus = {r["id"]: r["text"] for r in [*pages, *mirror, *encyclopedia, *forum]}
     corpus.update({p["paper_id"]: p["abstract"] for p in papers})
     corpus.update({c["path"]: c["content"] for c in code})
@@ -578,7 +633,7 @@ def check() -> dict:
     ids = [r["id"] for r in [*pages, *mirror, *encyclopedia, *forum]] + [p["paper_id"] for p in papers]
     assert len(ids) == len(set(ids)), "duplicate ids"
     assert all(r["expect"] in EXPECT for r in [*pages, *mirror, *encyclopedia, *forum, *papers, *code])
-    assert len(manifest) == len(corpus) + bad, (len(manifest), len(corpus), bad)
+    assert len(manifest) == len(corpus) + bad + len(crawl), (len(manifest), len(corpus), bad, len(crawl))
     assert all(3000 <= len(t.encode()) <= 8000 for t in books.values()), "books must be 3-8 KB"
     assert all(600 <= len(r["text"]) <= 3000 for r in encyclopedia), "articles must be 600-3000 chars"
     assert all(200 <= len(r["text"]) <= 1500 for r in gold), "gold must be 200-1500 chars"
@@ -620,7 +675,8 @@ def check() -> dict:
         "near_dup_jaccard_min_median_max": [min(near.values()), statistics.median(near.values()), max(near.values())],
         "near_dup_jaccard": near,
         "gold": collections.Counter(r["lang"] for r in gold), "junk": collections.Counter(r["lang"] for r in junk),
-        "bad_forum_lines": bad, "bytes_total": sum(sizes.values()), "bytes_generated_and_books": shipped,
+        "bad_forum_lines": bad, "crawl_records": collections.Counter(r["expect"] for r in crawl),
+        "bytes_total": sum(sizes.values()), "bytes_generated_and_books": shipped,
         "bytes_per_file": sizes,
     }
 

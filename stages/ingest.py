@@ -1,8 +1,8 @@
 """Ingest: raw input files -> document-schema Parquet shards, bad records quarantined with a reason.
 
-Reads JSONL (plain, .gz, .zst), Parquet and directories of .txt files, through pyarrow filesystems
-(so ``s3://`` works where credentials exist). Each configured input source declares its category;
-fields are mapped to the document schema:
+Reads JSONL (plain, .gz, .zst), Parquet, directories of .txt files, WARC and WET crawl files and
+HTML pages, through pyarrow filesystems (so ``s3://`` works where credentials exist). Each
+configured input source declares its category; fields are mapped to the document schema:
 
 - ``id``: with an ``id_field``, ``<source>/<value>`` when the source's path is one file, and
   ``<source>/<file path within the source>#<value>`` when it is a directory or a glob; without one,
@@ -13,8 +13,15 @@ fields are mapped to the document schema:
   a many-file source because checking one id set across all its files would need the whole source's
   ids in one place (memory that grows with the corpus, or a global pass); per file, the set is
   bounded by the file, which one task already holds;
-- ``text``: the ``text_field``; ``source`` and ``category`` from the config;
+- ``text``: the ``text_field`` (with ``html_field``: the main text of that field's HTML);
+  ``source`` and ``category`` from the config;
 - ``meta``: a JSON object of every other field of the record, plus ``_ingest: {file, line|row}``.
+
+WARC/WET records and HTML files are documents by their own rules (``stages/readers/warc.py``,
+``html.py``, ``web.py``): ids ``<source>/<file>#<WARC-Record-ID>`` and ``<source>/<file>``, meta
+from the WARC headers, and every record that is not a page's text (a request, a 404, a PDF, a
+page of menus, a URL on a block list) removed with its reason from ``stages.web.warc.REASONS``,
+never silently skipped: records in = kept + removed holds for crawl files as for any other.
 
 Formats are plug-ins (``pipeline.readers``; JSONL, Parquet and .txt in ``stages/readers/``): a
 reader turns one file into records, and this stage validates them, gives them ids, quarantines bad
@@ -27,7 +34,8 @@ A damaged file (a truncated or corrupt ``.gz``/``.zst``, a Parquet file that can
 bad input too, not a task failure: retrying cannot repair it. Every record read before the damage
 is kept as usual; the unreadable rest becomes one removed row with reason ``corrupt_file``, whose
 ``meta`` names the file, the byte offset (in the decompressed data; ``row`` for Parquet) where the
-readable part ends and the decoder's error, and whose ``text`` holds the incomplete last line.
+readable part ends and the decoder's error, and whose ``text`` holds the incomplete last line (for
+a WARC file, reason ``truncated_record``, its ``error`` naming the file and the offset).
 ``.gz`` and ``.zst`` are decompressed in small blocks (``stages.readers.common``).
 """
 from __future__ import annotations
@@ -42,11 +50,13 @@ import pyarrow.fs as pafs
 
 from pipeline.config import IngestConfig, InputSource, PipelineConfig
 from pipeline.errors import InputError  # noqa: F401  (raised here, and by readers)
-from pipeline.readers import InputFile, file_patterns
+from pipeline.readers import InputFile, file_patterns, unread_option
 from pipeline.stage import DOCUMENT_SCHEMA, REASON_COLUMN, Stage
 from pipeline.stats import Stats
 from pipeline.storage import resolve
 from pipeline.worker import UnitOutput, UnitWriter, text_bytes  # noqa: F401  (text_bytes: re-exported)
+from stages.readers.web import url_list_digests
+from stages.web.warc import REASONS as WEB_REASONS
 
 REASONS = {
     "malformed_json": "the line is not valid JSON",
@@ -59,7 +69,11 @@ REASONS = {
     "missing_id": "the record has no value in the configured id_field",
     "duplicate_id": "an earlier record of the same file has the same id",
     "corrupt_file": "the file is truncated or corrupt from here on",
+    **WEB_REASONS,  # the web readers' (not_html, http_status, no_text, skipped_request, url_blocked...)
 }
+# input keys added with the web readers: hashed only when set, so that adding them kept the stage
+# hashes (and the finished work) of existing runs
+_HASHED_WHEN_SET = ("html_field", "extractor", "url_filter")
 
 TEXT_PROBLEMS = {"missing_text", "non_string_text", "empty_text"}
 REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field(REASON_COLUMN, pa.string()))
@@ -79,8 +93,16 @@ class Ingest(Stage):
 
     @staticmethod
     def hash_inputs(config: PipelineConfig) -> list[dict]:
-        """What the stage's hash covers besides its config: the input declarations."""
-        return [source.model_dump() for source in config.inputs]
+        """What the stage's hash covers besides its config: the input declarations, and the content
+        of their URL lists (a list edited in place reruns ingest)."""
+        hashed = []
+        for source in config.inputs:
+            declared = {key: value for key, value in source.model_dump().items()
+                        if key not in _HASHED_WHEN_SET or value != InputSource.model_fields[key].default}
+            if source.url_filter is not None:
+                declared["url_lists"] = url_list_digests(source)
+            hashed.append(declared)
+        return hashed
 
     @staticmethod
     def units(config: PipelineConfig) -> list[tuple[str, InputFile, str]]:
@@ -91,7 +113,10 @@ class Ingest(Stage):
             index = 0
             for item in list_input_files(source):
                 info = source_fs.get_file_info(item.path)
-                split = item.reader.split if _has_format(item) else None
+                known = _has_format(item)
+                if known and source.format == "auto" and (problem := unread_option(source, item.reader)):
+                    raise InputError(f"input {source.name!r}, {item.relative}: {problem}")
+                split = item.reader.split if known else None
                 for piece in (split(item) if split else [item]):
                     units.append((f"{source_index:03d}-{index:05d}", piece, f"{info.size}:{info.mtime_ns}"))
                     index += 1
@@ -198,10 +223,17 @@ class Records:
         self.records += 1
         self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where)
 
-    def _quarantine(self, reason: str, doc_id: str, raw: str, meta: dict, where: str) -> None:
-        if self.config.on_bad_input == "fail":
-            expected = f"; expected a non-empty string in field {self.item.source.text_field!r}" if reason in TEXT_PROBLEMS else ""
-            detail = f": {meta['error']}" if reason == "corrupt_file" else ""
+    def skip(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
+        """A record that is not a document by design (a WARC request record, a 404 page, a blocked
+        URL): count it and remove it with its reason, whatever ``on_bad_input`` says."""
+        self.records += 1
+        self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where, bad=False)
+
+    def _quarantine(self, reason: str, doc_id: str, raw: str, meta: dict, where: str, bad: bool = True) -> None:
+        if bad and self.config.on_bad_input == "fail":
+            field = self.item.source.html_field or self.item.source.text_field
+            expected = f"; expected a non-empty string in field {field!r}" if reason in TEXT_PROBLEMS else ""
+            detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
         self._append(self.removed, doc_id, raw, meta)
         self.removed[REASON_COLUMN].append(reason)

@@ -1,15 +1,18 @@
 """JSON Lines (plain, .gz, .zst): one record per line; a damaged compressed file keeps every record
-before the damage and quarantines the rest as one ``corrupt_file`` row."""
+before the damage and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
+``url_filter``, records go through ``stages.readers.web.add_record``."""
 from __future__ import annotations
 
 import json
 from typing import Iterator
 
-from pipeline.readers import InputFile, Reader, record_id, record_meta
+from pipeline.readers import InputFile, Reader
 from pipeline.storage import resolve
 from stages.readers.common import CorruptFile, Lines, decompressed, reject_rest
+from stages.readers.web import add_record
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
+OPTIONS = ("text_field", "id_field", "html_field", "extractor", "url_filter")
 
 
 def _read_jsonl(item: InputFile, records) -> Iterator[None]:
@@ -45,9 +48,8 @@ def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes]) -> Iterator[N
         if not isinstance(record, dict):
             records.reject("not_an_object", line, provenance, where)
             continue
-        text = record.get(item.source.text_field)
-        records.add(record_id(item, record, where), text, record_meta(item, record, "line", number), where, line)
+        add_record(item, records, record, where, "line", number, line)
         yield
 
 
-READER = Reader(name="jsonl", patterns=SUFFIXES, read=_read_jsonl)
+READER = Reader(name="jsonl", patterns=SUFFIXES, read=_read_jsonl, options=OPTIONS)

@@ -1,5 +1,6 @@
 """Parquet: one record per row, read in batches of 1,000 rows; a file that cannot be decoded keeps
-the rows read before and quarantines the rest as one ``corrupt_file`` row."""
+the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
+``url_filter``, rows go through ``stages.readers.web.add_record``."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.readers import InputFile, Reader, record_id, record_meta
+from pipeline.readers import InputFile, Reader
 from pipeline.storage import resolve
+from stages.readers.jsonl import OPTIONS
+from stages.readers.web import add_record
 
 
 def _read_parquet(item: InputFile, records) -> Iterator[None]:
@@ -21,15 +24,16 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
         try:
             parquet = pq.ParquetFile(source)
             names = parquet.schema_arrow.names
-            if item.source.text_field not in names:
-                raise InputError(f"{item.path}: no column {item.source.text_field!r} (the text_field of source {item.source.name!r}); columns are {names}")
+            key = "html_field" if item.source.html_field else "text_field"
+            column = getattr(item.source, key)
+            if column not in names:
+                raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
             for record_batch in parquet.iter_batches(batch_size=1000):
                 for record in record_batch.to_pylist():
                     row += 1
-                    where = f"row {row}"
-                    text = record.get(item.source.text_field)
+                    text = record.get(column)
                     raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
-                    records.add(record_id(item, record, where), text, record_meta(item, record, "row", row), where, raw)
+                    add_record(item, records, record, f"row {row}", "row", row, raw)
                     yield
         except (pa.ArrowInvalid, OSError) as error:
             if not _undecodable(fs, error):
@@ -51,4 +55,4 @@ def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
     return fs.type_name == "local"
 
 
-READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet)
+READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS)

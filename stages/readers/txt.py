@@ -33,4 +33,4 @@ def _read_txt(item: InputFile, records) -> Iterator[None]:
     yield
 
 
-READER = Reader(name="txt", patterns=(".txt",), read=_read_txt)
+READER = Reader(name="txt", patterns=(".txt",), read=_read_txt, options=())

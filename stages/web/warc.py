@@ -5,8 +5,9 @@
 
 - ``WebDocument(text, meta)``: a page's main text; ``meta`` has ``url``, ``domain``, ``date``
   (WARC-Date, ISO 8601), ``record_id`` (WARC-Record-ID), ``content_language`` (Common Crawl's
-  ``WARC-Identified-Content-Language``, when present), ``http_status``, ``charset``, ``method``,
-  ``offset`` (the record's position in the decompressed stream);
+  ``WARC-Identified-Content-Language``, when present), ``http_content_language`` (the HTTP
+  ``Content-Language`` header, when present), ``http_status``, ``charset``, ``method``, ``offset``
+  (the record's position in the decompressed stream);
 - ``WebRemoval(reason, meta, raw)``: a record that is not a document, with a reason from ``REASONS``.
 
 So records in = documents + removals, always (``ReadStats.check``); nothing is dropped silently.
@@ -299,6 +300,9 @@ class WarcReader:
         self.stats.by_type[record_type] += 1
         headers = record.headers
         url = headers.get("WARC-Target-URI")
+        if url and url.startswith("<") and url.endswith(">"):
+            # WARC/1.0's grammar writes the URI in angle brackets, and some writers (Dolma's) do so
+            url = url[1:-1]
         meta: dict[str, Any] = {
             "url": url, "domain": _domain(url), "date": headers.get("WARC-Date"),
             "record_id": headers.get("WARC-Record-ID"), "record_type": record_type,
@@ -321,7 +325,7 @@ class WarcReader:
         if self.url_filter is not None and url:
             decision = self.url_filter.decide(url)
             if not decision.allowed:
-                meta["url_rule"] = decision.rule
+                meta["url_rule"], meta["url_list"] = decision.rule, decision.list
                 return WebRemoval("url_blocked", meta), end
         if self.wet:
             text = payload.decode("utf-8", errors="replace").strip()
@@ -335,6 +339,9 @@ class WarcReader:
         http = record.http_headers
         status = http.status_code if http is not None else None
         meta["http_status"] = status
+        language = http.get("Content-Language") if http is not None else None
+        if language:
+            meta["http_content_language"] = language
         raw = payload[: self.raw_limit]
         if status not in self.statuses:
             return WebRemoval("http_status", meta, raw)
