@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline import registry
 from pipeline.errors import ConfigError
@@ -42,14 +42,18 @@ class UrlFilterConfig(_Strict):
 
 
 class InputSource(_Strict):
-    """One input: a file, a directory or a glob, all of one category.
+    """One input: a file, a directory or a glob, all of one ``category``, or of the categories its
+    records name in ``category_field`` (a mixed dataset need not be split by category first).
 
     Which of the optional keys an input may set depends on its reader (``Reader.options``): a key the
     reader would not read is an error, never silently ignored."""
 
     name: str = Field(description="source name written to the `source` column")
     path: str = Field(description="file, directory (searched recursively) or glob; local path or URI")
-    category: Category
+    category: Category | None = Field(None, description="the category of every record (with category_field: of "
+                                       "records whose field is empty); one of category, category_field is required")
+    category_field: str | None = Field(None, description="JSONL/Parquet: field holding each record's category "
+                                       "(one of the pipeline's categories; another value is bad input: bad_category)")
     format: str = Field("auto", description="a registered reader (jsonl, parquet, txt, warc, wet, html: "
                                             "pipeline.registry.READERS), or auto: told from the file name")
     text_field: str = "text"
@@ -62,9 +66,19 @@ class InputSource(_Strict):
         None, description="warc, wet, and JSONL/Parquet records with a `url` field: records whose URL a block "
                           "list matches are removed (url_blocked) before any extraction")
 
+    @model_validator(mode="after")
+    def _has_a_category(self) -> "InputSource":
+        if self.category is None and self.category_field is None:
+            raise ValueError("set `category` (one for every record) or `category_field` (each record's own)")
+        return self
+
 
 class IngestConfig(StageConfig):
-    shard_bytes: int = Field(64_000_000, gt=0, description="target text bytes per output shard")
+    shard_bytes: int = Field(64_000_000, gt=0, description="target text bytes per output shard; also the size "
+                             "of a unit of ingest work: smaller files of one input are read together up to it, "
+                             "and a reader that can (Parquet, by row groups) cuts a larger file into pieces of it")
+    max_files_per_unit: int = Field(1_000, gt=0, description="most files one ingest task reads (1: one task per "
+                                    "file); bounds a task's list of files when inputs are tiny")
     max_doc_bytes: int = Field(
         20_000_000, gt=0, description="documents larger than this are bad input (too_large)"
     )

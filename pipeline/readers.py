@@ -19,8 +19,11 @@ first registered reader whose pattern matches; a directory input lists the files
 (validation, ids, quarantine and shard cutting are the source stage's), ``records.reject(reason, raw,
 meta, where)`` for one it cannot parse (bad input: with ``on_bad_input: fail`` the run stops), or
 ``records.skip(reason, raw, meta, where)`` for one that is not a document by design (a WARC request
-record, a 404 page: removed with its reason, never an error), and yields after each. ``split(item)``
-cuts one file into several units of work (default: the file is one unit). ``options`` are the
+record, a 404 page: removed with its reason, never an error), and yields after each.
+``split(item, target_bytes)`` cuts one large file into pieces of about ``target_bytes`` (each an
+``InputFile`` with its ``piece``, which ``read`` then honours), so a big file is several units of
+work; a reader without it reads a file as one unit, and the source stage groups small files into
+one unit up to the same size. ``options`` are the
 optional input keys the reader reads (``text_field``, ``id_field``...); an input that sets another
 one is a config error naming the key.
 """
@@ -44,6 +47,9 @@ class InputFile:
     path: str
     relative: str
     many_files: bool = False
+    size: int = -1  # bytes on storage, from the listing (-1: not listed)
+    mtime_ns: int = -1
+    piece: Any = None  # the part of the file this unit reads, when its reader splits it (``Reader.split``)
 
     @property
     def format(self) -> str:
@@ -65,7 +71,7 @@ class Reader:
     name: str
     patterns: tuple[str, ...]
     read: Callable[[InputFile, Any], Iterator[None]]
-    split: Callable[[InputFile], list[InputFile]] | None = None  # None: one unit per file
+    split: Callable[[InputFile, int], list[InputFile]] | None = None  # None: the file is read whole
     options: tuple[str, ...] = ("text_field", "id_field")
 
 

@@ -206,8 +206,16 @@ def debug_stage(config: PipelineConfig, name: str, shard: int = 0, limit: int | 
         spec.filesystem.delete_dir_contents(debug_dir)
     _prepare(spec, units, InProcessExecutor(), log, label="prepare")
     unit = replace(units[shard], limit=limit)
-    log(f"[{spec.label}] unit {unit.name} ({getattr(unit.source, 'path', unit.source)})")
+    log(f"[{spec.label}] unit {unit.name} ({_describe_source(unit.source)})")
     receipt = run_unit((spec, unit))
     if isinstance(receipt, Failure):
         raise PipelineError(receipt.message)
     return spec, receipt
+
+
+def _describe_source(source) -> str:
+    """A unit's input for a person: an upstream shard's path, or the input files of a source unit."""
+    if isinstance(source, tuple):
+        paths = [getattr(item, "path", str(item)) for item in source]
+        return paths[0] if len(paths) == 1 else f"{len(paths)} files: {paths[0]} ... {paths[-1]}"
+    return getattr(source, "path", str(source))

@@ -41,6 +41,7 @@ a WARC file, reason ``truncated_record``, its ``error`` naming the file and the 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import posixpath
 from typing import Any, Iterator
@@ -51,7 +52,7 @@ import pyarrow.fs as pafs
 from pipeline.config import IngestConfig, InputSource, PipelineConfig
 from pipeline.errors import InputError  # noqa: F401  (raised here, and by readers)
 from pipeline.readers import InputFile, file_patterns, unread_option
-from pipeline.stage import DOCUMENT_SCHEMA, REASON_COLUMN, Stage
+from pipeline.stage import CATEGORIES, DOCUMENT_SCHEMA, REASON_COLUMN, Stage
 from pipeline.stats import Stats
 from pipeline.storage import resolve
 from pipeline.worker import UnitOutput, UnitWriter, text_bytes  # noqa: F401  (text_bytes: re-exported)
@@ -69,6 +70,7 @@ REASONS = {
     "missing_id": "the record has no value in the configured id_field",
     "duplicate_id": "an earlier record of the same file has the same id",
     "corrupt_file": "the file is truncated or corrupt from here on",
+    "bad_category": "the record's category_field is empty (and the input has no category) or not a category",
     **WEB_REASONS,  # the web readers' (not_html, http_status, no_text, skipped_request, url_blocked...)
 }
 # input keys added with the web readers: hashed only when set, so that adding them kept the stage
@@ -105,32 +107,57 @@ class Ingest(Stage):
         return hashed
 
     @staticmethod
-    def units(config: PipelineConfig) -> list[tuple[str, InputFile, str]]:
-        """(name, file, fingerprint) of every unit: one per input file, or per piece its reader cuts."""
+    def units(config: PipelineConfig) -> list[tuple[str, tuple[InputFile, ...], str]]:
+        """(name, files, fingerprint) of every unit. A file of at least ``shard_bytes`` is its own
+        unit, or several when its reader can cut it (``Reader.split``); consecutive smaller files of
+        one input share a unit up to ``shard_bytes`` and ``max_files_per_unit`` files, so 100,000
+        tiny files are neither 100,000 tasks nor 100,000 tiny shards for every later stage."""
+        target, most = config.ingest.shard_bytes, config.ingest.max_files_per_unit
         units = []
         for source_index, source in enumerate(config.inputs):
-            source_fs, _ = resolve(source.path)
-            index = 0
+            groups: list[list[InputFile]] = []
+            group_bytes = target  # no open group yet
             for item in list_input_files(source):
-                info = source_fs.get_file_info(item.path)
                 known = _has_format(item)
                 if known and source.format == "auto" and (problem := unread_option(source, item.reader)):
                     raise InputError(f"input {source.name!r}, {item.relative}: {problem}")
                 split = item.reader.split if known else None
-                for piece in (split(item) if split else [item]):
-                    units.append((f"{source_index:03d}-{index:05d}", piece, f"{info.size}:{info.mtime_ns}"))
-                    index += 1
+                if item.size >= target:
+                    groups.extend([piece] for piece in (split(item, target) if split else [item]))
+                    group_bytes = target
+                elif group_bytes + item.size < target and len(groups[-1]) < most:
+                    groups[-1].append(item)
+                    group_bytes += item.size
+                else:
+                    groups.append([item])
+                    group_bytes = item.size
+            for index, group in enumerate(groups):
+                units.append((f"{source_index:03d}-{index:05d}", tuple(group), _fingerprint(group)))
         return units
 
     def run_unit(self, unit, writer: UnitWriter) -> UnitOutput:
-        kept_files = []
-        for table, records in read_file(unit.source, self.config, limit=unit.limit):
+        kept_files, removed, read, stats = [], [], 0, Stats()
+        for table, records in read_files(unit.source, self.config, limit=unit.limit):
             if table.num_rows:
                 kept_files.append(writer.write("kept", f"part-{unit.name}-{len(kept_files):04d}", table))
-        removed = records.take_removed()
-        removed_files = [writer.write("removed", f"part-{unit.name}", removed)] if removed.num_rows else []
+            if records is not None:  # a file is done: its removed rows, counts and stats
+                removed.append(records.take_removed())
+                read += records.records
+                stats.merge(records.stats)
+        removed_rows = pa.concat_tables(removed) if removed else REMOVED_SCHEMA.empty_table()
+        removed_files = [writer.write("removed", f"part-{unit.name}", removed_rows)] if removed_rows.num_rows else []
         read_bytes = sum(f["bytes"] for f in kept_files + removed_files)
-        return UnitOutput(records.records, read_bytes, kept_files, removed_files, records.stats)
+        return UnitOutput(read, read_bytes, kept_files, removed_files, stats)
+
+
+def _fingerprint(group: list[InputFile]) -> str:
+    """What says a unit's input changed: its file's size and mtime (and piece), or for a group a
+    digest of every file's, so a manifest line stays short whatever the group's size."""
+    parts = [f"{i.size}:{i.mtime_ns}" + ("" if i.piece is None else f":{i.piece}") for i in group]
+    if len(parts) == 1:
+        return parts[0]
+    listing = "\n".join(f"{item.relative}={part}" for item, part in zip(group, parts))
+    return "files:" + hashlib.sha256(listing.encode()).hexdigest()[:32]
 
 
 def _has_format(item: InputFile) -> bool:
@@ -151,38 +178,43 @@ def list_input_files(source: InputSource) -> list[InputFile]:
         root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
         candidates = _files_under(fs, root)
         # `*` stays within one directory level unless the pattern says `**`, as in a shell.
-        files = [p for p in candidates if fnmatch.fnmatch(p, path)
-                 and ("**" in path or p.count("/") == path.count("/"))]
+        files = [i for i in candidates if fnmatch.fnmatch(i.path, path)
+                 and ("**" in path or i.path.count("/") == path.count("/"))]
     else:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"input {source.name!r}: {source.path} does not exist")
         root = path if info.type == pafs.FileType.Directory else posixpath.dirname(path)
-        files = _files_under(fs, path) if info.type == pafs.FileType.Directory else [path]
+        files = _files_under(fs, path) if info.type == pafs.FileType.Directory else [info]
         if info.type == pafs.FileType.Directory:
-            files = [p for p in files if p.lower().endswith(file_patterns(source.format))]
+            files = [i for i in files if i.path.lower().endswith(file_patterns(source.format))]
     if not files:
         raise InputError(f"input {source.name!r}: no files match {source.path}")
     # decided by the config's form, not by how many files match today, so ids stay stable when a
     # directory gains a second file
     many = is_glob or info.type == pafs.FileType.Directory
-    return [InputFile(source, p, posixpath.relpath(p, root), many) for p in sorted(files)]
+    # size and mtime come with the listing: one stat per file would be one request per file on S3
+    return [InputFile(source, i.path, posixpath.relpath(i.path, root), many, i.size or 0,
+                      i.mtime_ns if i.mtime_ns is not None else -1)
+            for i in sorted(files, key=lambda i: i.path)]
 
 
-def _files_under(fs: pafs.FileSystem, root: str) -> list[str]:
+def _files_under(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return [i.path for i in infos if i.type == pafs.FileType.File and not posixpath.basename(i.path).startswith(".")]
+    return [i for i in infos if i.type == pafs.FileType.File and not posixpath.basename(i.path).startswith(".")]
 
 
 class Records:
     """The records of one file, as a reader hands them over: validated, filed as kept or quarantined,
     and handed out in size-bounded tables."""
 
-    def __init__(self, item: InputFile, config: IngestConfig):
+    def __init__(self, item: InputFile, config: IngestConfig, carried: "Records | None" = None):
+        """``carried``: the Records of the file read before this one in the same unit, whose kept
+        rows not yet handed out go on into this file's first shard."""
         self.item, self.config = item, config
-        self.kept: dict[str, list] = {name: [] for name in DOCUMENT_SCHEMA.names}
+        self.kept: dict[str, list] = carried.kept if carried else {name: [] for name in DOCUMENT_SCHEMA.names}
         self.removed: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
-        self.kept_bytes = 0
+        self.kept_bytes = carried.kept_bytes if carried else 0
         self.seen_ids: set[str] = set()
         self.records = 0
         self.stats = Stats()
@@ -191,6 +223,8 @@ class Records:
         """Validate one record and file it as kept or quarantined (``raw``: the record as read)."""
         self.records += 1
         reason, size = self._problem(doc_id, text)
+        if reason is None and self._category(meta) not in CATEGORIES:
+            reason = "bad_category"
         if reason is None:
             self.seen_ids.add(doc_id)
             self._append(self.kept, doc_id, text, meta)
@@ -218,6 +252,13 @@ class Records:
             return "duplicate_id", 0
         return None, size
 
+    def _category(self, meta: dict) -> str | None:
+        """The record's category: its ``category_field`` when the input has one (the input's
+        ``category`` where the field is empty), else the input's."""
+        field = self.item.source.category_field
+        value = meta.get(field) if field else None
+        return self.item.source.category if value is None or value == "" else value
+
     def reject(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that could not even be parsed: count it and quarantine it."""
         self.records += 1
@@ -233,6 +274,9 @@ class Records:
         if bad and self.config.on_bad_input == "fail":
             field = self.item.source.html_field or self.item.source.text_field
             expected = f"; expected a non-empty string in field {field!r}" if reason in TEXT_PROBLEMS else ""
+            if reason == "bad_category":
+                expected = (f"; field {self.item.source.category_field!r} is {meta.get(self.item.source.category_field)!r}, "
+                            f"expected one of {', '.join(CATEGORIES)}")
             detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
         self._append(self.removed, doc_id, raw, meta)
@@ -245,7 +289,8 @@ class Records:
         columns["id"].append(doc_id)
         columns["text"].append(text)
         columns["source"].append(self.item.source.name)
-        columns["category"].append(self.item.source.category)
+        category = self._category(meta)
+        columns["category"].append(category if category in CATEGORIES else None)
         columns["meta"].append(_dump_meta(meta))
 
     def full(self) -> bool:
@@ -281,3 +326,24 @@ def read_file(item: InputFile, config: IngestConfig, limit: int | None = None) -
         if batches.full():
             yield batches.take_kept(), batches
     yield batches.take_kept(), batches
+
+
+def read_files(items: tuple[InputFile, ...], config: IngestConfig,
+               limit: int | None = None) -> Iterator[tuple[pa.Table, Records | None]]:
+    """The files of one unit in order, their kept rows cut into shards across file boundaries:
+    yields (kept table, None) for each full shard, (empty or last table, records) once per file as
+    it ends (its removed rows and counts are then complete). ``limit``: records of the whole unit."""
+    carried, seen = None, 0
+    for position, item in enumerate(items):
+        records = Records(item, config, carried)
+        for _ in item.reader.read(item, records):
+            if limit is not None and seen + records.records >= limit:
+                break
+            if records.full():
+                yield records.take_kept(), None
+        seen += records.records
+        last = position == len(items) - 1 or (limit is not None and seen >= limit)
+        yield (records.take_kept() if last else DOCUMENT_SCHEMA.empty_table()), records
+        if last:
+            return
+        carried = records

@@ -35,7 +35,7 @@ from stage_fixtures import FAULTS_VARIABLE, attempts
 pytestmark = pytest.mark.slow
 
 DRIVER = ["-c", "import sys, stage_fixtures; sys.exit(stage_fixtures.main(sys.argv[1:]))"]
-SLOW = {"rules/": 0.3, "link_partition/": 0.4}  # seconds per task: rules has 20 tasks, the reduce 16
+SLOW = {"rules/": 0.6, "link_partition/": 0.4}  # seconds per task: rules has 10 tasks, the reduce 16
 PARTITIONS = 16  # dedup's default `partitions`: one reduce task each
 
 

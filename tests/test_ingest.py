@@ -160,3 +160,81 @@ def test_config_hash_is_the_same_in_every_process():
                               env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
                for seed in (1, 2, 3)}
     assert len(outputs) == 1 and "[" in outputs.pop()
+
+
+def _manifest_units(tmp_path: Path) -> list[dict]:
+    return json.loads((tmp_path / "work" / "01_ingest" / "_manifest.json").read_text())["units"]
+
+
+def test_small_files_share_a_unit_and_a_large_parquet_file_is_cut_at_row_groups(tmp_path):
+    """Units of about ``shard_bytes`` whatever the layout: 40 tiny files are 4 units of at most
+    ``max_files_per_unit`` (not 40 tasks and 40 shards), a Parquet file of 10 row groups over the
+    target is several units, and ids, rows, order and conservation are those of one file per unit."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for i in range(40):
+        (tiny / f"doc-{i:03d}.jsonl").write_bytes(_lines({"id": f"t{i}", "text": f"tiny document {i}"}))
+    rows = [f"row {i} " + "x" * 2000 for i in range(100)]
+    pq.write_table(pa.table({"text": rows}), tmp_path / "big.parquet", row_group_size=10)
+    inputs = [{"name": "tiny", "path": str(tiny), "category": "web", "id_field": "id"},
+              {"name": "big", "path": str(tmp_path / "big.parquet"), "category": "books"}]
+
+    run_pipeline(parse_config(_config(tmp_path, inputs, shard_bytes=50_000, max_files_per_unit=10)),
+                 use_ray=False, log=lambda _: None)
+    units = _manifest_units(tmp_path)
+    tiny_units = [u for u in units if u["unit"].startswith("000-")]
+    big_units = [u for u in units if u["unit"].startswith("001-")]
+    assert [u["input_rows"] for u in tiny_units] == [10, 10, 10, 10]
+    assert len(big_units) > 1 and sum(u["input_rows"] for u in big_units) == 100
+    kept = _read(tmp_path, "kept")
+    assert len(list((tmp_path / "work" / "01_ingest" / "kept").glob("part-000-*"))) == 4
+    assert [r["id"] for r in kept if r["source"] == "tiny"] == [f"tiny/doc-{i:03d}.jsonl#t{i}" for i in range(40)]
+    assert [r["id"] for r in kept if r["source"] == "big"] == [f"big/big.parquet:row {i + 1}" for i in range(100)]
+    assert [r["text"] for r in kept if r["source"] == "big"] == rows
+    grouped = {r["id"]: r for r in kept}
+
+    # the same documents, byte for byte, with one file per unit and the Parquet file read whole
+    other = tmp_path / "whole"
+    other.mkdir()
+    run_pipeline(parse_config(_config(other, inputs, shard_bytes=10_000_000, max_files_per_unit=1)),
+                 use_ray=False, log=lambda _: None)
+    assert len(_manifest_units(other)) == 41
+    assert {r["id"]: r for r in _read(other, "kept")} == grouped
+
+
+def test_a_grouped_unit_cuts_shards_across_files_and_keeps_every_files_bad_records(tmp_path):
+    # compressed, so both files are far smaller on disk than the 1,000 text bytes of a shard
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl.gz").write_bytes(gzip.compress(_lines({"text": "a" * 600}, b"{not json")))
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(
+        gzip.compress(_lines({"text": ""}, {"text": "b" * 600}, {"text": "c" * 600})))
+    run_pipeline(parse_config(_config(tmp_path, [{"name": "in", "path": str(tmp_path / "in"), "category": "web"}],
+                                      shard_bytes=1000)), use_ray=False, log=lambda _: None)
+    (unit,) = _manifest_units(tmp_path)
+    assert unit["input_rows"] == 5 and unit["kept_rows"] == 3 and unit["removed_rows"] == 2
+    shards = sorted((tmp_path / "work" / "01_ingest" / "kept").glob("*.parquet"))
+    # the first shard holds a's document and b's first: it filled up in the second file
+    assert [pq.read_table(s).column("text").to_pylist() for s in shards] == [["a" * 600, "b" * 600], ["c" * 600]]
+    removed = {r["id"]: r["reason"] for r in _read(tmp_path, "removed")}
+    assert removed == {"in/a.jsonl.gz:2": "malformed_json", "in/b.jsonl.gz:1": "empty_text"}
+
+
+def test_category_field_gives_each_record_its_category_and_quarantines_an_unknown_one(tmp_path):
+    records = [{"text": "an article", "kind": "encyclopedia"}, {"text": "a post", "kind": "web"},
+               {"text": "no kind"}, {"text": "a recipe", "kind": "recipes"}]
+    (tmp_path / "mixed.jsonl").write_bytes(_lines(*records))
+    path = str(tmp_path / "mixed.jsonl")
+    run_pipeline(parse_config(_config(tmp_path, [{"name": "mixed", "path": path, "category_field": "kind",
+                                                  "category": "others"}])), use_ray=False, log=lambda _: None)
+    assert [(r["text"], r["category"]) for r in _read(tmp_path, "kept")] == [
+        ("an article", "encyclopedia"), ("a post", "web"), ("no kind", "others")]
+    assert [(r["id"], r["reason"]) for r in _read(tmp_path, "removed")] == [("mixed/mixed.jsonl:4", "bad_category")]
+
+    with pytest.raises(ConfigError, match=r"inputs\.0.*category.*category_field"):
+        parse_config(_config(tmp_path, [{"name": "mixed", "path": path}]))
+    with pytest.raises(ConfigError, match="category_field: not read by the txt reader"):
+        parse_config(_config(tmp_path, [{"name": "t", "path": path, "format": "txt", "category_field": "kind"}]))
+    strict = _config(tmp_path / "strict", [{"name": "mixed", "path": path, "category_field": "kind"}],
+                     on_bad_input="fail")
+    with pytest.raises(Exception, match=r"mixed.jsonl:3: .*bad_category.*'kind' is None, expected one of web"):
+        run_pipeline(parse_config(strict), use_ray=False, log=lambda _: None)

@@ -1,8 +1,13 @@
 """Parquet: one record per row, read in batches of 1,000 rows; a file that cannot be decoded keeps
 the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
-``url_filter``, rows go through ``stages.readers.web.add_record``."""
+``url_filter``, rows go through ``stages.readers.web.add_record``.
+
+A file larger than a unit is cut at row-group boundaries (``split``) into pieces of about the
+target's uncompressed bytes, each a unit of its own; a piece's rows keep their numbers in the whole
+file, so ids and ``_ingest.row`` do not depend on how the file was cut."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Iterator
 
@@ -19,16 +24,17 @@ from stages.readers.web import add_record
 
 def _read_parquet(item: InputFile, records) -> Iterator[None]:
     fs, _ = resolve(item.source.path)
-    row = 0
+    first_group, end_group, row = item.piece if item.piece is not None else (0, None, 0)
     with fs.open_input_file(item.path) as source:
         try:
             parquet = pq.ParquetFile(source)
+            groups = range(first_group, parquet.num_row_groups if end_group is None else end_group)
             names = parquet.schema_arrow.names
             key = "html_field" if item.source.html_field else "text_field"
             column = getattr(item.source, key)
             if column not in names:
                 raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
-            for record_batch in parquet.iter_batches(batch_size=1000):
+            for record_batch in parquet.iter_batches(batch_size=1000, row_groups=groups):
                 for record in record_batch.to_pylist():
                     row += 1
                     text = record.get(column)
@@ -55,4 +61,26 @@ def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
     return fs.type_name == "local"
 
 
-READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS)
+def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
+    """Pieces of whole row groups, each about ``target_bytes`` uncompressed: (first group, end
+    group, rows before the first). A file of one row group, or smaller than the target, is one piece."""
+    fs, _ = resolve(item.source.path)
+    try:
+        with fs.open_input_file(item.path) as source:
+            metadata = pq.ParquetFile(source).metadata
+    except (pa.ArrowInvalid, OSError):
+        return [item]  # read whole, where the reader quarantines what it cannot decode
+    pieces, first, rows, size, before = [], 0, 0, 0, 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        rows, size = rows + group.num_rows, size + group.total_byte_size
+        if size >= target_bytes or index == metadata.num_row_groups - 1:
+            pieces.append((first, index + 1, before))
+            first, before, size = index + 1, before + rows, 0
+            rows = 0
+    if len(pieces) <= 1:
+        return [item]
+    return [dataclasses.replace(item, piece=piece) for piece in pieces]
+
+
+READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS, split=_split)
