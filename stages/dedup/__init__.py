@@ -10,8 +10,11 @@ directory (``stages.dedup.steps`` lists them; each is skipped on rerun when its 
 2. reduce, per partition: documents sharing a key become candidate pairs; with ``verify`` each
    near-duplicate pair is then checked against its estimated Jaccard similarity (a two-hop join
    that moves signatures only with candidate pairs);
-3. connected components of the pairs (``stages.dedup.components``): one document per cluster is
-   kept (``keep``: first in corpus order, longest, or highest quality_score);
+3. connected components of the pairs: one document per cluster is kept (``keep``: first in corpus
+   order, longest, or highest quality_score). One task holds every pair (scipy,
+   ``stages.dedup.components``) or, above ``components.distributed_above_edges`` pairs, large-star /
+   small-star rounds over partitions of the pairs find them with no task holding all of them
+   (``stages.dedup.star``, ``stages.dedup.partitioned``); both give the same clusters and output;
 4. map + reduce over the paragraphs (lines) of the documents still kept: a paragraph stays where it
    first occurs in corpus order and is removed from every later document; a cluster keeper that
    this leaves too short is replaced by its cluster's next best member, and 3-4 run again (a keeper

@@ -1,8 +1,10 @@
 """Clusters from duplicate edges, and which document of each cluster stays.
 
-Documents are numbered ``shard_index << 32 | row`` (corpus order). The edges (one per duplicate
-pair found by a reducer) are the only input held in memory: their endpoints are relabelled to
-0..n-1 and handed to scipy's connected components, which is linear in edges and nodes.
+Documents are numbered ``shard_index << 32 | row`` (corpus order). In the single-task way
+(``clusters.cluster_corpus``) the edges (one per duplicate pair found by a reducer) are the only
+input held in memory: their endpoints are relabelled to 0..n-1 and handed to scipy's connected
+components, which is linear in edges and nodes. ``keepers`` and ``firsts`` serve both ways: the
+distributed one (``stages.dedup.star``) calls them per partition of whole clusters.
 """
 from __future__ import annotations
 

@@ -8,6 +8,24 @@ from pydantic import Field, model_validator
 from pipeline.stage import StageConfig
 
 
+class ComponentsConfig(StageConfig):
+    """How the clusters (connected components of the duplicate edges) are found. Both ways give the
+    same clusters and the same stage output; they differ in what one task must hold."""
+
+    method: Literal["auto", "single_task", "distributed"] = Field(
+        "auto",
+        description="single_task: one task loads every edge (scipy); distributed: large-star/small-star "
+        "rounds over `partitions` partitions of the edges, no task holding more than its partition; "
+        "auto: distributed above distributed_above_edges",
+    )
+    distributed_above_edges: int = Field(
+        10_000_000, ge=0,
+        description="with method auto, the number of edge rows (duplicate pairs as found, before merging "
+        "repeats) above which the distributed way runs; the single task grows by about 220 bytes per "
+        "edge, 2.2 GB at this default (docs/scaling.md)",
+    )
+
+
 class DedupConfig(StageConfig):
     exact_documents: bool = Field(True, description="drop documents whose normalised text occurred earlier")
     near_duplicates: bool = Field(True, description="MinHash LSH near-duplicate detection")
@@ -60,8 +78,13 @@ class DedupConfig(StageConfig):
         "(too_short_after_paragraph_dedup)",
     )
     partitions: int = Field(
-        16, ge=1, description="hash partitions of the shuffles (band keys, paragraph hashes): one reduce task each"
+        16, ge=1, description="hash partitions of the shuffles (band keys, paragraph hashes, the distributed "
+        "clusters' documents): one reduce task each"
     )
+    # Left out of the config hash (exclude): it changes how the clusters are found, not what the stage
+    # writes, so switching it reruns nothing.
+    components: ComponentsConfig = Field(default_factory=ComponentsConfig, exclude=True,
+                                         description="how the clusters are found (see ComponentsConfig)")
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "DedupConfig":

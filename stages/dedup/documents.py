@@ -1,4 +1,5 @@
-"""Document-level dedup tasks: signatures (map), candidates (reduce), verification, clusters.
+"""Document-level dedup tasks: signatures (map), candidates (reduce), verification; and the names of
+the scratch directories the dedup modules share. What the edges become: ``stages.dedup.clusters``.
 
 Exact duplicates ride along the MinHash machinery as one more "band" (``EXACT_BAND``) whose key is
 the hash of the normalised text: documents sharing it become edges that need no verification.
@@ -9,14 +10,12 @@ which attaches that document's signature, then to the shard of the second, which
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage
-from stages.dedup import components, minhash, text
+from stages.dedup import minhash, text
 from stages.dedup.shuffle import (
     Job, batches, gather, partition, shard_range, signature_matrix, write_sorted,
 )
@@ -172,89 +171,10 @@ def verify_shard(task: tuple[Job, int]) -> None:
     storage.write_parquet(job.filesystem, job.path(EDGES, shard), edges)
 
 
-# ----------------------------------------------------------------------------- clusters
+# ----------------------------------------------------------------------------- clusters' input
 
 def edge_files(job: Job) -> list[str]:
+    """The files holding every duplicate edge (u, v, exact): verified edges, or the candidates."""
     if job.config.near_duplicates and job.config.verify:
         return job.paths(EDGES, len(job.shards))
     return job.paths(CANDIDATES, job.config.partitions)
-
-
-def cluster_corpus(task: tuple[Job, int]) -> None:
-    """Connected components of all edges; per shard, the fate of each clustered document.
-
-    In keeper round r > 0, the keepers that earlier rounds found too short after paragraph dedup
-    (``barred``) are not chosen again: each such cluster keeps its next best member. A barred
-    document gets no reason here (paragraph dedup removes it as too short, its own reason) and no
-    ``kept_id``; a cluster whose members are all barred keeps nothing and points nowhere.
-    """
-    job, _ = task
-    edges = unique_pairs(pa.concat_tables([storage.read_parquet(job.filesystem, path).select(["u", "v", "exact"])
-                                           for path in edge_files(job)]))
-    u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
-    exact = edges["exact"].to_numpy(zero_copy_only=False)
-    found = components.cluster(u, v)
-    later_copy = np.isin(found.doc, v[exact])
-    barred = np.isin(found.doc, barred_documents(job))
-    ids, score = _clustered_attributes(job, found.doc)
-    keeper = components.keepers(found, later_copy, score, barred)
-    is_keeper = (keeper == np.arange(len(found.doc))) & ~barred
-    removed = ~is_keeper & ~barred
-    reason = np.where(removed, np.where(later_copy, REASON_EXACT, REASON_NEAR), None)
-    table = pa.table({
-        "doc": pa.array(found.doc, pa.int64()),
-        "id": ids,
-        "cluster": ids.take(pa.array(components.firsts(found), pa.int64())),
-        "kept_id": pc.if_else(pa.array(removed), ids.take(pa.array(keeper, pa.int64())),
-                              pa.nulls(len(found.doc), pa.string())),
-        "reason": pa.array(reason.tolist(), pa.string()),
-        "keeper": pa.array(is_keeper),
-    }, schema=CLUSTER_SCHEMA)
-    for shard in range(len(job.shards)):
-        low, high = shard_range(shard)
-        inside = pa.array((found.doc >= low) & (found.doc < high))
-        storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard), table.filter(inside))
-    summary = _summary(found, exact, reason)
-    summary["keeper_round"] = job.round
-    summary["keepers_replaced"] = int(barred.sum())
-    storage.write_json(job.filesystem, job.path(CLUSTERS, "_SUCCESS", "json"), summary)
-
-
-def barred_documents(job: Job) -> np.ndarray:
-    """Documents that keeper rounds before ``job.round`` found too short as keepers (sorted)."""
-    found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(BARRED, shard))["doc"].to_numpy()
-             for r in range(job.round) for shard in range(len(job.shards))]
-    return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-
-
-def _clustered_attributes(job: Job, doc: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """Ids and keep-scores of the clustered documents (``doc`` is sorted), read shard by shard."""
-    parts = []
-    for shard in range(len(job.shards)):
-        attributes = storage.read_parquet(job.filesystem, job.path(DOCS, shard))
-        parts.append(attributes.filter(pa.array(np.isin(attributes["doc"].to_numpy(), doc))))
-    attributes = pa.concat_tables(parts).sort_by([("doc", "ascending")])
-    if attributes.num_rows != len(doc):
-        raise RuntimeError("dedup scratch is inconsistent: clustered documents missing from docs/")
-    if job.config.keep == "longest":
-        score = attributes["chars"].to_numpy().astype(np.float64)
-    elif job.config.keep == "quality":
-        score = pc.fill_null(attributes["quality_score"], float("-inf")).to_numpy().astype(np.float64)
-    else:
-        score = np.zeros(len(doc))
-    return attributes["id"].combine_chunks(), score
-
-
-def _summary(found: components.Clusters, exact: np.ndarray, reason: np.ndarray) -> dict:
-    sizes = np.bincount(found.label) if len(found.doc) else np.zeros(0, np.int64)
-    buckets = {"2": sizes == 2, "3-9": (sizes >= 3) & (sizes < 10), "10-99": (sizes >= 10) & (sizes < 100),
-               "100+": sizes >= 100}
-    return {
-        "edges": {"exact": int(exact.sum()), "near": int((~exact).sum())},
-        "clusters": int(len(sizes)),
-        "clustered_docs": int(len(found.doc)),
-        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-        "cluster_sizes": {label: int(mask.sum()) for label, mask in buckets.items()},
-        "removed": {REASON_EXACT: int((reason == REASON_EXACT).sum()),
-                    REASON_NEAR: int((reason == REASON_NEAR).sum())},
-    }

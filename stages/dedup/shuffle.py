@@ -1,15 +1,19 @@
-"""What every dedup task shares: the job description, document numbers and shuffle files.
+"""What every dedup task shares: the job description, steps, document numbers and shuffle files.
 
 Documents are numbered ``shard_index << 32 | row``, which is corpus order. Shuffle files are
 written sorted by their first column (a partition number or a document number) in several row
 groups, and ``gather`` reads from many of them only the row groups whose min/max statistics overlap
-the wanted range: a reduce task reads its slice of every map output without a file per pair.
+the wanted range: a reduce task reads its slice of every map output without a file per pair. A task
+whose driver needs a few numbers from it (counts for the summary, whether a round changed anything)
+writes them into its output file's metadata (``write_sorted(counts=...)``, ``read_counts``), so the
+file and its counts are committed by the same rename.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +27,9 @@ DOC_BITS = 32
 READ_BATCH_ROWS = 1000
 # Directories whose contents depend on which documents are kept as cluster keepers: each keeper round
 # (``stages.dedup.steps``) writes its own, ``<name>`` in round 0 and ``<name>-round<r>`` after.
-ROUND_SCOPED = frozenset({"clusters", "paragraphs", "paragraph-removals", "too-short-keepers"})
+ROUND_SCOPED = frozenset({"clusters", "cluster-members", "cluster-keepers", "paragraphs", "paragraph-removals",
+                          "too-short-keepers"})
+COUNTS_KEY = b"dedup_counts"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,16 @@ class Job:
         return [self.path(directory, i) for i in range(count)]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One global step: ``fn((job, item))`` for each item whose ``output(item)`` does not exist yet."""
+
+    name: str
+    fn: Callable
+    items: tuple
+    output: Callable[[Any], str]
+
+
 def shard_range(shard: int) -> tuple[int, int]:
     """The document numbers of a shard: ``low <= doc < high``."""
     return shard << DOC_BITS, (shard + 1) << DOC_BITS
@@ -58,6 +74,14 @@ def shard_range(shard: int) -> tuple[int, int]:
 
 def partition(keys: np.ndarray, job: Job) -> np.ndarray:
     return (keys % np.uint64(job.config.partitions)).astype(np.int32)
+
+
+def node_partition(docs: np.ndarray, job: Job) -> np.ndarray:
+    """The partition of document numbers, hashed first, so that no regularity of the numbers (the
+    shard in the high bits, rows in order, a corpus that repeats every n-th document) can pile
+    documents into one partition."""
+    mixed = docs.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing; wraps mod 2**64
+    return ((mixed >> np.uint64(32)) % np.uint64(job.config.partitions)).astype(np.int32)
 
 
 def batches(job: Job, shard: int, wanted: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
@@ -72,10 +96,19 @@ def batches(job: Job, shard: int, wanted: list[str]) -> Iterator[tuple[np.ndarra
             row += batch.num_rows
 
 
-def write_sorted(job: Job, path: str, table: pa.Table, groups: int) -> None:
-    """Write ``table`` sorted by its first column, in about ``groups`` row groups."""
+def write_sorted(job: Job, path: str, table: pa.Table, groups: int, counts: dict | None = None) -> None:
+    """Write ``table`` sorted by its first column, in about ``groups`` row groups, with ``counts``
+    (JSON) in the file's metadata."""
     table = table.sort_by([(table.column_names[0], "ascending")])
+    if counts is not None:
+        table = table.replace_schema_metadata({COUNTS_KEY: json.dumps(counts, sort_keys=True)})
     storage.write_parquet(job.filesystem, path, table, row_group_size=max(1, math.ceil(table.num_rows / groups)))
+
+
+def read_counts(job: Job, path: str) -> dict:
+    """The ``counts`` that ``write_sorted`` put into ``path`` (its footer only is read)."""
+    with job.filesystem.open_input_file(path) as source:
+        return json.loads(pq.ParquetFile(source).metadata.metadata[COUNTS_KEY])
 
 
 def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
@@ -93,8 +126,8 @@ def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
 
 
 def gather(job: Job, paths: list[str], low: int, high: int) -> pa.Table:
-    """``read_range`` over many files, concatenated."""
-    return pa.concat_tables([read_range(job, path, low, high) for path in paths])
+    """``read_range`` over many files, concatenated (without the files' ``counts``)."""
+    return pa.concat_tables([read_range(job, path, low, high) for path in paths]).replace_schema_metadata(None)
 
 
 def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:

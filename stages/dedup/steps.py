@@ -2,21 +2,25 @@
 
 ``run_prepare`` runs the steps below; every task writes its outputs into the scratch directory
 atomically and a task whose output exists is skipped, so a run killed at any point resumes with
-the first unfinished task. No task holds more than one shard, one partition, or (clusters) the
-edges with their endpoints' ids.
+the first unfinished task. No task holds more than one shard, one partition, or (the single-task
+clusters) the edges with their endpoints' ids.
 
     step                 task per    reads                          writes
     signatures           shard       input shard                    docs/, signatures/, bands/
     candidates           partition   its rows of every bands/ file  candidates/
     attach signatures *  shard       candidates/ with u here        candidates-with-signature/
     verify *             shard       ... with v here                edges/
-    clusters             (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
+    components ***       partition   edges/ (or candidates/)        components/ (``stages.dedup.star``)
+    clusters ***         (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
     paragraphs **        shard       input shard, clusters/         paragraphs/
     paragraph removals** partition   its rows of every paragraphs/  paragraph-removals/
     short keepers **     shard       clusters/, paragraph-removals/ too-short-keepers/
     decisions            shard       clusters/, paragraph-removals/ decisions/<shard name>.parquet
 
-    * when near_duplicates and verify are on; ** when paragraphs is on.
+    * when near_duplicates and verify are on; ** when paragraphs is on; *** when the clusters are
+    found distributed (``components.method``; ``distributed_components``), the components run first,
+    in as many rounds of steps as the edges need, and clusters is four steps per shard or partition
+    (``stages.dedup.partitioned``) instead of one task. Both ways write the same clusters/.
 
 Keeper rounds. Paragraph dedup runs on the documents document dedup keeps, so it can only run after
 the clusters chose their keepers, and it can leave a keeper too short (most of its paragraphs
@@ -36,31 +40,22 @@ in round 0 unless a new keeper's paragraphs occur first in it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import storage
-from stages.dedup import documents, minhash, paragraphs
+from stages.dedup import clusters, documents, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job
+from stages.dedup.shuffle import Job, Step
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
     ("id", pa.string()), ("reason", pa.string()), ("kept_id", pa.string()), ("cluster", pa.string()),
     ("drop", pa.list_(pa.int32())),
 ])
-
-
-@dataclass(frozen=True)
-class Step:
-    """One global step: ``fn((job, item))`` for each item whose ``output(item)`` does not exist yet."""
-
-    name: str
-    fn: Callable
-    items: tuple
-    output: Callable[[Any], str]
 
 
 def lsh_shape(config: DedupConfig) -> tuple[int, int]:
@@ -80,8 +75,9 @@ def decisions_path(scratch: str, shard: str) -> str:
 
 
 def plan(job: Job) -> list[Step]:
-    """The steps of one prepare run whose keeper round is ``job.round``, in order."""
-    return document_steps(job) + round_steps(job) + [decision_step(job)]
+    """The steps of one prepare run whose keeper round is ``job.round``, in order, with the single-task
+    clusters (the distributed components take as many rounds as the edges need: ``run_prepare``)."""
+    return document_steps(job) + round_steps(job, distributed=False) + [decision_step(job)]
 
 
 def document_steps(job: Job) -> list[Step]:
@@ -102,15 +98,15 @@ def document_steps(job: Job) -> list[Step]:
     return steps
 
 
-def round_steps(job: Job) -> list[Step]:
-    """The steps of keeper round ``job.round``: clusters and, with paragraphs, paragraph dedup and
-    the check of the keepers it leaves too short."""
+def round_steps(job: Job, distributed: bool) -> list[Step]:
+    """The steps of keeper round ``job.round``: clusters (from ``star``'s components when
+    ``distributed``) and, with paragraphs, paragraph dedup and the check of the keepers it leaves too short."""
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
     suffix = f" (keeper round {job.round})" if job.round else ""
-    steps = [Step("clusters" + suffix, documents.cluster_corpus, (0,),
-                  lambda _: job.path(documents.CLUSTERS, "_SUCCESS", "json"))]
+    steps = partitioned.steps(job, suffix) if distributed else [
+        Step("clusters" + suffix, clusters.cluster_corpus, (0,), lambda _: clusters.summary_path(job))]
     if config.paragraphs:
         steps += [
             Step("paragraphs" + suffix, paragraphs.hash_paragraphs, shards,
@@ -146,8 +142,12 @@ def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, files
             f"threshold {config.threshold}" + (", verified" if config.verify else ""))
     for step in document_steps(job):
         run_step(job, step, map_fn, log)
+    distributed = distributed_components(job, log)
+    if distributed:
+        for step in star.steps(job):
+            run_step(job, step, map_fn, log)
     while True:
-        for step in round_steps(job):
+        for step in round_steps(job, distributed):
             run_step(job, step, map_fn, log)
         barred = short_keepers(job)
         if not barred:
@@ -156,12 +156,31 @@ def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, files
             f"(keeper round {job.round + 1})")
         job = replace(job, round=job.round + 1)
     run_step(job, decision_step(job), map_fn, log)
-    summary = storage.read_json(filesystem, job.path(documents.CLUSTERS, "_SUCCESS", "json"))
+    summary = storage.read_json(filesystem, clusters.summary_path(job))
     summary["lsh"] = {"num_perm": config.num_perm, "bands": job.bands, "rows": job.rows}
     storage.write_json(filesystem, storage.join(scratch, "summary.json"), summary)
     log(f"{summary['clusters']:,} clusters holding {summary['clustered_docs']:,} documents; "
         f"edges: {summary['edges']['exact']:,} exact, {summary['edges']['near']:,} near")
     return summary
+
+
+def distributed_components(job: Job, log: Callable[[str], None]) -> bool:
+    """Whether the clusters are found distributed: as ``components.method`` says or, with ``auto``, when
+    the edge files hold more rows than ``distributed_above_edges`` (read from their footers)."""
+    settings = job.config.components
+    if settings.method == "single_task":
+        return False
+    why = "components.method: distributed"
+    if settings.method == "auto":
+        edges = 0
+        for path in documents.edge_files(job):
+            with job.filesystem.open_input_file(path) as source:
+                edges += pq.ParquetFile(source).metadata.num_rows
+        if edges <= settings.distributed_above_edges:
+            return False
+        why = f"{edges:,} edge rows, more than components.distributed_above_edges"
+    log(f"clusters found distributed, over {job.config.partitions} partitions ({why})")
+    return True
 
 
 def short_keepers(job: Job) -> int:
@@ -175,8 +194,6 @@ def short_keepers(job: Job) -> int:
 def _check_inputs(job: Job) -> None:
     if job.config.keep != "quality" or not job.inputs:
         return
-    import pyarrow.parquet as pq
-
     with job.filesystem.open_input_file(job.inputs[0]) as source:
         names = pq.read_schema(source).names
     if "quality_score" not in names:

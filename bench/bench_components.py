@@ -1,0 +1,235 @@
+"""Dedup's clusters step both ways on synthetic duplicate graphs: the single task (every edge in one
+scipy call) against the distributed one (``stages.dedup.star`` rounds, then ``stages.dedup.partitioned``).
+
+    python bench/bench_components.py [--edges 1e6,1e7] [--graphs clusters,chain] [--partitions 16]
+                                     [--workers 2] [--shards 16] [--ways single_task,distributed]
+                                     [--work /tmp/bench-components] [--out components]
+
+Graphs (``--graphs``), each with about ``--edges`` edges, over documents numbered as dedup numbers
+them in ``--shards`` shards (a tenth of the documents in no cluster):
+
+- clusters: what near-duplicate detection finds. Cluster sizes are Pareto-distributed (most of 2-5
+  documents, the largest 100,000); in each, every document links to a random earlier one (a random
+  tree, as band collisions chain documents), plus half as many random edges again inside the
+  cluster. Members are spread over the corpus; 30 % of the edges are exact.
+- chain: one path through every document in random order, the worst case for the number of rounds.
+
+Each way (``--ways``) runs as Ray tasks on a fresh local Ray with ``--workers`` CPUs, on a copy of
+the same scratch files (docs/, edges/: verified edges, one file per shard), keep: longest. Every
+task measures itself: wall and CPU seconds and its peak resident memory (VmHWM, reset when the task
+starts, so a reused Ray worker reports this task's peak only). Per step: tasks, wall seconds (the
+step's, from the driver), CPU seconds of all its tasks, the largest task's peak, and the largest
+growth of a task over the size its worker had when the task started (a Ray worker with pyarrow
+loaded holds about 200-250 MB already). The rows and summary both ways write must be byte-identical
+(checked, else the run fails).
+
+Results: bench/results/``--out``.json and a table on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO), str(BENCH)]
+
+from common import peak_rss_mb, reset_peak_rss, save_results  # noqa: E402
+from pipeline import storage  # noqa: E402
+from stages.dedup import DedupConfig, clusters, documents, partitioned, star  # noqa: E402
+from stages.dedup.shuffle import Job, Step  # noqa: E402
+from stages.dedup.steps import make_job  # noqa: E402
+
+LARGEST_CLUSTER = 100_000
+
+
+# ----------------------------------------------------------------------------- graphs
+
+def cluster_graph(rng: np.random.Generator, edges: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(u, v) as member numbers 0..members-1, and the number of members: Pareto-sized random trees
+    plus random edges inside the clusters."""
+    sizes = []
+    budget = edges / 1.5  # a tree has size - 1 edges; the extras add half as many
+    while budget > 0:
+        drawn = np.minimum((rng.pareto(1.3, 100_000) * 2 + 2).astype(np.int64), LARGEST_CLUSTER)
+        sizes.append(drawn)
+        budget -= (drawn - 1).sum()
+    sizes = np.concatenate(sizes)
+    sizes = sizes[:np.searchsorted(np.cumsum(sizes - 1), edges / 1.5) + 1]
+    offset = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    position = np.arange(sizes.sum()) - offset
+    child = position > 0
+    tree_u = offset[child] + (rng.random(int(child.sum())) * position[child]).astype(np.int64)
+    tree_v = offset[child] + position[child]
+    extra = edges - len(tree_u)
+    cluster = rng.choice(len(sizes), size=extra, p=(sizes - 1) / (sizes - 1).sum())
+    start, size = (np.cumsum(sizes) - sizes)[cluster], sizes[cluster]
+    extra_u = start + (rng.random(extra) * size).astype(np.int64)
+    extra_v = start + (rng.random(extra) * size).astype(np.int64)
+    return np.concatenate([tree_u, extra_u]), np.concatenate([tree_v, extra_v]), int(sizes.sum())
+
+
+def chain_graph(rng: np.random.Generator, edges: int) -> tuple[np.ndarray, np.ndarray, int]:
+    members = np.arange(edges + 1)
+    return members[:-1], members[1:], edges + 1
+
+
+GRAPHS: dict[str, Callable] = {"clusters": cluster_graph, "chain": chain_graph}
+
+
+def write_inputs(job: Job, graph: str, edges: int, seed: int = 0) -> dict:
+    """docs/ and edges/ of ``job``'s scratch for one synthetic graph; what it holds."""
+    rng = np.random.default_rng(seed)
+    u, v, members = GRAPHS[graph](rng, edges)
+    shards = len(job.shards)
+    documents_total = int(members * 1.1)
+    per_shard = np.diff(np.linspace(0, documents_total, shards + 1).astype(np.int64))
+    numbers = np.concatenate([(shard << 32) + np.arange(n) for shard, n in enumerate(per_shard)])
+    doc = rng.permutation(numbers)[:members]  # members spread over the corpus, in random order
+    u, v = doc[u], doc[v]
+    for shard, n in enumerate(per_shard):
+        number = np.arange(n) + (shard << 32)
+        storage.write_parquet(job.filesystem, job.path(documents.DOCS, shard), pa.table({
+            "doc": number, "id": pa.array(number).cast(pa.string()),
+            "chars": rng.integers(100, 100_000, n), "quality_score": pa.nulls(n, pa.float32()),
+        }, schema=documents.DOCS_SCHEMA))
+    first, second = np.minimum(u, v), np.maximum(u, v)  # as dedup writes them: first document first
+    exact = rng.random(len(u)) < 0.3
+    edge_shard = second >> 32  # verify writes the edges of a shard's documents there
+    for shard in range(shards):
+        rows = edge_shard == shard
+        storage.write_parquet(job.filesystem, job.path(documents.EDGES, shard),
+                              pa.table({"u": first[rows], "v": second[rows], "exact": exact[rows]}))
+    return {"graph": graph, "edges": int(len(u)), "clustered_documents": members, "documents": documents_total}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def measured(fn: Callable) -> Callable:
+    """``fn`` as a task that reports its own wall, CPU and peak memory (VmHWM, reset at its start)."""
+    def task(item):
+        reset_peak_rss()
+        base = peak_rss_mb()
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(item)
+        return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                "peak_mb": peak_rss_mb(), "base_mb": base}
+    return task
+
+
+def run_steps(job: Job, steps, record: list[dict]) -> None:
+    """Each step's tasks on Ray (the next step is asked for once this one finished, as star needs)."""
+    import ray
+
+    for step in steps:
+        started = time.perf_counter()
+        remote = ray.remote(num_cpus=1, max_retries=0)(measured(step.fn))
+        tasks = ray.get([remote.remote((job, item)) for item in step.items])
+        record.append({
+            "step": step.name, "tasks": len(tasks), "wall_s": round(time.perf_counter() - started, 2),
+            "cpu_s": round(sum(t["cpu_s"] for t in tasks), 2),
+            "task_peak_mb": round(max(t["peak_mb"] for t in tasks), 1),
+            "task_growth_mb": round(max(t["peak_mb"] - t["base_mb"] for t in tasks), 1),
+        })
+        print(f"    {record[-1]}", flush=True)
+
+
+def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, ways: list[str],
+              workers: int) -> dict:
+    """Each way on its own copy of the same inputs, in a Ray of its own (fresh workers: a worker keeps
+    the memory an earlier task freed, and would report it as this one's); their outputs compared."""
+    import ray
+
+    scratches = {way: work / f"{graph}-{edges}-{way}" for way in ways}
+    shutil.rmtree(work, ignore_errors=True)
+    config = DedupConfig(partitions=partitions, keep="longest")
+    inputs = {f"shard-{i}": "not read" for i in range(shards)}
+    jobs = {way: make_job(config, inputs, str(scratch), pafs.LocalFileSystem()) for way, scratch in scratches.items()}
+    started = time.perf_counter()
+    graph_info = write_inputs(jobs[ways[0]], graph, edges)
+    for way in ways[1:]:
+        shutil.copytree(scratches[ways[0]], scratches[way])
+    print(f"  {graph}, {graph_info['edges']:,} edges: inputs written in {time.perf_counter() - started:.0f} s",
+          flush=True)
+
+    result = {**graph_info, "partitions": partitions, "shards": shards, "ways": {}}
+    for way, job in jobs.items():
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}})
+        steps: list[dict] = []
+        started = time.perf_counter()
+        if way == "single_task":
+            run_steps(job, [Step("clusters", clusters.cluster_corpus, (0,), None)], steps)
+        else:
+            run_steps(job, star.steps(job), steps)
+            run_steps(job, partitioned.steps(job, ""), steps)
+        result["ways"][way] = {
+            "wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(sum(s["cpu_s"] for s in steps), 2),
+            "task_peak_mb": max(s["task_peak_mb"] for s in steps),
+            "task_growth_mb": max(s["task_growth_mb"] for s in steps),
+            "rounds": sum(s["step"].startswith("components: large star") for s in steps), "steps": steps,
+        }
+        ray.shutdown()
+    if len(ways) == 2:
+        names = [f"{documents.CLUSTERS}/{shard:05d}.parquet" for shard in range(shards)]
+        _, mismatch, errors = filecmp.cmpfiles(*scratches.values(), names + [f"{documents.CLUSTERS}/_SUCCESS.json"],
+                                               shallow=False)
+        if mismatch or errors:
+            raise SystemExit(f"the two ways wrote different clusters/: {mismatch + errors}")
+        result["identical_output"] = True
+    result["summary"] = storage.read_json(pafs.LocalFileSystem(), clusters.summary_path(jobs[ways[0]]))
+    shutil.rmtree(work)
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+def table(results: list[dict]) -> str:
+    columns = ("graph:<9", "edges:>11", "parts:>5", "way:<12", "wall s:>7", "cpu s:>7", "task peak MB:>13",
+               "growth MB:>10", "rounds:>6", "tasks:>6")
+    widths = [column.split(":")[1] for column in columns]
+    lines = [" ".join(f"{column.split(':')[0]:{width}}" for column, width in zip(columns, widths))]
+    for result in results:
+        for way, row in result["ways"].items():
+            cells = (result["graph"], f"{result['edges']:,}", result["partitions"], way, f"{row['wall_s']:.1f}",
+                     f"{row['cpu_s']:.1f}", f"{row['task_peak_mb']:.0f}", f"{row['task_growth_mb']:.0f}",
+                     row["rounds"] or "-", sum(step["tasks"] for step in row["steps"]))
+            lines.append(" ".join(f"{cell:{width}}" for cell, width in zip(cells, widths)))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--edges", default="1e6,1e7", help="comma-separated edge counts")
+    parser.add_argument("--graphs", default="clusters,chain", help="clusters, chain (chain only up to 1e6 edges)")
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-components"))
+    parser.add_argument("--ways", default="single_task,distributed", help="single_task, distributed")
+    parser.add_argument("--out", default="components")
+    args = parser.parse_args()
+    results = []
+    for edges in (int(float(e)) for e in args.edges.split(",")):
+        for graph in args.graphs.split(","):
+            if graph == "chain" and edges > 1_000_000:
+                continue  # tens of rounds over every edge: minutes per million edges on two cores
+            results.append(both_ways(args.work, graph, edges, args.shards, args.partitions,
+                                     args.ways.split(","), args.workers))
+    payload = {"machine": {"cpus": os.cpu_count(), "ray_workers": args.workers}, "results": results}
+    print(f"results: {save_results(args.out, payload)}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

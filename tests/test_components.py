@@ -1,0 +1,245 @@
+"""Dedup's distributed connected components (stages.dedup.star) against scipy's, on real Ray: random
+graphs, long chains, stars, singletons, duplicate and self edges; the same roots for any number of
+partitions and workers; resume after a real SIGKILL mid-rounds; and the dedup stage's output
+byte-identical whichever way its clusters are found."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from conftest import REPO
+from pipeline import storage
+from pipeline.config import RayConfig, parse_config
+from pipeline.executor import InProcessExecutor, RayExecutor
+from stages.dedup import DedupConfig, components, documents, star
+from stages.dedup.steps import make_job, run_step
+from test_dedup import doc, edit_each_line, edit_words, prose
+
+EVERY_DOCUMENT = (0, 1 << 62)
+
+
+def write_edges(scratch: Path, u: np.ndarray, v: np.ndarray, exact: np.ndarray, files: int, partitions: int):
+    """A dedup job whose verified edge files (``files`` of them, as verify writes one per shard) hold the edges."""
+    job = make_job(DedupConfig(partitions=partitions), {f"shard-{i}": "unread" for i in range(files)},
+                   str(scratch), pafs.LocalFileSystem())
+    for index, rows in enumerate(np.array_split(np.arange(len(u)), files)):
+        storage.write_parquet(job.filesystem, job.path(documents.EDGES, index),
+                              pa.table({"u": u[rows], "v": v[rows], "exact": exact[rows]}))
+    return job
+
+
+def star_roots(job, executor) -> tuple[pa.Table, int]:
+    """Every step of star on ``executor``; the roots of every document, and the rounds it took."""
+    log = []
+    for step in star.steps(job):
+        run_step(job, step, lambda fn, items: executor.map(fn, items, step.name), log.append)
+    return star.roots(job, *EVERY_DOCUMENT), sum("large star" in line for line in log)
+
+
+def assert_as_scipy(roots: pa.Table, u: np.ndarray, v: np.ndarray, exact: np.ndarray) -> None:
+    """The documents scipy clusters, each with its cluster's first document, and its later copies."""
+    found = components.cluster(u, v)
+    assert roots["doc"].to_numpy().tolist() == found.doc.tolist()
+    assert np.array_equal(roots["root"].to_numpy(), found.doc[components.firsts(found)])
+    assert np.array_equal(roots["later_copy"].to_numpy(zero_copy_only=False), np.isin(found.doc, v[exact]))
+
+
+@pytest.fixture(scope="module")
+def ray_executor(ray_cluster):
+    return RayExecutor(RayConfig())
+
+
+def labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` distinct document numbers as dedup makes them (shard << 32 | row), in random order."""
+    shard, row = rng.integers(0, 50, n * 2), rng.integers(0, 1 << 20, n * 2)
+    return rng.permutation(np.unique((shard << 32) | row)[:n])
+
+
+def compare(tmp_path: Path, executor, u, v, exact, files: int = 3, partitions: int = 4) -> int:
+    roots, rounds = star_roots(write_edges(tmp_path, u, v, exact, files, partitions), executor)
+    assert_as_scipy(roots, u, v, exact)
+    return rounds
+
+
+# ----------------------------------------------------------------------------- graphs against scipy
+
+@pytest.mark.parametrize("nodes, edges, partitions", [(3000, 1500, 4), (3000, 2900, 7), (500, 4000, 1)])
+def test_random_graphs(tmp_path, ray_executor, nodes, edges, partitions):
+    rng = np.random.default_rng(nodes + edges)
+    ids = labels(rng, nodes)
+    u, v = ids[rng.integers(nodes, size=edges)], ids[rng.integers(nodes, size=edges)]
+    compare(tmp_path, ray_executor, u, v, rng.random(edges) < 0.3, partitions=partitions)
+
+
+def test_long_chains_take_logarithmically_many_rounds(tmp_path, ray_executor):
+    rng = np.random.default_rng(1)
+    ids = labels(rng, 6000)
+    shuffled, ascending, descending = ids[:3000], np.sort(ids[3000:5000]), np.sort(ids[5000:])[::-1]
+    u = np.concatenate([chain[:-1] for chain in (shuffled, ascending, descending)])
+    v = np.concatenate([chain[1:] for chain in (shuffled, ascending, descending)])
+    rounds = compare(tmp_path, ray_executor, u, v, np.zeros(len(u), bool))
+    assert rounds <= 2 * np.log2(3000), rounds  # measured: 13 (about log2 of the longest chain)
+
+
+def test_stars_around_the_largest_and_the_smallest_document(tmp_path, ray_executor):
+    rng = np.random.default_rng(2)
+    ids = np.sort(labels(rng, 8000))
+    big_hub_last = (np.full(3000, ids[3000]), ids[:3000])  # hub larger than all its leaves
+    big_hub_first = (np.full(3000, ids[3001]), ids[3002:6002])  # hub smaller than all its leaves
+    small = (np.tile(ids[6002:6402:4], 3), np.concatenate([ids[6003:6402:4], ids[6004:6402:4], ids[6005:6402:4]]))
+    u = np.concatenate([big_hub_last[0], big_hub_first[1], small[0]])  # the second star's edges point inwards
+    v = np.concatenate([big_hub_last[1], big_hub_first[0], small[1]])
+    assert compare(tmp_path, ray_executor, u, v, rng.random(len(u)) < 0.5) <= 2
+
+
+def test_singletons_duplicate_and_self_edges(tmp_path, ray_executor):
+    rng = np.random.default_rng(3)
+    ids = labels(rng, 400)
+    pairs = np.stack([ids[:100], ids[100:200]], axis=1)  # 100 components of two
+    loops = np.stack([ids[200:300], ids[200:300]], axis=1)  # 100 documents whose only edge is to themselves
+    looped_pairs = np.stack([ids[:50], ids[:50]], axis=1)  # self-loops on documents with other edges
+    repeated = pairs[rng.integers(100, size=300)]  # the same pairs again, in other files
+    reversed_ = pairs[:, ::-1]  # and the other way round
+    edges = np.concatenate([pairs, loops, looped_pairs, repeated, reversed_])
+    order = rng.permutation(len(edges))
+    u, v = edges[order, 0].copy(), edges[order, 1].copy()
+    exact = rng.random(len(u)) < 0.2  # a pair is exact when any of its copies is
+    compare(tmp_path, ray_executor, u, v, exact, files=5, partitions=3)
+
+
+def test_no_edges(tmp_path, ray_executor):
+    empty = np.zeros(0, np.int64)
+    roots, rounds = star_roots(write_edges(tmp_path, empty, empty, np.zeros(0, bool), 2, 3), ray_executor)
+    assert roots.num_rows == 0 and rounds == 1
+
+
+def test_same_roots_for_any_partitions_and_workers(tmp_path, ray_cluster):
+    rng = np.random.default_rng(4)
+    ids = labels(rng, 2000)
+    u, v = ids[rng.integers(2000, size=1800)], ids[rng.integers(2000, size=1800)]
+    exact = rng.random(1800) < 0.3
+    runs = [(1, InProcessExecutor()), (5, RayExecutor(RayConfig(num_workers=1))),
+            (8, RayExecutor(RayConfig(num_workers=2)))]
+    results = [star_roots(write_edges(tmp_path / str(p), u, v, exact, 4, p), executor)[0]
+               for p, executor in runs]
+    assert results[0].equals(results[1]) and results[0].equals(results[2])
+
+
+# ----------------------------------------------------------------------------- resume
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import pyarrow.fs as pafs
+    from stages.dedup import DedupConfig, star
+    from stages.dedup.steps import make_job, run_step
+
+    scratch, files, partitions, survive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    job = make_job(DedupConfig(partitions=partitions), {f"shard-{i}": "unread" for i in range(files)},
+                   scratch, pafs.LocalFileSystem())
+    done = []
+
+    def dying_map(fn, items):
+        for item in items:
+            if len(done) == survive:
+                os.kill(os.getpid(), signal.SIGKILL)
+            fn(item)
+            done.append(item)
+
+    for step in star.steps(job):
+        run_step(job, step, dying_map, lambda _: None)
+""")
+
+
+# 3 edge files, 4 partitions: tasks 0-2 route edges, 3-6 unique edges, then 4 per large or small star.
+@pytest.mark.parametrize("survive", [5, 13, 26])
+def test_resumes_mid_rounds_after_sigkill_redoing_only_unfinished_tasks(tmp_path, survive):
+    rng = np.random.default_rng(5)
+    ids = labels(rng, 1000)
+    u, v, exact = ids[:-1], ids[1:], np.zeros(999, bool)  # a chain: many rounds
+    job = write_edges(tmp_path / "scratch", u, v, exact, 3, 4)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, job.scratch, "3", "4", str(survive)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -signal.SIGKILL
+    finished = {p: p.stat().st_mtime_ns for p in Path(job.scratch, "components").rglob("*.parquet")}
+    assert len(finished) >= survive
+
+    roots, _ = star_roots(job, InProcessExecutor())
+    assert_as_scipy(roots, u, v, exact)
+    assert not [p for p, mtime in finished.items() if p.stat().st_mtime_ns != mtime], "finished tasks were redone"
+
+
+# ----------------------------------------------------------------------------- the dedup stage, both ways
+
+def corpus() -> list[dict]:
+    """Exact copies, near copies, shared paragraphs, and a cluster whose keeper paragraph dedup leaves
+    too short (a second keeper round), spread over several shards."""
+    shared = "\n".join(prose(70 + i, 80) for i in range(5))
+    docs = [doc("source", "\n".join(prose(80 + i, 80) for i in range(12)) + "\n" + shared),
+            doc("keeper", f"{shared}\nA short line of its own."), doc("edited", edit_each_line(shared, 1)),
+            doc("copy", f"{shared}\nAnother short line.")]
+    for i in range(60):
+        base = prose(200 + i, 150)
+        docs.append(doc(f"doc-{i}", base))
+        if i % 3 == 0:
+            docs.append(doc(f"exact-{i}", base))
+        if i % 4 == 0:
+            docs.append(doc(f"near-{i}", edit_words(base, 0.02, i)))
+        if i % 5 == 0:
+            docs.append(doc(f"footer-{i}", prose(400 + i, 120) + "\nShared footer paragraph that many pages repeat."))
+    return docs
+
+
+def run_dedup(work: Path, source: Path, components_settings: dict) -> Path:
+    from pipeline.runner import run_pipeline
+
+    config = parse_config({
+        "work_dir": str(work), "ingest": {"shard_bytes": 30_000},
+        "inputs": [{"name": "t", "path": str(source), "category": "web"}],
+        "stages": {"dedup": {"partitions": 3, "components": components_settings}},
+    })
+    run_pipeline(config, use_ray=True, log=lambda _: None)
+    return work / "02_dedup"
+
+
+def digests(directory: Path, pattern: str) -> dict[str, str]:
+    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.glob(pattern))}
+
+
+def test_dedup_stage_output_is_byte_identical_with_distributed_components(tmp_path, ray_cluster):
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in corpus()))
+    single = run_dedup(tmp_path / "single", source, {"method": "single_task"})
+    # auto with a threshold of 0 edges: what a large corpus gets
+    distributed = run_dedup(tmp_path / "distributed", source, {"method": "auto", "distributed_above_edges": 0})
+
+    assert (distributed / "_scratch" / "components" / "labels").is_dir()
+    assert not (single / "_scratch" / "components").exists()
+    assert (single / "_scratch" / "clusters-round1").is_dir(), "the corpus should need a second keeper round"
+    outputs = digests(single, "*/*.parquet")
+    assert len(outputs) > 4 and outputs == digests(distributed, "*/*.parquet")  # kept/, removed/
+    clusters = digests(single, "_scratch/clusters*/*")
+    assert len(clusters) > 4 and clusters == digests(distributed, "_scratch/clusters*/*")
+    assert digests(single, "_scratch/decisions/*") == digests(distributed, "_scratch/decisions/*")
+    summary = Path("_scratch", "summary.json")
+    assert (single / summary).read_bytes() == (distributed / summary).read_bytes()
+
+
+def test_components_settings_are_validated():
+    with pytest.raises(ValueError, match="method"):
+        DedupConfig(components={"method": "scipy"})
+    with pytest.raises(ValueError, match="distributed_above_edges"):
+        DedupConfig(components={"distributed_above_edges": -1})
+    with pytest.raises(ValueError, match="not permitted"):
+        DedupConfig(components={"distributed_above": 10})
