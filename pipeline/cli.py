@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             started = time.perf_counter()
             run_pipeline(config, use_ray=not args.no_ray, start=args.start, only=args.only, force=args.force)
-            print(f"done in {time.perf_counter() - started:.1f} s; outputs under {config.work_dir}")
+            print(f"done in {time.perf_counter() - started:.1f} s; outputs under {storage.shown(config.work_dir)}")
         elif args.command == "stage":
             _debug(config, args)
         elif args.command == "report":

@@ -53,7 +53,7 @@ def write_html_report(config: PipelineConfig, limits: Limits = Limits(),
         storage.write_bytes(fs, local, page.encode("utf-8"))
     except storage.StorageError as error:  # disk full, no permission: a one-line error, not a traceback
         raise PipelineError(f"report: {error}") from None
-    log(f"report: {path} ({len(page) / 1e3:,.0f} kB) in {time.perf_counter() - started:.2f} s")
+    log(f"report: {storage.shown(path)} ({len(page) / 1e3:,.0f} kB) in {time.perf_counter() - started:.2f} s")
     return path
 
 

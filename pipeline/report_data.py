@@ -52,7 +52,7 @@ def collect(config: PipelineConfig, limits: Limits = Limits()) -> dict:
         stages.append(stage)
         if sample:
             samples[spec.name] = sample
-    data = {"work_dir": config.work_dir, "stages": stages, "histograms": _histograms(stages, samples),
+    data = {"work_dir": storage.shown(config.work_dir), "stages": stages, "histograms": _histograms(stages, samples),
             "provenance": _provenance(config, specs, stages)}
     dedup = next((spec for spec in specs if spec.name == "dedup"), None)
     if dedup is not None and samples.get("dedup"):

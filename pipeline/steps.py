@@ -98,9 +98,9 @@ def finished_stage(config, name: str) -> FinishedStage:
         raise PipelineError(f"stage {name} has not finished with this config ({spec.directory}); "
                             f"run `python -m pipeline run CONFIG` first")
     files = [file for unit in manifest["units"] for file in unit["kept_files"]]
-    # spec.directory is a path on its filesystem; a URI work_dir needs its scheme back.
-    scheme = config.work_dir.split("://")[0] + "://" if "://" in config.work_dir else ""
-    return FinishedStage(spec, [scheme + storage.join(spec.directory, file["path"]) for file in files],
+    # spec.directory is a path on its filesystem; a URI work_dir needs its scheme and options back.
+    return FinishedStage(spec, [storage.uri_beside(config.work_dir, storage.join(spec.directory, file["path"]))
+                                for file in files],
                          [file["sha256"] for file in files])
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -58,7 +59,30 @@ def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def join(*parts: str) -> str:
+    """Path parts joined with ``/``; on a URI with options (``s3://bucket/run?endpoint_override=...``)
+    the parts go before the options, so a file under the work_dir keeps its endpoint and region."""
+    first, *rest = parts
+    if "://" in first and "?" in first:
+        base, options = first.split("?", 1)
+        return posixpath.join(base, *rest) + "?" + options
     return posixpath.join(*parts)
+
+
+def shown(uri_or_path: str) -> str:
+    """A URI fit for a log line: credentials in it (``s3://KEY:SECRET@bucket``) replaced by ``***``."""
+    return re.sub(r"^([a-z0-9+.-]+://)[^/@?]*@", r"\1***@", uri_or_path)
+
+
+def uri_beside(base: str, path: str) -> str:
+    """``path``, a path on the filesystem the URI ``base`` resolves to, as a URI with ``base``'s
+    scheme, credentials and options (a plain path when ``base`` is one)."""
+    if "://" not in base:
+        return path
+    scheme, rest = base.split("://", 1)
+    location, _, options = rest.partition("?")
+    authority = location.split("/", 1)[0]
+    credentials = authority.rsplit("@", 1)[0] + "@" if "@" in authority else ""
+    return f"{scheme}://{credentials}{path}" + (f"?{options}" if options else "")
 
 
 def exists(fs: pafs.FileSystem, path: str) -> bool:

@@ -172,7 +172,7 @@ def _has_format(item: InputFile) -> bool:
 def list_input_files(source: InputSource) -> list[InputFile]:
     """Expand a source's path (file, directory searched recursively, or glob) into sorted files."""
     fs, path = resolve(source.path)
-    is_glob = any(ch in source.path for ch in "*?[")
+    is_glob = any(ch in path for ch in "*?[")  # the path on its filesystem: a URI's options follow a "?"
     info = None
     if is_glob:
         root = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
