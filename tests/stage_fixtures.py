@@ -101,8 +101,8 @@ def with_faults(map_method, faults: dict):
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    def map(self, fn, items, label=""):
-        return map_method(self, faulty(fn, faults), items, label)
+    def map(self, fn, items, label="", *args, **kwargs):
+        return map_method(self, faulty(fn, faults), items, label, *args, **kwargs)
     return map
 
 
