@@ -403,3 +403,26 @@ def test_resumes_after_sigkill(real_docs, tmp_path, survive):
     assert run(inputs, scratch, partitions=4) == run(inputs, tmp_path / "fresh")
     redone = [p for p, mtime in finished_before.items() if p.stat().st_mtime_ns != mtime]
     assert not redone, f"finished tasks were redone: {redone}"
+
+
+def test_a_dedup_task_carries_the_same_few_bytes_whatever_the_number_of_shards(tmp_path):
+    """The job pickled with every task names its shard lists by file (``shuffle.Listing``): its size
+    does not grow with the corpus, and a worker that never saw the lists reads them from scratch."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    from stages.dedup import shuffle
+    from stages.dedup.steps import make_job
+
+    sizes = {}
+    for shards in (10, 10_000):
+        inputs = {f"part-{i:05d}": f"/run/04_quality/kept/part-{i:05d}.parquet" for i in range(shards)}
+        job = make_job(DedupConfig(), inputs, str(tmp_path / str(shards)), pafs.LocalFileSystem())
+        payload = pickle.dumps((job, 3))
+        sizes[shards] = len(payload)
+        shuffle._LISTINGS.clear()  # as in a fresh worker process
+        received, _ = pickle.loads(payload)
+        assert len(received.shards) == shards and received.shards[3] == "part-00003"
+        assert received.inputs[shards - 1] == f"/run/04_quality/kept/part-{shards - 1:05d}.parquet"
+    assert sizes[10_000] - sizes[10] < 16 and sizes[10_000] < 2_000, sizes

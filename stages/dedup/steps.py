@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from stages.dedup import clusters, documents, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job, Step
+from stages.dedup.shuffle import Job, Listing, Step
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
@@ -67,7 +67,8 @@ def lsh_shape(config: DedupConfig) -> tuple[int, int]:
 
 def make_job(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any) -> Job:
     bands, rows = lsh_shape(config)
-    return Job(config, filesystem, scratch, tuple(inputs), tuple(inputs.values()), bands, rows)
+    return Job(config, filesystem, scratch, Listing(tuple(inputs), filesystem, storage.join(scratch, "shard-names.json")),
+               Listing(tuple(inputs.values()), filesystem, storage.join(scratch, "shard-paths.json")), bands, rows)
 
 
 def decisions_path(scratch: str, shard: str) -> str:
