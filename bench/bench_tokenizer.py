@@ -108,20 +108,20 @@ def _category_of(source: str) -> str:
 # --- contenders (each runs in a fresh process) -------------------------------------------------
 
 
-def sample_in_process(config_json: str, shards: list[str], sample_path: str, heldout_path: str) -> dict:
+def sample_in_process(config_json: str, shards: list[str], sample_dir: str, heldout_path: str) -> dict:
     from tokenizer.config import TokenizerConfig
     from tokenizer.sample import draw_sample
 
     with Timer() as timer:
-        result = draw_sample(TokenizerConfig.model_validate_json(config_json), shards, sample_path,
+        result = draw_sample(TokenizerConfig.model_validate_json(config_json), shards, sample_dir,
                              log=lambda _: None)
     Path(heldout_path).write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in result.heldout))
     corpus_mb = result.stats["corpus"]["bytes"] / 1e6
-    return {"stats": result.stats, "wall_s": timer.wall, "cpu_s": timer.cpu,
+    return {"stats": result.stats, "parts": result.parts, "wall_s": timer.wall, "cpu_s": timer.cpu,
             "corpus_mb_per_s": corpus_mb / timer.wall, "corpus_docs": result.stats["corpus"]["docs"]}
 
 
-def sentencepiece_in_process(config_json: str, sample_path: str, heldout_path: str, out_dir: str) -> dict:
+def sentencepiece_in_process(config_json: str, parts: list[str], heldout_path: str, out_dir: str) -> dict:
     from tokenizer.config import TokenizerConfig
     from tokenizer.evaluate import measure
     from tokenizer.export_hf import export_hf
@@ -130,7 +130,7 @@ def sentencepiece_in_process(config_json: str, sample_path: str, heldout_path: s
 
     config = TokenizerConfig.model_validate_json(config_json)
     with Timer() as timer:
-        model = train_sentencepiece(config, sample_path)
+        model = train_sentencepiece(config, parts, threads=config.num_threads)
     Path(out_dir, "tokenizer.model").write_bytes(model)
     tokenizer = Tokenizer(model, config.eod_token)
     documents = _read_jsonl(heldout_path)
@@ -149,7 +149,7 @@ def sentencepiece_in_process(config_json: str, sample_path: str, heldout_path: s
     }
 
 
-def tokenizers_in_process(vocab: int, sample_path: str, heldout_path: str, out_dir: str) -> dict:
+def tokenizers_in_process(vocab: int, parts: list[str], heldout_path: str, out_dir: str) -> dict:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -162,7 +162,7 @@ def tokenizers_in_process(vocab: int, sample_path: str, heldout_path: str, out_d
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     with Timer() as timer:
-        tokenizer.train([sample_path], trainer)
+        tokenizer.train(parts, trainer)
     tokenizer.save(str(Path(out_dir, "hf-bytelevel.json")))
     documents = _read_jsonl(heldout_path)
     texts = [d["text"] for d in documents]
@@ -209,17 +209,17 @@ def run_size(megabytes: int, shards: list[str], args, tmp: Path) -> dict:
 
     config = TokenizerConfig(vocab_size=args.vocab, sample_bytes=megabytes * 1_000_000,
                              num_threads=args.threads, holdout_fraction=0.01, eval_bytes=5_000_000)
-    sample_path, heldout_path = str(tmp / f"sample-{megabytes}.txt"), str(tmp / f"heldout-{megabytes}.jsonl")
-    sampled = isolated(sample_in_process, config.model_dump_json(), shards, sample_path, heldout_path)
-    stats = sampled.pop("stats")
+    sample_dir, heldout_path = str(tmp / f"sample-{megabytes}"), str(tmp / f"heldout-{megabytes}.jsonl")
+    sampled = isolated(sample_in_process, config.model_dump_json(), shards, sample_dir, heldout_path)
+    stats, parts = sampled.pop("stats"), sampled.pop("parts")
     print(f"{megabytes} MB: sample {stats['sample']['bytes'] / 1e6:.1f} MB, {stats['sample']['docs']} docs, "
           f"held out {stats['heldout']['docs']} docs; sampling {sampled['wall_s']:.1f} s", flush=True)
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # inherited by the spawned tokenizers process
     runs: dict[str, list[dict]] = {"sentencepiece": [], "tokenizers": []}
     for repeat in range(args.repeats):
         runs["sentencepiece"].append(
-            isolated(sentencepiece_in_process, config.model_dump_json(), sample_path, heldout_path, str(tmp)))
-        runs["tokenizers"].append(isolated(tokenizers_in_process, args.vocab, sample_path, heldout_path, str(tmp)))
+            isolated(sentencepiece_in_process, config.model_dump_json(), parts, heldout_path, str(tmp)))
+        runs["tokenizers"].append(isolated(tokenizers_in_process, args.vocab, parts, heldout_path, str(tmp)))
         for name, result in runs.items():
             print(f"  [{repeat + 1}/{args.repeats}] {name}: train {result[-1]['train_wall_s']:.1f} s wall, "
                   f"peak {result[-1]['peak_rss_mb']:.0f} MB, held-out "

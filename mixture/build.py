@@ -17,7 +17,8 @@ from mixture.composition import (LABELS, composition_csv, composition_markdown, 
                                  phases_csv, phases_markdown)
 from mixture.config import MixtureConfig
 from mixture.count import CountTask, count_shard, receipt_path, sum_histograms, token_path, token_type
-from mixture.packing import PackTask, ScatterTask, pack_shard, scatter_path, scatter_receipt_path, scatter_shard
+from mixture.pack import PackTask, pack_shard
+from mixture.packing import ScatterTask, scatter_path, scatter_receipt_path, scatter_shard
 from mixture.phases import plan_phases
 from pipeline import storage
 from pipeline.config import PipelineConfig, config_hash

@@ -19,9 +19,9 @@ sequence itself: the pieces' tokens concatenate to exactly the document's tokens
 counts are unchanged.
 
 Pieces are a sampling unit, not a training unit: the planner takes bins in tape order, so a phase
-takes a run of consecutive bins and with it every piece of a document lying in them, and the packer
+takes a run of consecutive bins and with it every piece of a document lying in them, and scatter
 (``mixture.packing``) joins the consecutive pieces of a document it is given back into one token
-sequence with one end-of-document id after it. A phase gets a document in part only where its range
+sequence, to which the packer (``mixture.pack``) appends one end-of-document id. A phase gets a document in part only where its range
 of bins begins or ends inside that document's bins.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Steps 3 and 4: deal each phase's documents to training shards, then pack every shard.
+"""Step 3: deal each phase's documents to training shards (step 4, packing them, is ``mixture.pack``).
 
 Scatter (one task per input shard, ``scatter_shard``): take the pieces whose sampling bin lies in the
 phase's segments (a piece taken in two epochs is taken twice), join the consecutive pieces of a
@@ -8,10 +8,9 @@ by (training shard = key mod shards, key, id, first piece) to ``scatter/<phase>/
 Parquet row group per training shard. A document is one row of the input shard, so all of its pieces
 are in the same scatter task.
 
-Pack (one task per training shard, ``pack_shard``): read that shard's row group from every scatter
-file (found by the ``shard`` column's row-group statistics), order the runs by key, append the
-end-of-document id to each, concatenate and cut into rows of ``seq_len + 1`` tokens. The order depends
-on ids and the seed alone, so the shards are the same for any number of workers or input shards.
+Pack (one task per training shard, ``mixture.pack.pack_shard``): read that shard's row group from
+every scatter file, order the runs by key, append the end-of-document id to each, concatenate and cut
+into rows of ``seq_len + 1`` tokens, written as below.
 
 Training shard schema (``shards/<phase>/part-NNNNN.parquet``):
 
@@ -33,7 +32,6 @@ order.
 """
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass
 
@@ -42,9 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mixture.hashing import segment_labels, shuffle_keys
+from mixture.hashing import shuffle_keys
 from pipeline import storage
-from pipeline.stats import Stats
 
 SORT_KEYS = [("key", "ascending"), ("id", "ascending"), ("first_piece", "ascending"), ("epoch", "ascending")]
 RUN_COLUMNS = ["id", "first_piece", "last_piece", "pieces", "category", "epoch", "key", "n_tokens", "tokens"]
@@ -97,7 +94,7 @@ def scatter_shard(task: ScatterTask) -> dict:
                          np.concatenate(epochs or [[]]).astype(np.int32), task.seed, phase)
         path = scatter_path(directory, phase["name"], task.unit)
         storage.write_bytes(fs, path, _one_row_group_per_shard(selected))
-        phases[phase["name"]] = {"documents": selected.num_rows, "partial_documents": _partial(selected)}
+        phases[phase["name"]] = {"documents": selected.num_rows, "partial_documents": partial_runs(selected)}
     receipt = {"unit": task.unit, "step_hash": task.step_hash, "phases": phases,
                "seconds": round(time.perf_counter() - started, 4)}
     storage.write_json(fs, scatter_receipt_path(directory, task.unit), receipt)
@@ -143,7 +140,7 @@ def _deal(table: pa.Table, rows: np.ndarray, epochs: np.ndarray, seed: int, phas
     return runs.sort_by([("shard", "ascending"), *SORT_KEYS])
 
 
-def _partial(runs: pa.Table) -> int:
+def partial_runs(runs: pa.Table) -> int:
     """Runs that are not a whole document."""
     whole = pc.and_(pc.equal(runs.column("first_piece"), 0),
                     pc.equal(runs.column("last_piece"), pc.subtract(runs.column("pieces"), 1)))
@@ -161,146 +158,3 @@ def _one_row_group_per_shard(table: pa.Table) -> pa.Buffer:
             if end > start:
                 writer.write_table(table.slice(start, end - start), row_group_size=end - start)
     return sink.getvalue()
-
-
-@dataclass(frozen=True)
-class PackTask:
-    """One training shard of one phase: its inputs (scatter files) and its output paths."""
-
-    phase: str
-    shard: int
-    sources: list
-    path: str
-    receipt: str
-    step_hash: str
-    seq_len: int
-    eod_id: int
-    pad_id: int
-    token_type: str
-    rows_per_row_group: int
-    megatron: bool
-
-
-def pack_shard(task: PackTask) -> dict:
-    """Pack one training shard (and its Megatron files); then write its receipt."""
-    started = time.perf_counter()
-    documents = _gather(task)
-    width = task.seq_len + 1
-    dtype = np.dtype(task.token_type)
-    lengths = documents.column("n_tokens").to_numpy().astype(np.int64) + 1  # each with its separator
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    total = int(offsets[-1])
-    stream = np.full(total, task.eod_id, dtype)
-    body = np.ones(total, bool)
-    body[offsets[1:] - 1] = False
-    stream[body] = pc.list_flatten(documents.column("tokens")).to_numpy()
-    rows = -(-total // width)
-    padded = np.full(rows * width, task.pad_id, dtype)
-    padded[:total] = stream
-    fs, path = storage.resolve(task.path)
-    labels = pa.array(segment_labels(*(documents.column(name).to_pylist()
-                                       for name in ("id", "first_piece", "last_piece", "pieces"))), pa.string())
-    table = _rows_table(padded.reshape(rows, width), total, offsets, labels, task.token_type)
-    storage.write_parquet(fs, path, table, row_group_size=task.rows_per_row_group)
-    if task.megatron:
-        write_megatron(fs, path[: -len(".parquet")], stream, offsets)
-    receipt = {"phase": task.phase, "shard": task.shard, "step_hash": task.step_hash,
-               "sequences": rows, "tokens": total, "pad_tokens": rows * width - total,
-               "documents": documents.num_rows, "partial_documents": _partial(documents),
-               "stats": _category_stats(documents, lengths),
-               "seconds": round(time.perf_counter() - started, 4)}
-    receipt_fs, receipt_path = storage.resolve(task.receipt)
-    storage.write_json(receipt_fs, receipt_path, receipt)
-    return receipt
-
-
-def _gather(task: PackTask) -> pa.Table:
-    """This shard's runs from every scatter file, in shuffled order."""
-    columns = RUN_COLUMNS
-    parts = []
-    for source in task.sources:
-        fs, path = storage.resolve(source)
-        with fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            metadata = parquet.metadata
-            index = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index("shard")
-            mine = [group for group in range(metadata.num_row_groups)
-                    if _only_value(metadata.row_group(group).column(index).statistics) == task.shard]
-            if mine:
-                parts.append(parquet.read_row_groups(mine, columns=columns))
-    if not parts:
-        return pa.table({"id": pa.array([], pa.string()), "first_piece": pa.array([], pa.int32()),
-                         "last_piece": pa.array([], pa.int32()), "pieces": pa.array([], pa.int32()),
-                         "category": pa.array([], pa.string()),
-                         "epoch": pa.array([], pa.int32()),
-                         "key": pa.array([], pa.uint64()), "n_tokens": pa.array([], pa.int64()),
-                         "tokens": pa.array([], pa.large_list(pa.from_numpy_dtype(np.dtype(task.token_type))))})
-    return pa.concat_tables(parts).sort_by(SORT_KEYS)
-
-
-def _category_stats(documents: pa.Table, lengths: np.ndarray) -> Stats:
-    """Runs (document copies, whole or in part), runs in part and packed tokens (separators included)
-    per category of one shard."""
-    stats = Stats()
-    whole = pc.and_(pc.equal(documents.column("first_piece"), 0),
-                    pc.equal(documents.column("last_piece"), pc.subtract(documents.column("pieces"), 1)))
-    grouped = pa.table({"category": documents.column("category"), "packed": pa.array(lengths, pa.int64()),
-                        "partial": pc.invert(whole).cast(pa.int64())})
-    for row in grouped.group_by("category").aggregate([("packed", "sum"), ("packed", "count"),
-                                                       ("partial", "sum")]).to_pylist():
-        stats.add("by_category", row["category"], "documents", row["packed_count"])
-        stats.add("by_category", row["category"], "partial_documents", row["partial_sum"])
-        stats.add("by_category", row["category"], "tokens", row["packed_sum"])
-    return stats
-
-
-def _only_value(statistics) -> int:
-    """The single value of a row group's column, from its statistics (scatter writes one per group)."""
-    if statistics is None or not statistics.has_min_max or statistics.min != statistics.max:
-        raise ValueError("scatter file without one training shard per row group")
-    return statistics.min
-
-
-def _rows_table(rows: np.ndarray, total: int, offsets: np.ndarray, ids: pa.Array,
-                token_type: str) -> pa.Table:
-    """The training rows with their real lengths and document segments."""
-    width = rows.shape[1]
-    count = rows.shape[0]
-    n_tokens = np.full(count, width, np.int32)
-    if count:
-        n_tokens[-1] = total - (count - 1) * width
-    # A segment starts at every document start and at every row start (continuing a document).
-    starts = np.union1d(offsets[:-1], np.arange(count, dtype=np.int64) * width)
-    starts = starts[starts < total]
-    document = np.searchsorted(offsets, starts, side="right") - 1
-    row = starts // width
-    list_offsets = np.searchsorted(row, np.arange(count + 1), side="left").astype(np.int32)
-    token_values = pa.array(rows.reshape(-1), pa.from_numpy_dtype(np.dtype(token_type)))
-    return pa.table({
-        "tokens": pa.FixedSizeListArray.from_arrays(token_values, width),
-        "n_tokens": pa.array(n_tokens, pa.int32()),
-        "segment_starts": pa.ListArray.from_arrays(pa.array(list_offsets), pa.array((starts - row * width).astype(np.int32))),
-        "segment_ids": pa.ListArray.from_arrays(pa.array(list_offsets), ids.take(pa.array(document))),
-    })
-
-
-MEGATRON_HEADER = b"MMIDIDX\x00\x00"
-MEGATRON_DTYPES = {"uint16": 8, "uint32": 4}  # Megatron has no uint32 code: int32 holds any vocab < 2^31
-
-
-def write_megatron(fs, prefix: str, stream: np.ndarray, offsets: np.ndarray) -> None:
-    """``prefix``.bin (the token stream) and ``prefix``.idx (Megatron-LM's MMIDIDX index, version 1):
-    one sequence and one document per packed run; ``offsets`` are the runs' bounds in ``stream``
-    (n + 1 of them)."""
-    data = stream if stream.dtype == np.uint16 else stream.astype(np.int32)
-    code = MEGATRON_DTYPES[str(stream.dtype)]
-    lengths = np.diff(offsets).astype(np.int32)
-    pointers = offsets[:-1].astype(np.int64) * data.itemsize
-    document_indices = np.arange(len(lengths) + 1, dtype=np.int64)
-    index = b"".join([
-        MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", code),
-        struct.pack("<Q", len(lengths)), struct.pack("<Q", len(document_indices)),
-        lengths.tobytes(), pointers.tobytes(), document_indices.tobytes(),
-    ])
-    storage.write_bytes(fs, prefix + ".bin", data.tobytes())
-    storage.write_bytes(fs, prefix + ".idx", index)

@@ -1,12 +1,16 @@
 """Where tasks run: Ray tasks on a local or remote cluster, or in this process for debugging.
 
-Both executors have one method, ``map(fn, items, label)``, which returns results in item order, so
-nothing downstream can depend on which worker finished first. Ray executes at most ``num_workers``
-tasks at once (one CPU each) and retries a task up to ``max_retries`` times, on any node, when its
-worker process or whole node died (Ray notices a dead node after its missed health checks, 15 s by
-default) or when it raised an error that another attempt may not hit (an I/O error, a lost
-connection, out of memory, any error this module does not know to be deterministic); tasks write
-their outputs atomically, so a retry simply redoes the unit.
+Both executors have one method, ``map(fn, items, label, cpus=1, own_process=False)``, which returns
+results in item order, so nothing downstream can depend on which worker finished first, and say with
+``node_cpus`` how many CPUs one task can have (the largest node's). Ray executes at most
+``num_workers`` tasks at once, ``cpus`` CPUs each (a task that runs threads of its own, such as the
+tokenizer's trainer, reserves them so that no other task shares its cores); with ``own_process``
+each task runs in a worker process that exits after it, so the memory a large task held goes back to
+the node and its peak memory is its own. Ray retries a task up to ``max_retries`` times, on any
+node, when its worker process or whole node died (Ray notices a dead node after its missed health
+checks, 15 s by default) or when it raised an error that another attempt may not hit (an I/O error,
+a lost connection, out of memory, any error this module does not know to be deterministic); tasks
+write their outputs atomically, so a retry simply redoes the unit.
 
 Errors that would recur on every attempt are not retried: a runner task that hits a problem
 retrying cannot fix (bad input, lost rows, a full disk, no permission) returns a ``Failure`` itself,
@@ -15,8 +19,9 @@ bug: the same code on the same input fails the same way) has it turned into a ``
 wrapper ``map`` puts around every task. The run then stops at once with a one-line message naming
 the task and the error. When a task fails for good, the tasks still in flight are cancelled.
 
-``make_executor`` starts Ray lazily, on the first ``map`` with work to do, so a command that finds
-everything up to date never pays Ray's start-up (seconds) or touches a cluster.
+``make_executor`` starts Ray lazily, on the first ``map`` with work to do (or the first look at
+``workers`` or ``node_cpus``), so a command that finds everything up to date never pays Ray's
+start-up (seconds) or touches a cluster.
 """
 from __future__ import annotations
 
@@ -81,8 +86,9 @@ class InProcessExecutor:
 
     workers = 1
     startup_seconds = 0.0
+    node_cpus = os.cpu_count() or 1
 
-    def map(self, fn: Callable, items: Sequence, label: str = "") -> list:
+    def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False) -> list:
         results = []
         for item in tqdm(items, desc=label, unit="task", disable=not items, file=sys.stderr, leave=False):
             results.append(_check(fn(item), label))
@@ -116,12 +122,14 @@ class RayExecutor:
         self.startup_seconds = time.perf_counter() - started
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = config.num_workers or cluster_cpus
+        self.node_cpus = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]),
+                             default=1) or 1
 
-    def map(self, fn: Callable, items: Sequence, label: str = "") -> list:
+    def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False) -> list:
         # retry_exceptions=True: every exception that reaches Ray is one worth another attempt,
         # since _not_retried returned the deterministic ones as a Failure already
-        remote = self.ray.remote(num_cpus=1, max_retries=self.config.max_retries,
-                                 retry_exceptions=True)(_not_retried(fn))
+        remote = self.ray.remote(num_cpus=cpus, max_retries=self.config.max_retries, retry_exceptions=True,
+                                 max_calls=1 if own_process else 0)(_not_retried(fn))
         results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}
         next_item = 0
@@ -191,10 +199,14 @@ class LazyRayExecutor:
     def workers(self) -> int:
         return self._executor().workers
 
-    def map(self, fn: Callable, items: Sequence, label: str = "") -> list:
+    @property
+    def node_cpus(self) -> int:
+        return self._executor().node_cpus
+
+    def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False) -> list:
         if not items:
             return []
-        return self._executor().map(fn, items, label)
+        return self._executor().map(fn, items, label, cpus, own_process)
 
     def shutdown(self) -> None:
         if self.started is not None:

@@ -208,6 +208,8 @@ class ParquetStream:
             if kind is None:
                 writer = self._writer_for()
                 self._flush(writer, final=True)
+                if not self.rows:  # as ``write_parquet`` writes a table without rows: one empty row group
+                    writer.write_table(self.schema.empty_table(), row_group_size=self.row_group_size)
                 writer.close()
         finally:
             self._context.__exit__(kind, error, traceback)

@@ -8,6 +8,7 @@ identical output on Ray and in-process.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from collections import Counter
@@ -639,3 +640,92 @@ def test_scatter_joins_the_consecutive_pieces_of_a_document_into_runs():
     first = first_bins(0, ["x", "y"], [3, 20], 16)
     assert 0 <= first[0] <= 13 and list(piece_bins(np.full(20, first[1]), np.arange(20), 16)) == [
         (first[1] + k) % 16 for k in range(20)]
+
+
+# --- packing in bounded memory -----------------------------------------------------------------------
+
+
+def test_rows_built_a_few_tokens_at_a_time_are_the_rows_built_at_once(corpus, tmp_path, monkeypatch):
+    """Packing builds rows CHUNK_TOKENS tokens at a time; chunks that end anywhere in a row or a
+    document give the bytes of one chunk per shard, Megatron files included."""
+    from mixture import pack
+
+    settings = {**SMALL_ROWS, "megatron": True, "phases": [{"tokens": 20_000}]}
+    files = {}
+    for chunk_tokens in (1 << 30, 37):
+        monkeypatch.setattr(pack, "CHUNK_TOKENS", chunk_tokens)
+        work_dir = tmp_path / f"chunks-{chunk_tokens}"
+        build(corpus, work_dir, settings)
+        shards = work_dir / "mixture" / "shards" / "pretrain"
+        files[chunk_tokens] = {path.name: path.read_bytes() for path in shards.glob("part-*")}
+    assert len(files[37]) > 3 and files[37] == files[1 << 30]
+
+
+PACK_MEMORY = """
+import json, sys
+import pyarrow as pa
+pa.set_cpu_count(1)  # as in a Ray task of one CPU
+from mixture.pack import PackTask, pack_shard
+
+def peak_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+baseline = peak_mb()
+sources, directory = json.loads(sys.argv[1]), sys.argv[2]
+receipt = pack_shard(PackTask(phase="p", shard=0, sources=sources, path=f"{directory}/part-00000.parquet",
+                              receipt=f"{directory}/receipt.json", step_hash="h", seq_len=2047, eod_id=2, pad_id=3,
+                              token_type="uint16", rows_per_row_group=1024, megatron=True))
+print(json.dumps({"task_mb": peak_mb() - baseline, "tokens": receipt["tokens"]}))
+"""
+
+
+def scatter_files(directory: Path, files: int, runs: int, tokens_per_run: int) -> list[str]:
+    """Scatter files of one training shard (shard 0), as ``mixture.packing`` writes them: runs of
+    random token ids, sorted by shuffle key."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True)
+    paths = []
+    for number in range(files):
+        keys = np.sort(rng.integers(0, 2**63, runs, dtype=np.uint64))
+        offsets = np.arange(runs + 1, dtype=np.int64) * tokens_per_run
+        values = rng.integers(4, 60_000, runs * tokens_per_run, dtype=np.uint16)
+        table = pa.table({
+            "id": [f"doc-{number}-{run}" for run in range(runs)], "first_piece": pa.array(np.zeros(runs, np.int32)),
+            "last_piece": pa.array(np.zeros(runs, np.int32)), "pieces": pa.array(np.ones(runs, np.int32)),
+            "category": ["web"] * runs, "epoch": pa.array(np.zeros(runs, np.int32)), "key": pa.array(keys),
+            "n_tokens": pa.array(np.full(runs, tokens_per_run, np.int64)),
+            "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            "shard": pa.array(np.zeros(runs, np.int32))})
+        path = directory / f"part-{number}.parquet"
+        pq.write_table(table, path, row_group_size=runs, compression="zstd")
+        paths.append(str(path))
+    return paths
+
+
+def pack_task_memory(sources: list[str], directory: Path) -> dict:
+    """``pack_shard`` of shard 0 of ``sources`` in a fresh process: its peak memory over the
+    interpreter's (MiB) and the tokens it packed."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", PACK_MEMORY, json.dumps(sources), str(directory)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_pack_task_holds_its_shard_tokens_once(tmp_path):
+    """A pack task's peak memory (VmHWM of a fresh process) grows by less than 2 bytes per extra byte
+    of its shard's token ids: it holds them once, as read, plus a few row groups. A build of the whole
+    shard at once (token stream, padded rows, row table, Parquet and Megatron bytes) grew by about 10:
+    2.1 GB for 50,000 rows of 2,049 uint16 ids (bench/bench_steps.py)."""
+    sources = scatter_files(tmp_path / "scatter", files=16, runs=3000, tokens_per_run=1000)
+    small = pack_task_memory(sources[:4], tmp_path / "small")
+    large = pack_task_memory(sources, tmp_path / "large")
+    assert (small["tokens"], large["tokens"]) == (4 * 3000 * 1001, 16 * 3000 * 1001)
+    extra_token_mb = (large["tokens"] - small["tokens"]) * 2 / 2**20
+    assert large["task_mb"] - small["task_mb"] < 2 * extra_token_mb, (small, large)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
+import ray
 import yaml
 
 from conftest import SAMPLE_CONFIG, sample_config
@@ -26,6 +28,9 @@ def test_sample_run_trains_the_tokenizer_on_the_dedup_output(sample_run):
     assert report["inputs"]["shards"] == len(finished_shards(config, "dedup"))
     assert report["evaluation"]["round_trip"]["failures"] == 0
     assert report["evaluation"]["unknown_tokens"] == 0
+    # Trained in a Ray task on every CPU of the node, never in the driver (this process).
+    assert report["trained_in"]["pid"] != os.getpid()
+    assert report["trained_in"]["threads"] == int(ray.cluster_resources()["CPU"])
     tokenizer = load_tokenizer(tokenizer_dir(config))
     assert tokenizer.decode(tokenizer.encode(["语言模型 language model 🙂"])[0]) == "语言模型 language model 🙂"
 

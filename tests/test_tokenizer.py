@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
 from tokenizer import TokenizerConfig, evaluate_tokenizer, load_tokenizer, train_tokenizer
-from tokenizer.sample import draw_sample, split_long_line
+from tokenizer.sample import draw_sample, read_sample, split_long_line
 from tokenizer.train import trainer_options
 
 SCHEMA = DOCUMENT_SCHEMA.append(pa.field("lang", pa.string()))
@@ -124,9 +124,8 @@ def synthetic_rows(n: int) -> list[dict]:
 
 
 def sample_ids(config, shards, tmp_path) -> tuple[set[str], list[str], dict]:
-    sample_file = tmp_path / f"sample-{len(shards)}.txt"
-    result = draw_sample(config, shards, str(sample_file), log=lambda _: None)
-    drawn = {line.split(" ")[1] for line in sample_file.read_text().splitlines()}
+    result = draw_sample(config, shards, str(tmp_path / f"sample-{len(shards)}"), log=lambda _: None)
+    drawn = {line.split(" ")[1] for line in read_sample(result.parts)}
     return drawn, [d["id"] for d in result.heldout], result.stats
 
 
@@ -142,6 +141,20 @@ def test_sample_is_independent_of_sharding_and_batches(tmp_path):
     other_seed = sample_ids(config.model_copy(update={"seed": 1}), write_shards(tmp_path / "s", rows, 1),
                             tmp_path)
     assert other_seed[0] != one[0]
+
+
+def test_sample_does_not_depend_on_how_its_tasks_group_the_shards(tmp_path, monkeypatch):
+    import tokenizer.sample
+
+    shards = write_shards(tmp_path / "kept", synthetic_rows(3000), 6)
+    config = TokenizerConfig(sample_bytes=100_000, holdout_fraction=0.05, eval_bytes=20_000)
+    drawn = []
+    for per_worker in (1, 6):  # one task for every shard, and one task per shard
+        monkeypatch.setattr(tokenizer.sample, "TASKS_PER_WORKER", per_worker)
+        result = draw_sample(config, shards, str(tmp_path / f"sample-{per_worker}"), log=lambda _: None)
+        drawn.append((len(result.parts), list(read_sample(result.parts)), result.heldout, result.stats))
+    assert (drawn[0][0], drawn[1][0]) == (1, 6)
+    assert drawn[0][1:] == drawn[1][1:]
 
 
 def test_sample_respects_cap_weights_and_holdout(tmp_path):
@@ -179,10 +192,10 @@ def test_long_lines_are_split_at_spaces_or_characters_never_dropped(tmp_path):
     rows = [{"id": "long-zh", "text": chinese + "\n\nshort line", "category": "web", "lang": "zh"},
             {"id": "long-en", "text": english, "category": "web", "lang": "en"}]
     config = TokenizerConfig(max_sentence_length=4096, holdout_fraction=0.0)
-    sample_file = tmp_path / "sample.txt"
-    stats = draw_sample(config, write_shards(tmp_path / "kept", rows, 1), str(sample_file),
-                        log=lambda _: None).stats["sample"]
-    lines = sample_file.read_text(encoding="utf-8").split("\n")[:-1]
+    result = draw_sample(config, write_shards(tmp_path / "kept", rows, 1), str(tmp_path / "sample"),
+                         log=lambda _: None)
+    stats = result.stats["sample"]
+    lines = list(read_sample(result.parts))
     assert stats["long_lines"] == 2
     assert stats["lines"] == len(lines) == stats["chunks_from_long_lines"] + 1
     assert max(len(line.encode()) for line in lines) <= 4096

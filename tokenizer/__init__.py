@@ -5,7 +5,7 @@ Contract (what the runner, the CLI and the mixture builder use)::
     from tokenizer import TokenizerConfig, train_tokenizer, evaluate_tokenizer, load_tokenizer
 
     config = TokenizerConfig(**raw["tokenizer"])      # the run config's `tokenizer:` section
-    report = train_tokenizer(config, shard_paths, f"{work_dir}/tokenizer", log=print)
+    report = train_tokenizer(config, shard_paths, f"{work_dir}/tokenizer", log=print, executor=None)
     tokenizer = load_tokenizer(f"{work_dir}/tokenizer")
     tokenizer.encode(texts)  # -> list[list[int]]; no bos/eos added
     tokenizer.eod_id         # the end-of-document separator for packing
@@ -15,8 +15,9 @@ and, when langid ran, lang). Training draws a deterministic sample weighted by c
 and capped in bytes (tokenizer.sample), trains sentencepiece BPE with byte fallback
 (tokenizer.train), exports a Hugging Face tokenizer.json with the same ids (tokenizer.export_hf) and
 measures compression, unknown tokens, round trips and export agreement on held-out documents
-(tokenizer.evaluate). Output files: tokenizer.model, tokenizer.json, tokenizer_config.json,
-report.json (written last).
+(tokenizer.evaluate). With an ``executor`` (``pipeline.executor``) the sample is drawn by its tasks
+and the rest runs in one task on a whole node; with None, all of it runs in this process. Output
+files: tokenizer.model, tokenizer.json, tokenizer_config.json, report.json (written last).
 """
 from tokenizer.config import TokenizerConfig
 from tokenizer.evaluate import evaluate_tokenizer

@@ -75,7 +75,11 @@ class TokenizerConfig(StepConfig):
         default_factory=lambda: ["\n", "\n\n"],
         description="strings always encoded as one token (newline runs, so lines never merge)",
     )
-    num_threads: int | None = Field(None, gt=0, description="trainer threads; default: all cores")
+    num_threads: int | None = Field(
+        None, gt=0, description="trainer threads, and CPUs its task reserves (at most a node's); default: "
+        "every CPU of the largest node. The model records it: set it to make the model's bytes the same "
+        "on any cluster",
+    )
     export_hf: bool = Field(
         True, description="also write a Hugging Face tokenizer.json (needs the `tokenizers` package)"
     )

@@ -2,7 +2,8 @@
 
 ``<work_dir>/tokenizer/_step.json`` records the hash it was trained for (the tokenizer config and the
 input stage's chained config hash) and is written after the tokenizer's own files, so its presence
-means they are complete.
+means they are complete. The driver only plans and merges: the sample is drawn by tasks and the
+trainer runs in a task of its own (``tokenizer.train``).
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def tokenizer_dir(config) -> str:
     return step_dir(config, NAME)
 
 
-def train_tokenizer_step(config, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Train the configured tokenizer unless it is up to date; its report, or None if not configured."""
+def train_tokenizer_step(config, executor=None, force: bool = False,
+                         log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train the configured tokenizer unless it is up to date; its report, or None if not configured.
+    ``executor`` runs the tasks (``pipeline.executor``; None: this process)."""
     from tokenizer.train import train_tokenizer
 
     settings = config.step_config(NAME)
@@ -40,7 +43,7 @@ def train_tokenizer_step(config, force: bool = False, log: Callable[[str], None]
     if storage.exists(filesystem, marker):
         storage.delete_file(filesystem, marker)
     try:
-        report = train_tokenizer(settings, stage.shards, directory, log=log)
+        report = train_tokenizer(settings, stage.shards, directory, log=log, executor=executor)
     except ValueError as error:  # the trainer's own message says what to change in the config
         raise PipelineError(str(error)) from error
     storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": stage.spec.name})
@@ -63,10 +66,11 @@ def summary(config) -> dict | None:
 
 
 STEP = Step(
-    name=NAME, Config=TokenizerConfig, summary=summary, command="train-tokenizer",
-    run=lambda config, settings, executor, force, log: train_tokenizer_step(config, force=force, log=log),
+    name=NAME, Config=TokenizerConfig, summary=summary, command="train-tokenizer", uses_executor=True,
+    run=lambda config, settings, executor, force, log: train_tokenizer_step(config, executor, force, log),
     help="train the BPE tokenizer on a finished stage's output",
     description="Train the sentencepiece BPE tokenizer of the config's `tokenizer:` section on the "
     "kept shards of `tokenizer.input_stage` (dedup by default), export tokenizer.json and evaluate "
-    "it on held-out documents; writes <work_dir>/tokenizer/. Skipped when up to date.",
+    "it on held-out documents; writes <work_dir>/tokenizer/. Skipped when up to date. The sample is "
+    "drawn by Ray tasks and the trainer runs in one Ray task on a whole node (--no-ray: in this process).",
 )

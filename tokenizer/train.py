@@ -1,16 +1,25 @@
 """Train the sentencepiece BPE model on the drawn sample and write everything a trainer needs.
 
-``train_tokenizer`` draws the sample (tokenizer.sample), trains, exports the Hugging Face
-tokenizer.json, evaluates on the held-out documents and writes, atomically, under ``output_dir``:
+``train_tokenizer`` draws the sample (tokenizer.sample; its passes are tasks over groups of shards),
+then trains, exports the Hugging Face tokenizer.json, evaluates on the held-out documents and writes
+in one task (``train_and_write``) that reserves ``num_threads`` CPUs of one node (default: all of
+the largest node's), so the trainer's memory (about 10x the sample) is never the driver's. It
+writes, atomically, under ``output_dir``:
 
 - ``tokenizer.model``: the sentencepiece model (the reference; ids are defined by it)
 - ``tokenizer.json``, ``tokenizer_config.json``: the same tokenizer for `tokenizers`/`transformers`
-- ``report.json``: sample composition, trainer settings, timings, evaluation (written last, so its
+- ``report.json``: sample composition, trainer settings, timings, the process that trained
+  (``trained_in``: host, pid, threads) and its peak memory, evaluation (written last, so its
   presence means the directory is complete)
+
+The sample's part files live in ``output_dir``/_sample while the task runs (so that a task on any
+node reads them) and are deleted after it.
 
 The trainer settings are those of a multilingual LLM tokenizer: byte fallback (no unknown token
 on any input), identity normalization and no dummy prefix (decode(encode(x)) == x), digits split,
-runs of spaces kept as pieces for code indentation, newline runs as atomic symbols.
+runs of spaces kept as pieces for code indentation, newline runs as atomic symbols. sentencepiece
+writes its options into the model, ``num_threads`` included: the pieces do not depend on the thread
+count, the model's bytes do; ``tokenizer.num_threads`` pins them where node sizes differ.
 """
 from __future__ import annotations
 
@@ -18,42 +27,87 @@ import io
 import json
 import os
 import resource
-import tempfile
+import socket
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import sentencepiece as spm
 
 from pipeline import storage
+from pipeline.executor import InProcessExecutor
 from tokenizer.config import TokenizerConfig
 from tokenizer.evaluate import measure
 from tokenizer.export_hf import export_hf, transformers_config
 from tokenizer.load import MODEL_FILE, HF_FILE, HF_CONFIG_FILE, REPORT_FILE, Tokenizer
-from tokenizer.sample import draw_sample
+from tokenizer.sample import draw_sample, read_sample
+
+SAMPLE_DIR = "_sample"
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """The training task: the drawn sample (part files, stats, held-out documents) and where to write."""
+
+    config: TokenizerConfig = field(repr=False)
+    output_dir: str
+    threads: int
+    shards: int
+    sample_seconds: float
+    stats: dict = field(repr=False)
+    parts: list = field(repr=False)
+    heldout: list = field(repr=False)
 
 
 def train_tokenizer(
-    config: TokenizerConfig, shard_paths: list[str], output_dir: str, log=print
+    config: TokenizerConfig, shard_paths: list[str], output_dir: str, log=print, executor=None
 ) -> dict[str, Any]:
-    """Train on ``shard_paths`` (Parquet, document schema); write the tokenizer and its report."""
+    """Train on ``shard_paths`` (Parquet, document schema); write the tokenizer and its report.
+
+    ``executor`` (``pipeline.executor``) runs the sampling tasks and the training task; None runs
+    everything in this process."""
     if not shard_paths:
         raise ValueError("train_tokenizer: no input shards")
+    executor = executor or InProcessExecutor()
     filesystem, directory = storage.resolve(output_dir)
     report_path = storage.join(directory, REPORT_FILE)
     if storage.exists(filesystem, report_path):  # a stale report must not vouch for new files
         filesystem.delete_file(report_path)
-    timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="tokenizer-sample-") as scratch:
-        sample_path = os.path.join(scratch, "sample.txt")
+    sample_dir, local_sample_dir = storage.join(output_dir, SAMPLE_DIR), storage.join(directory, SAMPLE_DIR)
+    _remove_sample(filesystem, local_sample_dir)
+    threads = config.num_threads or executor.node_cpus  # asked first: a lazy Ray starts outside the timings
+    try:
         started = time.perf_counter()
-        sample = draw_sample(config, shard_paths, sample_path, log)
-        timings["sample_s"] = time.perf_counter() - started
+        sample = draw_sample(config, shard_paths, sample_dir, log, executor)
         if sample.stats["sample"]["lines"] == 0:
             raise ValueError("train_tokenizer: the sample is empty (no input text, or every weight is 0)")
-        log(f"tokenizer: training {config.vocab_size:,} BPE entries with sentencepiece")
-        started = time.perf_counter()
-        model = train_sentencepiece(config, sample_path, sample.stats["sample"]["bytes"])
-        timings["train_s"] = time.perf_counter() - started
+        log(f"tokenizer: training {config.vocab_size:,} BPE entries with sentencepiece, {threads} threads")
+        task = TrainTask(config, output_dir, threads, len(shard_paths), time.perf_counter() - started,
+                         sample.stats, sample.parts, sample.heldout)
+        # A task cannot reserve more CPUs than a node has; the trainer still gets `threads` threads.
+        cpus = min(threads, executor.node_cpus)
+        report = executor.map(train_and_write, [task], "tokenizer train", cpus=cpus, own_process=True)[0]
+    finally:
+        _remove_sample(filesystem, local_sample_dir)
+    evaluation = report["evaluation"]
+    log(
+        f"tokenizer: {report['tokenizer']['vocab_size']:,} entries in {output_dir}; on "
+        f"{evaluation['documents']:,} held-out documents: "
+        f"{evaluation['overall']['bytes_per_token']} bytes/token, "
+        f"{evaluation['round_trip']['failures']} round-trip failures, "
+        f"{evaluation['unknown_tokens']} unknown tokens"
+    )
+    return report
+
+
+def train_and_write(task: TrainTask) -> dict[str, Any]:
+    """Train, export, evaluate and write the tokenizer's files, then its report (a task)."""
+    config = task.config
+    filesystem, directory = storage.resolve(task.output_dir)
+    timings: dict[str, float] = {"sample_s": task.sample_seconds}
+    started = time.perf_counter()
+    model = train_sentencepiece(config, task.parts, task.stats["sample"]["bytes"], task.threads)
+    timings["train_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
     files = output_files(config, model)
@@ -64,12 +118,12 @@ def train_tokenizer(
     tokenizer = Tokenizer(model, config.eod_token)
     started = time.perf_counter()
     hf_json = files[HF_FILE].decode() if HF_FILE in files else None
-    evaluation = measure(tokenizer, sample.heldout, hf_json)
+    evaluation = measure(tokenizer, task.heldout, hf_json)
     timings["evaluate_s"] = time.perf_counter() - started
     report = {
         "config": config.model_dump(mode="json"),
-        "inputs": {"shards": len(shard_paths)},
-        "sample": sample.stats,
+        "inputs": {"shards": task.shards},
+        "sample": task.stats,
         "tokenizer": {
             "vocab_size": tokenizer.vocab_size,
             "eod_token": config.eod_token,
@@ -78,17 +132,11 @@ def train_tokenizer(
             "files": sorted(files),
         },
         "timings": {key: round(value, 3) for key, value in timings.items()},
+        "trained_in": {"host": socket.gethostname(), "pid": os.getpid(), "threads": task.threads},
         "peak_rss_bytes": _peak_rss_bytes(),
         "evaluation": evaluation,
     }
-    storage.write_json(filesystem, report_path, report)
-    log(
-        f"tokenizer: {tokenizer.vocab_size:,} entries in {output_dir}; on "
-        f"{evaluation['documents']:,} held-out documents: "
-        f"{evaluation['overall']['bytes_per_token']} bytes/token, "
-        f"{evaluation['round_trip']['failures']} round-trip failures, "
-        f"{evaluation['unknown_tokens']} unknown tokens"
-    )
+    storage.write_json(filesystem, storage.join(directory, REPORT_FILE), report)
     return report
 
 
@@ -103,13 +151,13 @@ def output_files(config: TokenizerConfig, model: bytes) -> dict[str, bytes]:
     return files
 
 
-def train_sentencepiece(config: TokenizerConfig, sample_path: str, sample_bytes: int = 0) -> bytes:
-    """Train on the sample file (one training line per line); return the serialized model."""
+def train_sentencepiece(config: TokenizerConfig, parts: list[str], sample_bytes: int = 0, threads: int = 1) -> bytes:
+    """Train on the sample's part files (one training line per line); return the serialized model."""
     writer = io.BytesIO()
     try:
-        # An iterator, not `input=`: the model would otherwise record the temporary file's path.
+        # An iterator, not `input=`: the model would otherwise record the sample files' paths.
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_read_lines(sample_path), model_writer=writer, **trainer_options(config)
+            sentence_iterator=read_sample(parts), model_writer=writer, **trainer_options(config, threads)
         )
     except RuntimeError as error:
         raise ValueError(
@@ -119,8 +167,8 @@ def train_sentencepiece(config: TokenizerConfig, sample_path: str, sample_bytes:
     return writer.getvalue()
 
 
-def trainer_options(config: TokenizerConfig) -> dict[str, Any]:
-    """The sentencepiece trainer arguments this config stands for."""
+def trainer_options(config: TokenizerConfig, threads: int = 1) -> dict[str, Any]:
+    """The sentencepiece trainer arguments this config stands for, on ``threads`` threads."""
     return {
         "model_type": "bpe",
         "vocab_size": config.vocab_size,
@@ -148,15 +196,14 @@ def trainer_options(config: TokenizerConfig) -> dict[str, Any]:
         "pad_id": 3,
         "control_symbols": list(config.special_tokens),
         "user_defined_symbols": list(config.user_defined_symbols),
-        "num_threads": config.num_threads or os.cpu_count() or 1,
+        "num_threads": threads,
         "minloglevel": 2,
     }
 
 
-def _read_lines(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", newline="\n") as lines:
-        for line in lines:
-            yield line[:-1]
+def _remove_sample(filesystem, directory: str) -> None:
+    if storage.exists(filesystem, directory):
+        filesystem.delete_dir(directory)
 
 
 def _peak_rss_bytes() -> int:
