@@ -16,11 +16,12 @@ from mixture.chart import bar_chart
 from mixture.composition import (LABELS, composition_csv, composition_markdown, composition_table,
                                  phases_csv, phases_markdown)
 from mixture.config import MixtureConfig
-from mixture.count import CountTask, count_shard, receipt_path, sum_histograms, token_path, token_type
+from mixture.count import CountTask, count_shard, sum_histograms, token_path, token_type
 from mixture.pack import PackTask, pack_shard
-from mixture.packing import ScatterTask, scatter_path, scatter_receipt_path, scatter_shard
+from mixture.packing import ScatterTask, scatter_path, scatter_shard
 from mixture.phases import plan_phases
-from pipeline import storage
+from pipeline import commit, storage
+from pipeline.commit import Ledger
 from pipeline.config import PipelineConfig, config_hash
 from pipeline.errors import PipelineError
 from pipeline.stats import Stats
@@ -125,17 +126,15 @@ def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, sett
     tasks = [CountTask(unit, source, checksum, count_hash, directory, tokenizer_path, tokenizer_sha,
                        settings.seed, settings.sampling_bins, settings.max_piece_tokens)
              for unit, source, checksum in units]
-    done = {}
-    for task in tasks:
-        receipt = storage.read_json_if_exists(layout.fs, receipt_path(layout.path("tokens"), task.unit))
-        if receipt and receipt["step_hash"] == count_hash and receipt["input_fingerprint"] == task.fingerprint:
-            done[task.unit] = receipt
+    ledger = _ledger(layout, "tokens")
+    done = ledger.done({task.unit: task.fingerprint for task in tasks}, count_hash)
     pending = [task for task in tasks if task.unit not in done]
     log(f"mixture: counting tokens of {len(tasks)} shards of {settings.input_stage} "
         f"({len(tasks) - len(pending)} already counted)")
     for receipt in executor.map(count_shard, pending, "mixture count"):
         done[receipt["unit"]] = receipt
     _remove_unlisted(layout, "tokens", {task.unit for task in tasks})
+    ledger.prune(task.unit for task in tasks)
     merged = Stats()
     for task in tasks:
         merged.merge(done[task.unit]["stats"])
@@ -143,11 +142,15 @@ def _count(units, count_hash: str, tokenizer_path: str, tokenizer_sha: str, sett
 
 
 def _remove_unlisted(layout: Layout, step: str, units: set[str]) -> None:
-    """Delete token files and receipts of shards the input stage no longer has."""
-    for directory, suffix in ((layout.path(step), ".parquet"), (layout.path(step, "_receipts"), ".json")):
-        for path in storage.list_files(layout.fs, directory, suffix):
-            if posixpath.basename(path)[: -len(suffix)] not in units:
-                layout.fs.delete_file(path)
+    """Delete token files of shards the input stage no longer has."""
+    for path in storage.list_files(layout.fs, layout.path(step), ".parquet"):
+        if posixpath.basename(path)[: -len(".parquet")] not in units:
+            layout.fs.delete_file(path)
+
+
+def _ledger(layout: Layout, *step: str) -> Ledger:
+    """The receipts of one mixture step (``pipeline.commit``), keyed by the hash of what it did."""
+    return Ledger(layout.fs, layout.path(*step, "_receipts"), key="step_hash")
 
 
 def _write_composition(layout: Layout, composition: dict, tokenizer_name: str) -> None:
@@ -186,17 +189,16 @@ def _check_histograms(histograms: dict, stats: Stats) -> None:
 
 
 def _claim(layout: Layout, plan_hash: str, log) -> None:
-    """Make scatter/ and shards/ belong to this plan: discard them if they hold another plan's."""
-    marker = layout.path("_plan.json")
-    previous = storage.read_json_if_exists(layout.fs, marker)
-    if previous is not None and previous.get("plan_hash") != plan_hash:
-        log("mixture: the plan changed (config, tokenizer or input): discarding earlier training shards")
+    """Make scatter/ and shards/ belong to this plan: discard them if they hold another plan's (the
+    counted tokens stay: their receipts name the count hash they were made for)."""
+    def clear() -> None:
         for step in ("scatter", "shards"):
             if storage.exists(layout.fs, layout.path(step)):
                 layout.fs.delete_dir(layout.path(step))
         if storage.exists(layout.fs, layout.path(MANIFEST)):  # it would name shards just deleted
             layout.fs.delete_file(layout.path(MANIFEST))
-    storage.write_json(layout.fs, marker, {"plan_hash": plan_hash})
+    commit.claim(layout.fs, layout.local_root, plan_hash, key="plan_hash", marker="_plan.json", log=log,
+                 label="mixture: ", clear=clear, changed="the plan changed (config, tokenizer or input)")
 
 
 def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: MixtureConfig,
@@ -216,10 +218,11 @@ def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: Mixtur
                 pad_id=_pad_id(tokenizer), token_type=str(token_type(tokenizer.vocab_size)),
                 rows_per_row_group=settings.rows_per_row_group, megatron=settings.megatron))
     done = {}
-    for task in pack_tasks:
-        receipt = storage.read_json_if_exists(layout.fs, storage.resolve(task.receipt)[1])
-        if receipt and receipt["step_hash"] == plan_hash and storage.exists(layout.fs, storage.resolve(task.path)[1]):
-            done[(task.phase, task.shard)] = receipt
+    for phase in phases:
+        tasks = {f"part-{task.shard:05d}": task for task in pack_tasks if task.phase == phase["name"]}
+        packed = _ledger(layout, "shards", phase["name"]).done(
+            list(tasks), plan_hash, check=lambda unit, _: storage.exists(layout.fs, storage.resolve(tasks[unit].path)[1]))
+        done.update({(phase["name"], tasks[unit].shard): receipt for unit, receipt in packed.items()})
     pending = [task for task in pack_tasks if (task.phase, task.shard) not in done]
     if pending:
         _scatter(phases, units, plan_hash, settings, layout, executor, log)
@@ -247,11 +250,8 @@ def _scatter(phases: list[dict], units, plan_hash: str, settings: MixtureConfig,
                               for group in phase["groups"] if group["segments"]]} for phase in phases]
     tasks = [ScatterTask(unit, token_path(layout.uri("tokens"), unit), layout.uri("scatter"), plan_hash,
                          settings.seed, selections) for unit, _, _ in units]
-    pending = []
-    for task in tasks:
-        receipt = storage.read_json_if_exists(layout.fs, scatter_receipt_path(layout.path("scatter"), task.unit))
-        if not receipt or receipt["step_hash"] != plan_hash:
-            pending.append(task)
+    dealt = _ledger(layout, "scatter").done([task.unit for task in tasks], plan_hash)
+    pending = [task for task in tasks if task.unit not in dealt]
     log(f"mixture: dealing the documents of {len(phases)} phases to training shards "
         f"({len(tasks) - len(pending)} of {len(tasks)} input shards already dealt)")
     executor.map(scatter_shard, pending, "mixture scatter")

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from mixture.hashing import first_bins, piece_bins
 from pipeline import storage
+from pipeline.commit import Ledger
 from pipeline.stats import Stats
 from tokenizer import Tokenizer, load_tokenizer
 
@@ -130,11 +131,6 @@ def token_path(directory: str, unit: str) -> str:
     return storage.join(directory, f"{unit}.parquet")
 
 
-def receipt_path(directory: str, unit: str) -> str:
-    """The receipt of input shard ``unit``: written last, its presence means the token file is complete."""
-    return storage.join(directory, "_receipts", f"{unit}.json")
-
-
 def count_shard(task: CountTask) -> dict:
     """Tokenize one input shard, write its token file, then its receipt (the commit point)."""
     started = time.perf_counter()
@@ -158,7 +154,8 @@ def count_shard(task: CountTask) -> dict:
         "documents": table.num_rows, "stats": count_stats(table),
         "seconds": round(time.perf_counter() - started, 4),
     }
-    storage.write_json(fs, receipt_path(directory, task.unit), receipt)
+    # last: the receipt's presence means the token file is complete
+    Ledger(fs, storage.join(directory, "_receipts"), key="step_hash").commit(task.unit, receipt)
     return receipt
 
 

@@ -17,6 +17,7 @@ shard at once.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import struct
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from mixture.hashing import segment_labels
 from mixture.packing import RUN_COLUMNS, SORT_KEYS, partial_runs
 from pipeline import storage
+from pipeline.commit import Ledger
 from pipeline.stats import Stats
 
 CHUNK_TOKENS = 1 << 22  # tokens of runs turned into rows at a time: 8 MB of uint16, two row groups of 1,024 rows
@@ -81,7 +83,8 @@ def pack_shard(task: PackTask) -> dict:
                "documents": documents, "partial_documents": partial, "stats": stats,
                "seconds": round(time.perf_counter() - started, 4)}
     receipt_fs, receipt_path = storage.resolve(task.receipt)
-    storage.write_json(receipt_fs, receipt_path, receipt)
+    ledger = Ledger(receipt_fs, posixpath.dirname(receipt_path), key="step_hash")
+    ledger.commit(posixpath.basename(receipt_path)[: -len(".json")], receipt)  # last: the shard's commit point
     return receipt
 
 

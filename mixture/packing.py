@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from mixture.hashing import shuffle_keys
 from pipeline import storage
+from pipeline.commit import Ledger
 
 SORT_KEYS = [("key", "ascending"), ("id", "ascending"), ("first_piece", "ascending"), ("epoch", "ascending")]
 RUN_COLUMNS = ["id", "first_piece", "last_piece", "pieces", "category", "epoch", "key", "n_tokens", "tokens"]
@@ -63,11 +64,6 @@ class ScatterTask:
 def scatter_path(directory: str, phase: str, unit: str) -> str:
     """Input shard ``unit``'s documents for ``phase``, grouped by training shard."""
     return storage.join(directory, phase, f"{unit}.parquet")
-
-
-def scatter_receipt_path(directory: str, unit: str) -> str:
-    """Written after every phase's scatter file of ``unit``."""
-    return storage.join(directory, "_receipts", f"{unit}.json")
 
 
 def scatter_shard(task: ScatterTask) -> dict:
@@ -97,7 +93,8 @@ def scatter_shard(task: ScatterTask) -> dict:
         phases[phase["name"]] = {"documents": selected.num_rows, "partial_documents": partial_runs(selected)}
     receipt = {"unit": task.unit, "step_hash": task.step_hash, "phases": phases,
                "seconds": round(time.perf_counter() - started, 4)}
-    storage.write_json(fs, scatter_receipt_path(directory, task.unit), receipt)
+    # last, after every phase's scatter file of the unit
+    Ledger(fs, storage.join(directory, "_receipts"), key="step_hash").commit(task.unit, receipt)
     return receipt
 
 

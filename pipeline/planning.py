@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pyarrow.fs as pafs
 
 from pipeline import registry, storage
+from pipeline.commit import Ledger
 from pipeline.config import PipelineConfig, config_hash
 from pipeline.errors import InputError, PipelineError
 from pipeline.stage import Stage, StageConfig
@@ -42,8 +43,10 @@ class StageSpec:
     def scratch(self) -> str:
         return storage.join(self.directory, "_scratch")
 
-    def receipt_path(self, unit: str) -> str:
-        return storage.join(self.directory, "_receipts", f"{unit}.json")
+    @property
+    def ledger(self) -> Ledger:
+        """The stage's receipts (``pipeline.commit``), one per unit, under ``_receipts/``."""
+        return Ledger(self.filesystem, storage.join(self.directory, "_receipts"), key="config_hash")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Callable
 
 import pyarrow.fs as pafs
 
-from pipeline import storage
+from pipeline import commit, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConservationError, PipelineError  # noqa: F401  (re-exported)
 from pipeline.executor import Failure, InProcessExecutor, make_executor
@@ -121,28 +121,14 @@ def _prepare(spec: StageSpec, units: list[Unit], executor, log: Callable[[str], 
 
 def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> None:
     """Make the stage directory belong to this config: wipe it if it holds another config's outputs."""
-    marker = storage.join(spec.directory, "_stage.json")
-    previous = storage.read_json(fs, marker).get("config_hash") if storage.exists(fs, marker) else None
-    if previous is not None and (force or previous != spec.hash):
-        why = "--force" if force else "its config (or an earlier stage's) changed"
-        log(f"[{spec.label}] discarding earlier outputs: {why}")
-        storage.delete_dir_contents(fs, spec.directory)
-    storage.remove_temporaries(fs, spec.directory)
-    if force or previous != spec.hash:  # a resumed stage's marker is already this one
-        storage.write_json(fs, marker, {"stage": spec.name, "config_hash": spec.hash,
-                                        "config": spec.config.model_dump(mode="json")})
+    commit.claim(fs, spec.directory, spec.hash, key="config_hash", marker="_stage.json", force=force, log=log,
+                 label=f"[{spec.label}] ", record={"stage": spec.name, "config": spec.config.model_dump(mode="json")})
 
 
 def _valid_receipts(spec: StageSpec, units: list[Unit]) -> list[dict]:
     """Receipts of units already committed with this config and this exact input."""
-    valid = []
-    for unit in units:
-        path = spec.receipt_path(unit.name)
-        if storage.exists(spec.filesystem, path):
-            receipt = storage.read_json(spec.filesystem, path)
-            if receipt.get("config_hash") == spec.hash and receipt.get("input_fingerprint") == unit.fingerprint:
-                valid.append(receipt)
-    return valid
+    done = spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash)
+    return [done[unit.name] for unit in units if unit.name in done]
 
 
 def _remove_unreferenced(spec: StageSpec, receipts: list[dict]) -> None:
@@ -153,10 +139,7 @@ def _remove_unreferenced(spec: StageSpec, receipts: list[dict]) -> None:
         for path in storage.list_files(fs, storage.join(spec.directory, side), ".parquet"):
             if f"{side}/{posixpath.basename(path)}" not in referenced:
                 storage.delete_file(fs, path)
-    units = {r["unit"] for r in receipts}
-    for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json"):
-        if posixpath.basename(path)[: -len(".json")] not in units:
-            storage.delete_file(fs, path)
+    spec.ledger.prune(r["unit"] for r in receipts)
 
 
 def _write_manifest(spec: StageSpec, receipts: list[dict]) -> None:

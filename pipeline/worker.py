@@ -117,7 +117,7 @@ def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
             "unit": unit.name, "stage": spec.name, "config_hash": spec.hash,
             "input_fingerprint": unit.fingerprint, "seconds": round(time.perf_counter() - started, 4),
         }
-        storage.write_json(spec.filesystem, spec.receipt_path(unit.name), receipt)
+        spec.ledger.commit(unit.name, receipt)  # last: the unit's commit point
     except (InputError, ConservationError) as error:  # the same input fails the same way again
         return Failure(str(error))
     except StorageError as error:  # disk full, no permission: retrying will not help

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from pipeline import storage
+from pipeline.commit import Ledger
 from pipeline.config import config_hash
 from pipeline.errors import PipelineError
 from pipeline.steps import STEP_MARKER, Step, finished_stage, step_dir
@@ -35,18 +36,19 @@ def train_tokenizer_step(config, executor=None, force: bool = False,
     stage = finished_stage(config, settings.input_stage)
     directory = tokenizer_dir(config)
     filesystem, local = storage.resolve(directory)
-    marker = storage.join(local, STEP_MARKER)
+    # one unit, the whole tokenizer, whose receipt is _step.json: written after every file it names
+    ledger = Ledger(filesystem, local, key="hash")
+    unit = STEP_MARKER[: -len(".json")]
     wanted = config_hash(NAME, settings, stage.spec.hash)
-    if not force and storage.exists(filesystem, marker) and storage.read_json(filesystem, marker)["hash"] == wanted:
+    if not force and ledger.done([unit], wanted):
         log(f"tokenizer: up to date in {directory}")
         return storage.read_json(filesystem, storage.join(local, "report.json"))
-    if storage.exists(filesystem, marker):
-        storage.delete_file(filesystem, marker)
+    ledger.forget(unit)
     try:
         report = train_tokenizer(settings, stage.shards, directory, log=log, executor=executor)
     except ValueError as error:  # the trainer's own message says what to change in the config
         raise PipelineError(str(error)) from error
-    storage.write_json(filesystem, marker, {"hash": wanted, "input_stage": stage.spec.name})
+    ledger.commit(unit, {"hash": wanted, "input_stage": stage.spec.name})
     return report
 
 

@@ -46,7 +46,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
+from pipeline import commit, storage
 from stages.dedup import clusters, documents, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
 from stages.dedup.shuffle import Job, Listing, Step
@@ -126,7 +126,8 @@ def decision_step(job: Job) -> Step:
 
 
 def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None]) -> None:
-    todo = [item for item in step.items if not storage.exists(job.filesystem, step.output(item))]
+    # a step's output file is its own receipt: written last, by rename, with its counts in its footer
+    todo = commit.pending(step.items, lambda item: storage.exists(job.filesystem, step.output(item)))
     done = len(step.items) - len(todo)
     log(f"{step.name}: {len(todo)} tasks" + (f" ({done} already done)" if done else ""))
     if todo:
