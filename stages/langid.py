@@ -139,6 +139,7 @@ class LangID(Stage):
 
     name = "langid"
     Config = LangIDConfig
+    whole_shard = False  # each document is judged alone: the worker streams the shard in batches
 
     def __init__(self, config: LangIDConfig):
         super().__init__(config)

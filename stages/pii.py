@@ -152,6 +152,7 @@ class PII(Stage):
 
     name = "pii"
     Config = PIIConfig
+    whole_shard = False  # each document is judged alone: the worker streams the shard in batches
 
     def find(self, text: str) -> list[tuple[str, int, int]]:
         """Every PII item of ``text`` as (kind, start, end), non-overlapping, in text order."""

@@ -148,6 +148,7 @@ class Quality(Stage):
 
     name = "quality"
     Config = QualityConfig
+    whole_shard = False  # each document is judged alone: the worker streams the shard in batches
 
     def __init__(self, config: QualityConfig):
         super().__init__(config)

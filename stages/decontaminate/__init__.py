@@ -93,6 +93,7 @@ class Decontaminate(Stage):
 
     name = "decontaminate"
     Config = DecontaminateConfig
+    whole_shard = False  # each document is judged alone: the worker streams the shard in batches
 
     def __init__(self, config: DecontaminateConfig):
         super().__init__(config)
