@@ -1,0 +1,589 @@
+"""Growth curves of the whole pipeline: time, memory and bytes written per stage and step as the
+corpus grows from a quarter of corpus-dev to several times its size (issue 20, "Scale").
+
+    python bench/bench_scale.py                          # sizes 0.25 0.5 1 2 (x corpus-dev's 59 MB)
+    python bench/bench_scale.py --sizes 0.25 0.5 1 2 4 --repeats 3   # docs/scaling.md's numbers
+    python bench/bench_scale.py --no-steps               # the stages (and the report) only
+    python bench/bench_scale.py --render bench/results/scale.json   # fits and tables again, no runs
+
+On a quiet 2-core machine one pass over 0.25 to 4x takes about 3.5 minutes (4x alone 1.5).
+``--budget-s`` skips a size whose run, predicted linearly from the run before, would end past it;
+``--merge FILE`` counts the runs of an earlier results file (same stages and steps) as repeats.
+
+Writes bench/results/scale.json (``--out``): every run, every stage, the fitted exponents.
+
+**The corpora.** corpus-dev (``--corpus``) is shuffled once (``--seed``) so that any prefix has its
+mix of categories and languages. Size ``f`` is the first ``f`` x its text bytes of the sequence
+copy 0, copy 1, copy 2, ...: copy 0 is the corpus itself, copy k >= 1 the same documents, each with
+``--edits`` random edits (an adjacent pair of words swapped, or a word dropped; characters instead
+of words in a text of fewer than 50 whitespace-separated words, as Chinese and Japanese are), drawn
+from a generator seeded by (seed, k, id), and the id suffixed ``~c<k>``. So below 1x the corpora
+are nested samples, above it each extra copy is a known set of near-duplicates (not exact copies)
+that dedup should find, and ids stay unique. Each corpus is written, untimed, as Parquet files of
+about ``--file-mb`` MB of text (columns id, text, source, category, lang; corpus-dev's ``academic``
+is ``papers``), read as one input with ``category_field: category``.
+
+**The run.** ``--config`` (configs/dev.yaml)'s stages (``--stages`` to pick some), relative paths
+resolved against the repository, its quality model and decontamination index reused for every size
+(built once, untimed, before the first run when missing, as ``python -m pipeline run`` would),
+shards of ``--shard-mb`` MB at every size (so a larger corpus means more shards, not larger ones),
+then, unless ``--no-steps``, the tokenizer (``--vocab-size`` entries on a ``--sample-mb`` MB
+sample: a fixed-size sample, so its training cost does not grow with the corpus by design) and the
+mixture (one phase over the categories corpus-dev has, seq_len 2048, ``--sequences-per-shard``),
+and the report. Each size runs ``pipeline.runner.run_pipeline`` (what ``python -m pipeline run``
+runs) in a fresh spawned process on a fresh local Ray with ``--workers`` CPUs, started before the
+run and timed apart.
+
+**Measured**, per stage and step: wall seconds; CPU seconds of every process of the run (driver,
+Ray workers and daemons); the tasks' own seconds (receipts); documents and text MB in and kept;
+peak resident memory (kernel high-water mark, VmHWM, reset between stages by
+``common.ProcessTreeMonitor``) of the driver and of the largest worker; bytes written (kept/,
+removed/ and dedup's _scratch/ under ``work_dir/NN_stage``; the step's directory). The driver's
+log lines are kept with their time, which splits dedup's and the mixture's sub-steps.
+
+**Fitted**, for every stage and measure, over the sizes: the growth exponent k of ``y ~ size^k``
+(least squares on log-log): against the corpus size, over all sizes and over sizes >= 1x (where
+fixed costs such as loading models weigh less), and against the stage's own input (after dedup has
+removed the copies, the later stages' input stops growing with the corpus); for CPU seconds a line ``cpu = fixed + MB / rate``: ``rate`` is the
+marginal MB of the stage's input per CPU second, the figure a plan for a larger corpus scales.
+Linear work has k = 1 for time; memory bounded per shard has k = 0.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO), str(BENCH)]
+
+from common import (  # noqa: E402
+    CATEGORY_NAMES, CORPUS, ProcessTreeMonitor, Timer, by_role, corpus_shards, isolated, save_results,
+)
+
+DEFAULT_SIZES = [0.25, 0.5, 1.0, 2.0]
+COLUMNS = ["id", "text", "source", "category", "lang"]
+# corpus-dev has no web text: the mixture's phase weighs the report's Table 1 shares of the rest.
+MIXTURE_WEIGHTS = {"encyclopedia": 4.9, "books": 4.5, "papers": 3.3, "code": 7.6, "others": 4.6}
+PATH_KEYS = {"path", "model_path", "index_path"}
+WHITESPACE = re.compile(r"(\s+)")
+MIN_WORDS = 50  # fewer whitespace-separated words: edit characters (Chinese, Japanese, short texts)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ----------------------------------------------------------------------------------- the corpora
+
+def load_corpus(directory: Path, seed: int) -> pa.Table:
+    """corpus-dev in one table with the pipeline's category names, rows in a seeded random order:
+    a prefix (a size below 1x) then has the whole corpus's mix of categories and languages."""
+    import numpy as np
+
+    table = pa.concat_tables(pq.read_table(p, columns=COLUMNS) for p in corpus_shards(directory)).combine_chunks()
+    categories = [CATEGORY_NAMES.get(c, c) for c in pc.cast(table["category"], pa.string()).to_pylist()]
+    table = table.set_column(COLUMNS.index("category"), "category", pa.array(categories, pa.string()))
+    return table.take(np.random.default_rng(seed).permutation(table.num_rows))
+
+
+def perturb(text: str, rng: random.Random, edits: int) -> str:
+    """``text`` with ``edits`` random edits, each a swap of two adjacent words or a dropped word;
+    of characters when the text has too few words to edit without rewriting most of its shingles.
+    Whitespace is kept (a dropped word leaves its neighbours' separators), so lines stay lines."""
+    parts = WHITESPACE.split(text)  # words at even positions, separators at odd ones
+    words = [i for i in range(0, len(parts), 2) if parts[i]]
+    if len(words) >= MIN_WORDS:
+        units, positions = parts, words
+    else:
+        units = list(text)
+        positions = [i for i, char in enumerate(units) if not char.isspace()]
+    if len(positions) < 2:
+        return text
+    for _ in range(edits):
+        at = rng.randrange(len(positions) - 1)
+        if rng.random() < 0.5:
+            first, second = positions[at], positions[at + 1]
+            units[first], units[second] = units[second], units[first]
+        else:
+            units[positions[at]] = ""
+    return "".join(units)
+
+
+def corpus_copy(base: pa.Table, copy: int, seed: int, edits: int) -> pa.Table:
+    """Copy 0 is the corpus; copy k its documents perturbed (deterministic per seed, k and id), ids
+    suffixed ``~c<k>``."""
+    if copy == 0:
+        return base
+    ids = base["id"].to_pylist()
+    texts = [perturb(text, random.Random(f"{seed}/{copy}/{doc_id}"), edits)
+             for doc_id, text in zip(ids, base["text"].to_pylist())]
+    table = base.set_column(COLUMNS.index("id"), "id", pa.array([f"{i}~c{copy}" for i in ids], pa.string()))
+    return table.set_column(COLUMNS.index("text"), "text", pa.array(texts, pa.string()))
+
+
+def text_bytes(table: pa.Table):
+    return pc.binary_length(table["text"].cast(pa.binary())).to_numpy(zero_copy_only=False)
+
+
+def take_bytes(table: pa.Table, megabytes: float) -> pa.Table:
+    """The first rows of ``table`` holding about ``megabytes`` MB of text (at least one row)."""
+    rows = int((text_bytes(table).cumsum() <= megabytes * 1e6).sum())
+    return table.slice(0, max(rows, 1))
+
+
+def write_files(table: pa.Table, dest: Path, file_mb: float) -> list[Path]:
+    """``table`` as Parquet files of about ``file_mb`` MB of text each, zstd, row groups of 1,000
+    rows (ingest cuts a larger file at row-group boundaries into units of about a shard)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cumulative = text_bytes(table).cumsum()
+    parts = max(1, round(float(cumulative[-1]) / 1e6 / file_mb))
+    bounds = [0, *[int((cumulative < cumulative[-1] * i / parts).sum()) for i in range(1, parts)], table.num_rows]
+    paths = []
+    for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        path = dest / f"part-{index:05d}.parquet"
+        pq.write_table(table.slice(low, high - low), path, compression="zstd", row_group_size=1000)
+        paths.append(path)
+    return paths
+
+
+def build_corpus(base: pa.Table, factor: float, dest: Path, copies: dict[int, pa.Table], args) -> dict:
+    """The corpus of ``factor`` x the base's text (see the module docstring), written under ``dest``.
+    ``copies`` caches the perturbed copies between sizes."""
+    base_mb = float(text_bytes(base).sum()) / 1e6
+    left, parts, injected, unchanged = factor * base_mb, [], 0, 0
+    for copy in range(math.ceil(factor)):
+        if copy not in copies:
+            copies[copy] = corpus_copy(base, copy, args.seed, args.edits)
+        part = take_bytes(copies[copy], left)
+        parts.append(part)
+        left -= float(text_bytes(part).sum()) / 1e6
+        if copy:
+            injected += part.num_rows
+            # an edit can only be a no-op on a document of one word or character
+            unchanged += sum(a == b for a, b in zip(part["text"].to_pylist(), base["text"].to_pylist()))
+    table = pa.concat_tables(parts)
+    files = write_files(table, dest, args.file_mb)
+    return {"factor": factor, "docs": table.num_rows, "text_mb": round(float(text_bytes(table).sum()) / 1e6, 2),
+            "files": len(files), "near_duplicate_copies": injected, "unchanged_copies": unchanged}
+
+
+# ----------------------------------------------------------------------------------- the config
+
+def absolute_paths(node, root: Path):
+    """A config section with every relative ``path``/``model_path``/``index_path`` made absolute
+    against ``root`` (Ray workers do not run in the driver's directory)."""
+    if isinstance(node, dict):
+        return {key: (str((root / value).resolve()) if key in PATH_KEYS and isinstance(value, str)
+                      and "://" not in value and not os.path.isabs(value) else absolute_paths(value, root))
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [absolute_paths(item, root) for item in node]
+    return node
+
+
+def stage_settings(config_path: Path, names: list[str] | None) -> dict:
+    """The stages of ``config_path`` (all, or ``names`` in the config's order), paths absolute."""
+    import yaml
+
+    stages = yaml.safe_load(config_path.read_text(encoding="utf-8")).get("stages") or {}
+    unknown = sorted(set(names or []) - set(stages))
+    if unknown:
+        raise SystemExit(f"--stages: {unknown} not in {config_path} (it has {list(stages)})")
+    chosen = {name: settings or {} for name, settings in stages.items() if names is None or name in names}
+    return absolute_paths(chosen, REPO)
+
+
+def step_settings(args) -> dict:
+    """The tokenizer and mixture sections: configs/full.yaml's shape, sized for a 2-core machine."""
+    return {
+        "tokenizer": {"input_stage": "dedup", "vocab_size": args.vocab_size,
+                      "sample_bytes": int(args.sample_mb * 1e6), "holdout_fraction": 0.01},
+        "mixture": {"input_stage": "dedup", "seq_len": 2048, "sequences_per_shard": args.sequences_per_shard,
+                    "phases": [{"name": "pretrain", "weights": MIXTURE_WEIGHTS}]},
+    }
+
+
+def run_config(inputs: Path, work_dir: Path, stages: dict, steps: dict, args) -> dict:
+    return {
+        "work_dir": str(work_dir),
+        "ray": {"num_cpus": args.workers, "max_retries": 0},
+        "inputs": [{"name": "scale", "path": str(inputs), "format": "parquet",
+                    "category_field": "category", "id_field": "id"}],
+        "ingest": {"shard_bytes": int(args.shard_mb * 1e6)},
+        "stages": stages,
+        **steps,
+    }
+
+
+def prepare_assets(config_raw: dict) -> dict:
+    """Build the stages' assets (quality model, decontamination index) when missing, untimed, in a
+    process of its own: the timed runs then find them and only load them."""
+    from pipeline.config import parse_config
+    from pipeline.planning import ensure_assets
+
+    config = parse_config(config_raw, source="bench_scale")
+    names = list(config.stages)
+    lines: list[str] = []
+    if names:
+        ensure_assets(config, upto=names[-1], log=lines.append)
+    return {"log": lines}
+
+
+# ----------------------------------------------------------------------------------- one run
+
+def measured_run(config_raw: dict, log_path: str) -> dict:
+    """The whole pipeline as ``python -m pipeline run`` runs it, in this fresh process, on a local
+    Ray started first (timed apart); per stage and step: wall, CPU and task seconds, documents and
+    MB, and the peak memory of every process of the run; the driver's log lines with their time."""
+    import pipeline.steps as steps_module
+    from pipeline import runner
+    from pipeline.config import parse_config
+    from pipeline.presentation import reason_totals
+
+    from bench_pipeline import start_local_ray
+
+    config = parse_config(config_raw, source="bench_scale")
+    lines: list[tuple[float, str]] = []
+    phases: dict[str, dict] = {}
+    original_stage, original_step = runner.run_stage, steps_module.run_step
+    # Ray's and the tasks' output go to the log file, not the benchmark's console.
+    sink = open(log_path, "w")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(sink.fileno(), 1)
+    os.dup2(sink.fileno(), 2)
+
+    def measure(name: str, call):
+        monitor.mark()  # the phase before (driver work between stages) is not this one's
+        offset = time.perf_counter() - started
+        with Timer() as timer:
+            result = call()
+        roles = by_role(monitor.mark())
+        phases[name] = {"wall_s": round(timer.wall, 3), "cpu_s": round(sum(r["cpu_s"] for r in roles.values()), 3),
+                        "started_s": round(offset, 3), "roles": roles}
+        return result
+
+    def measured_stage(spec, *args, **kwargs):
+        result = measure(spec.name, lambda: original_stage(spec, *args, **kwargs))
+        receipts = result.receipts
+        phases[spec.name].update(
+            kind="stage", units=len(receipts),
+            task_s=round(sum(r["seconds"] for r in receipts), 3),
+            docs_in=sum(r["input_rows"] for r in receipts), docs_kept=sum(r["kept_rows"] for r in receipts),
+            mb_in=round(sum(r["input_bytes"] for r in receipts) / 1e6, 3),
+            mb_kept=round(sum(r["kept_bytes"] for r in receipts) / 1e6, 3),
+            removed_by_reason=reason_totals(receipts))
+        return result
+
+    def measured_step(step, *args, **kwargs):
+        result = measure(step.name, lambda: original_step(step, *args, **kwargs))
+        phases[step.name]["kind"] = "step"
+        return result
+
+    runner.run_stage, steps_module.run_step = measured_stage, measured_step
+    with ProcessTreeMonitor() as monitor:
+        started = time.perf_counter()
+        try:
+            with Timer() as ray_start:
+                start_local_ray(config.ray.num_cpus)
+            monitor.mark()
+            runner.run_pipeline(config, use_ray=True,
+                                log=lambda line: lines.append((round(time.perf_counter() - started, 2), line)))
+        finally:
+            runner.run_stage, steps_module.run_step = original_stage, original_step
+            import ray
+
+            ray.shutdown()
+        total = time.perf_counter() - started
+    for phase in phases.values():
+        phase["timeline"] = timeline(lines, phase["started_s"], phase["started_s"] + phase["wall_s"])
+    return {"total_wall_s": round(total, 3), "ray_start_s": round(ray_start.wall, 3), "phases": phases,
+            "hwm_reset": monitor.reset_ok, "log": lines}
+
+
+def timeline(lines: list[tuple[float, str]], start: float, end: float) -> list[list]:
+    """The log lines of one phase, each with the seconds until the next line (or the phase's end):
+    dedup logs each of its map/reduce steps as it starts it, the mixture each of its passes, so the
+    gaps are their durations."""
+    inside = [(at, line) for at, line in lines if start <= at <= end + 0.05]
+    ends = [at for at, _ in inside[1:]] + [end]
+    return [[round(at - start, 2), round(max(stop - at, 0.0), 2), line.split("\n")[0][:120]]
+            for (at, line), stop in zip(inside, ends)]
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def written_bytes(work_dir: Path) -> dict[str, dict]:
+    """Bytes on disk per stage (kept/, removed/, _scratch/, the rest) and per step directory."""
+    found = {}
+    for directory in sorted(work_dir.glob("[0-9][0-9]_*")):
+        parts = {side: directory_bytes(directory / side) for side in ("kept", "removed", "_scratch")}
+        parts["other"] = directory_bytes(directory) - sum(parts.values())
+        found[directory.name[3:]] = parts
+    for step in ("tokenizer", "mixture"):
+        if (work_dir / step).exists():
+            found[step] = {"step": directory_bytes(work_dir / step)}
+    if (work_dir / "report.html").exists():
+        found["report"] = {"step": (work_dir / "report.html").stat().st_size}
+    return found
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_size(base: pa.Table, factor: float, stages: dict, steps: dict, copies: dict, args) -> dict:
+    """Build one size's corpus, run the pipeline over it, and measure (see the module docstring)."""
+    root = args.scratch / f"x{factor:g}"
+    shutil.rmtree(root, ignore_errors=True)
+    with Timer() as build:
+        corpus = build_corpus(base, factor, root / "inputs", copies, args)
+    log(f"{factor:g}x: {corpus['docs']:,} documents, {corpus['text_mb']} MB in {corpus['files']} files "
+        f"({corpus['near_duplicate_copies']:,} perturbed copies; built in {build.wall:.0f} s)")
+    config = run_config(root / "inputs", root / "work", stages, steps, args)
+    load_before = load_average()
+    run = isolated(measured_run, config, str(root / "run.log"), pin=False)
+    run.update(corpus=corpus, load_before=load_before, load_after=load_average(),
+               written=written_bytes(root / "work"))
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return run
+
+
+# ----------------------------------------------------------------------------------- the fits
+
+def fit_exponent(xs: list[float], ys: list[float]) -> float | None:
+    """k of ``y ~ x^k``: least squares on log-log (None with fewer than two positive points)."""
+    points = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y and y > 0]
+    if len(points) < 2:
+        return None
+    mean_x = sum(p[0] for p in points) / len(points)
+    mean_y = sum(p[1] for p in points) / len(points)
+    spread = sum((p[0] - mean_x) ** 2 for p in points)
+    return round(sum((p[0] - mean_x) * (p[1] - mean_y) for p in points) / spread, 3) if spread else None
+
+
+def fit_line(xs: list[float], ys: list[float]) -> dict | None:
+    """``y = fixed + x / rate`` by least squares: the fixed cost, and the marginal rate (x per y)."""
+    if len(xs) < 2:
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if not spread:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+    return {"fixed": round(mean_y - slope * mean_x, 3), "rate": round(1 / slope, 3) if slope > 0 else None}
+
+
+def phase_rows(runs: list[dict]) -> dict[str, list[dict]]:
+    """Per stage/step, one row per size (the median of each measure over that size's repeats): the
+    measures the fits and the tables use."""
+    by_size: dict[str, dict[float, list[dict]]] = {}
+    for run in runs:
+        # a step's input is what the last stage kept
+        stage_mb_kept = [p["mb_kept"] for p in run["phases"].values() if p.get("kind") == "stage"]
+        steps_input = stage_mb_kept[-1] if stage_mb_kept else None
+        for name, phase in run["phases"].items():
+            roles = phase["roles"]
+            written = run["written"].get(name, {})
+            by_size.setdefault(name, {}).setdefault(run["corpus"]["factor"], []).append({
+                "factor": run["corpus"]["factor"], "corpus_mb": run["corpus"]["text_mb"],
+                "mb_in": phase.get("mb_in", steps_input), "wall_s": phase["wall_s"], "cpu_s": phase["cpu_s"],
+                "task_s": phase.get("task_s"),
+                "driver_mb": roles.get("driver", {}).get("peak_mb"),
+                "worker_mb": max((roles.get(r, {}).get("peak_mb", 0.0) for r in ("ray_worker", "child")), default=0.0),
+                "written_mb": round(sum(v for k, v in written.items() if k != "_scratch") / 1e6, 2),
+                "scratch_mb": round(written.get("_scratch", 0) / 1e6, 2),
+            })
+    return {name: [median_row(sizes[factor]) for factor in sorted(sizes)] for name, sizes in by_size.items()}
+
+
+def median_row(repeats: list[dict]) -> dict:
+    """Each numeric measure's median over a size's repeats; ``repeats`` says how many there were."""
+    row = dict(repeats[0], repeats=len(repeats))
+    for key, value in repeats[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [r[key] for r in repeats if r[key] is not None]
+            row[key] = round(statistics.median(values), 3) if values else None
+    return row
+
+
+def growth(runs: list[dict]) -> dict[str, dict]:
+    """Per stage/step: exponents of wall, CPU, driver and worker memory and bytes written against
+    the corpus size (all sizes; sizes >= 1x) and against the stage's own input (all sizes: after
+    dedup removed the copies, the later stages' input stops growing with the corpus), the CPU line
+    against the stage's own input, and the per-core rate (input MB per CPU second) at the largest size."""
+    fits = {}
+    for name, rows in phase_rows(runs).items():
+        xs = [row["corpus_mb"] for row in rows]
+        inputs = [row["mb_in"] or 0.0 for row in rows]
+        large = [i for i, row in enumerate(rows) if row["factor"] >= 1]
+        fit = {}
+        for measure in ("wall_s", "cpu_s", "driver_mb", "worker_mb", "written_mb"):
+            ys = [row[measure] for row in rows]
+            fit[f"k_{measure}"] = fit_exponent(xs, ys)
+            fit[f"k_{measure}_from_1x"] = fit_exponent([xs[i] for i in large], [ys[i] for i in large])
+            fit[f"k_{measure}_vs_input"] = fit_exponent(inputs, ys)
+        fit["cpu_line"] = fit_line(inputs, [row["cpu_s"] for row in rows])
+        last = rows[-1]
+        fit["mb_per_cpu_s_largest"] = round(last["mb_in"] / last["cpu_s"], 3) if last["mb_in"] and last["cpu_s"] else None
+        fit["mb_per_task_s_largest"] = (round(last["mb_in"] / last["task_s"], 3)
+                                        if last["mb_in"] and last.get("task_s") else None)
+        fits[name] = fit
+    return fits
+
+
+# ----------------------------------------------------------------------------------- the tables
+
+def print_tables(runs: list[dict], fits: dict[str, dict]) -> None:
+    rows = phase_rows(runs)
+    sizes = [f"{factor:g}x" for factor in sorted({run["corpus"]["factor"] for run in runs})]
+    labels = [f"{run['corpus']['factor']:g}x" for run in runs]  # every run, repeats included
+    print("\ncorpora: " + ", ".join(dict.fromkeys(
+        f"{s} = {r['corpus']['text_mb']} MB / {r['corpus']['docs']:,} docs" for s, r in zip(labels, runs))))
+    print("Ray start s: " + ", ".join(f"{s} {r['ray_start_s']}" for s, r in zip(labels, runs)))
+    print("total wall s: " + ", ".join(f"{s} {r['total_wall_s']}" for s, r in zip(labels, runs)))
+    print("load average before/after: " + ", ".join(f"{s} {r['load_before'][0]}/{r['load_after'][0]}"
+                                                    for s, r in zip(labels, runs)))
+    dedup_lines = (f"dedup at {size}: {run['phases']['dedup']['docs_in']:,} in, removed "
+                   f"{run['phases']['dedup']['removed_by_reason']}; {run['corpus']['near_duplicate_copies']:,} "
+                   "perturbed copies in the corpus" for size, run in zip(labels, runs) if "dedup" in run["phases"])
+    for line in dict.fromkeys(dedup_lines):  # the same decisions in every repeat: once per size
+        print(line)
+
+    def table(title: str, measure: str, exponent: str) -> None:
+        print(f"\n{title}")
+        print(f"{'':<14}" + "".join(f"{s:>10}" for s in sizes) + f"{'k all':>8}{'k >=1x':>8}{'k input':>8}")
+        for name, per_size in rows.items():
+            values = "".join(f"{shown(row[measure]):>10}" for row in per_size)
+            fit = fits.get(name, {})
+            ks = "".join(f"{shown(fit.get(f'k_{exponent}{suffix}')):>8}" for suffix in ("", "_from_1x", "_vs_input"))
+            print(f"{name:<14}{values}{ks}")
+
+    print(f"\ninput MB (a stage's input; a step's: what the last stage kept)")
+    for name, per_size in rows.items():
+        print(f"{name:<14}" + "".join(f"{shown(row['mb_in']):>10}" for row in per_size))
+    table("wall seconds", "wall_s", "wall_s")
+    table("CPU seconds (every process of the run)", "cpu_s", "cpu_s")
+    table("driver peak MB", "driver_mb", "driver_mb")
+    table("largest worker peak MB", "worker_mb", "worker_mb")
+    table("MB written (kept + removed + bookkeeping; dedup scratch apart)", "written_mb", "written_mb")
+    print(f"\n{'per core':<14}{'MB/CPU-s':>10}{'MB/task-s':>10}{'marginal':>10}{'fixed s':>9}")
+    for name, fit in fits.items():
+        line = fit["cpu_line"] or {}
+        print(f"{name:<14}{shown(fit['mb_per_cpu_s_largest']):>10}{shown(fit['mb_per_task_s_largest']):>10}"
+              f"{shown(line.get('rate')):>10}{shown(line.get('fixed')):>9}")
+
+
+def shown(value) -> str:
+    """A table cell: the value, or '-' where there is none (0.0 is a value)."""
+    return "-" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------------------- main
+
+def within_budget(runs: list[dict], factor: float, elapsed: float, budget: float | None) -> bool:
+    """Whether a run of ``factor``, predicted linearly from the last run, ends within ``budget``."""
+    if not budget or not runs:
+        return True
+    previous = runs[-1]
+    return elapsed + previous["total_wall_s"] * factor / previous["corpus"]["factor"] <= budget
+
+
+def earlier_runs(path: Path, payload: dict) -> list[dict]:
+    """The runs of an earlier results file, as more repeats; only when made with the same stages
+    and steps (the corpus options are the user's to keep equal: they are in ``settings``)."""
+    import json
+
+    saved = json.loads(path.read_text())
+    if saved["stages"] != payload["stages"] or saved["steps"] != payload["steps"]:
+        raise SystemExit(f"--merge {path}: made with other stages or steps; not merged")
+    return saved["runs"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=DEFAULT_SIZES,
+                        help="corpus sizes as multiples of --corpus's text (default 0.25 0.5 1 2)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "dev.yaml",
+                        help="the stages' settings come from this config")
+    parser.add_argument("--stages", nargs="+", help="only these of the config's stages (default: all)")
+    parser.add_argument("--no-steps", action="store_true", help="leave out the tokenizer and mixture steps (the report, which every run writes, stays)")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--sample-mb", type=float, default=10.0, help="the tokenizer's sample (MB of text)")
+    parser.add_argument("--sequences-per-shard", type=int, default=2000, help="mixture training shard rows")
+    parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--shard-mb", type=float, default=8.0, help="ingest.shard_bytes in MB, at every size")
+    parser.add_argument("--file-mb", type=float, default=16.0, help="MB of text per input Parquet file")
+    parser.add_argument("--edits", type=int, default=3, help="edits per perturbed document")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per size (round-robin); tables show medians")
+    parser.add_argument("--merge", type=Path, help="also count the runs of this earlier results file (same "
+                        "stages and steps) as repeats")
+    parser.add_argument("--budget-s", type=float,
+                        help="skip a size whose run, predicted linearly from the size before, would end after this")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-scale"), help="corpora and work_dirs")
+    parser.add_argument("--keep", action="store_true", help="keep each size's corpus, work_dir and log")
+    parser.add_argument("--out", default="scale", help="results as bench/results/OUT.json")
+    parser.add_argument("--render", type=Path, help="print the tables and fits of a results file; run nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    args = parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        print_tables(saved["runs"], growth(saved["runs"]))
+        return 0
+    stages = stage_settings(args.config, args.stages)
+    steps = {} if args.no_steps else step_settings(args)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    log("building the stages' assets (untimed)")
+    assets = isolated(prepare_assets, run_config(args.scratch / "none", args.scratch / "none", stages, {}, args),
+                      pin=False)
+    for line in assets["log"]:
+        log(f"  {line}")
+    base = load_corpus(args.corpus, args.seed)
+    copies: dict[int, pa.Table] = {}
+    runs: list[dict] = []
+    payload = {"command": "python bench/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "stages": stages, "steps": steps, "cpus": os.cpu_count(), "runs": runs}
+    if args.merge:
+        runs.extend(earlier_runs(args.merge, payload))
+    began = time.perf_counter()
+    # round-robin over the sizes, so that a change in the machine's load hits every size alike
+    for _ in range(args.repeats):
+        for factor in sorted(args.sizes):
+            if not within_budget(runs, factor, time.perf_counter() - began, args.budget_s):
+                log(f"{factor:g}x skipped: its predicted run would end past --budget-s")
+                continue
+            runs.append(run_size(base, factor, stages, steps, copies, args))
+            log(f"{factor:g}x: {runs[-1]['total_wall_s']:.0f} s " + ", ".join(
+                f"{name} {phase['wall_s']:.1f}" for name, phase in runs[-1]["phases"].items()))
+            payload["growth"] = growth(runs)
+            save_results(args.out, payload)  # after every run: a late failure keeps the earlier ones
+    print_tables(runs, payload.get("growth", {}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
