@@ -47,14 +47,17 @@ def cluster(tmp_path_factory):
 
 
 def _cluster_config(tmp_path: Path, cluster: LocalCluster) -> tuple[Path, Path]:
-    """configs/sample.yaml for the cluster: absolute paths (workers do not share the driver's working
-    directory), ``ray.address`` the head node, and no steps after the stages."""
+    """configs/sample.yaml for the cluster: absolute paths, URL lists included (workers do not share
+    the driver's working directory), ``ray.address`` the head node, and no steps after the stages."""
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
     work = tmp_path / "work"
     raw["work_dir"] = str(work)
     raw["ray"] = {"address": cluster.address, "max_retries": 2}
     for source in raw["inputs"]:
         source["path"] = str(REPO / source["path"])
+        if source.get("url_filter"):
+            source["url_filter"] = {key: [str(REPO / path) for path in paths]
+                                    for key, paths in source["url_filter"].items()}
     quality = raw["stages"]["quality"]
     quality["model_path"] = str(REPO / quality["model_path"])  # the model sample_run trained
     raw.update(tokenizer=None, mixture=None)
