@@ -275,7 +275,7 @@ def test_hf_export_gives_sentencepiece_ids_on_real_text(trained, dev_rows):
 def test_training_is_deterministic_across_sharding(dev_rows, tmp_path):
     config = TokenizerConfig(vocab_size=2000, sample_bytes=500_000, eval_bytes=0, export_hf=False,
                              character_coverage=0.98)
-    pieces = []
+    pieces, models = [], []
     for shards, threads in ((1, 1), (4, 2)):
         paths = write_shards(tmp_path / f"kept-{shards}", dev_rows[::-1] if shards > 1 else dev_rows, shards)
         output = tmp_path / f"out-{shards}"
@@ -283,7 +283,9 @@ def test_training_is_deterministic_across_sharding(dev_rows, tmp_path):
                         log=lambda _: None)
         processor = load_tokenizer(str(output)).processor
         pieces.append([(processor.id_to_piece(i), processor.get_score(i)) for i in range(2000)])
+        models.append((output / "tokenizer.model").read_bytes())
     assert pieces[0] == pieces[1]
+    assert models[0] == models[1]  # the thread count is not written into the model
 
 
 def test_trains_on_python_sources_without_shared_data(tmp_path):

@@ -77,8 +77,7 @@ class TokenizerConfig(StepConfig):
     )
     num_threads: int | None = Field(
         None, gt=0, description="trainer threads, and CPUs its task reserves (at most a node's); default: "
-        "every CPU of the largest node. The model records it: set it to make the model's bytes the same "
-        "on any cluster",
+        "every CPU of the largest node. It does not change the model (nor its bytes)",
     )
     export_hf: bool = Field(
         True, description="also write a Hugging Face tokenizer.json (needs the `tokenizers` package)"

@@ -18,8 +18,9 @@ node reads them) and are deleted after it.
 The trainer settings are those of a multilingual LLM tokenizer: byte fallback (no unknown token
 on any input), identity normalization and no dummy prefix (decode(encode(x)) == x), digits split,
 runs of spaces kept as pieces for code indentation, newline runs as atomic symbols. sentencepiece
-writes its options into the model, ``num_threads`` included: the pieces do not depend on the thread
-count, the model's bytes do; ``tokenizer.num_threads`` pins them where node sizes differ.
+writes its options into the model, ``num_threads`` included; the pieces do not depend on the thread
+count, so that option is cleared from the written model (``_without_threads``), whose bytes are then
+the same on a node of any size.
 """
 from __future__ import annotations
 
@@ -164,7 +165,17 @@ def train_sentencepiece(config: TokenizerConfig, parts: list[str], sample_bytes:
             f"sentencepiece could not train {config.vocab_size:,} entries on a {sample_bytes:,}-byte "
             f"sample (a larger sample, a smaller vocab_size or a lower character_coverage helps): {error}"
         ) from error
-    return writer.getvalue()
+    return _without_threads(writer.getvalue())
+
+
+def _without_threads(model: bytes) -> bytes:
+    """The serialized model without the trainer's thread count: a run option, not part of the model."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    proto.trainer_spec.ClearField("num_threads")
+    return proto.SerializeToString(deterministic=True)
 
 
 def trainer_options(config: TokenizerConfig, threads: int = 1) -> dict[str, Any]:
