@@ -315,19 +315,6 @@ def _dump_meta(meta: dict) -> str:
     return text
 
 
-def read_file(item: InputFile, config: IngestConfig, limit: int | None = None) -> Iterator[tuple[pa.Table, Records]]:
-    """Yield (kept table, records) each time a shard's worth of text is read, and once more at the
-    end; ``records.take_removed()`` then holds every quarantined record of the file. ``limit`` stops
-    after that many records (for debugging)."""
-    batches = Records(item, config)
-    for _ in item.reader.read(item, batches):
-        if limit is not None and batches.records >= limit:
-            break
-        if batches.full():
-            yield batches.take_kept(), batches
-    yield batches.take_kept(), batches
-
-
 def read_files(items: tuple[InputFile, ...], config: IngestConfig,
                limit: int | None = None) -> Iterator[tuple[pa.Table, Records | None]]:
     """The files of one unit in order, their kept rows cut into shards across file boundaries:

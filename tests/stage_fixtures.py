@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 
@@ -104,6 +105,20 @@ def with_faults(map_method, faults: dict):
     def map(self, fn, items, label="", *args, **kwargs):
         return map_method(self, faulty(fn, faults), items, label, *args, **kwargs)
     return map
+
+
+def dying_map(survive: int):
+    """A ``map`` that runs items in this process and SIGKILLs it before item ``survive`` (0-based):
+    the prepare steps of a run killed mid-way, for the resume tests run as subprocesses."""
+    done = []
+
+    def map_(fn, items):
+        for item in items:
+            if len(done) == survive:
+                os.kill(os.getpid(), signal.SIGKILL)
+            fn(item)
+            done.append(item)
+    return map_
 
 
 FAULTS_VARIABLE = "PIPELINE_TEST_FAULTS"

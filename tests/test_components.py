@@ -139,25 +139,18 @@ def test_same_roots_for_any_partitions_and_workers(tmp_path, ray_cluster):
 # ----------------------------------------------------------------------------- resume
 
 KILLED_RUN = textwrap.dedent("""
-    import os, signal, sys
+    import sys
     import pyarrow.fs as pafs
+    from stage_fixtures import dying_map
     from stages.dedup import DedupConfig, star
     from stages.dedup.steps import make_job, run_step
 
     scratch, files, partitions, survive = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     job = make_job(DedupConfig(partitions=partitions), {f"shard-{i}": "unread" for i in range(files)},
                    scratch, pafs.LocalFileSystem())
-    done = []
-
-    def dying_map(fn, items):
-        for item in items:
-            if len(done) == survive:
-                os.kill(os.getpid(), signal.SIGKILL)
-            fn(item)
-            done.append(item)
-
+    map_ = dying_map(survive)
     for step in star.steps(job):
-        run_step(job, step, dying_map, lambda _: None)
+        run_step(job, step, map_, lambda _: None)
 """)
 
 
@@ -169,7 +162,7 @@ def test_resumes_mid_rounds_after_sigkill_redoing_only_unfinished_tasks(tmp_path
     u, v, exact = ids[:-1], ids[1:], np.zeros(999, bool)  # a chain: many rounds
     job = write_edges(tmp_path / "scratch", u, v, exact, 3, 4)
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, job.scratch, "3", "4", str(survive)],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
     assert killed.returncode == -signal.SIGKILL
     finished = {p: p.stat().st_mtime_ns for p in Path(job.scratch, "components").rglob("*.parquet")}
     assert len(finished) >= survive

@@ -368,23 +368,15 @@ def test_ray_with_two_workers_equals_one_process(real_docs, ray_cluster, tmp_pat
 
 
 KILLED_RUN = textwrap.dedent("""
-    import os, signal, sys
+    import sys
     import pyarrow.fs as pafs
     from pipeline.stage import PrepareContext
+    from stage_fixtures import dying_map
     from stages.dedup import Dedup, DedupConfig
 
     inputs, scratch, survive = eval(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    done = []
-
-    def dying_map(fn, items):
-        for item in items:
-            if len(done) == survive:
-                os.kill(os.getpid(), signal.SIGKILL)
-            fn(item)
-            done.append(item)
-
     Dedup(DedupConfig(partitions=4)).prepare(PrepareContext(inputs=inputs, scratch=scratch,
-        filesystem=pafs.LocalFileSystem(), map=dying_map, log=lambda _: None))
+        filesystem=pafs.LocalFileSystem(), map=dying_map(survive), log=lambda _: None))
 """)
 
 
@@ -395,7 +387,7 @@ def test_resumes_after_sigkill(real_docs, tmp_path, survive):
     inputs = write_shards(tmp_path / "in", real_docs, 4)
     scratch = tmp_path / "scratch"
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, repr(inputs), str(scratch), str(survive)],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
     assert killed.returncode == -signal.SIGKILL
     finished_before = {p: p.stat().st_mtime_ns for p in scratch.rglob("*.parquet")}
     assert len(finished_before) >= survive

@@ -403,10 +403,10 @@ def test_zh_without_han_characters_gets_no_script():
 
 def sample_documents(config) -> pa.Table:
     """Every record of the sample inputs in the document schema, read by the real ingest reader."""
-    from stages.ingest import list_input_files, read_file
+    from stages.ingest import list_input_files, read_files
 
     tables = [table for source in config.inputs for item in list_input_files(source)
-              for table, _ in read_file(item, config.ingest)]
+              for table, _ in read_files((item,), config.ingest)]
     return pa.concat_tables(tables)
 
 

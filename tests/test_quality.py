@@ -502,10 +502,10 @@ def test_chinese_spam_scores_below_informal_chinese_and_gold(dev_model, shared_d
 
 
 def sample_corpus(config) -> pa.Table:
-    from stages.ingest import list_input_files, read_file
+    from stages.ingest import list_input_files, read_files
 
     tables = [t for source in config.inputs for item in list_input_files(source)
-              for t, _ in read_file(item, config.ingest) if t.num_rows]
+              for t, _ in read_files((item,), config.ingest) if t.num_rows]
     return pa.concat_tables(tables)
 
 

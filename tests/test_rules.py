@@ -443,7 +443,7 @@ def test_sample_corpus_expectations(monkeypatch):
     """The sample corpus through the real ingest reader, langid and this stage, with configs/sample.yaml:
     documents marked ``expect: rules`` are dropped here, those marked ``keep`` survive."""
     from pipeline.config import load_config
-    from stages.ingest import list_input_files, read_file
+    from stages.ingest import list_input_files, read_files
     from stages.langid import LangID
 
     if not SAMPLE_CONFIG.is_file():
@@ -454,7 +454,7 @@ def test_sample_corpus_expectations(monkeypatch):
         table
         for source in config.inputs
         for item in list_input_files(source)
-        for table, _ in read_file(item, config.ingest)
+        for table, _ in read_files((item,), config.ingest)
     )
     labelled = LangID(config.stage_configs()["langid"]).process(documents).kept
     out = Rules(config.stage_configs()["rules"]).process(labelled)

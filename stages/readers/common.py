@@ -1,5 +1,6 @@
 """What the file readers share: block-wise decompression that tells a damaged file from an I/O
-error, lines split on b'\\n' only, and the quarantine of a damaged file's unreadable rest.
+error, lines split on b'\\n' only, a one-document file read whole, and the quarantine of a damaged
+file's unreadable rest.
 
 ``.gz`` and ``.zst`` are decompressed here, in small blocks, rather than by pyarrow, whose buffered
 decompression loses up to a megabyte of good records before the damage and cannot tell a damaged
@@ -15,6 +16,7 @@ import pyarrow.fs as pafs
 import zstandard
 
 from pipeline.readers import InputFile
+from pipeline.storage import resolve
 
 
 class CorruptFile(Exception):
@@ -24,6 +26,20 @@ class CorruptFile(Exception):
     def __init__(self, message: str, offset: int | None = None):
         super().__init__(message)
         self.message, self.offset = message, offset
+
+
+def whole_file(item: InputFile) -> tuple[bytes, CorruptFile | None]:
+    """The decompressed bytes of a file that is one document, and the damage that stopped the
+    read (None when it was read to the end)."""
+    fs, _ = resolve(item.source.path)
+    parts: list[bytes] = []
+    with decompressed(fs, item.path) as chunks:
+        try:
+            for chunk in chunks:
+                parts.append(chunk)
+        except CorruptFile as damage:
+            return b"".join(parts), damage
+    return b"".join(parts), None
 
 
 def reject_rest(item: InputFile, records, damage: CorruptFile, offset: int, pending: bytes,

@@ -11,25 +11,17 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from pipeline.readers import InputFile, Reader
-from pipeline.storage import resolve
-from stages.readers.common import CorruptFile, decompressed, reject_rest
+from stages.readers.common import reject_rest, whole_file
 from stages.readers.web import BAD_INPUT
 from stages.web import extract
 
 
 def _read_html(item: InputFile, records) -> Iterator[None]:
-    fs, _ = resolve(item.source.path)
-    parts: list[bytes] = []
-    with decompressed(fs, item.path) as chunks:
-        try:
-            for chunk in chunks:
-                parts.append(chunk)
-        except CorruptFile as damage:  # one file is one document: it is the damaged record
-            data = b"".join(parts)
-            reject_rest(item, records, damage, len(data), data, None)
-            yield
-            return
-    data = b"".join(parts)
+    data, damage = whole_file(item)
+    if damage is not None:  # one file is one document: it is the damaged record
+        reject_rest(item, records, damage, len(data), data, None)
+        yield
+        return
     doc_id = f"{item.source.name}/{item.relative}"
     result = extract(data, method=item.source.extractor)
     meta: dict[str, Any] = {"_ingest": {"file": item.relative}, "charset": result.charset, "method": result.method}

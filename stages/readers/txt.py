@@ -4,25 +4,17 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from pipeline.readers import InputFile, Reader
-from pipeline.storage import resolve
-from stages.readers.common import CorruptFile, decompressed, reject_rest
+from stages.readers.common import reject_rest, whole_file
 
 
 def _read_txt(item: InputFile, records) -> Iterator[None]:
-    fs, _ = resolve(item.source.path)
-    parts: list[bytes] = []
     meta: dict[str, Any] = {"_ingest": {"file": item.relative}}
     doc_id = f"{item.source.name}/{item.relative}"
-    with decompressed(fs, item.path) as chunks:
-        try:
-            for chunk in chunks:
-                parts.append(chunk)
-        except CorruptFile as damage:  # one file is one document: it is the damaged record
-            data = b"".join(parts)
-            reject_rest(item, records, damage, len(data), data, None)
-            yield
-            return
-    data = b"".join(parts)
+    data, damage = whole_file(item)
+    if damage is not None:  # one file is one document: it is the damaged record
+        reject_rest(item, records, damage, len(data), data, None)
+        yield
+        return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
