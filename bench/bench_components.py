@@ -3,7 +3,7 @@ scipy call) against the distributed one (``stages.dedup.star`` rounds, then ``st
 
     python bench/bench_components.py [--edges 1e6,1e7] [--graphs clusters,chain] [--partitions 16]
                                      [--workers 2] [--shards 16] [--ways single_task,distributed]
-                                     [--work /tmp/bench-components] [--out components]
+                                     [--work $TMPDIR/bench-components] [--out components]
 
 Graphs (``--graphs``), each with about ``--edges`` edges, over documents numbered as dedup numbers
 them in ``--shards`` shards (a tenth of the documents in no cluster):
@@ -32,6 +32,7 @@ import filecmp
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -215,7 +216,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shards", type=int, default=16)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-components"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-components")
     parser.add_argument("--ways", default="single_task,distributed", help="single_task, distributed")
     parser.add_argument("--out", default="components")
     args = parser.parse_args()

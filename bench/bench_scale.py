@@ -58,6 +58,7 @@ import re
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -538,7 +539,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "stages and steps) as repeats")
     parser.add_argument("--budget-s", type=float,
                         help="skip a size whose run, predicted linearly from the size before, would end after this")
-    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-scale"), help="corpora and work_dirs")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bench-scale", help="corpora and work_dirs")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus, work_dir and log")
     parser.add_argument("--out", default="scale", help="results as bench/results/OUT.json")
     parser.add_argument("--render", type=Path, help="print the tables and fits of a results file; run nothing")

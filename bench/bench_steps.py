@@ -1,7 +1,7 @@
 """The steps after the stages: driver memory, wall time and core use of the tokenizer and the mixture,
 and the peak memory of one packing task at ``sequences_per_shard: 50000``.
 
-    python bench/bench_steps.py [--config configs/dev.yaml] [--work-dir /tmp/bench-steps]
+    python bench/bench_steps.py [--config configs/dev.yaml] [--work-dir $TMPDIR/bench-steps]
                                 [--seed-from work/dev] [--sections steps,pack] [--repeats 1]
                                 [--pack-rows 50000] [--out steps]
 
@@ -38,6 +38,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -282,7 +283,7 @@ def _sha256(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "dev.yaml")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench-steps"))
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench-steps")
     parser.add_argument("--seed-from", type=Path, default=REPO / "work" / "dev")
     parser.add_argument("--sections", default="steps,pack")
     parser.add_argument("--repeats", type=int, default=1)
