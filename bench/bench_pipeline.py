@@ -7,10 +7,14 @@
 Writes bench/results/pipeline.json (every measurement) and bench/results/pipeline.md (the tables
 docs/performance.md quotes). bench/README.md explains each number; the short version:
 
-Corpus. ``--corpus`` (default ../shared/data/corpus-dev) is regrouped, untimed, into one Parquet
-file per category of about ``--shard-mb`` MB of text (the pipeline takes one category per input),
-columns id, text, source, category, lang. Ingest turns each file into one shard, so both systems
-read the very same files and work on shards of the same size.
+Corpus. ``--corpus`` (default ../shared/data/corpus-dev) is regrouped, untimed, into Parquet files per
+category (the pipeline takes one category per input), columns id, text, source, category, lang:
+``--layout category`` (default) cuts each category into files of about ``--shard-mb`` MB of text;
+``--layout mixed`` puts half of each category's text in one large file and the rest in files of
+``--small-file-mb``. ``--scale F`` adds perturbed copies of the corpus (bench_scale's: new ids, three
+word edits each, so they are near-duplicates) up to F times its text. Both systems read the very same
+files; datatrove runs one task per file, ours' ingest cuts and groups them into shards of
+``--shard-mb`` (``ingest.shard_bytes``).
 
 Contenders, interleaved within each repeat (medians over ``--repeats``):
 
@@ -98,22 +102,54 @@ def log(message: str) -> None:
 
 # ----------------------------------------------------------------------------------- the corpus
 
-def prepare_inputs(shards: list[Path], dest: Path, shard_mb: float) -> dict:
-    """The corpus regrouped into one Parquet file per category of about ``shard_mb`` MB of text."""
-    tables = [pq.read_table(shard, columns=["id", "text", "source", "category", "lang"]) for shard in shards]
-    table = pa.concat_tables(tables).combine_chunks()
+def corpus_table(shards: list[Path], scale: float, seed: int = 1, edits: int = 3) -> pa.Table:
+    """The corpus shards as one table; with ``scale`` above 1, followed by perturbed copies of it
+    (``bench_scale.corpus_copy``: new ids, ``edits`` word edits each, so dedup sees near-duplicates)
+    up to ``scale`` times its text."""
+    from bench_scale import corpus_copy, take_bytes, text_bytes
+
+    table = pa.concat_tables([pq.read_table(shard, columns=["id", "text", "source", "category", "lang"])
+                              for shard in shards]).combine_chunks()
+    if scale <= 1:
+        return table
+    base_mb, parts = float(text_bytes(table).sum()) / 1e6, [table]
+    left = (scale - 1) * base_mb
+    for copy in range(1, int(-(-scale // 1))):
+        part = take_bytes(corpus_copy(table, copy, seed, edits), left)
+        parts.append(part)
+        left -= float(text_bytes(part).sum()) / 1e6
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _file_bounds(cumulative, parts: int) -> list[int]:
+    """Row bounds cutting rows with these cumulative sizes into ``parts`` files of about equal text."""
+    total = cumulative[-1]
+    return [0, *[int((cumulative < total * (i + 1) / parts).sum()) + 1 for i in range(parts - 1)], len(cumulative)]
+
+
+def prepare_inputs(table: pa.Table, dest: Path, shard_mb: float, layout: str = "category",
+                   small_file_mb: float = 0.25) -> dict:
+    """The corpus regrouped per category (the pipeline takes one category per input). ``layout``
+    ``category``: files of about ``shard_mb`` MB of text; ``mixed``: half of each category's text
+    in one large file, the rest in files of about ``small_file_mb`` MB (the layout a downloaded
+    dataset often has, and the one that caps a one-task-per-file reader's parallelism)."""
     categories = pc.cast(table["category"], pa.string()).to_pylist()
     table = table.set_column(table.schema.get_field_index("category"), "category",
                              pa.array([CATEGORY_NAMES.get(c, c) for c in categories], pa.string()))
     sizes = pc.binary_length(table["text"].cast(pa.binary())).to_numpy()
     files: dict[str, list[str]] = {}
-    largest = 0.0
+    largest, smallest = 0.0, float("inf")
     for category in sorted(set(table["category"].to_pylist())):
         rows = pc.indices_nonzero(pc.equal(table["category"], category)).to_numpy()
-        total = sizes[rows].sum() / 1e6
-        parts = max(1, round(total / shard_mb))
         cumulative = sizes[rows].cumsum() / 1e6
-        bounds = [0, *[int((cumulative < total * (i + 1) / parts).sum()) + 1 for i in range(parts - 1)], len(rows)]
+        total = float(cumulative[-1])
+        if layout == "mixed":
+            half = int((cumulative < total / 2).sum()) + 1
+            small = max(1, round((total - float(cumulative[half - 1])) / small_file_mb)) if half < len(rows) else 0
+            rest = _file_bounds(cumulative[half:] - float(cumulative[half - 1]), small) if small else [0]
+            bounds = [0, *(half + b for b in rest)]
+        else:
+            bounds = _file_bounds(cumulative, max(1, round(total / shard_mb)))
         for part, (low, high) in enumerate(zip(bounds, bounds[1:])):
             if high <= low:
                 continue
@@ -121,10 +157,11 @@ def prepare_inputs(shards: list[Path], dest: Path, shard_mb: float) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table.take(rows[low:high]), path, compression="zstd", row_group_size=2000)
             files.setdefault(category, []).append(str(path))
-            largest = max(largest, float(sizes[rows[low:high]].sum()) / 1e6)
-    return {"docs": table.num_rows, "text_mb": round(float(sizes.sum()) / 1e6, 2),
-            "files": sum(len(v) for v in files.values()), "largest_shard_mb": round(largest, 2), "by_category": files,
-            "corpus_shards": [s.name for s in shards]}
+            megabytes = float(sizes[rows[low:high]].sum()) / 1e6
+            largest, smallest = max(largest, megabytes), min(smallest, megabytes)
+    return {"docs": table.num_rows, "text_mb": round(float(sizes.sum()) / 1e6, 2), "layout": layout,
+            "files": sum(len(v) for v in files.values()), "largest_shard_mb": round(largest, 2),
+            "smallest_shard_mb": round(smallest, 3), "by_category": files}
 
 
 def prepare_large_shard(inputs: dict, dest: Path, megabytes: float) -> dict:
@@ -264,8 +301,10 @@ def ours_run(config_raw: dict, use_ray: bool) -> dict:
                 ray.shutdown()
         total = time.perf_counter() - started
     before = stages.pop("_before")
-    return {"total_wall_s": total, "startup_s": before["startup_s"],
-            "stage_wall_s": sum(s["wall_s"] for s in stages.values()), "stages": stages,
+    stage_wall = sum(s["wall_s"] for s in stages.values())
+    # Ray's start-up counts, as datatrove's executor start-up counts inside its stage times.
+    return {"total_wall_s": total, "startup_s": before["startup_s"], "stage_wall_s": stage_wall,
+            "end_to_end_wall_s": stage_wall + before["startup_s"], "stages": stages,
             "hwm_reset": monitor.reset_ok, "log": lines}
 
 
@@ -629,6 +668,7 @@ def run_datatrove(inputs: dict, tmp: Path, name: str, workers: int, tokenizer: s
         docs_out, mb_out = parquet_texts(parquet_files(out / job_name / "kept"))
         row.update(docs_in=docs_in, mb_in=mb_in, docs_out=docs_out, mb_out=mb_out)
     result["stage_wall_s"] = sum(s["wall_s"] for n, s in result["stages"].items() if not n.endswith("_own"))
+    result["end_to_end_wall_s"] = result["stage_wall_s"]  # each stage's wall includes its executor's start
     if own_chain:
         result["own_chain_wall_s"] = result["stages"]["langid"]["wall_s"] + sum(
             s["wall_s"] for n, s in result["stages"].items() if n.endswith("_own"))
@@ -648,6 +688,8 @@ def main_section(args, inputs_by_size: dict[str, dict], tmp: Path, sections: set
     """Interleaved repeats: ours then datatrove (on the same documents) with 1 and 2 workers, ours at
     the smaller sizes, the physical limits on ours' stage inputs."""
     full = inputs_by_size[max(inputs_by_size, key=lambda k: inputs_by_size[k]["text_mb"])]
+    # ours' shards as large as datatrove's tasks' files: neither system gets more parallelism from the size
+    shard_bytes = int(args.shard_mb * 1e6)
     runs: dict[str, list[dict]] = {}
     loads = []
     for repeat in range(args.repeats):
@@ -655,7 +697,7 @@ def main_section(args, inputs_by_size: dict[str, dict], tmp: Path, sections: set
         log(f"repeat {repeat + 1}/{args.repeats} (load {loads[-1]})")
         last = repeat == args.repeats - 1
         for workers in range(1, args.max_workers + 1) if "main" in sections else [1]:
-            ours = run_ours(full, tmp, f"ours_{workers}", workers, keep=True)
+            ours = run_ours(full, tmp, f"ours_{workers}", workers, keep=True, shard_bytes=shard_bytes)
             runs.setdefault(f"ours_{workers}", []).append(ours)
             if "main" in sections:
                 runs.setdefault(f"datatrove_{workers}", []).append(run_datatrove(
@@ -675,7 +717,8 @@ def main_section(args, inputs_by_size: dict[str, dict], tmp: Path, sections: set
         if "main" in sections:
             for size, inputs in inputs_by_size.items():
                 if inputs is not full:
-                    runs.setdefault(f"ours_1_{size}", []).append(run_ours(inputs, tmp, f"ours_1_{size}", 1))
+                    runs.setdefault(f"ours_1_{size}", []).append(run_ours(inputs, tmp, f"ours_1_{size}", 1,
+                                                                              shard_bytes=shard_bytes))
     loads.append(load_average())
     return {"runs": runs, "load_during": loads}
 
@@ -728,7 +771,7 @@ def summarise_system(runs: list[dict], workers: int, corpus: dict) -> dict:
             "peak_mb": peaks,
             "task_s": round(_median([r.get("task_s") for r in rows]) or 0, 3) if "task_s" in rows[0] else None,
         }
-    wall = _median([run["stage_wall_s"] for run in runs])
+    wall = _median([run.get("end_to_end_wall_s", run["stage_wall_s"]) for run in runs])
     cpu = _median([sum(s["cpu_s"] for n, s in run["stages"].items() if not n.endswith("_own")) for run in runs])
     peaks = {}
     for stage in stages.values():
@@ -736,7 +779,7 @@ def summarise_system(runs: list[dict], workers: int, corpus: dict) -> dict:
             peaks[role] = max(peaks.get(role, 0), value)
     end = {
         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-        "wall_s_all": [round(run["stage_wall_s"], 3) for run in runs],
+        "wall_s_all": [round(run.get("end_to_end_wall_s", run["stage_wall_s"]), 3) for run in runs],
         "docs_in": corpus["docs"], "mb_in": corpus["text_mb"],
         "docs_per_s_per_core": round(corpus["docs"] / (wall * workers), 1),
         "mb_per_s_per_core": round(corpus["text_mb"] / (wall * workers), 3),
@@ -769,7 +812,8 @@ def ratios(ours: dict, theirs: dict) -> dict:
 
 def per_repeat_ratios(ours_runs: list[dict], theirs_runs: list[dict]) -> list[float]:
     """End-to-end datatrove wall / ours wall within each repeat (same workers, same load window)."""
-    return [round(t["stage_wall_s"] / o["stage_wall_s"], 2) for o, t in zip(ours_runs, theirs_runs)]
+    return [round(t.get("end_to_end_wall_s", t["stage_wall_s"]) / o.get("end_to_end_wall_s", o["stage_wall_s"]), 2)
+            for o, t in zip(ours_runs, theirs_runs)]
 
 
 def scaling(one: dict, two: dict) -> dict:
@@ -892,7 +936,9 @@ def render_markdown(report: dict) -> str:
               f"Date: {meta['date']}; machine: {meta['machine']['nproc']} cores ({meta['machine']['cpu']}), "
               f"{meta['machine']['ram_gb']} GiB RAM; load average before {meta['load_before']}, after {meta['load_after']}  ",
               f"Corpus: {meta['corpus']['docs']:,} documents, {meta['corpus']['text_mb']} MB of text, "
-              f"{meta['corpus']['files']} shards; repeats: {meta['repeats']} (medians); versions: "
+              f"{meta['corpus']['files']} input files ({meta['corpus'].get('layout', 'category')} layout, "
+              f"{meta['corpus'].get('smallest_shard_mb', '?')}-{meta['corpus'].get('largest_shard_mb', '?')} MB; "
+              f"scale {meta['corpus'].get('scale', 1)}x); repeats: {meta['repeats']} (medians); versions: "
               + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
     main = report.get("main")
     if main:
@@ -922,7 +968,7 @@ def render_markdown(report: dict) -> str:
             daemons = ours["end_to_end"]["peak_mb"].get("ray_daemon")
             lines += ["", f"End-to-end ratio per repeat (datatrove wall / ours wall): {per_repeat}; "
                       f"Ray's own daemons (raylet, GCS, agents) peak at {_fmt(daemons, 0)} MB each at most; "
-                      f"ours start-up (Ray, not in the table): {_fmt(ours['end_to_end'].get('startup_s'), 1)} s; "
+                      f"ours start-up (Ray; in the end-to-end time): {_fmt(ours['end_to_end'].get('startup_s'), 1)} s; "
                       f"cost at this speed: ours {ours['end_to_end']['cost_core_hours_per_tb']:,} core-hours per TB of text, "
                       f"datatrove {theirs['end_to_end']['cost_core_hours_per_tb']:,}.", ""]
         chain = main.get("datatrove_own_chain")
@@ -1037,6 +1083,15 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=None, help="use the first N corpus shards (default: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shard-mb", type=float, default=5.0, help="MB of text per input file / shard")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="corpus size: above 1, perturbed copies of the corpus (3 word edits each) are added "
+                        "up to this many times its text")
+    parser.add_argument("--layout", choices=("category", "mixed"), default="category",
+                        help="input files: category = files of --shard-mb per category; mixed = per category one "
+                        "file of half its text and the rest in files of --small-file-mb")
+    parser.add_argument("--small-file-mb", type=float, default=0.25)
+    parser.add_argument("--no-growth", dest="growth", action="store_false",
+                        help="skip ours' runs at 1/4 and 1/2 of the corpus (main section)")
     parser.add_argument("--max-workers", type=int, default=2, choices=(1, 2))
     parser.add_argument("--datatrove-tokenizer", choices=("split", "spacy"), default="split")
     parser.add_argument("--datatrove-spacy", action="store_true",
@@ -1080,11 +1135,15 @@ def main() -> None:
     tmp.mkdir(parents=True)
     ASSETS.mkdir(parents=True, exist_ok=True)
     shards = corpus_shards(Path(args.corpus))[:args.shards]
-    counts = sorted({max(1, len(shards) // 4), max(1, len(shards) // 2), len(shards)})
+    # growth sizes (1/4, 1/2 of the corpus shards) only for the corpus itself, not a scaled copy
+    counts = sorted({max(1, len(shards) // 4), max(1, len(shards) // 2), len(shards)}) if args.growth else [len(shards)]
     sizes = {}
     for count in counts:
         label = f"{count / counts[0]:g}x"
-        sizes[label] = prepare_inputs(shards[:count], tmp / f"inputs-{count}", args.shard_mb)
+        table = corpus_table(shards[:count], args.scale if count == len(shards) else 1)
+        sizes[label] = prepare_inputs(table, tmp / f"inputs-{count}", args.shard_mb, args.layout, args.small_file_mb)
+        sizes[label]["corpus_shards"] = [s.name for s in shards[:count]]
+        sizes[label]["scale"] = args.scale if count == len(shards) else 1
     full_name = max(sizes, key=lambda k: sizes[k]["text_mb"])
     full = sizes[full_name]
     meta["corpus"] = {k: v for k, v in full.items() if k != "by_category"}
@@ -1120,7 +1179,7 @@ def main() -> None:
             chain = {name: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
                             if k in ("wall_s", "docs_in", "mb_in", "docs_out", "mb_out")}
                      for name, row in own["stages"].items() if name == "langid" or name.endswith("_own")}
-            ours_wall = runs["ours_1"][0]["stage_wall_s"]
+            ours_wall = runs["ours_1"][0].get("end_to_end_wall_s", runs["ours_1"][0]["stage_wall_s"])
             main_summary["datatrove_own_chain"] = {
                 "stages": chain, "wall_s": round(own["own_chain_wall_s"], 3),
                 "ours_wall_s_same_repeat": round(ours_wall, 3),
