@@ -4,7 +4,8 @@ Each step's units commit with a receipt written after their files; a rerun skips
 carries the current hash. The count step's hash covers the tokenizer model, the seed, the bin count and
 the piece size, and each receipt names its input shard's checksum, so a changed shard is recounted
 alone. Everything after it depends on the whole corpus: its hash (the plan hash) covers every input
-checksum and the mixture config, and a change of it discards the old training shards.
+checksum and the mixture config (less the options of the gather level, which change how pack reads,
+not what it writes), and a change of it discards the old training shards.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from mixture.composition import (LABELS, composition_csv, composition_markdown, 
                                  phases_csv, phases_markdown)
 from mixture.config import MixtureConfig
 from mixture.count import CountTask, count_shard, sum_histograms, token_path, token_type
+from mixture.gather import GatherTask, block_name, gather_block, gather_path, reads, uses_gather
 from mixture.pack import PackTask, pack_shard
-from mixture.packing import ScatterTask, scatter_path, scatter_shard
+from mixture.packing import ScatterTask, scatter_files, scatter_shard
 from mixture.phases import plan_phases
 from pipeline import commit, storage
 from pipeline.commit import Ledger
@@ -35,6 +37,9 @@ MANIFEST = "manifest.json"
 COUNT_VERSION = 3  # bump when count_shard's output changes meaning
 PACK_VERSION = 3  # bump when scatter/pack output changes meaning
 HISTOGRAM_FILES_PER_TASK = 64
+# How the pack step reads its runs, not what it writes (the training shards are the same bytes either
+# way): left out of the plan hash, so that changing them never discards packed shards.
+READ_PATH_OPTIONS = {"gather", "gather_above_reads", "gather_block"}
 
 
 class Layout:
@@ -85,7 +90,7 @@ def run_mixture(config: PipelineConfig, executor, log: Callable[[str], None] = p
     for phase in phases:
         phase["shards"] = max(1, math.ceil(phase["tokens"] / (width * settings.sequences_per_shard)))
     plan_hash = config_hash("mixture-plan", PACK_VERSION, count_hash, [(u, f) for u, _, f in units],
-                            settings.model_dump(mode="json"))
+                            settings.model_dump(mode="json", exclude=READ_PATH_OPTIONS))
     _claim(layout, plan_hash, log)
     storage.write_json(layout.fs, layout.path("plan.json"), {"plan_hash": plan_hash, "phases": phases})
 
@@ -189,10 +194,10 @@ def _check_histograms(histograms: dict, stats: Stats) -> None:
 
 
 def _claim(layout: Layout, plan_hash: str, log) -> None:
-    """Make scatter/ and shards/ belong to this plan: discard them if they hold another plan's (the
-    counted tokens stay: their receipts name the count hash they were made for)."""
+    """Make scatter/, gather/ and shards/ belong to this plan: discard them if they hold another
+    plan's (the counted tokens stay: their receipts name the count hash they were made for)."""
     def clear() -> None:
-        for step in ("scatter", "shards"):
+        for step in ("scatter", "gather", "shards"):
             if storage.exists(layout.fs, layout.path(step)):
                 layout.fs.delete_dir(layout.path(step))
         if storage.exists(layout.fs, layout.path(MANIFEST)):  # it would name shards just deleted
@@ -203,37 +208,87 @@ def _claim(layout: Layout, plan_hash: str, log) -> None:
 
 def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: MixtureConfig,
           layout: Layout, executor, log) -> dict[str, list[dict]]:
-    """Steps 3 and 4: scatter, then pack every training shard not already packed; the pack receipts
-    of each phase in shard order."""
-    pack_tasks = []
-    for phase in phases:
-        sources = [scatter_path(layout.uri("scatter"), phase["name"], unit) for unit, _, _ in units]
-        for shard in range(phase["shards"]):
-            name = f"part-{shard:05d}"
-            pack_tasks.append(PackTask(
-                phase=phase["name"], shard=shard, sources=sources,
-                path=layout.uri("shards", phase["name"], f"{name}.parquet"),
-                receipt=layout.uri("shards", phase["name"], "_receipts", f"{name}.json"),
-                step_hash=plan_hash, seq_len=settings.seq_len, eod_id=tokenizer.eod_id,
-                pad_id=_pad_id(tokenizer), token_type=str(token_type(tokenizer.vocab_size)),
-                rows_per_row_group=settings.rows_per_row_group, megatron=settings.megatron))
+    """Steps 3 and 4: scatter, gather the phases where it pays (``mixture.gather``), then pack every
+    training shard not already packed; the pack receipts of each phase in shard order."""
     done = {}
     for phase in phases:
-        tasks = {f"part-{task.shard:05d}": task for task in pack_tasks if task.phase == phase["name"]}
+        names = [f"part-{shard:05d}" for shard in range(phase["shards"])]
         packed = _ledger(layout, "shards", phase["name"]).done(
-            list(tasks), plan_hash, check=lambda unit, _: storage.exists(layout.fs, storage.resolve(tasks[unit].path)[1]))
-        done.update({(phase["name"], tasks[unit].shard): receipt for unit, receipt in packed.items()})
-    pending = [task for task in pack_tasks if (task.phase, task.shard) not in done]
+            names, plan_hash, check=lambda unit, _, name=phase["name"]: storage.exists(
+                layout.fs, layout.path("shards", name, f"{unit}.parquet")))
+        done.update({(phase["name"], receipt["shard"]): receipt for receipt in packed.values()})
+    pending = [(phase["name"], shard) for phase in phases for shard in range(phase["shards"])
+               if (phase["name"], shard) not in done]
+    gathered = {phase["name"]: uses_gather(settings.gather, settings.gather_above_reads, settings.gather_block,
+                                           len(units), phase["shards"]) for phase in phases}
+    sources = {}
     if pending:
-        _scatter(phases, units, plan_hash, settings, layout, executor, log)
+        sources = scatter_files(layout.uri("scatter"), [phase["name"] for phase in phases],
+                                [unit for unit, _, _ in units])
+        gather_hash = config_hash("mixture-gather", plan_hash, settings.gather_block)
+        blocks, wanted = _blocks_to_gather(pending, gathered, gather_hash, settings.gather_block, layout)
+        if blocks or not all(gathered[name] for name, _ in pending):
+            row_groups = {name: settings.gather_block if chosen else 1 for name, chosen in gathered.items()}
+            _scatter(phases, units, row_groups, plan_hash, settings, layout, executor, log)
+        _gather(phases, gathered, blocks, wanted, sources, gather_hash, settings, layout, executor, log)
     log(f"mixture: packing {len(pending)} training shards of {settings.seq_len + 1} tokens per row "
-        f"({len(pack_tasks) - len(pending)} already packed)")
-    for receipt in executor.map(pack_shard, pending, "mixture pack"):
+        f"({len(done)} already packed)")
+    tasks = [PackTask(
+        phase=name, shard=shard,
+        sources=[gather_path(layout.uri("gather", name), shard)] if gathered[name] else sources[name],
+        path=layout.uri("shards", name, f"part-{shard:05d}.parquet"),
+        receipt=layout.uri("shards", name, "_receipts", f"part-{shard:05d}.json"),
+        step_hash=plan_hash, seq_len=settings.seq_len, eod_id=tokenizer.eod_id,
+        pad_id=_pad_id(tokenizer), token_type=str(token_type(tokenizer.vocab_size)),
+        rows_per_row_group=settings.rows_per_row_group, megatron=settings.megatron) for name, shard in pending]
+    for receipt in executor.map(pack_shard, tasks, "mixture pack"):
         done[(receipt["phase"], receipt["shard"])] = receipt
-    if storage.exists(layout.fs, layout.path("scatter")):
-        # Every training shard is packed: the scatter copy would only double the disk used.
-        layout.fs.delete_dir(layout.path("scatter"))
+    for step in ("scatter", "gather"):
+        if storage.exists(layout.fs, layout.path(step)):
+            # Every training shard is packed: these copies would only multiply the disk used.
+            layout.fs.delete_dir(layout.path(step))
     return {phase["name"]: [done[(phase["name"], shard)] for shard in range(phase["shards"])] for phase in phases}
+
+
+def _gather(phases: list[dict], gathered: dict[str, bool], blocks: list[tuple[str, int]], wanted: int,
+            sources: dict, gather_hash: str, settings: MixtureConfig, layout: Layout, executor, log) -> None:
+    """Step 3b: per phase, how its pack tasks will read; then the gather ``blocks`` not already
+    gathered, each from every scatter file of its phase."""
+    size = settings.gather_block
+    for phase in phases:
+        inputs, shards = len(sources[phase["name"]]), phase["shards"]
+        one_level = reads(inputs, shards, None)
+        how = (f"gathered in blocks of {size}: {reads(inputs, shards, size):,} file reads instead of {one_level:,}"
+               if gathered[phase["name"]] else
+               f"packed from the scatter files: {one_level:,} file reads (gather: {settings.gather})")
+        log(f"mixture: phase {phase['name']}: {shards:,} training shards dealt from {inputs:,} input shards, "
+            f"{how}")
+    if not wanted:
+        return
+    log(f"mixture: gathering blocks of {size} training shards from every scatter file "
+        f"({wanted - len(blocks)} of {wanted} blocks already gathered)")
+    counts = {phase["name"]: phase["shards"] for phase in phases}
+    executor.map(gather_block, [GatherTask(phase=name, block=block, first=block * size,
+                                           stop=min((block + 1) * size, counts[name]), sources=sources[name],
+                                           directory=layout.uri("gather", name), step_hash=gather_hash)
+                                for name, block in blocks], "mixture gather")
+
+
+def _blocks_to_gather(pending: list[tuple[str, int]], gathered: dict[str, bool], gather_hash: str, size: int,
+                      layout: Layout) -> tuple[list[tuple[str, int]], int]:
+    """The (phase, block) gather blocks that hold a pending training shard and have no receipt for
+    this plan and block size, or lost a gather file; and how many blocks hold a pending shard."""
+    wanted = list(dict.fromkeys((name, shard // size) for name, shard in pending if gathered[name]))
+    missing = []
+    for name in dict.fromkeys(name for name, _ in wanted):
+        blocks = {block_name(block): block for phase, block in wanted if phase == name}
+
+        def complete(_, receipt: dict, name: str = name) -> bool:
+            return all(storage.exists(layout.fs, gather_path(layout.path("gather", name), shard))
+                       for shard in range(*receipt["shards"]))
+        done = _ledger(layout, "gather", name).done(list(blocks), gather_hash, check=complete)
+        missing += [(name, block) for unit, block in blocks.items() if unit not in done]
+    return missing, len(wanted)
 
 
 def _pad_id(tokenizer) -> int:
@@ -242,15 +297,18 @@ def _pad_id(tokenizer) -> int:
     return pad if pad >= 0 else tokenizer.eod_id
 
 
-def _scatter(phases: list[dict], units, plan_hash: str, settings: MixtureConfig, layout: Layout,
-             executor, log) -> None:
-    """Step 3: deal every phase's documents to training shards (input shards not already dealt)."""
-    selections = [{"name": phase["name"], "shards": phase["shards"],
+def _scatter(phases: list[dict], units, blocks: dict[str, int], plan_hash: str, settings: MixtureConfig,
+             layout: Layout, executor, log) -> None:
+    """Step 3: deal every phase's documents to training shards (input shards not already dealt), in
+    row groups of ``blocks[phase]`` training shards: a scatter file dealt for another layout (the
+    gather options changed) is dealt again."""
+    selections = [{"name": phase["name"], "shards": phase["shards"], "block": blocks[phase["name"]],
                    "groups": [{key: group[key] for key in ("category", "lang", "segments")}
                               for group in phase["groups"] if group["segments"]]} for phase in phases]
-    tasks = [ScatterTask(unit, token_path(layout.uri("tokens"), unit), layout.uri("scatter"), plan_hash,
+    scatter_hash = config_hash("mixture-scatter", plan_hash, blocks)
+    tasks = [ScatterTask(unit, token_path(layout.uri("tokens"), unit), layout.uri("scatter"), scatter_hash,
                          settings.seed, selections) for unit, _, _ in units]
-    dealt = _ledger(layout, "scatter").done([task.unit for task in tasks], plan_hash)
+    dealt = _ledger(layout, "scatter").done([task.unit for task in tasks], scatter_hash)
     pending = [task for task in tasks if task.unit not in dealt]
     log(f"mixture: dealing the documents of {len(phases)} phases to training shards "
         f"({len(tasks) - len(pending)} of {len(tasks)} input shards already dealt)")

@@ -1,6 +1,8 @@
 """The `mixture:` section of a run config: phases, their target weights and budgets, and packing."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config import Category  # the one category list: pipeline.stage.CATEGORIES
@@ -118,6 +120,35 @@ class MixtureConfig(StepConfig):
     )
     rows_per_row_group: int = Field(1024, gt=0, description="Parquet row group size of the training shards")
     megatron: bool = Field(False, description="also write each phase as a Megatron-LM .bin/.idx dataset")
+    gather: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="two-level shuffle (mixture.gather): a phase of T training shards dealt from S input "
+        "shards costs its pack tasks S x T file reads (one row group of every scatter file each: 6 x "
+        "10^8 on the 5 TB plan of docs/scaling.md), each parsing a footer that lists T row groups. With "
+        "the gather level, scatter writes a row group per block of gather_block training shards, one "
+        "task per block reads it from every scatter file and writes a file per training shard, and "
+        "each pack task reads that file alone: S x T / gather_block + T reads, for writing the dealt "
+        "tokens once more. auto: per phase, when S x T exceeds gather_above_reads and the gather level "
+        "reads less. The training shards are byte-identical either way, so changing this (or the two "
+        "options below) never repacks them (it deals again what is not packed yet)",
+    )
+    gather_above_reads: int = Field(
+        500_000, ge=0,
+        description="with gather: auto, the file reads of a one-level pack step (input shards S x "
+        "training shards T of the phase) above which the phase is gathered first. Each such read also "
+        "parses a scatter file footer that lists all T shards (about 15 us per shard, measured), "
+        "S x T x T x 15 us in all, while gathering rewrites the dealt tokens once (about 25 MB/s per "
+        "core), T x 8 s with shards of 200 MB: they break even near S x T = 5 x 10^5 on local disk. "
+        "On an object store, where every read is also a request, a lower value pays "
+        "(docs/scaling.md, \"Reads per task\")",
+    )
+    gather_block: int = Field(
+        128, ge=1,
+        description="training shards per gather task (B): the file reads of a phase's pack step fall "
+        "from S x T to S x T / B + T. A gather task keeps B output files open and holds, per training "
+        "shard of its block, the runs not yet written as a row group: up to about 1.4 MiB (180 MiB at "
+        "128), besides one scatter file's footer and row groups at a time",
+    )
 
     @field_validator("max_epochs")
     @classmethod

@@ -2,17 +2,18 @@
 rows of ``seq_len + 1`` tokens (the schema is in ``mixture.packing``).
 
 The task reads the shard's row group from every scatter file (found by the ``shard`` column's
-row-group statistics), orders the runs by (key, id, first piece, epoch), appends the end-of-document
-id to each, concatenates and cuts into rows. The order depends on ids and the seed alone, so the
-shards are the same for any number of workers or input shards.
+row-group statistics) or, where its phase went through the gather level (``mixture.gather``), the one
+file that gathered them in the same order; orders the runs by (key, id, first piece, epoch), appends
+the end-of-document id to each, concatenates and cuts into rows. The order depends on ids and the seed
+alone, so the shards are the same for any number of workers or input shards, with or without gathering.
 
 Memory: the runs are read once, ``READ_RUNS`` at a time, and stay as the Arrow buffers Parquet
 decoded them into (a shard's tokens: about ``sequences_per_shard`` x (seq_len + 1) ids, 205 MB of
 uint16 at 50,000 rows of 2,049); they are ordered by sorting their keys alone, and the rows are built and written
 ``CHUNK_TOKENS`` tokens at a time (``storage.ParquetStream``: the same bytes as one table written
 whole), as is the Megatron .bin. So a task holds one copy of its shard's tokens plus a few row
-groups, never the token stream, the padded rows, the row table and the Parquet bytes of the whole
-shard at once.
+groups (and up to ``PREBUFFER_BYTES`` of them compressed, as read), never the token stream, the
+padded rows, the row table and the Parquet bytes of the whole shard at once.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import posixpath
 import struct
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -37,17 +38,19 @@ from pipeline.stats import Stats
 CHUNK_TOKENS = 1 << 22  # tokens of runs turned into rows at a time: 8 MB of uint16, two row groups of 1,024 rows
 READ_RUNS = 512  # runs decoded at a time
 READ_BUFFER = 1 << 20  # bytes of a column chunk read at a time (unbuffered: the whole chunk)
+PREBUFFER_BYTES = 1 << 24  # compressed bytes of row groups fetched and held at a time
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
 MEGATRON_DTYPES = {"uint16": 8, "uint32": 4}  # Megatron has no uint32 code: int32 holds any vocab < 2^31
 
 
 @dataclass(frozen=True)
 class PackTask:
-    """One training shard of one phase: its inputs (scatter files) and its output paths."""
+    """One training shard of one phase: its inputs and its output paths. ``sources``: every scatter
+    file of the phase (a ``mixture.packing.ScatterFiles``), or the shard's gather file alone."""
 
     phase: str
     shard: int
-    sources: list
+    sources: Sequence[str]
     path: str
     receipt: str
     step_hash: str
@@ -138,19 +141,50 @@ def _read_shard(source: str, shard: int) -> Iterator[pa.RecordBatch]:
     fs, path = storage.resolve(source)
     with fs.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle, buffer_size=READ_BUFFER)
-        metadata = parquet.metadata
-        index = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index("shard")
-        mine = [group for group in range(metadata.num_row_groups)
-                if _only_value(metadata.row_group(group).column(index).statistics) == shard]
-        if mine:
-            yield from parquet.iter_batches(batch_size=READ_RUNS, row_groups=mine, columns=RUN_COLUMNS)
+        ranges = row_group_shards(parquet.metadata)
+        mine = [group for group, (first, last) in enumerate(ranges) if first <= shard <= last]
+        if any(ranges[group] != (shard, shard) for group in mine):
+            raise ValueError(f"{path}: a row group of several training shards (written for a gather level)")
+        yield from read_row_groups(parquet, mine, RUN_COLUMNS)
 
 
-def _only_value(statistics) -> int:
-    """The single value of a row group's column, from its statistics (scatter writes one per group)."""
-    if statistics is None or not statistics.has_min_max or statistics.min != statistics.max:
-        raise ValueError("scatter file without one training shard per row group")
-    return statistics.min
+def read_row_groups(parquet: pq.ParquetFile, groups: list[int], columns: list[str] | None = None
+                    ) -> Iterator[pa.RecordBatch]:
+    """Row groups ``groups`` of ``parquet`` (opened pre-buffering, pyarrow's default) in batches of
+    ``READ_RUNS`` rows, fetched in spans of about ``PREBUFFER_BYTES`` compressed: a span's column
+    chunks come in a few coalesced reads (adjacent row groups in one) and are held until its batches
+    are decoded. Pre-buffering a 100 MB gather file whole held about 60 MB more in its pack task."""
+    metadata = parquet.metadata
+    span, size = [], 0
+    for group in groups:
+        row_group = metadata.row_group(group)
+        compressed = sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns))
+        if span and size + compressed > PREBUFFER_BYTES:
+            yield from parquet.iter_batches(batch_size=READ_RUNS, row_groups=span, columns=columns)
+            span, size = [], 0
+        span.append(group)
+        size += compressed
+    if span:
+        yield from parquet.iter_batches(batch_size=READ_RUNS, row_groups=span, columns=columns)
+
+
+def row_group_shards(metadata: pq.FileMetaData) -> list[tuple[int, int]]:
+    """The first and last training shard of each row group of a scatter or gather file, from the
+    ``shard`` column's statistics. The column is found through a column chunk's path, not
+    ``metadata.schema``: with pyarrow 26 touching that kept each file's parsed footer alive (3.5 MB per
+    scatter file of 512 training shards, never freed), which grew a pack task that reads S scatter
+    files by S times that."""
+    if not metadata.num_row_groups:
+        return []
+    first = metadata.row_group(0)
+    index = [first.column(i).path_in_schema for i in range(metadata.num_columns)].index("shard")
+    return [_bounds(metadata.row_group(group).column(index).statistics) for group in range(metadata.num_row_groups)]
+
+
+def _bounds(statistics) -> tuple[int, int]:
+    if statistics is None or not statistics.has_min_max:
+        raise ValueError("scatter or gather file without the statistics of its training shards")
+    return statistics.min, statistics.max
 
 
 class _Rows:

@@ -5,11 +5,14 @@ phase's segments (a piece taken in two epochs is taken twice), join the consecut
 document taken in one epoch into one run (its tokens are that stretch of the document, exactly), give
 each run the shuffle key of its document (``hash(seed, phase, epoch, id)``), and write the runs sorted
 by (training shard = key mod shards, key, id, first piece) to ``scatter/<phase>/<unit>.parquet``, one
-Parquet row group per training shard. A document is one row of the input shard, so all of its pieces
-are in the same scatter task.
+Parquet row group per training shard, or, for a phase that goes through the gather level, per gather
+block of training shards (a footer lists every row group, and is parsed at every open: per training
+shard it would grow with T, and be read S x T / B times). A document is one row of the input shard,
+so all of its pieces are in the same scatter task.
 
 Pack (one task per training shard, ``mixture.pack.pack_shard``): read that shard's row group from
-every scatter file, order the runs by key, append the end-of-document id to each, concatenate and cut
+every scatter file (or, on a large corpus, the one file a gather task collected them into:
+``mixture.gather``), order the runs by key, append the end-of-document id to each, concatenate and cut
 into rows of ``seq_len + 1`` tokens, written as below.
 
 Training shard schema (``shards/<phase>/part-NNNNN.parquet``):
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +47,7 @@ import pyarrow.parquet as pq
 from mixture.hashing import shuffle_keys
 from pipeline import storage
 from pipeline.commit import Ledger
+from pipeline.listing import Listing
 
 SORT_KEYS = [("key", "ascending"), ("id", "ascending"), ("first_piece", "ascending"), ("epoch", "ascending")]
 RUN_COLUMNS = ["id", "first_piece", "last_piece", "pieces", "category", "epoch", "key", "n_tokens", "tokens"]
@@ -57,13 +62,46 @@ class ScatterTask:
     directory: str
     step_hash: str
     seed: int
-    # Per phase: {"name", "shards", "groups": [{"category", "lang" (None: all), "segments": [[epoch, lo, hi]]}]}
+    # Per phase: {"name", "shards", "block": training shards per row group (1 unless the phase is
+    # gathered), "groups": [{"category", "lang" (None: all), "segments": [[epoch, lo, hi]]}]}
     phases: list
 
 
 def scatter_path(directory: str, phase: str, unit: str) -> str:
     """Input shard ``unit``'s documents for ``phase``, grouped by training shard."""
     return storage.join(directory, phase, f"{unit}.parquet")
+
+
+UNITS_FILE = "_units.json"
+
+
+@dataclass(frozen=True)
+class ScatterFiles:
+    """One phase's scatter files, in input-shard order, as the tasks that read them all receive them:
+    the names of the input shards travel as one file (a ``pipeline.listing.Listing``), so a task
+    pickles to a few hundred bytes whatever the number S of input shards. A list of S paths in each
+    of T pack tasks grew as S x T: 3 MB per task at the 5 TB plan of docs/scaling.md (39,000 s3://
+    paths), 49 GB of task arguments over its 16,000 pack tasks."""
+
+    directory: str
+    phase: str
+    units: Listing
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, index: int) -> str:
+        return scatter_path(self.directory, self.phase, self.units[index])
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[index] for index in range(len(self.units)))
+
+
+def scatter_files(directory: str, phases: list[str], units: list[str]) -> dict[str, ScatterFiles]:
+    """Every phase's ``ScatterFiles``; writes the list of input shards they share (``_units.json``)."""
+    fs, path = storage.resolve(storage.join(directory, UNITS_FILE))
+    listing = Listing(tuple(units), fs, path)
+    return {phase: ScatterFiles(directory, phase, listing) for phase in phases}
 
 
 def scatter_shard(task: ScatterTask) -> dict:
@@ -89,7 +127,7 @@ def scatter_shard(task: ScatterTask) -> dict:
         selected = _deal(table, np.concatenate(rows or [[]]).astype(np.int64),
                          np.concatenate(epochs or [[]]).astype(np.int32), task.seed, phase)
         path = scatter_path(directory, phase["name"], task.unit)
-        storage.write_bytes(fs, path, _one_row_group_per_shard(selected))
+        storage.write_bytes(fs, path, _row_group_per_block(selected, phase["block"]))
         phases[phase["name"]] = {"documents": selected.num_rows, "partial_documents": partial_runs(selected)}
     receipt = {"unit": task.unit, "step_hash": task.step_hash, "phases": phases,
                "seconds": round(time.perf_counter() - started, 4)}
@@ -144,13 +182,14 @@ def partial_runs(runs: pa.Table) -> int:
     return runs.num_rows - pc.sum(whole.cast(pa.int64())).as_py() if runs.num_rows else 0
 
 
-def _one_row_group_per_shard(table: pa.Table) -> pa.Buffer:
-    """Parquet bytes with one row group per training shard, so ``pack_shard`` reads only its own."""
+def _row_group_per_block(table: pa.Table, block: int) -> pa.Buffer:
+    """Parquet bytes with one row group per ``block`` consecutive training shards (the runs are sorted
+    by shard), so that ``pack_shard`` (block 1) or ``gather_block`` reads only its own."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
-        shards = table.column("shard").to_numpy()
-        bounds = np.flatnonzero(np.diff(shards)) + 1
-        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(shards)]])
+        blocks = table.column("shard").to_numpy() // block
+        bounds = np.flatnonzero(np.diff(blocks)) + 1
+        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(blocks)]])
         for start, end in zip(starts.tolist(), ends.tolist()):
             if end > start:
                 writer.write_table(table.slice(start, end - start), row_group_size=end - start)
