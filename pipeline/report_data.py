@@ -145,7 +145,10 @@ def _dedup(spec: StageSpec, sides: dict, limits: Limits) -> dict:
     scratch = storage.join(spec.directory, "_scratch")
     summary = storage.read_json_if_exists(fs, storage.join(scratch, "summary.json")) or {}
     parts, read, capped = [], 0, False
-    for index, path in enumerate(storage.list_files(fs, storage.join(scratch, "clusters"), ".parquet")):
+    # the last keeper round's clusters are the ones the decisions used (stages.dedup.shuffle.ROUND_SCOPED)
+    last = summary.get("keeper_round") or 0
+    clusters = storage.join(scratch, f"clusters-round{last}" if last else "clusters")
+    for index, path in enumerate(storage.list_files(fs, clusters, ".parquet")):
         if read >= limits.cluster_rows or index >= limits.cluster_files:
             capped = True  # clusters spanning unread partitions are undercounted; the page says so
             break

@@ -398,13 +398,13 @@ def test_resumes_after_sigkill(real_docs, tmp_path, survive):
 
 
 def test_a_dedup_task_carries_the_same_few_bytes_whatever_the_number_of_shards(tmp_path):
-    """The job pickled with every task names its shard lists by file (``shuffle.Listing``): its size
+    """The job pickled with every task names its shard lists by file (``pipeline.listing.Listing``): its size
     does not grow with the corpus, and a worker that never saw the lists reads them from scratch."""
     import pickle
 
     import pyarrow.fs as pafs
 
-    from stages.dedup import shuffle
+    from pipeline.listing import forget_listings
     from stages.dedup.steps import make_job
 
     sizes = {}
@@ -413,7 +413,7 @@ def test_a_dedup_task_carries_the_same_few_bytes_whatever_the_number_of_shards(t
         job = make_job(DedupConfig(), inputs, str(tmp_path / str(shards)), pafs.LocalFileSystem())
         payload = pickle.dumps((job, 3))
         sizes[shards] = len(payload)
-        shuffle._LISTINGS.clear()  # as in a fresh worker process
+        forget_listings()  # as in a fresh worker process
         received, _ = pickle.loads(payload)
         assert len(received.shards) == shards and received.shards[3] == "part-00003"
         assert received.inputs[shards - 1] == f"/run/04_quality/kept/part-{shards - 1:05d}.parquet"

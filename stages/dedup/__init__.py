@@ -15,10 +15,12 @@ directory (``stages.dedup.steps`` lists them; each is skipped on rerun when its 
    ``stages.dedup.components``) or, above ``components.distributed_above_edges`` pairs, large-star /
    small-star rounds over partitions of the pairs find them with no task holding all of them
    (``stages.dedup.star``, ``stages.dedup.partitioned``); both give the same clusters and output;
-4. map + reduce over the paragraphs (lines) of the documents still kept: a paragraph stays where it
-   first occurs in corpus order and is removed from every later document; a cluster keeper that
-   this leaves too short is replaced by its cluster's next best member, and 3-4 run again (a keeper
-   round, ``stages.dedup.steps``), so removed duplicates always point at a document that is kept;
+4. map + reduce over the paragraphs (lines) of the documents still kept, hashed once from the text:
+   a paragraph stays where it first occurs in corpus order and is removed from every later document;
+   a cluster keeper that this leaves too short is replaced by its cluster's next best member, and 3-4
+   run again (a keeper round, ``stages.dedup.steps``; a run of members too short goes in one), so
+   removed duplicates always point at a document that is kept; after ``max_keeper_rounds`` rounds, a
+   keeper still too short is kept whole instead;
 5. map, per shard: one decision file (document id -> reason, kept id, cluster, lines to drop).
 
 Corpus order is (shard order as the runner lists them, row within shard), so the results do not
@@ -30,7 +32,7 @@ depend on the number of workers, on scheduling, or on how the corpus was split i
   ``near_duplicate`` (in a MinHash cluster kept elsewhere), or ``too_short_after_paragraph_dedup``;
   ``dup_kept_id`` of a removed duplicate always names a document this stage keeps, and a cluster keeps
   exactly one document unless every member is removed as too short (then it keeps none);
-- removes repeated paragraphs from ``text`` of the documents it keeps;
+- removes repeated paragraphs from ``text`` of the documents it keeps (not from a keeper kept whole);
 - adds ``dup_cluster`` (string: id of the cluster's first document, null if not in a cluster) and
   ``dup_kept_id`` (string: id of the document kept in its cluster, on removed duplicates) to every row.
 

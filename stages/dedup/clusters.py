@@ -13,6 +13,12 @@ In keeper round r > 0, the keepers that earlier rounds found too short after par
 (``barred``) are not chosen again: each such cluster keeps its next best member. A barred document
 gets no reason here (paragraph dedup removes it as too short, its own reason) and no ``kept_id``; a
 cluster whose members are all barred keeps nothing and points nowhere.
+
+The removed members of a cluster with a barred member are its ``successor``s: paragraph dedup checks
+each against the round's paragraphs (``stages.dedup.paragraphs``), and those too short even so are
+``short`` in later rounds. A short successor is barred as soon as every member ranked before it is
+barred or short, without being chosen first: a run of them goes in one round, not one per round
+(``steps`` says why the result is the same).
 """
 from __future__ import annotations
 
@@ -28,7 +34,11 @@ from stages.dedup import components
 from stages.dedup.documents import (
     BARRED, CLUSTER_SCHEMA, CLUSTERS, DOCS, REASON_EXACT, REASON_NEAR, edge_files, unique_pairs,
 )
+from stages.dedup.paragraphs import SHORT_SUCCESSORS
 from stages.dedup.shuffle import Job, shard_range
+
+# clusters/ rows: documents' CLUSTER_SCHEMA and whether paragraph dedup checks the member as a successor
+ROW_SCHEMA = CLUSTER_SCHEMA.append(pa.field("successor", pa.bool_()))
 
 
 def summary_path(job: Job) -> str:
@@ -45,8 +55,10 @@ def cluster_corpus(task: tuple[Job, int]) -> None:
     exact = edges["exact"].to_numpy(zero_copy_only=False)
     found = components.cluster(u, v)
     ids, score = _clustered_attributes(job, found.doc)
+    shards = range(len(job.shards))
     table, summary = fates(found, ids, np.isin(found.doc, v[exact]), score,
-                           np.isin(found.doc, barred_documents(job, range(len(job.shards)))))
+                           np.isin(found.doc, earlier_findings(job, BARRED, shards)),
+                           np.isin(found.doc, earlier_findings(job, SHORT_SUCCESSORS, shards)))
     for shard in range(len(job.shards)):
         low, high = shard_range(shard)
         inside = pa.array((found.doc >= low) & (found.doc < high))
@@ -57,12 +69,14 @@ def cluster_corpus(task: tuple[Job, int]) -> None:
 
 
 def fates(found: components.Clusters, ids: pa.Array, later_copy: np.ndarray, score: np.ndarray,
-          barred: np.ndarray) -> tuple[pa.Table, dict]:
+          barred: np.ndarray, short: np.ndarray) -> tuple[pa.Table, dict]:
     """The ``clusters/`` rows of whole clusters (sorted by document, as ``found``), and their counts.
 
-    ``ids``, ``later_copy`` (second document of an exact edge), ``score`` (``keep_scores``) and
-    ``barred`` are per document of ``found``; the cluster id is the id of its first document.
+    ``ids``, ``later_copy`` (second document of an exact edge), ``score`` (``keep_scores``),
+    ``barred`` and ``short`` (successors too short) are per document of ``found``; the cluster id is
+    the id of its first document.
     """
+    barred = _barred_with_short_successors(found, later_copy, score, barred, short)
     keeper = components.keepers(found, later_copy, score, barred)
     is_keeper = (keeper == np.arange(len(found.doc))) & ~barred
     removed = ~is_keeper & ~barred
@@ -75,13 +89,32 @@ def fates(found: components.Clusters, ids: pa.Array, later_copy: np.ndarray, sco
                               pa.nulls(len(found.doc), pa.string())),
         "reason": pa.array(reason.tolist(), pa.string()),
         "keeper": pa.array(is_keeper),
-    }, schema=CLUSTER_SCHEMA)
+        "successor": pa.array(removed & np.isin(found.label, found.label[barred])),
+    }, schema=ROW_SCHEMA)
     return table, _summary(found, reason, barred)
 
 
-def barred_documents(job: Job, shards: Iterable[int]) -> np.ndarray:
-    """Documents of ``shards`` that keeper rounds before ``job.round`` found too short as keepers (sorted)."""
-    found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(BARRED, shard))["doc"].to_numpy()
+def _barred_with_short_successors(found: components.Clusters, later_copy: np.ndarray, score: np.ndarray,
+                                  barred: np.ndarray, short: np.ndarray) -> np.ndarray:
+    """``barred``, and every ``short`` member all of whose cluster's members ranked before it (in the
+    order ``components.keepers`` ranks them, barred or not) are barred or short themselves."""
+    order = np.lexsort((found.doc, -score, later_copy, found.label))
+    gone = (barred | short)[order]
+    label = found.label[order]
+    starts = np.ones(len(label), bool)
+    starts[1:] = label[1:] != label[:-1]
+    start = np.maximum.accumulate(np.where(starts, np.arange(len(label)), 0))  # of each one's cluster
+    staying = np.cumsum(~gone)  # up to each member in this order, those neither barred nor short
+    prefix = staying == staying[start] - ~gone[start]  # none of them in its own cluster
+    closed = np.zeros(len(found.doc), bool)
+    closed[order[prefix]] = True
+    return barred | closed
+
+
+def earlier_findings(job: Job, directory: str, shards: Iterable[int]) -> np.ndarray:
+    """The documents of ``shards`` that the keeper rounds before ``job.round`` wrote to ``directory``
+    (``BARRED``: keepers too short; ``SHORT_SUCCESSORS``), sorted."""
+    found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(directory, shard))["doc"].to_numpy()
              for r in range(job.round) for shard in shards]
     return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
 

@@ -77,6 +77,14 @@ class DedupConfig(StageConfig):
         description="a document that lost paragraphs and has fewer characters left is dropped "
         "(too_short_after_paragraph_dedup)",
     )
+    max_keeper_rounds: int = Field(
+        3, ge=0,
+        description="keeper rounds after the first. A cluster keeper left too short by paragraph dedup is "
+        "replaced by its next member in another round, a run of members too short with it in one (corpus-dev "
+        "with perturbed copies needs 2 rounds; the default leaves one more); each round is a pass over every shard's paragraph hashes. "
+        "Keepers still too short after the last round are kept whole (no line dropped; short_keepers_kept in "
+        "summary.json): their duplicates still point at a kept document, and their repeated lines stay",
+    )
     partitions: int = Field(
         16, ge=1, description="hash partitions of the shuffles (band keys, paragraph hashes, the distributed "
         "clusters' documents): one reduce task each"

@@ -1,11 +1,19 @@
-"""Paragraph-level dedup tasks: hash the paragraphs of surviving documents (map), find repeats
-(reduce), find cluster keepers left too short by them (map), and turn them into per-document line
-drops (map, in ``steps.decide_shard``).
+"""Paragraph-level dedup tasks: hash the paragraphs of every document once (map), select each keeper
+round's rows from those hashes (map), find repeats (reduce), find the cluster keepers left too short
+by them (map), and turn them into per-document line drops (map, in ``steps.decide_shard``).
 
-Runs after document dedup, over the documents it kept, so a paragraph is never removed because it
-also appeared in a document that was itself dropped as a duplicate. A cluster keeper that paragraph
-dedup leaves too short is reported (``find_short_keepers``) so that the next keeper round chooses
-another member of its cluster: the cluster's removed duplicates must point at a document that stays.
+Paragraph dedup runs over the documents document dedup kept, so a paragraph is never removed because
+it also appeared in a document that was itself dropped as a duplicate. Which documents those are
+changes from keeper round to keeper round (``stages.dedup.steps``), and their text does not: so the
+text is read and hashed once, for every document that can ever take part (``PARAGRAPH_HASHES``), and a
+round only filters those hashes by its ``clusters/``.
+
+A cluster keeper that paragraph dedup leaves too short is reported (``find_short_keepers``) so that
+the next round chooses another member of its cluster: the cluster's removed duplicates must point at a
+document that stays. In a cluster that already has such a barred member, the members that could keep
+next (successors, ``clusters.fates``) ride along in the round's rows without taking part: each is
+checked against the paragraphs of the documents taking part, and one that would be too short as a
+keeper is reported too (``SHORT_SUCCESSORS``), so that the next round can bar a run of them at once.
 """
 from __future__ import annotations
 
@@ -20,27 +28,29 @@ from stages.dedup.shuffle import Job, batches, gather, partition, shard_range, w
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
 
-PARAGRAPHS = "paragraphs"  # <shard>.parquet: part, hash, doc, para, chars
+PARAGRAPH_HASHES = "paragraph-hashes"  # <shard>.parquet: part, hash, doc, para, chars (every round's source)
+PARAGRAPHS = "paragraphs"  # <shard>.parquet: part, hash, doc, para, chars, successor
 REMOVALS = "paragraph-removals"  # <partition>.parquet: doc, para, chars
+SUCCESSOR_REMOVALS = "successor-removals"  # <partition>.parquet: doc, para, chars (what successors would lose)
+SHORT_SUCCESSORS = "short-successors"  # <shard>.parquet: doc (successors too short even as keepers)
 
 
 def hash_paragraphs(task: tuple[Job, int]) -> None:
-    """Per shard: one row per paragraph of every document that survived document dedup."""
+    """Per shard: one row per paragraph of every document paragraph dedup may see in some round, that
+    is every document outside ``paragraph_skip_categories``, whatever document dedup decides."""
     job, shard = task
     config = job.config
-    clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
-    removed = clusters.filter(pc.is_valid(clusters["reason"]))["doc"].to_numpy()
     skipped_categories = pa.array(config.paragraph_skip_categories, pa.string())
     parts = []
     for doc, batch in batches(job, shard, ["text", "category"]):
         skipped = pc.is_in(pc.fill_null(batch["category"], ""), value_set=skipped_categories)
-        eligible = ~np.isin(doc, removed) & ~skipped.to_numpy(zero_copy_only=False)
+        eligible = ~skipped.to_numpy(zero_copy_only=False)
         found = text.paragraphs(batch["text"].combine_chunks().filter(pa.array(eligible)),
                                 config.paragraph_min_chars, config.paragraph_exempt)
         parts.append(_paragraph_rows(job, found.hash, doc[eligible][found.row], found.index, found.chars))
     table = pa.concat_tables(parts) if parts else _paragraph_rows(
         job, np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
-    write_sorted(job, job.path(PARAGRAPHS, shard), table, config.partitions)
+    write_sorted(job, job.path(PARAGRAPH_HASHES, shard), table, config.partitions)
 
 
 def _paragraph_rows(job: Job, hashes, doc, para, chars) -> pa.Table:
@@ -53,10 +63,27 @@ def _paragraph_rows(job: Job, hashes, doc, para, chars) -> pa.Table:
     })
 
 
+def select_paragraphs(task: tuple[Job, int]) -> None:
+    """Per shard: the round's rows, ``PARAGRAPH_HASHES`` less the documents its ``clusters/`` remove,
+    plus its successors' rows (``successor``: checked, not taking part). No text is read."""
+    job, shard = task
+    clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
+    removed = clusters.filter(pc.is_valid(clusters["reason"]))["doc"].to_numpy()
+    successors = clusters.filter(clusters["successor"])["doc"].to_numpy()
+    rows = storage.read_parquet(job.filesystem, job.path(PARAGRAPH_HASHES, shard))
+    doc = rows["doc"].to_numpy()
+    successor = np.isin(doc, successors)
+    rows = rows.append_column("successor", pa.array(successor)).filter(pa.array(~np.isin(doc, removed) | successor))
+    write_sorted(job, job.path(PARAGRAPHS, shard), rows, job.config.partitions)
+
+
 def find_repeated_paragraphs(task: tuple[Job, int]) -> None:
-    """Per partition: every occurrence of a paragraph in a document after the first one's."""
+    """Per partition: every occurrence of a paragraph in a document after the first one's; and, for
+    the successors' rows, those whose paragraph occurs in an earlier document taking part."""
     job, part = task
     rows = gather(job, job.paths(PARAGRAPHS, len(job.shards)), part, part + 1)
+    successor = rows["successor"].to_numpy(zero_copy_only=False)
+    checked, rows = rows.filter(pa.array(successor)), rows.filter(pa.array(~successor))
     hashes, doc, para = (rows[c].to_numpy() for c in ("hash", "doc", "para"))
     order = np.lexsort((para, doc, hashes))
     hashes, doc = hashes[order], doc[order]
@@ -66,13 +93,30 @@ def find_repeated_paragraphs(task: tuple[Job, int]) -> None:
     # Repeats inside the first document stay: within-document repetition is the rules stage's call.
     later = pa.array(doc != first_doc)
     removals = rows.take(pa.array(order)).filter(later).select(["doc", "para", "chars"])
-    write_sorted(job, job.path(REMOVALS, part), removals, len(job.shards))
+    # A successor loses what it would lose taking part: each paragraph that a document before it has.
+    first = _first_documents(hashes[starts], first_doc[starts], checked["hash"].to_numpy())
+    lost = pa.array(first < checked["doc"].to_numpy())
+    successor_removals = checked.filter(lost).select(["doc", "para", "chars"])
+    write_sorted(job, job.path(SUCCESSOR_REMOVALS, part), successor_removals, len(job.shards))
+    write_sorted(job, job.path(REMOVALS, part), removals, len(job.shards))  # last: the task's receipt
 
 
-def line_drops(job: Job, shard: int) -> dict[int, tuple[str, list[int], bool]]:
-    """Per document of a shard that loses paragraphs: (id, line indices, too short afterwards)."""
+def _first_documents(distinct: np.ndarray, first: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each ``wanted`` hash, the first document having it (``first`` per sorted ``distinct``
+    hash), or the largest int64 when none has."""
+    at = np.searchsorted(distinct, wanted)
+    found = at < len(distinct)
+    found[found] = distinct[at[found]] == wanted[found]
+    documents = np.full(len(wanted), np.iinfo(np.int64).max, np.int64)
+    documents[found] = first[at[found]]
+    return documents
+
+
+def line_drops(job: Job, shard: int, directory: str = REMOVALS) -> dict[int, tuple[str, list[int], bool]]:
+    """Per document of a shard that loses paragraphs: (id, line indices, too short afterwards); from
+    ``directory``'s removals (``SUCCESSOR_REMOVALS``: what successors would lose)."""
     low, high = shard_range(shard)
-    removals = gather(job, job.paths(REMOVALS, job.config.partitions), low, high)
+    removals = gather(job, job.paths(directory, job.config.partitions), low, high)
     if removals.num_rows == 0:
         return {}
     lost = removals.group_by("doc").aggregate([("para", "list"), ("chars", "sum"), ("para", "count")])
@@ -92,11 +136,21 @@ def line_drops(job: Job, shard: int) -> dict[int, tuple[str, list[int], bool]]:
 
 def find_short_keepers(task: tuple[Job, int]) -> None:
     """Per shard: the cluster keepers of this round that lose so much to paragraph dedup that they
-    would be removed (``REASON_SHORT``); written to ``too-short-keepers/``, empty when none."""
+    would be removed (``REASON_SHORT``), written to ``too-short-keepers/``, empty when none; and the
+    successors that would, written to ``SHORT_SUCCESSORS``."""
     job, shard = task
     clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
     keepers = clusters.filter(clusters["keeper"])["doc"].to_numpy()
-    short = np.array(sorted(doc for doc, (_, _, too_short) in line_drops(job, shard).items() if too_short),
-                     dtype=np.int64)
-    barred = short[np.isin(short, keepers)]
-    storage.write_parquet(job.filesystem, job.path(BARRED, shard), pa.table({"doc": pa.array(barred, pa.int64())}))
+    barred = _too_short(line_drops(job, shard))
+    storage.write_parquet(job.filesystem, job.path(SHORT_SUCCESSORS, shard),
+                          _documents(_too_short(line_drops(job, shard, SUCCESSOR_REMOVALS))))
+    storage.write_parquet(job.filesystem, job.path(BARRED, shard),  # last: the task's receipt
+                          _documents(barred[np.isin(barred, keepers)]))
+
+
+def _too_short(drops: dict[int, tuple[str, list[int], bool]]) -> np.ndarray:
+    return np.array(sorted(doc for doc, (_, _, too_short) in drops.items() if too_short), dtype=np.int64)
+
+
+def _documents(doc: np.ndarray) -> pa.Table:
+    return pa.table({"doc": pa.array(doc, pa.int64())})

@@ -3,8 +3,8 @@ document's root, the keepers are chosen per partition of the roots and each shar
 
     step              task per    reads                                         writes
     cluster members   shard       star.roots in it, docs/, earlier rounds'      cluster-members/  part (of root), root,
-                                  too-short-keepers/                                              doc, id, later_copy,
-                                                                                                  barred, score
+                                  too-short-keepers/ and short-successors/                        doc, id, later_copy,
+                                                                                                  barred, short, score
     cluster keepers   partition   its rows of every cluster-members/            cluster-keepers/  rows of clusters/
     cluster rows      shard       its rows of every cluster-keepers/            clusters/<shard>.parquet
     cluster summary   (one)       the counts in components/nodes/ and           clusters/_SUCCESS.json
@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from pipeline import storage
 from stages.dedup import clusters, components, star
-from stages.dedup.documents import CLUSTERS, DOCS
+from stages.dedup.documents import BARRED, CLUSTERS, DOCS
+from stages.dedup.paragraphs import SHORT_SUCCESSORS
 from stages.dedup.shuffle import Job, Step, gather, node_partition, read_counts, shard_range, write_sorted
 
 MEMBERS = "cluster-members"  # <shard>.parquet: sorted by the partition of the document's root
@@ -30,7 +31,7 @@ KEEPERS = "cluster-keepers"  # <partition>.parquet: clusters/ rows sorted by doc
 
 MEMBER_SCHEMA = pa.schema([
     ("part", pa.int32()), ("root", pa.int64()), ("doc", pa.int64()), ("id", pa.string()),
-    ("later_copy", pa.bool_()), ("barred", pa.bool_()), ("score", pa.float64()),
+    ("later_copy", pa.bool_()), ("barred", pa.bool_()), ("short", pa.bool_()), ("score", pa.float64()),
 ])
 
 
@@ -58,7 +59,8 @@ def cluster_members(task: tuple[Job, int]) -> None:
     attributes = attributes.take(pa.array(doc - low))
     table = pa.table({
         "part": node_partition(root, job), "root": root, "doc": doc, "id": attributes["id"],
-        "later_copy": found["later_copy"], "barred": np.isin(doc, clusters.barred_documents(job, [shard])),
+        "later_copy": found["later_copy"], "barred": np.isin(doc, clusters.earlier_findings(job, BARRED, [shard])),
+        "short": np.isin(doc, clusters.earlier_findings(job, SHORT_SUCCESSORS, [shard])),
         "score": clusters.keep_scores(job, attributes),
     }, schema=MEMBER_SCHEMA)
     write_sorted(job, job.path(MEMBERS, shard), table, job.config.partitions)
@@ -73,7 +75,8 @@ def cluster_keepers(task: tuple[Job, int]) -> None:
     table, summary = clusters.fates(found, members["id"].combine_chunks(),
                                     members["later_copy"].to_numpy(zero_copy_only=False),
                                     members["score"].to_numpy(),
-                                    members["barred"].to_numpy(zero_copy_only=False))
+                                    members["barred"].to_numpy(zero_copy_only=False),
+                                    members["short"].to_numpy(zero_copy_only=False))
     write_sorted(job, job.path(KEEPERS, part), table, len(job.shards), counts=summary)
 
 

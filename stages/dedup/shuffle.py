@@ -10,7 +10,6 @@ file and its counts are committed by the same rename.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.listing import Listing
 from stages.dedup.config import DedupConfig
 
 DOC_BITS = 32
@@ -29,47 +29,8 @@ READ_BATCH_ROWS = 1000
 # Directories whose contents depend on which documents are kept as cluster keepers: each keeper round
 # (``stages.dedup.steps``) writes its own, ``<name>`` in round 0 and ``<name>-round<r>`` after.
 ROUND_SCOPED = frozenset({"clusters", "cluster-members", "cluster-keepers", "paragraphs", "paragraph-removals",
-                          "too-short-keepers"})
+                          "successor-removals", "too-short-keepers", "short-successors"})
 COUNTS_KEY = b"dedup_counts"
-
-
-class Listing:
-    """A list as long as the corpus has shards, shipped to tasks as a file: pickled, it is its path,
-    length and digest (a few hundred bytes whatever the length), and a task that indexes it reads
-    the file once per worker process. Without it every task of every step carried every shard's
-    name and path: 3 MB per task at 16,000 shards, times 16,000 tasks per step."""
-
-    def __init__(self, items: tuple[str, ...], filesystem: Any, path: str):
-        self._items: tuple[str, ...] | None = tuple(items)
-        payload = json.dumps(self._items).encode()
-        self.digest = hashlib.sha256(payload).hexdigest()
-        self.count, self.filesystem, self.path = len(self._items), filesystem, path
-        _LISTINGS[self.digest] = self._items
-        if not (storage.exists(filesystem, path) and storage.sha256(filesystem, path) == self.digest):
-            storage.write_bytes(filesystem, path, payload)
-
-    def __getstate__(self) -> dict:
-        return {"digest": self.digest, "count": self.count, "filesystem": self.filesystem, "path": self.path}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _items=None)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> str:
-        if self._items is None:
-            if self.digest not in _LISTINGS:  # keyed by content: a long-lived worker may see many runs
-                with self.filesystem.open_input_file(self.path) as source:
-                    _LISTINGS[self.digest] = tuple(json.loads(source.read()))
-            self._items = _LISTINGS[self.digest]
-        return self._items[index]
-
-    def __iter__(self) -> Iterator[str]:
-        return (self[i] for i in range(self.count))
-
-
-_LISTINGS: dict[str, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)

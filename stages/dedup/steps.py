@@ -10,11 +10,12 @@ clusters) the edges with their endpoints' ids.
     candidates           partition   its rows of every bands/ file  candidates/
     attach signatures *  shard       candidates/ with u here        candidates-with-signature/
     verify *             shard       ... with v here                edges/
+    paragraph hashes **  shard       input shard                    paragraph-hashes/
     components ***       partition   edges/ (or candidates/)        components/ (``stages.dedup.star``)
     clusters ***         (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
-    paragraphs **        shard       input shard, clusters/         paragraphs/
-    paragraph removals** partition   its rows of every paragraphs/  paragraph-removals/
-    short keepers **     shard       clusters/, paragraph-removals/ too-short-keepers/
+    paragraphs **        shard       paragraph-hashes/, clusters/   paragraphs/
+    paragraph removals** partition   its rows of every paragraphs/  successor-removals/, paragraph-removals/
+    short keepers **     shard       clusters/, paragraph-removals/ short-successors/, too-short-keepers/
     decisions            shard       clusters/, paragraph-removals/ decisions/<shard name>.parquet
 
     * when near_duplicates and verify are on; ** when paragraphs is on; *** when the clusters are
@@ -28,15 +29,35 @@ occurred earlier). Its near-duplicates would then be removed pointing at a remov
 cluster would keep nothing. So clusters, paragraphs, paragraph removals and short keepers form a
 round: when a round finds keepers too short, the next round bars them from keeping (each such
 cluster keeps its next best member) and runs again, in its own ``<dir>-round<r>`` directories
-(``shuffle.ROUND_SCOPED``); the last round, the first that finds none, is what decisions read.
+(``shuffle.ROUND_SCOPED``); the last round, the first that finds none, is what decisions read. The
+text is read and hashed once, before round 0 (``paragraph-hashes/``); a round only filters those
+hashes by its clusters, so it costs a pass over the hashes, not over the text.
 
 It terminates and each barred document really is too short in the end: a barred document stays in
 paragraph dedup, so from round to round the documents it covers only grow, and with them what each
 document loses; every round bars at least one more document, of finitely many. A cluster whose
-members are all barred keeps nothing, and each member is removed for its own reason. Rounds after
-the first are rare (a keeper most of whose paragraphs occur in earlier documents) and redo only
-the paragraph steps; documents outside the changed clusters get the same decisions they would get
-in round 0 unless a new keeper's paragraphs occur first in it.
+members are all barred keeps nothing, and each member is removed for its own reason. Documents
+outside the changed clusters get the same decisions they would get in round 0 unless a new keeper's
+paragraphs occur first in it.
+
+Runs of short keepers in one round. A cluster of n near-identical pages whose lines also occur
+earlier would bar one member per round, n - 1 rounds. So once a cluster has a barred member, its
+removed members (successors) ride along in paragraph dedup without taking part, and a successor that
+loses too much to the round's participants alone is recorded (``short-successors/``); a later round
+bars it as soon as every member ranked before it is barred or such a successor (``clusters.fates``),
+along with them. The decisions stay exactly those of one keeper per round. Call a barred set closed
+when a round with it bars no one more. With more barred, each member is barred or keeps as before,
+so the participants, what each loses and the keepers too short only grow: one keeper per round
+reaches the smallest closed set S. A successor s barred early is in S: else, every member ranked
+before s being in S, s keeps with S barred; the participants s was checked against take part with S
+barred too, so s loses at least as much, is too short, and S is not closed. So every set the rounds
+reach lies within S, the rounds stop at a closed one, and that is S: barring early only skips rounds.
+
+A bound. Chains across clusters (a new keeper's paragraphs leave another cluster's keeper too short)
+still take rounds, two for each cluster so reached (its keeper, then its run of successors), so after ``max_keeper_rounds`` rounds past round 0 the keepers the last
+round found too short are kept whole instead: no reason, no line dropped, so their duplicates still
+point at a kept document; their repeated lines stay in the corpus. The summary counts them
+(``short_keepers_kept``).
 """
 from __future__ import annotations
 
@@ -47,9 +68,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import commit, storage
+from pipeline.listing import Listing
 from stages.dedup import clusters, documents, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job, Listing, Step
+from stages.dedup.shuffle import Job, Step
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
@@ -82,7 +104,8 @@ def plan(job: Job) -> list[Step]:
 
 
 def document_steps(job: Job) -> list[Step]:
-    """Signatures, candidates and (with verify) verification: the same in every keeper round."""
+    """Signatures, candidates, (with verify) verification and (with paragraphs) the paragraph hashes:
+    the same in every keeper round, and the only steps that read the input shards' text."""
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
@@ -96,6 +119,9 @@ def document_steps(job: Job) -> list[Step]:
                  lambda i: job.path(documents.HEADS, i)),
             Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)),
         ]
+    if config.paragraphs:
+        steps.append(Step("paragraph hashes", paragraphs.hash_paragraphs, shards,
+                          lambda i: job.path(paragraphs.PARAGRAPH_HASHES, i)))
     return steps
 
 
@@ -110,7 +136,7 @@ def round_steps(job: Job, distributed: bool) -> list[Step]:
         Step("clusters" + suffix, clusters.cluster_corpus, (0,), lambda _: clusters.summary_path(job))]
     if config.paragraphs:
         steps += [
-            Step("paragraphs" + suffix, paragraphs.hash_paragraphs, shards,
+            Step("paragraphs" + suffix, paragraphs.select_paragraphs, shards,
                  lambda i: job.path(paragraphs.PARAGRAPHS, i)),
             Step("paragraph removals" + suffix, paragraphs.find_repeated_paragraphs, partitions,
                  lambda p: job.path(paragraphs.REMOVALS, p)),
@@ -154,11 +180,16 @@ def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, files
         barred = short_keepers(job)
         if not barred:
             break
+        if job.round >= config.max_keeper_rounds:
+            log(f"{barred:,} cluster keepers too short after paragraph dedup in keeper round {job.round}, "
+                f"the last (max_keeper_rounds): kept whole")
+            break
         log(f"{barred:,} cluster keepers too short after paragraph dedup: choosing others "
             f"(keeper round {job.round + 1})")
         job = replace(job, round=job.round + 1)
     run_step(job, decision_step(job), map_fn, log)
     summary = storage.read_json(filesystem, clusters.summary_path(job))
+    summary["short_keepers_kept"] = barred
     summary["lsh"] = {"num_perm": config.num_perm, "bands": job.bands, "rows": job.rows}
     storage.write_json(filesystem, storage.join(scratch, "summary.json"), summary)
     log(f"{summary['clusters']:,} clusters holding {summary['clustered_docs']:,} documents; "
@@ -210,7 +241,11 @@ def decide_shard(task: tuple[Job, int]) -> None:
     decided = {doc: [doc_id, reason, kept_id, cluster, []] for doc, doc_id, cluster, kept_id, reason in zip(
         *(clusters[c].to_pylist() for c in ("doc", "id", "cluster", "kept_id", "reason")))}
     if job.config.paragraphs:
+        # Keepers this round still found too short are the last round's (max_keeper_rounds): kept whole.
+        whole = set(storage.read_parquet(job.filesystem, job.path(documents.BARRED, shard))["doc"].to_pylist())
         for doc, (doc_id, lines, too_short) in paragraphs.line_drops(job, shard).items():
+            if doc in whole:
+                continue
             entry = decided.setdefault(doc, [doc_id, None, None, None, []])
             entry[4] = lines
             if too_short:
