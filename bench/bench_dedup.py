@@ -17,10 +17,15 @@ same tokens: datatrove's default English tokenizer needs spaCy (not installed), 
 (after its own simplify_text), the same shingles this stage uses. Datatrove's stage 4 writes the
 kept and removed documents (JSONL) as ours writes Parquet, so both ends include output.
 
+``speed --contenders ours_full --shards 4``: only the named contenders (any of
+``datatrove_minhash``, ``ours_minhash_only``, ``ours_full``) on the first 4 shards, a few minutes
+instead of most of an hour; run it from two checkouts to compare versions of ours.
+
 ``scaling``: ours on the first 3, 6 and 12 shards: how time and peak memory of each step grow.
 
     python bench/bench_dedup.py quality     # generates the benchmark data first if missing
     python bench/bench_dedup.py speed --repeats 3
+    python bench/bench_dedup.py speed --contenders ours_full,ours_minhash_only --shards 4
     python bench/bench_dedup.py scaling
 """
 from __future__ import annotations
@@ -315,19 +320,27 @@ def _summarise(runs: list[dict], docs: int, megabytes: float) -> dict:
     return {"steps": steps, "end_to_end": end_to_end}
 
 
+CONTENDERS = {
+    "datatrove_minhash": lambda shards, tmp: _datatrove_once(shards, tmp),
+    "ours_minhash_only": lambda shards, tmp: _ours_once(shards, OUR_MINHASH_ONLY, tmp),
+    "ours_full": lambda shards, tmp: _ours_once(shards, OUR_FULL, tmp),
+}
+
+
 def speed(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        shards = [str(p) for p in write_document_shards(corpus_shards(), Path(tmp, "corpus"))]
+        shards = [str(p) for p in write_document_shards(corpus_shards()[:args.shards], Path(tmp, "corpus"))]
         table = pa.concat_tables([pq.read_table(s, columns=["text"]) for s in shards])
         docs, megabytes = table.num_rows, text_megabytes(table)
         runs = defaultdict(list)
         for repeat in range(args.repeats):
             # Interleaved, so load from other users of the machine hits all contenders alike.
-            runs["datatrove_minhash"].append(_datatrove_once(shards, Path(tmp, f"dt-{repeat}")))
-            runs["ours_minhash_only"].append(_ours_once(shards, OUR_MINHASH_ONLY, Path(tmp, f"mh-{repeat}")))
-            runs["ours_full"].append(_ours_once(shards, OUR_FULL, Path(tmp, f"full-{repeat}")))
+            for name in args.contenders:
+                runs[name].append(CONTENDERS[name](shards, Path(tmp, f"{name}-{repeat}")))
     report = {"docs": docs, "text_mb": round(megabytes, 2), "shards": len(shards),
               "contenders": {name: _summarise(r, docs, megabytes) for name, r in runs.items()}}
+    if "datatrove_minhash" not in report["contenders"]:
+        return report
     base = report["contenders"]["datatrove_minhash"]["end_to_end"]
     for name, contender in report["contenders"].items():
         contender["end_to_end"]["speedup_vs_datatrove_cpu"] = round(base["cpu_s"] / contender["end_to_end"]["cpu_s"], 2)
@@ -358,9 +371,16 @@ def main() -> None:
     parser.add_argument("what", choices=("quality", "speed", "scaling"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the near-duplicate benchmark data")
+    parser.add_argument("--shards", type=int, default=None, help="speed: only the first N corpus shards")
+    parser.add_argument("--out", help="results as bench/results/OUT.json (default: dedup_<what>)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        type=lambda names: [n for n in names.split(",") if n],
+                        help=f"speed: comma-separated, of {', '.join(CONTENDERS)}")
     args = parser.parse_args()
+    if unknown := set(args.contenders) - set(CONTENDERS):
+        parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
     report = {"quality": quality, "speed": speed, "scaling": scaling}[args.what](args)
-    path = save_results(f"dedup_{args.what}", report)
+    path = save_results(args.out or f"dedup_{args.what}", report)
     print(json.dumps(report, indent=2))
     print(f"saved to {path}")
 

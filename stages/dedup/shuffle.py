@@ -131,9 +131,3 @@ def gather(job: Job, paths: list[str], low: int, high: int) -> pa.Table:
     """``read_range`` over many files, concatenated (without the files' ``counts``)."""
     return pa.concat_tables([read_range(job, path, low, high) for path in paths]).replace_schema_metadata(None)
 
-
-def signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.ndarray:
-    """A fixed-size-list column of signatures as a (rows x num_perm) uint32 matrix."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy().reshape(-1, num_perm)
