@@ -250,7 +250,10 @@ def stage_run(shards: list[Path], out: Path) -> dict:
 
     with Timer() as load:
         stage = dev_stage()
-        stage.score(["warm up the model"], ["en"])  # load the model and build its indexes, untimed
+        # Load the model and build its lookup tables, untimed: one document per language model, or
+        # the first Chinese shard would pay for building the Chinese model's hash tables.
+        languages = stage.model.lm.languages
+        stage.score(["warm up the model"] * len(languages), languages)
     fs, root = storage.resolve(str(out))
     kept = 0
     with Timer() as run:

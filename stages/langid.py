@@ -160,11 +160,12 @@ class LangID(Stage):
         scores: list[float | None] = [None] * batch.num_rows
         scripts: list[str | None] = [None] * batch.num_rows
         reasons: list[str | None] = [None] * batch.num_rows
-        for i, view, (lang, score) in zip(to_classify, views, self.predict(views)):
+        signal = [has_language_signal(view) for view in views]
+        for i, view, has_signal, (lang, score) in zip(to_classify, views, signal, self._predict(views, signal)):
             langs[i], scores[i] = lang, score
             if lang == "zh":
                 scripts[i] = chinese_script(view)
-            reasons[i] = self._reason(lang, score) if has_language_signal(view) else NO_SIGNAL
+            reasons[i] = self._reason(lang, score) if has_signal else NO_SIGNAL
 
         stats = self._stats(batch, categories, langs, scores, scripts, reasons)
         stats.add("sampled_windows", sum(len(texts[i]) > self.config.max_chars for i in to_classify))
@@ -180,8 +181,12 @@ class LangID(Stage):
     def predict(self, views: list[str]) -> list[tuple[str, float]]:
         """(label, probability) for each ``prediction_view``, in one batched fastText call; ``und``
         with 0.0 for a view without language signal, which the model is not asked about."""
+        return self._predict(views, [has_language_signal(view) for view in views])
+
+    def _predict(self, views: list[str], signal: list[bool]) -> list[tuple[str, float]]:
+        """``predict``, given ``has_language_signal`` of each view (``process`` needs it too)."""
         results = [(UNDETERMINED, 0.0)] * len(views)
-        index = [i for i, view in enumerate(views) if has_language_signal(view)]
+        index = [i for i, has_signal in enumerate(signal) if has_signal]
         if not index:
             return results
         lines = [views[i] for i in index]
@@ -273,7 +278,7 @@ def prediction_view(text: str, max_chars: int, windows: int) -> str:
     for guard, pattern in _NOISE:
         if guard in text:
             text = pattern.sub(" ", text)
-    if _HAN_OR_KANA.search(text):
+    if not text.isascii() and _HAN_OR_KANA.search(text):  # isascii() reads a flag: English costs no scan
         text = _blank_punctuation_at_cjk(text)
     # bytes.split() splits where fastText's own tokenizer does: ASCII whitespace only.
     return b" ".join(text.encode().split()).decode()

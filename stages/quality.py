@@ -41,8 +41,6 @@ applied to).
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
@@ -209,7 +207,6 @@ class Quality(Stage):
 
     def process(self, batch: pa.Table) -> StageOutput:
         """Score every row; drop those under their threshold as ``low_quality``."""
-        ids = batch.column("id").to_pylist()
         categories = batch.column("category").to_pylist()
         langs = (
             [lang or UNKNOWN_LANG for lang in batch.column("lang").to_pylist()]
@@ -221,35 +218,44 @@ class Quality(Stage):
         else:
             scores, signals = np.zeros(0), {name: np.zeros(0) for name in FEATURES}
 
+        # Decided per (category, language) group, numbered in order of first appearance: a corpus
+        # has few, and a Python step per document would cost more than the rest of this method.
+        group_of: dict[tuple[str, str], int] = {}
+        group = np.fromiter((group_of.setdefault(key, len(group_of)) for key in zip(categories, langs)),
+                            dtype=np.int64, count=len(langs))
+        groups = list(group_of)
+        cutoffs = self._cutoffs or {}
+        limits = [self._threshold(*key) for key in groups]
+        group_threshold = np.array([np.nan if limit is None else limit for limit in limits])
+        group_cutoff = np.array([cutoffs.get(lang, np.nan) for _, lang in groups])
+        threshold, cutoff = group_threshold[group], group_cutoff[group]
+        filtered = ~np.isnan(threshold)
+        dropped = scores < threshold  # False where unfiltered (NaN)
+        too_perplex = filtered & ~dropped & (signals["perplexity"] > cutoff)
+        reasons = np.full(len(langs), None, dtype=object)
+        reasons[dropped] = REASON
+        reasons[too_perplex] = PERPLEXITY_REASON
+
         stats = Stats()
-        reasons: list[str | None] = []
-        by_group: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for i, (doc_id, category, lang) in enumerate(zip(ids, categories, langs)):
-            score = float(scores[i])
-            by_group[(category, lang)].append(score)
-            threshold = self._threshold(category, lang)
-            if threshold is None:
-                stats.add("unfiltered", category, lang, 1)
-                reasons.append(None)
-                continue
-            dropped = score < threshold
-            reason = REASON if dropped else None
-            cutoff = (self._cutoffs or {}).get(lang)
-            if reason is None and cutoff is not None and signals["perplexity"][i] > cutoff:
-                reason = PERPLEXITY_REASON
-            reasons.append(reason)
-            if abs(score - threshold) <= self.config.example_margin:
-                side = "dropped" if dropped else "kept"
-                stats.example("near_threshold", side, f"{category}/{lang}", {"id": doc_id, "score": round(score, 4)})
-        for (category, lang), group_scores in by_group.items():
-            for bucket, count in histogram(group_scores, HISTOGRAM_EDGES).items():
-                stats.add("score_histogram", category, lang, bucket, count)
+        sizes = np.bincount(group, minlength=len(groups))
+        for key, size, limit in zip(groups, sizes, limits):
+            if limit is None:
+                stats.add("unfiltered", *key, int(size))
+        near = np.flatnonzero(filtered & (np.abs(scores - threshold) <= self.config.example_margin))
+        for i, doc_id in zip(near, batch.column("id").take(near).to_pylist()):
+            side = "dropped" if dropped[i] else "kept"
+            stats.example("near_threshold", side, f"{categories[i]}/{langs[i]}",
+                          {"id": doc_id, "score": round(float(scores[i]), 4)})
+        rows_by_group = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
+        for key, rows in zip(groups, rows_by_group):
+            for bucket, count in histogram(scores[rows], HISTOGRAM_EDGES).items():
+                stats.add("score_histogram", *key, bucket, count)
         columns = {"quality_score": pa.array(scores, type=pa.float32())}
         for name, column in SIGNAL_COLUMNS.items():
             # No signal (no language model or stop list for the language) is null, not NaN.
             values = signals[name]
             columns[column] = pa.array(values, type=pa.float32(), mask=np.isnan(values))
-        return split(batch, reasons, stats, **columns)
+        return split(batch, reasons.tolist(), stats, **columns)
 
     def _threshold(self, category: str, lang: str) -> float | None:
         """``config.threshold``, memoised: a corpus has few (category, language) pairs."""

@@ -57,7 +57,7 @@ def compute(texts: pa.Array, window: pa.Array, tokens: "Tokens", langs: list[str
     """
     # Words of the window, scaled by the text's bytes per window byte: counting a 5 MB book's words
     # would cost more than scoring it, and the estimate is exact for every document under the window.
-    window_words = tokens.per_document(tokens.alnum)  # also the stop-word share's denominator
+    window_words = tokens.words  # also the stop-word share's denominator
     window_bytes = pc.binary_length(window).to_numpy(zero_copy_only=False).astype(np.float64)
     text_bytes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.float64)
     words = window_words * np.where(window_bytes > 0, text_bytes / np.maximum(window_bytes, 1), 0.0)
@@ -74,16 +74,18 @@ def _stopword_share(tokens: "Tokens", n_words: np.ndarray, langs: list[str],
     every list's words in one set, then a (word, language) table says whose stop word a hit is."""
     vocabulary = sorted({word for words in stop_words.values() for word in words})
     languages = sorted(stop_words)
-    table = np.zeros((len(vocabulary) + 1, len(languages) + 1), dtype=bool)  # last row/column: none
+    table = np.zeros((len(vocabulary), len(languages) + 1), dtype=bool)  # last column: no stop list
     for j, lang in enumerate(languages):
         for word in stop_words[lang]:
             table[vocabulary.index(word), j] = True
     found = pc.index_in(tokens.flat, value_set=pa.array(vocabulary, type=pa.string()))
-    word_row = pc.fill_null(found, len(vocabulary)).to_numpy(zero_copy_only=False)
+    word_row = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(word_row >= 0)  # only these can count: a fraction of the tokens
+    doc_of_hit = np.searchsorted(tokens.offsets, hits, side="right") - 1
     lang_index = {lang: j for j, lang in enumerate(languages)}
     doc_lang = np.array([lang_index.get(lang, len(languages)) for lang in langs], dtype=np.int64)
-    is_stop = table[word_row, doc_lang[tokens.doc_of]] if len(word_row) else np.zeros(0, dtype=bool)
-    n_stop = tokens.per_document(is_stop)
+    is_stop = table[word_row[hits], doc_lang[doc_of_hit]]
+    n_stop = np.bincount(doc_of_hit[is_stop], minlength=len(langs)).astype(np.float64)
     share = np.where(n_words > 0, n_stop / np.maximum(n_words, 1), 0.0)
     return np.where(doc_lang < len(languages), share, np.nan)
 

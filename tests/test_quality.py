@@ -14,15 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
-from stages.quality import PERPLEXITY_REASON, REASON, SIGNAL_COLUMNS, Quality, QualityConfig
-from stages.quality_lm import NgramModel, Tokens, _HashIndex
+from pipeline.stats import histogram
+from stages import quality_model
+from stages.quality import HISTOGRAM_EDGES, PERPLEXITY_REASON, REASON, SIGNAL_COLUMNS, Quality, QualityConfig
+from stages.quality_lm import DISCOUNT, NgramModel, Tokens, _HashIndex, token_log_probs
 from stages.quality_metrics import binary_metrics, cross_validated_scores, roc_auc
-from stages.quality_model import TextConfig, model_files, prepare_texts, read_report
+from stages.quality_model import (
+    _CJK_CHAR_OR_PUNCT, _DIGIT, TextConfig, model_files, prepare_batch, prepare_texts, read_report,
+)
 from stages.quality_signals import STOP_WORDS, compute
 from stages.quality_train import (
     Example, TrainingConfig, balance, cap_junk, even_quotas, read_examples, read_run_examples, train_quality_model,
@@ -126,6 +131,57 @@ def test_a_lone_surrogate_is_replaced_not_raised(stage):
     assert np.isfinite(scores).all()
 
 
+# Characters every kind of which the preparation treats apart: ASCII (controls, punctuation, digits),
+# whitespace Arrow splits at but fastText would not, digits of other scripts (one of four bytes),
+# CJK, kana and Hangul, width and compatibility forms NFKC changes, combining marks, emoji.
+TRICKY = ([chr(c) for c in range(128)] + list("éßİ ﬁ①½Ⅻ²٣५๗０１𝟎Ａａ，。、「」・ー゠中文字東京タワー한국")
+          + list("\x85\xa0\u1680\u2003\u2028\u2029\u202f\u3000\u200b\u200d\u0301\u0323\u093e\u094d")
+          + ["\U0001F600", "\U00020000"] + ["the", "word", " ", "\n"] * 10)
+
+
+def random_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(TRICKY) for _ in range(rng.randint(0, 30))) for _ in range(n)] + ["", " ", "\n", "x"]
+
+
+def tokens_by_definition(lines: pa.Array) -> Tokens:
+    """What the tokens are defined as: Arrow's Unicode whitespace split, empty tokens dropped."""
+    lists = pc.utf8_split_whitespace(lines)
+    flat = lists.flatten()
+    nonempty = pc.greater(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
+    doc_of = np.repeat(np.arange(len(lists)), np.diff(lists.offsets.to_numpy()))[nonempty]
+    offsets = np.concatenate(([0], np.cumsum(np.bincount(doc_of, minlength=len(lists)))))
+    flat = flat.filter(pa.array(nonempty))
+    return Tokens(flat, offsets, pc.utf8_is_alnum(flat).to_numpy(zero_copy_only=False))
+
+
+def assert_same_tokens(got: Tokens, want: Tokens):
+    assert got.flat.to_pylist() == want.flat.to_pylist()
+    assert got.offsets.tolist() == want.offsets.tolist()
+    assert got.alnum.tolist() == want.alnum.tolist()
+
+
+def test_prepared_lines_and_tokens_are_those_of_the_regular_expressions():
+    # The preparation is a byte-level pass driven by per-character tables; its definition is RE2
+    # replacements over the text, then Arrow's whitespace split.
+    windows = pa.array(random_texts(3000))
+    expected = pc.utf8_lower(pc.utf8_normalize(windows, form="NFKC"))
+    expected = pc.replace_substring_regex(expected, pattern=_DIGIT, replacement="0")
+    expected = pc.replace_substring_regex(expected, pattern=_CJK_CHAR_OR_PUNCT, replacement=r" \0 ")
+    expected = pc.replace_substring(expected, pattern="\n", replacement=" ")
+    for part in (windows, windows.slice(17, 500), windows.slice(0, 0)):
+        lines, tokens = prepare_batch(part, TextConfig())
+        want = expected.slice(part.offset, len(part))
+        assert lines.to_pylist() == want.to_pylist()
+        assert_same_tokens(tokens, tokens_by_definition(want))
+
+
+def test_tokens_of_lines_split_where_arrow_splits():
+    lines = pa.array(random_texts(3000, seed=1) + [None])
+    assert_same_tokens(Tokens.from_lines(lines), tokens_by_definition(lines))
+    assert_same_tokens(Tokens.from_lines(lines.slice(5, 100)), tokens_by_definition(lines.slice(5, 100)))
+
+
 def test_jieba_segmenter_gives_words_not_characters():
     pytest.importorskip("jieba")
     [chars] = prepare_texts(["我们今天去北京大学"], TextConfig())
@@ -180,6 +236,42 @@ def test_language_model_gives_nan_without_a_model_or_tokens_and_counts_known_wor
     values, known = perplexity(model, [GOLD_EN, GOLD_EN, "", "zzqx qqzx"], ["en", "de", "en", "en"])
     assert np.isfinite(values[0]) and np.isnan(values[1]) and np.isnan(values[2]) and np.isfinite(values[3])
     assert known[0] > 20 and known[1] == len(GOLD_EN.split()) and known[2] == 0 and known[3] == 0
+
+
+def test_language_model_scores_each_token_by_its_interpolated_formula(sample_rows):
+    # The scoring is vectorised with precomputed terms and skipped lookups; token by token, the
+    # model is: unigram, interpolated with the bigram where the context word was seen, then with the
+    # trigram where the two-word context was seen twice or more.
+    gold = [r["text"] for r in sample_rows["gold"] if r["lang"] == "en"]
+    # Three documents trained on twice: their opening trigrams (BOS, BOS-context included) are kept.
+    tables = lm_from({"en": gold[:-10] + gold[:3]}).tables["en"]
+    tokens = Tokens.from_lines(prepare_texts(gold[-10:] + ["", "zzqx the"] + gold[:3], TextConfig()))
+    vocab = {word: i + 1 for i, word in enumerate(tables.vocab.to_pylist())}
+    ids = np.array([vocab.get(word, 0) for word in tokens.flat.to_pylist()], dtype=np.uint64)
+    base, bos = int(tables.base), int(tables.base) - 1
+    bigrams = {int(k): i for i, k in enumerate(tables.bigram_keys)}
+    trigrams = {int(k): int(c) for k, c in zip(tables.trigram_keys, tables.trigram_counts)}
+    unigram = np.exp(tables.unigram)
+    expected, opening_trigrams = [], 0
+    for start, end in zip(tokens.offsets[:-1], tokens.offsets[1:]):
+        u = v = bos
+        for position, w in enumerate(ids[start:end].tolist()):
+            p = unigram[w]
+            if tables.ctx1_total[v] > 0:
+                row = bigrams.get(v * base + w)
+                count = 0.0 if row is None else float(tables.bigram_counts[row])
+                types, total = float(tables.ctx1_types[v]), float(tables.ctx1_total[v])
+                p = (max(count - DISCOUNT, 0) + DISCOUNT * types * p) / total
+            context = bigrams.get(u * base + v) if position else None
+            if context is not None and tables.ctx2_total[context] > 0:
+                count = float(trigrams.get((u * base + v) * base + w, 0))
+                opening_trigrams += position == 1 and count > 0
+                types, total = float(tables.ctx2_types[context]), float(tables.ctx2_total[context])
+                p = (max(count - DISCOUNT, 0) + DISCOUNT * types * p) / total
+            expected.append(p)
+            u, v = v, w
+    assert ids.size > 500 and opening_trigrams >= 3  # (BOS, first, second) trained and scored as such
+    assert token_log_probs(tables, ids, tokens.offsets).tolist() == np.log(np.array(expected)).tolist()
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -396,6 +488,42 @@ def test_same_output_and_stats_whatever_the_batch_split(stage, sample_rows):
     parts = [stage.process(batch.slice(start, 37)) for start in range(0, 120, 37)]
     assert pa.concat_tables([p.kept for p in parts]).equals(whole.kept)
     assert pa.concat_tables([p.removed for p in parts]).equals(whole.removed)
+
+
+def test_scoring_in_pieces_changes_no_value(stage, sample_rows, monkeypatch):
+    rows = sample_rows["gold"][:50] + sample_rows["junk"][:50]
+    texts, langs = [r["text"] for r in rows], [r["lang"] for r in rows]
+    whole = stage.model.signals(texts, langs)
+    monkeypatch.setattr(quality_model, "SCORING_CHUNK", 7)
+    pieces = stage.model.signals(texts, langs)
+    assert whole.keys() == pieces.keys()
+    for name in whole:
+        assert whole[name].tobytes() == pieces[name].tobytes(), name
+
+
+def test_stats_hold_score_histograms_unfiltered_counts_and_examples_near_the_threshold(sample_model, sample_rows):
+    config = sample_model.model_copy(update={"thresholds": {"web": 0.5, "books": None}, "example_margin": 0.3})
+    rows = sample_rows["gold"][:30] + sample_rows["junk"][:30]
+    texts, langs = [r["text"] for r in rows], [r["lang"] for r in rows]
+    categories = ["web", "web", "books"] * 20
+    stage = Quality(config)
+    out = stage.process(table(texts, categories, langs))
+    scores, _ = stage.score(texts, langs)
+    groups = {(c, lang) for c, lang in zip(categories, langs)}
+    for category, lang in groups:
+        in_group = np.array([(c, g) == (category, lang) for c, g in zip(categories, langs)])
+        assert out.stats["score_histogram"][category][lang] == histogram(scores[in_group], HISTOGRAM_EDGES)
+        if category == "books":
+            assert out.stats["unfiltered"]["books"][lang] == in_group.sum()
+    examples: dict[tuple[str, str], list] = {}
+    for i, (category, lang) in enumerate(zip(categories, langs)):
+        if category == "web" and abs(scores[i] - 0.5) <= 0.3:
+            side = "dropped" if scores[i] < 0.5 else "kept"
+            examples.setdefault((side, lang), []).append({"id": f"doc-{i}", "score": round(float(scores[i]), 4)})
+    assert {side for side, _ in examples} == {"dropped", "kept"}
+    assert {(side, key.split("/")[1]): found for side, by_key in out.stats["near_threshold"].items()
+            for key, found in by_key.items()} == {key: found[:5] for key, found in examples.items()}
+    assert "web" not in out.stats["unfiltered"]
 
 
 def test_perplexity_cutoff_removes_with_its_own_reason(sample_model, sample_rows):
