@@ -54,6 +54,10 @@ class InputSource(_Strict):
                                        "records whose field is empty); one of category, category_field is required")
     category_field: str | None = Field(None, description="JSONL/Parquet: field holding each record's category "
                                        "(one of the pipeline's categories; another value is bad input: bad_category)")
+    lang_field: str | None = Field(None, description="JSONL/Parquet: field holding each record's language, a "
+                                   "code such as en, zh or zh-Hant; langid takes it instead of classifying "
+                                   "(langid.declared_lang); empty: not declared; any other value is bad input: "
+                                   "bad_lang")
     format: str = Field("auto", description="a registered reader (jsonl, parquet, txt, warc, wet, html: "
                                             "pipeline.registry.READERS), or auto: told from the file name")
     text_field: str = "text"

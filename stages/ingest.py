@@ -15,7 +15,9 @@ configured input source declares its category; fields are mapped to the document
   bounded by the file, which one task already holds;
 - ``text``: the ``text_field`` (with ``html_field``: the main text of that field's HTML);
   ``source`` and ``category`` from the config;
-- ``meta``: a JSON object of every other field of the record, plus ``_ingest: {file, line|row}``.
+- ``meta``: a JSON object of every other field of the record, plus ``_ingest: {file, line|row}``,
+  and with a ``lang_field``, ``_lang``: the record's declared language (lower-cased base, a
+  region or script after ``-`` as given), which langid takes instead of classifying.
 
 WARC/WET records and HTML files are documents by their own rules (``stages/readers/warc.py``,
 ``html.py``, ``web.py``): ids ``<source>/<file>#<WARC-Record-ID>`` and ``<source>/<file>``, meta
@@ -44,6 +46,7 @@ import fnmatch
 import hashlib
 import json
 import posixpath
+import re
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -71,11 +74,14 @@ REASONS = {
     "duplicate_id": "an earlier record of the same file has the same id",
     "corrupt_file": "the file is truncated or corrupt from here on",
     "bad_category": "the record's category_field is empty (and the input has no category) or not a category",
+    "bad_lang": "the record's lang_field is not a language code (a string such as en, zh or zh-Hant)",
     **WEB_REASONS,  # the web readers' (not_html, http_status, no_text, skipped_request, url_blocked...)
 }
 # input keys added with the web readers: hashed only when set, so that adding them kept the stage
 # hashes (and the finished work) of existing runs
-_HASHED_WHEN_SET = ("html_field", "extractor", "url_filter")
+_HASHED_WHEN_SET = ("html_field", "extractor", "url_filter", "lang_field")
+# ISO 639 base (2-3 letters, or "code"), then optional script/region subtags: en, zh-Hant, pt_BR, sr-Latn-RS
+_LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*|code")
 
 TEXT_PROBLEMS = {"missing_text", "non_string_text", "empty_text"}
 REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field(REASON_COLUMN, pa.string()))
@@ -225,6 +231,8 @@ class Records:
         reason, size = self._problem(doc_id, text)
         if reason is None and self._category(meta) not in CATEGORIES:
             reason = "bad_category"
+        if reason is None and self.item.source.lang_field:
+            reason = self._declare_language(meta)
         if reason is None:
             self.seen_ids.add(doc_id)
             self._append(self.kept, doc_id, text, meta)
@@ -259,6 +267,19 @@ class Records:
         value = meta.get(field) if field else None
         return self.item.source.category if value is None or value == "" else value
 
+    def _declare_language(self, meta: dict) -> str | None:
+        """Put the record's ``lang_field`` value, normalised, in ``meta["_lang"]``; ``bad_lang`` when
+        it is neither empty nor a language code. The base is lower-cased because the classifier's
+        labels are (lid.176: ``en``, ``zh``), so ``EN`` and ``en`` must meet the same ``languages``."""
+        value = meta.get(self.item.source.lang_field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or not _LANG_CODE.fullmatch(value.strip()):
+            return "bad_lang"
+        base, _, rest = value.strip().replace("_", "-").partition("-")
+        meta["_lang"] = base.lower() + (f"-{rest}" if rest else "")
+        return None
+
     def reject(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that could not even be parsed: count it and quarantine it."""
         self.records += 1
@@ -277,6 +298,9 @@ class Records:
             if reason == "bad_category":
                 expected = (f"; field {self.item.source.category_field!r} is {meta.get(self.item.source.category_field)!r}, "
                             f"expected one of {', '.join(CATEGORIES)}")
+            if reason == "bad_lang":
+                expected = (f"; field {self.item.source.lang_field!r} is {meta.get(self.item.source.lang_field)!r}, "
+                            f"expected a language code such as en, zh or zh-Hant")
             detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
         self._append(self.removed, doc_id, raw, meta)

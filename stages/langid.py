@@ -6,10 +6,12 @@ Adds three columns, then drops what the config does not want:
   exists, else the model's code: ``yue``, ``ceb``), renamed through ``label_map``. ``und`` when the text
   carries no language signal (below). ``code`` for categories in ``bypass_categories`` (default: code):
   never classified nor dropped here, since a source file's comment language says nothing about it.
+  A document whose input declared its language (``lang_field``: ``meta._lang``) takes that one
+  instead of the model's, unless ``declared_lang: ignore`` (its base code: ``zh`` for ``zh-Hant``).
 - ``lang_score`` (float32): the model's probability for ``lang``, clipped to [0, 1]; null for
-  bypassed documents, 0.0 for ``und``.
-- ``script`` (string): ``Hans`` or ``Hant`` when ``lang`` is ``zh`` and the text has Han characters,
-  else null. Characters only the mainland standard (GB 2312) encodes vote Hans, characters only Big5
+  bypassed and declared documents, 0.0 for ``und``.
+- ``script`` (string): ``Hans`` or ``Hant`` when ``lang`` is ``zh`` and the text has Han characters
+  (a declared ``zh`` document: its ``Hans``/``Hant`` subtag, else null), else null. Characters only the mainland standard (GB 2312) encodes vote Hans, characters only Big5
   encodes vote Hant; shared ones (的, 是, 中) do not vote, ties go to Hans.
 
 Removed rows get a ``reason``, tested in this order:
@@ -46,10 +48,12 @@ higher there and overall (98.7% vs 97.8% of corpus-dev, handbook aside). The def
 
 Stats (the runner already counts documents and bytes per language and reason): ``score_hist[lang]
 [bucket]``, ``by_category[category][lang] = {docs, bytes}``, ``script[Hans|Hant]``,
-``bypassed[category]``, ``sampled_windows`` (documents read through windows), ``examples[reason]``.
+``bypassed[category]``, ``declared[tag]`` (documents that took their input's language),
+``sampled_windows`` (documents read through windows), ``examples[reason]``.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import unicodedata
@@ -132,6 +136,12 @@ class LangIDConfig(StageConfig):
         default_factory=dict,
         description="rename model labels, e.g. GlotLID {cmn_Hani: zh, eng_Latn: en}; unmapped stay as is",
     )
+    declared_lang: Literal["use", "ignore"] = Field(
+        "use",
+        description="a document whose input declared its language (an input's lang_field, meta._lang): "
+        "use: that language is its lang (base code; script from a Hans/Hant subtag), lang_score null, "
+        "kept or dropped by `languages` alone, no model call; ignore: classified like any other",
+    )
 
 
 class LangID(Stage):
@@ -153,7 +163,8 @@ class LangID(Stage):
         texts = batch.column("text").to_pylist()
         categories = batch.column("category").to_pylist()
         bypass = set(self.config.bypass_categories)
-        to_classify = [i for i, category in enumerate(categories) if category not in bypass]
+        declared = self._declared(batch)
+        to_classify = [i for i, category in enumerate(categories) if category not in bypass and i not in declared]
         views = [prediction_view(texts[i], self.config.max_chars, self.config.windows) for i in to_classify]
 
         langs: list[str] = [BYPASSED] * batch.num_rows
@@ -166,8 +177,14 @@ class LangID(Stage):
             if lang == "zh":
                 scripts[i] = chinese_script(view)
             reasons[i] = self._reason(lang, score) if has_signal else NO_SIGNAL
+        for i, tag in declared.items():
+            langs[i], _, subtags = tag.partition("-")
+            scripts[i] = next((s for s in ("Hans", "Hant") if s in subtags.split("-")), None) if langs[i] == "zh" else None
+            reasons[i] = "lang_not_kept" if self.keep is not None and langs[i] not in self.keep else None
 
         stats = self._stats(batch, categories, langs, scores, scripts, reasons)
+        for tag, count in Counter(declared.values()).items():
+            stats.add("declared", tag, count)
         stats.add("sampled_windows", sum(len(texts[i]) > self.config.max_chars for i in to_classify))
         return split(
             batch,
@@ -177,6 +194,21 @@ class LangID(Stage):
             lang_score=pa.array(scores, type=pa.float32()),
             script=pa.array(scripts, type=pa.string()),
         )
+
+    def _declared(self, batch: pa.Table) -> dict[int, str]:
+        """Row -> declared language tag, for the rows whose ``meta`` has ``_lang`` (set by ingest from an
+        input's ``lang_field``) outside ``bypass_categories``; empty with ``declared_lang: ignore``."""
+        if self.config.declared_lang == "ignore" or "meta" not in batch.column_names:
+            return {}
+        bypass = set(self.config.bypass_categories)
+        found = {}
+        # A substring test first: parsing every document's meta would cost more than the model.
+        for i, (meta, category) in enumerate(zip(batch.column("meta").to_pylist(), batch.column("category").to_pylist())):
+            if meta and '"_lang"' in meta and category not in bypass:
+                tag = json.loads(meta).get("_lang")
+                if isinstance(tag, str) and tag:
+                    found[i] = tag
+        return found
 
     def predict(self, views: list[str]) -> list[tuple[str, float]]:
         """(label, probability) for each ``prediction_view``, in one batched fastText call; ``und``

@@ -238,3 +238,57 @@ def test_category_field_gives_each_record_its_category_and_quarantines_an_unknow
                      on_bad_input="fail")
     with pytest.raises(Exception, match=r"mixed.jsonl:3: .*bad_category.*'kind' is None, expected one of web"):
         run_pipeline(parse_config(strict), use_ray=False, log=lambda _: None)
+
+
+def test_lang_field_declares_each_records_language_and_quarantines_a_value_that_is_not_a_code(tmp_path):
+    records = [{"text": "an article", "language": "EN"}, {"text": "一篇文章", "language": "zh_Hant"},
+               {"text": "undeclared", "language": ""}, {"text": "a number", "language": 7},
+               {"text": "a sentence", "language": "english!"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(_lines(*records))
+    run_pipeline(parse_config(_config(tmp_path, [{"name": "mixed", "path": str(path), "category": "web",
+                                                  "lang_field": "language"}])), use_ray=False, log=lambda _: None)
+    kept = [(r["text"], json.loads(r["meta"]).get("_lang")) for r in _read(tmp_path, "kept")]
+    assert kept == [("an article", "en"), ("一篇文章", "zh-Hant"), ("undeclared", None)]
+    assert [(r["id"], r["reason"]) for r in _read(tmp_path, "removed")] == [
+        ("mixed/mixed.jsonl:4", "bad_lang"), ("mixed/mixed.jsonl:5", "bad_lang")]
+
+    strict = _config(tmp_path / "strict", [{"name": "mixed", "path": str(path), "category": "web",
+                                            "lang_field": "language"}], on_bad_input="fail")
+    with pytest.raises(Exception, match=r"mixed.jsonl:4: .*bad_lang.*'language' is 7, expected a language code"):
+        run_pipeline(parse_config(strict), use_ray=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="lang_field: not read by the txt reader"):
+        parse_config(_config(tmp_path, [{"name": "t", "path": str(path), "format": "txt", "category": "web",
+                                         "lang_field": "language"}]))
+
+
+def test_langid_takes_a_declared_language_instead_of_classifying(tmp_path):
+    records = [{"text": "This is plainly an English sentence about the weather.", "language": "de"},
+               {"text": "這是一個關於天氣的句子，寫得很清楚。", "language": "zh-Hant"},
+               {"text": "Ceci est une phrase française sur le temps qu'il fait.", "language": ""},
+               {"text": "Dies ist ein deutscher Satz über das Wetter von heute.", "language": "ru"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(_lines(*records))
+    config = _config(tmp_path, [{"name": "mixed", "path": str(path), "category": "web", "lang_field": "language"}])
+    config["stages"] = {"langid": {"languages": ["de", "zh", "fr"]}}
+    run_pipeline(parse_config(config), use_ray=False, log=lambda _: None)
+
+    def rows(side: str) -> list[tuple]:
+        files = sorted((tmp_path / "work" / "02_langid" / side).glob("*.parquet"))
+        return [(r["text"][:4], r["lang"], r["lang_score"], r["script"], r.get("reason"))
+                for f in files for r in pq.read_table(f).to_pylist()]
+
+    kept = rows("kept")
+    # declared: taken as given (even where the model would disagree), no score; undeclared: classified
+    assert [row[:2] for row in kept] == [("This", "de"), ("這是一個", "zh"), ("Ceci", "fr")]
+    assert kept[0][2] is None and kept[1][2:4] == (None, "Hant") and kept[2][2] > 0.5
+    assert rows("removed") == [("Dies", "ru", None, None, "lang_not_kept")]
+    stats = json.loads((tmp_path / "work" / "02_langid" / "_stats.json").read_text())
+    assert json.dumps(stats).count('"declared"') >= 1
+
+    config["stages"]["langid"]["declared_lang"] = "ignore"
+    config["work_dir"] = str(tmp_path / "ignored")
+    run_pipeline(parse_config(config), use_ray=False, log=lambda _: None)
+    langs = [r["lang"] for f in sorted((tmp_path / "ignored" / "02_langid" / "kept").glob("*.parquet"))
+             for r in pq.read_table(f).to_pylist()]
+    assert langs == ["zh", "fr", "de"]  # the English sentence classified as en, not kept

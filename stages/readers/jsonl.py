@@ -12,7 +12,7 @@ from stages.readers.common import CorruptFile, Lines, decompressed, reject_rest
 from stages.readers.web import add_record
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
-OPTIONS = ("text_field", "id_field", "category_field", "html_field", "extractor", "url_filter")
+OPTIONS = ("text_field", "id_field", "category_field", "lang_field", "html_field", "extractor", "url_filter")
 
 
 def _read_jsonl(item: InputFile, records) -> Iterator[None]:
