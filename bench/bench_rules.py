@@ -1,6 +1,7 @@
 """The rules stage against datatrove's Gopher + C4 + FineWeb filters, and what it drops on quality-dev.
 
-    python bench/bench_rules.py throughput [--repeats 3] [--shards 2]  # -> results/rules_throughput.json
+    python bench/bench_rules.py throughput [--repeats 3] [--shards 2] [--baseline REF]
+                                                                       # -> results/rules_throughput.json
     python bench/bench_rules.py quality                                # -> results/rules_quality.json
 
 throughput: every contender reads the same corpus-dev shards (converted once, untimed, to the
@@ -15,7 +16,10 @@ memory is its own), repeats interleaved, medians reported:
   FineWebQualityFilter -> ParquetWriter, defaults, an exclusion writer per filter (the stage writes
   its removed rows too); its English word tokenizer is spaCy, as shipped;
 - datatrove_split_tokenizer: the same with a str.split / regex-sentence tokenizer instead of spaCy:
-  datatrove's filter code alone, the fairest lower bound on its cost.
+  datatrove's filter code alone, the fairest lower bound on its cost;
+- with ``--baseline REF`` also stage_default@REF and stage_datatrove_rules@REF: the two stage
+  contenders with ``stages/rules`` and ``pipeline`` as of git REF (e.g. HEAD, to time uncommitted
+  changes against the last commit), interleaved with the others.
 
 Decision agreement (same keep/drop) between stage_datatrove_rules and datatrove is reported for
 English documents, where both apply the same rules; datatrove applies English rules to everything.
@@ -29,8 +33,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
+import subprocess
 import sys
+import tarfile
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -41,6 +48,7 @@ import pyarrow.parquet as pq
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
+    REPO,
     SHARED,
     Timer,
     corpus_shards,
@@ -82,7 +90,11 @@ DATATROVE_THRESHOLDS = {
 # --- throughput contenders (module level: each runs in a spawned process) -------------------------
 
 
-def stage_run(shards: list[Path], out: Path, config: dict) -> dict:
+def stage_run(shards: list[Path], out: Path, config: dict, code: Path | None = None) -> dict:
+    """``code``: a directory holding another version of ``stages`` and ``pipeline`` to import instead
+    (this runs in a fresh process, which has imported neither yet)."""
+    if code is not None:
+        sys.path.insert(0, str(code))
     from pipeline import storage
     from stages.rules import Rules, RulesConfig
 
@@ -125,7 +137,18 @@ def datatrove_run(shard_dir: Path, out: Path, split_tokenizer: bool) -> dict:
     ], out)
 
 
-def throughput_main(repeats: int, shard_count: int) -> dict:
+def checkout(ref: str, directory: Path) -> Path:
+    """``stages`` and ``pipeline`` as of git ``ref``, extracted under ``directory``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "stages", "pipeline"],
+        check=True, capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def throughput_main(repeats: int, shard_count: int, baseline: str | None = None) -> dict:
     shards = corpus_shards()[:shard_count]
     # What the rules stage sees in the pipeline: document schema plus ``lang`` (the source's label,
     # where langid would put its own).
@@ -141,6 +164,12 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
             "datatrove": lambda out: isolated(datatrove_run, tmp / "in", out, False),
             "datatrove_split_tokenizer": lambda out: isolated(datatrove_run, tmp / "in", out, True),
         }
+        if baseline:
+            code = checkout(baseline, tmp / "baseline")
+            contenders[f"stage_datatrove_rules@{baseline}"] = lambda out: isolated(
+                stage_run, inputs, out, DATATROVE_THRESHOLDS, code
+            )
+            contenders[f"stage_default@{baseline}"] = lambda out: isolated(stage_run, inputs, out, {}, code)
         runs = interleaved(contenders, repeats, tmp)
         english = {
             i
@@ -166,6 +195,11 @@ def throughput_main(repeats: int, shard_count: int) -> dict:
             if stage.startswith("stage_")
             for other in contender
             if other.startswith("datatrove")
+        }
+    if baseline:  # > 1 means the working tree is faster than REF
+        results["speed_ratios_vs_baseline_cpu_s"] = {
+            stage: round(contender[f"{stage}@{baseline}"]["cpu_s"] / contender[stage]["cpu_s"], 2)
+            for stage in ("stage_datatrove_rules", "stage_default")
         }
     results["english_decision_agreement_with_stage_datatrove_rules"] = agreement
     return results
@@ -248,8 +282,12 @@ def main() -> None:
     parser.add_argument("what", choices=["throughput", "quality"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=2, help="corpus-dev shards to time (datatrove is slow)")
+    parser.add_argument("--baseline", metavar="REF", help="throughput: also time the stage as of this git ref")
     args = parser.parse_args()
-    results = throughput_main(args.repeats, args.shards) if args.what == "throughput" else quality_main()
+    if args.what == "throughput":
+        results = throughput_main(args.repeats, args.shards, args.baseline)
+    else:
+        results = quality_main()
     print(json.dumps(results, indent=2, ensure_ascii=False))
     print(f"written to {save_results(f'rules_{args.what}', results)}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -194,6 +195,46 @@ def test_gopher_ngrams_on_chinese_count_characters():
     assert judge(repeated, lang="zh", **only("gopher_repetition", top_n_grams={})).startswith("gopher_dup_")
 
 
+def _repetitive_texts() -> list[tuple[str, bool]]:
+    """Deterministic texts from small vocabularies (many repeated pairs, some repeated n-grams),
+    space-delimited and CJK, plus edge cases."""
+    rng = random.Random(7)
+    texts = [("", False), ("one", False), ("one two", False), ("的的的的的的的的的的的的", True)]
+    for vocabulary in (4, 8, 30):
+        words = [f"w{i}" * (1 + i % 3) for i in range(vocabulary)]
+        chars = "的一是了在人有我他这中大来上国个到说们为子和你地出道也时年得就那要下以生"[:vocabulary]
+        for size in (5, 40, 300):
+            texts.append((" ".join(rng.choice(words) for _ in range(size)), False))
+            texts.append(("".join(rng.choice(chars + "，A1") for _ in range(size)), True))
+    texts.append((" ".join(["best price"] * 40 + ARTICLE.split()), False))
+    texts.append((ARTICLE_ZH + "欢迎关注我们的公众号获取更多精彩内容" * 6 + "IEEE 2010 IEEE 2020", True))
+    return texts
+
+
+def test_gopher_ngram_bounds_never_undercount_so_decisions_stay_exact():
+    """The n-gram rules skip the exact count when a cheap upper bound already passes the document:
+    every bound must be at least the exact value, so the rules decide as the exact counts do."""
+    from stages.rules import gopher
+    from stages.rules.config import GopherRepetitionConfig
+    from stages.rules.document import Doc
+
+    for text, cjk in _repetitive_texts():
+        doc = Doc(text, "zh" if cjk else "en", cjk)
+        for n in range(2, 13):
+            assert all(bound >= gopher._top_ngram_chars(doc, n) for bound in gopher._top_ngram_bounds(doc, n))
+            assert all(bound >= gopher._dup_ngram_chars(doc, n) for bound in gopher._dup_ngram_bounds(doc, n))
+        for limit in (0.0, 0.03, 0.1, 0.2, 0.5):
+            config = GopherRepetitionConfig(
+                dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None, dup_para_char_frac=None,
+                top_n_grams={2: limit, 3: limit, 4: limit}, dup_n_grams={5: limit, 6: limit, 10: limit},
+            )
+            fresh = Doc(text, doc.lang, cjk)
+            for rule in gopher.repetition_rules(config):
+                n = int(rule.name.split("_")[2].rstrip("grams")) * (config.cjk_n_scale if cjk else 1)
+                exact = gopher._top_ngram_chars if "top" in rule.name else gopher._dup_ngram_chars
+                assert rule.fails(fresh) == (len(text) > 0 and exact(doc, n) / len(text) > limit), rule.name
+
+
 # --- C4 line cleaning -------------------------------------------------------------------------------
 
 
@@ -260,6 +301,29 @@ def test_c4_uses_cjk_terminal_punctuation():
     assert judge(ARTICLE_ZH, lang="zh", cjk={"langs": []}, **only("c4")) == "c4_emptied"
 
 
+def test_cjk_words_and_c4_word_counts_agree():
+    from stages.rules.document import Doc, count_words
+
+    mixed = "灯塔IEEE 2010年・ab_c。"  # 灯 塔 IEEE 2010 年 ab c: "・", "_" and "。" are no words
+    doc = Doc(mixed, "zh", True)
+    assert doc.n_words == 7 and doc.word_lengths.tolist() == [1, 1, 4, 4, 1, 2, 1]
+    assert doc.alpha_word_count == 6  # all but 2010
+    for text in (mixed, ARTICLE_ZH, "・・", "x", "ab12 cd"):
+        assert count_words(text, True, 1000) == Doc(text, "zh", True).n_words
+    assert count_words(mixed, True, 3) == 3
+
+
+def test_cleaned_document_lines_and_paragraphs():
+    from stages.rules.document import Doc
+
+    page = "Home\n" + ARTICLE + "\n\n\n\nShare\n" + ARTICLE.splitlines()[0]
+    cleaner = Rules(RulesConfig()).plans["web"][0]
+    cleaned_doc = cleaner.clean(Doc(page, "en", False)).doc
+    assert cleaned_doc.lines == cleaned_doc.text.splitlines()
+    assert Doc("a\n\n\nb\n\nc\n\n\n\n\nb", "en", False).paragraphs == ["a", "b", "c", "b"]
+    assert Doc("a\n\nb\n\na", "en", False).paragraph_dups == (1, 1)
+
+
 # --- FineWeb ----------------------------------------------------------------------------------------
 
 
@@ -298,6 +362,29 @@ def test_code_rules():
     rows = (", ".join(f"0x{(row * 12 + i) % 256:02x}" for i in range(12)) for row in range(50))
     firmware = PYTHON_FILE + "DATA = [\n" + ",\n".join(f"    {row}" for row in rows) + "\n]\n"
     assert judge(firmware, "code", "code") == "code_data_blob"
+
+
+def test_code_blob_pattern_matches_starcoders_and_alnum_share_counts_unicode():
+    import re
+
+    from stages.rules.code import _BLOB
+    from stages.rules.document import Doc
+
+    # The pattern as StarCoder writes it (X{8,}); ours is rewritten for speed and must match alike.
+    starcoder = re.compile(
+        r"[a-zA-Z0-9+/\n=]{64,}|(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,\s*|\b\s*)){8,}|(?:\\u[0-9a-fA-F]{4}){8,}"
+    )
+    samples = [
+        "x = [" + ", ".join(f"0x{i:02x}" for i in range(count)) + "]" for count in (7, 8, 30)
+    ] + [
+        "s = '" + "\\u00e9" * count + "'" for count in (7, 8, 12)
+    ] + [
+        "b = '" + "A" * count + "=='" for count in (62, 64, 200)
+    ] + ["ab cd ef 01 23 45 67 89 de ad be ef", "\\x00\\x01" * 6, PYTHON_FILE]
+    for sample in samples:
+        assert _BLOB.findall(sample) == starcoder.findall(sample)
+    for text in ("变量 = 1  # Ää ½ ²", "x_1 = y2", ""):
+        assert Doc(text, None, False).alnum_chars == sum(map(len, re.findall(r"[^\W_]+", text)))
 
 
 def test_code_skips_prose_rules_and_prose_skips_code_rules():
@@ -358,6 +445,14 @@ def test_every_row_kept_or_removed_with_reason_and_original_text():
     assert removed["doc-3"]["text"] == "Buy now!"
     assert out.kept.filter(pa.compute.equal(out.kept["id"], "doc-0"))["text"][0].as_py() == ARTICLE
     assert out.kept.schema == table.schema and out.removed.schema.names == table.schema.names + ["reason"]
+
+
+def test_only_cleaned_texts_change():
+    texts = [ARTICLE, "Home\n" + ARTICLE, "Buy now!", ARTICLE_ZH + "\n首页", ARTICLE_ZH]
+    out = Rules(RulesConfig()).process(batch(texts, ["en", "en", "en", "zh", "zh"]))
+    assert out.kept["id"].to_pylist() == ["doc-0", "doc-1", "doc-3", "doc-4"]
+    assert out.kept["text"].to_pylist() == [ARTICLE, ARTICLE, ARTICLE_ZH, ARTICLE_ZH]
+    assert out.removed["text"].to_pylist() == ["Buy now!"]
 
 
 def test_empty_batch_keeps_the_schema():

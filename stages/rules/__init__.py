@@ -24,7 +24,9 @@ Thresholds: ``stages/rules/config.py`` (datatrove's published defaults unless do
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.stage import CATEGORIES, Stage, StageOutput, split
 from pipeline.stats import Stats, histogram
@@ -71,24 +73,30 @@ class Rules(Stage):
         texts = batch.column("text").to_pylist()
         langs = batch.column("lang").to_pylist() if "lang" in batch.column_names else [None] * batch.num_rows
         reasons: list[str | None] = []
-        out_texts: list[str | None] = []
+        edited = np.zeros(batch.num_rows, dtype=np.bool_)
+        edited_texts: list[str] = []
         shares: list[float] = []
-        for doc_id, text, lang, category in zip(
-            batch.column("id").to_pylist(), texts, langs, batch.column("category").to_pylist()
+        for row, (doc_id, text, lang, category) in enumerate(
+            zip(batch.column("id").to_pylist(), texts, langs, batch.column("category").to_pylist())
         ):
             doc = self._doc(text or "", lang)
             reason, final, edits = self._judge(doc, self.plans.get(category, []))
             reasons.append(reason)
             if reason is None:
-                out_texts.append(final.text)
+                if final is not doc:  # cleaners make a new Doc only when they change the text
+                    edited[row] = True
+                    edited_texts.append(final.text)
                 shares.append(_record_edits(stats, edits, len(doc.text)))
             else:
-                out_texts.append(text)
                 _record_drop(stats, reason, doc_id, len(doc.text), doc.lang or "unknown", category)
         if shares:
             stats.merge({"cleaned_share": histogram(shares, SHARE_EDGES)})
-        text_type = batch.schema.field("text").type
-        return split(batch, reasons, stats, text=pa.array(out_texts, type=text_type))
+        # Only edited texts are converted back to Arrow; the others keep their original buffers.
+        text = batch.column("text")
+        if edited_texts:
+            replacements = pa.array(edited_texts, type=batch.schema.field("text").type)
+            text = pc.replace_with_mask(text, pa.array(edited), replacements)
+        return split(batch, reasons, stats, text=text)
 
     def _doc(self, text: str, lang: str | None) -> Doc:
         base = base_lang(lang)

@@ -27,10 +27,6 @@ class Cleaned:
     removed_chars: dict[str, int] = field(default_factory=dict)
     joined_lines: int = 0
 
-    def count(self, line_rule: str, line: str) -> None:
-        self.removed_lines[line_rule] = self.removed_lines.get(line_rule, 0) + 1
-        self.removed_chars[line_rule] = self.removed_chars.get(line_rule, 0) + len(line)
-
 
 class LineCleaner:
     """Base of a line-level cleaner; ``name`` prefixes its line-rule names in the stats."""

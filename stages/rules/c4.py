@@ -40,91 +40,96 @@ class C4Cleaner(LineCleaner):
         self.terminal = tuple(config.terminal_punctuation)
         self.cjk_terminal = tuple(config.cjk_terminal_punctuation)
         self.policy = tuple(config.policy_substrings) if config.filter_policy else ()
+        self.ascii_policy = tuple(phrase for phrase in self.policy if phrase.isascii())
+
+    def _policy_for(self, text: str) -> tuple[str, ...]:
+        """The policy phrases ``text`` may hold: an ASCII text lowercases to ASCII, so only ASCII ones."""
+        return self.ascii_policy if text.isascii() else self.policy
 
     def clean(self, doc: Doc) -> Cleaned:
+        c = self.config
+        cjk = doc.cjk
+        terminal = self.cjk_terminal if cjk else self.terminal
         lowered = doc.lowered
         # Phrases the document does not contain at all need not be looked for line by line.
-        active = _Active(
-            javascript=self.config.filter_javascript and "javascript" in lowered,
-            lorem=self.config.filter_lorem_ipsum and "lorem ipsum" in lowered,
-            curly=self.config.filter_curly_bracket and "{" in doc.text,
-            policy=tuple(phrase for phrase in self.policy if phrase in lowered),
-            terminal=self.cjk_terminal if doc.cjk else self.terminal,
+        phrases = _Phrases(
+            javascript=c.filter_javascript and "javascript" in lowered,
+            lorem=c.filter_lorem_ipsum and "lorem ipsum" in lowered,
+            curly=c.filter_curly_bracket and "{" in doc.text,
+            policy=tuple(phrase for phrase in self._policy_for(doc.text) if phrase in lowered),
         )
+        any_phrase = any(phrases)
         cleaned = Cleaned(doc)
+        removed_lines, removed_chars = cleaned.removed_lines, cleaned.removed_chars
         kept: list[str] = []
         paragraph_break = False
-        conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
+        conversion = c.resolve_wiki_conversion and "-{" in doc.text
+        citations = self.citations
+        # In CJK documents every word is one character, never too long.
+        max_word = None if cjk else c.max_word_length
+        min_words = c.min_words_per_line
+        check_end = c.filter_no_terminal_punct
         lines = doc.lines
-        width = wrap_width(doc.nonblank_lines, self.config) if self.config.unwrap else None
+        width = wrap_width(doc.nonblank_lines, c) if c.unwrap else None
         if width is not None:
-            lines, cleaned.joined_lines = unwrap(lines, width, active.terminal, doc.cjk)
-        for raw in lines:
-            line = raw.strip()
+            lines, cleaned.joined_lines = unwrap(lines, width, terminal, cjk)
+        # The line rules in C4's order, inlined: this loop runs for every line of the corpus.
+        for line in map(str.strip, lines):
             if conversion and "-{" in line:
                 line = _WIKI_CONVERSION.sub(_first_variant, line)
             if not line:
                 paragraph_break = bool(kept)
                 continue
-            hit = self._line_hit(line, doc.cjk, active)
-            if hit in _DROPS_DOCUMENT:
-                cleaned.reason = f"c4_{hit}"
-                return cleaned
-            if hit:
-                cleaned.count(hit, line)
+            unmarked = citations.sub("", line) if citations is not None and "[" in line else line
+            if max_word is not None and len(line) > max_word and any(len(w) > max_word for w in line.split()):
+                hit = "too_long_word"
+            elif check_end and (not unmarked.endswith(terminal) or unmarked.endswith(_ELLIPSIS)):
+                hit = "no_terminal_punct"
+            elif min_words is not None and count_words(line, cjk, min_words) < min_words:
+                hit = "too_few_words"
+            elif any_phrase:
+                hit = _phrase_hit(line, phrases)
+                if hit in _DROPS_DOCUMENT:
+                    cleaned.reason = f"c4_{hit}"
+                    return cleaned
+            else:
+                hit = None
+            if hit is not None:
+                removed_lines[hit] = removed_lines.get(hit, 0) + 1
+                removed_chars[hit] = removed_chars.get(hit, 0) + len(line)
                 continue
             if paragraph_break:
                 kept.append("")
                 paragraph_break = False
-            kept.append(self._strip_citations(line))
+            kept.append(unmarked)
         text = "\n".join(kept)
         if text != doc.text:
-            cleaned.doc = Doc(text, doc.lang, doc.cjk)
+            # Kept lines hold no line breaks (they come from splitlines), so they are its lines.
+            cleaned.doc = Doc(text, doc.lang, doc.cjk, lines=kept)
         return cleaned
 
-    def _strip_citations(self, line: str) -> str:
-        return self.citations.sub("", line) if self.citations is not None and "[" in line else line
 
-    def _line_hit(self, line: str, cjk: bool, active: "_Active") -> str | None:
-        """The first C4 line rule that hits ``line`` (already stripped), or None to keep it."""
-        c = self.config
-        # In CJK documents every word is one character, never too long.
-        if (
-            c.max_word_length is not None
-            and not cjk
-            and len(line) > c.max_word_length
-            and any(len(word) > c.max_word_length for word in line.split())
-        ):
-            return "too_long_word"
-        if c.filter_no_terminal_punct:
-            unmarked = self._strip_citations(line)
-            if not unmarked.endswith(active.terminal) or unmarked.endswith(_ELLIPSIS):
-                return "no_terminal_punct"
-        if (
-            c.min_words_per_line is not None
-            and count_words(line, cjk, c.min_words_per_line) < c.min_words_per_line
-        ):
-            return "too_few_words"
-        lowered = line.lower() if active.javascript or active.lorem or active.policy else line
-        if active.lorem and "lorem ipsum" in lowered:
-            return "lorem_ipsum"
-        if active.javascript and "javascript" in lowered:
-            return "javascript"
-        if active.curly and "{" in line:
-            return "curly_bracket"
-        if active.policy and any(phrase in lowered for phrase in active.policy):
-            return "policy"
-        return None
-
-
-class _Active(NamedTuple):
-    """Which line rules can hit in the current document, and its terminal punctuation."""
+class _Phrases(NamedTuple):
+    """Which phrase rules can hit in the current document."""
 
     javascript: bool
     lorem: bool
     curly: bool
     policy: tuple[str, ...]
-    terminal: tuple[str, ...]
+
+
+def _phrase_hit(line: str, phrases: _Phrases) -> str | None:
+    """The first of C4's phrase rules that hits ``line``, or None."""
+    lowered = line.lower() if phrases.javascript or phrases.lorem or phrases.policy else line
+    if phrases.lorem and "lorem ipsum" in lowered:
+        return "lorem_ipsum"
+    if phrases.javascript and "javascript" in lowered:
+        return "javascript"
+    if phrases.curly and "{" in line:
+        return "curly_bracket"
+    if phrases.policy and any(phrase in lowered for phrase in phrases.policy):
+        return "policy"
+    return None
 
 
 def wrap_width(lines: list[str], config: C4Config) -> int | None:
@@ -132,7 +137,7 @@ def wrap_width(lines: list[str], config: C4Config) -> int | None:
     when enough lines end near it and almost none run past it."""
     if len(lines) < _MIN_WRAPPED_LINES:
         return None
-    lengths = sorted(len(line.rstrip()) for line in lines)
+    lengths = sorted(map(len, map(str.rstrip, lines)))
     width = lengths[(len(lengths) - 1) * 9 // 10]
     low, high = config.wrap_widths
     if not low <= width <= high:
@@ -149,18 +154,17 @@ def unwrap(lines: list[str], width: int, terminal: tuple[str, ...], cjk: bool) -
     sentence; short lines (headings, a paragraph's last line) and blank lines end a paragraph."""
     full = 0.6 * width
     joiner = "" if cjk else " "
-    out: list[str] = []
+    paragraphs: list[list[str]] = []  # joined once at the end: appending to a string copies it
     joined = 0
     continues = False
-    for line in lines:
-        stripped = line.strip()
+    for stripped in map(str.strip, lines):
         if continues and stripped:
-            out[-1] = out[-1] + joiner + stripped
+            paragraphs[-1].append(stripped)
             joined += 1
         else:
-            out.append(stripped)
+            paragraphs.append([stripped])
         continues = bool(stripped) and len(stripped) >= full and not stripped.endswith(terminal)
-    return out, joined
+    return [joiner.join(parts) for parts in paragraphs], joined
 
 
 def _first_variant(match: re.Match) -> str:
@@ -171,7 +175,13 @@ def sentence_rule(config: C4Config) -> list[Rule]:
     """``c4_too_few_sentences``, judged on the cleaned text: every kept line holds at least one."""
     if not config.enabled or config.min_num_sentences is None:
         return []
-    return [Rule("c4_too_few_sentences", lambda d: count_sentences(d) < config.min_num_sentences)]
+    minimum = config.min_num_sentences
+
+    def fails(doc: Doc) -> bool:
+        # Every line counts as at least one sentence, so enough lines settle it without a regex pass.
+        return len(doc.nonblank_lines) < minimum and count_sentences(doc) < minimum
+
+    return [Rule("c4_too_few_sentences", fails)]
 
 
 def count_sentences(doc: Doc) -> int:
