@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
-from pipeline.stats import histogram
+from pipeline.stats import Stats, histogram
 from stages import quality_model
 from stages.quality import HISTOGRAM_EDGES, PERPLEXITY_REASON, REASON, SIGNAL_COLUMNS, Quality, QualityConfig
 from stages.quality_lm import DISCOUNT, NgramModel, Tokens, _HashIndex, token_log_probs
@@ -488,6 +488,10 @@ def test_same_output_and_stats_whatever_the_batch_split(stage, sample_rows):
     parts = [stage.process(batch.slice(start, 37)) for start in range(0, 120, 37)]
     assert pa.concat_tables([p.kept for p in parts]).equals(whole.kept)
     assert pa.concat_tables([p.removed for p in parts]).equals(whole.removed)
+    merged = Stats()
+    for part in parts:
+        merged.merge(part.stats)
+    assert merged == whole.stats  # counters add up; examples are the first ones in corpus order either way
 
 
 def test_scoring_in_pieces_changes_no_value(stage, sample_rows, monkeypatch):
