@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
 import os
 import platform
 import pstats
@@ -114,7 +115,7 @@ def corpus_table(shards: list[Path], scale: float, seed: int = 1, edits: int = 3
         return table
     base_mb, parts = float(text_bytes(table).sum()) / 1e6, [table]
     left = (scale - 1) * base_mb
-    for copy in range(1, int(-(-scale // 1))):
+    for copy in range(1, math.ceil(scale)):
         part = take_bytes(corpus_copy(table, copy, seed, edits), left)
         parts.append(part)
         left -= float(text_bytes(part).sum()) / 1e6

@@ -163,7 +163,7 @@ class LangID(Stage):
         texts = batch.column("text").to_pylist()
         categories = batch.column("category").to_pylist()
         bypass = set(self.config.bypass_categories)
-        declared = self._declared(batch)
+        declared = self._declared(batch, categories, bypass)
         to_classify = [i for i, category in enumerate(categories) if category not in bypass and i not in declared]
         views = [prediction_view(texts[i], self.config.max_chars, self.config.windows) for i in to_classify]
 
@@ -195,19 +195,21 @@ class LangID(Stage):
             script=pa.array(scripts, type=pa.string()),
         )
 
-    def _declared(self, batch: pa.Table) -> dict[int, str]:
+    def _declared(self, batch: pa.Table, categories: list, bypass: set) -> dict[int, str]:
         """Row -> declared language tag, for the rows whose ``meta`` has ``_lang`` (set by ingest from an
-        input's ``lang_field``) outside ``bypass_categories``; empty with ``declared_lang: ignore``."""
+        input's ``lang_field``) outside ``bypass``; empty with ``declared_lang: ignore``."""
         if self.config.declared_lang == "ignore" or "meta" not in batch.column_names:
             return {}
-        bypass = set(self.config.bypass_categories)
+        # A vectorised substring test first: most batches declare nothing, and parsing (or even
+        # converting) every document's meta would cost more than the model.
+        rows = pc.indices_nonzero(pc.fill_null(pc.match_substring(batch.column("meta"), '"_lang"'), False))
+        if len(rows) == 0:
+            return {}
         found = {}
-        # A substring test first: parsing every document's meta would cost more than the model.
-        for i, (meta, category) in enumerate(zip(batch.column("meta").to_pylist(), batch.column("category").to_pylist())):
-            if meta and '"_lang"' in meta and category not in bypass:
-                tag = json.loads(meta).get("_lang")
-                if isinstance(tag, str) and tag:
-                    found[i] = tag
+        for i, meta in zip(rows.to_pylist(), batch.column("meta").take(rows).to_pylist()):
+            tag = json.loads(meta).get("_lang")
+            if categories[i] not in bypass and isinstance(tag, str) and tag:
+                found[i] = tag
         return found
 
     def predict(self, views: list[str]) -> list[tuple[str, float]]:

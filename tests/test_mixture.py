@@ -661,11 +661,15 @@ def test_rows_built_a_few_tokens_at_a_time_are_the_rows_built_at_once(corpus, tm
     assert len(files[37]) > 3 and files[37] == files[1 << 30]
 
 
-PACK_MEMORY = """
+def task_memory_script(imports: str, call: str, result: str) -> str:
+    """A script that runs one mixture task (``call``, after ``imports``) in a fresh process and prints
+    its peak memory above the interpreter's with those imports, and ``result`` (argv: the task's
+    sources as JSON, its output directory)."""
+    return f"""
 import json, sys
 import pyarrow as pa
 pa.set_cpu_count(1)  # as in a Ray task of one CPU
-from mixture.pack import PackTask, pack_shard
+{imports}
 
 def peak_mb():
     with open("/proc/self/status") as status:
@@ -673,11 +677,17 @@ def peak_mb():
 
 baseline = peak_mb()
 sources, directory = json.loads(sys.argv[1]), sys.argv[2]
-receipt = pack_shard(PackTask(phase="p", shard=0, sources=sources, path=f"{directory}/part-00000.parquet",
-                              receipt=f"{directory}/receipt.json", step_hash="h", seq_len=2047, eod_id=2, pad_id=3,
-                              token_type="uint16", rows_per_row_group=1024, megatron=True))
-print(json.dumps({"task_mb": peak_mb() - baseline, "tokens": receipt["tokens"]}))
+receipt = {call}
+print(json.dumps({{"task_mb": peak_mb() - baseline, {result}}}))
 """
+
+
+PACK_MEMORY = task_memory_script(
+    "from mixture.pack import PackTask, pack_shard",
+    '''pack_shard(PackTask(phase="p", shard=0, sources=sources, path=f"{directory}/part-00000.parquet",
+                              receipt=f"{directory}/receipt.json", step_hash="h", seq_len=2047, eod_id=2, pad_id=3,
+                              token_type="uint16", rows_per_row_group=1024, megatron=True))''',
+    '"tokens": receipt["tokens"]')
 
 
 def scatter_files(directory: Path, files: int, runs: int, tokens_per_run: int) -> list[str]:

@@ -26,7 +26,7 @@ from mixture.pack import PackTask, pack_shard
 from mixture.packing import scatter_files, scatter_path
 from pipeline.executor import RayExecutor
 from pipeline.listing import forget_listings
-from test_mixture import build, corpus  # noqa: F401  (corpus: the fixture, a copy of the sample run)
+from test_mixture import build, corpus, task_memory_script  # noqa: F401  (corpus: the fixture, a copy of the sample run)
 
 # Many training shards from the small sample corpus (about 25 per phase), and two phases.
 SETTINGS = {"seq_len": 63, "sequences_per_shard": 20, "megatron": True, "phases": [
@@ -221,22 +221,11 @@ def test_gather_files_pack_to_the_bytes_of_the_scatter_files(tmp_path, monkeypat
         pack(blocks, 0, tmp_path / "refused")
 
 
-GATHER_MEMORY = """
-import json, sys
-import pyarrow as pa
-pa.set_cpu_count(1)  # as in a Ray task of one CPU
-from mixture.gather import GatherTask, gather_block
-
-def peak_mb():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-
-baseline = peak_mb()
-sources, directory = json.loads(sys.argv[1]), sys.argv[2]
-receipt = gather_block(GatherTask(phase="p", block=0, first=0, stop=4, sources=sources, directory=directory,
-                                  step_hash="g"))
-print(json.dumps({"task_mb": peak_mb() - baseline, "runs": receipt["runs"]}))
-"""
+GATHER_MEMORY = task_memory_script(
+    "from mixture.gather import GatherTask, gather_block",
+    '''gather_block(GatherTask(phase="p", block=0, first=0, stop=4, sources=sources, directory=directory,
+                                  step_hash="g"))''',
+    '"runs": receipt["runs"]')
 
 
 def gather_task_memory(sources: list[str], directory: Path) -> dict:
