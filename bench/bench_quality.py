@@ -4,7 +4,7 @@
     python bench/bench_quality.py human [--fit]  # AUC against human labels, cross-validated; keep-rate table
     python bench/bench_quality.py prose        # unseen gold paragraphs scored as web: share kept
     python bench/bench_quality.py chinese      # zh crawl vs unseen zh gold; informal zh vs zh spam
-    python bench/bench_quality.py throughput [--repeats 3]   # docs/s per core next to datatrove
+    python bench/bench_quality.py throughput [--repeats 3] [--input DIR] [--baseline REF]   # next to datatrove
     python bench/bench_quality.py keep-rates   # share of each corpus-dev and web-dev source kept
 
 Every section uses the model that ``configs/dev.yaml``'s ``stages.quality`` trains (``models/dev/``;
@@ -26,6 +26,16 @@ chinese: a second model trained like the default but without ``web-raw/raw_web_u
 crawl pages are unseen); AUC of zh crawl pages vs held-out zh gold, and of informal real Chinese
 (consumer reviews from quality-dev junk) vs Chinese spam (the SpamAssassin spam written in Chinese,
 and crawl pages selling gambling, pornography or medical adverts, picked by the markers below).
+
+throughput: the stage (Parquet in and out, one process on one core), datatrove's
+``FastTextClassifierFilter`` with the same classifier, and fastText's bare predict, interleaved.
+The inputs are corpus-dev's shards with their source's language, or with ``--input DIR`` the Parquet
+shards of a run's stage before quality (``<work_dir>/03_rules/kept``: what the stage sees in the
+pipeline, ``lang`` from langid). ``model_load_s`` (and ``model_load_cpu_s``) is the stage's start-up
+in a fresh process (import, model files, lookup tables, a first batch of each language), which every
+worker pays once and the timed runs leave out. ``--baseline REF`` also times the stage as of a git
+ref (its ``stages`` and ``pipeline``, same model files): the working tree's speed-up on the same
+inputs under the same load.
 """
 from __future__ import annotations
 
@@ -245,7 +255,11 @@ def with_lang(table: pa.Table) -> pa.Table:
     return with_source_lang(table, normalise_lang)
 
 
-def stage_run(shards: list[Path], out: Path) -> dict:
+def stage_run(shards: list[Path], out: Path, code: Path | None = None) -> dict:
+    """``code``: a directory holding another version of ``stages`` and ``pipeline`` to import instead
+    (this runs in a fresh process, which has imported neither yet)."""
+    if code is not None:
+        sys.path.insert(0, str(code))
     from pipeline import storage
 
     with Timer() as load:
@@ -262,7 +276,7 @@ def stage_run(shards: list[Path], out: Path) -> dict:
             storage.write_parquet(fs, storage.join(root, "kept", shard.name), output.kept)
             storage.write_parquet(fs, storage.join(root, "removed", shard.name), output.removed)
             kept += output.kept.num_rows
-    return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "kept": kept}
+    return {"wall_s": run.wall, "cpu_s": run.cpu, "model_load_s": load.wall, "model_load_cpu_s": load.cpu, "kept": kept}
 
 
 def datatrove_run(shard_dir: Path, out: Path, model_path: str) -> dict:
@@ -291,10 +305,17 @@ def bare_predict(shards: list[Path], model_path: str) -> dict:
     return {"wall_s": run.wall, "cpu_s": run.cpu}
 
 
-def throughput_main(repeats: int) -> dict:
+def throughput_main(repeats: int, input_dir: Path | None = None, baseline: str | None = None) -> dict:
+    from bench_rules import checkout
+
+    from pipeline.stage import DOCUMENT_SCHEMA
+
     model_path = dev_stage().config.model_path
-    shards = corpus_shards()
-    tables = [with_lang(document_table(shard)) for shard in shards]
+    shards = sorted(input_dir.glob("*.parquet")) if input_dir else corpus_shards()
+    # A run's shards keep the document columns and ``lang``: datatrove's writer fails to merge a
+    # column that is all null in one shard (langid's ``script``) with the same column elsewhere.
+    tables = [pq.read_table(shard, columns=[*DOCUMENT_SCHEMA.names, "lang"]) if input_dir
+              else with_lang(document_table(shard)) for shard in shards]
     docs = sum(t.num_rows for t in tables)
     megabytes = sum(text_megabytes(t) for t in tables)
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,13 +326,20 @@ def throughput_main(repeats: int) -> dict:
             "datatrove_fasttext_filter": lambda out: isolated(datatrove_run, tmp / "in", out, model_path),
             "fasttext_predict_raw_full_texts": lambda out: isolated(bare_predict, inputs, model_path),
         }
+        if baseline:
+            code = checkout(baseline, tmp / "baseline")
+            contenders[f"stage_every_signal@{baseline}"] = lambda out: isolated(stage_run, inputs, out, code)
         runs = interleaved(contenders, repeats, tmp)
     results = {"docs": docs, "text_mb": round(megabytes, 2), "shards": len(shards), "model": model_path,
-               "contenders": summarise(runs, docs, megabytes)}
+               "input": str(input_dir) if input_dir else "corpus-dev", "contenders": summarise(runs, docs, megabytes)}
     c = results["contenders"]
     results["stage_speedup_over_datatrove"] = {
         clock: round(c["datatrove_fasttext_filter"][clock] / c["stage_every_signal"][clock], 2)
         for clock in ("wall_s", "cpu_s")}
+    if baseline:  # > 1: the working tree is faster than REF
+        results["stage_speedup_over_baseline"] = {
+            clock: round(c[f"stage_every_signal@{baseline}"][clock] / c["stage_every_signal"][clock], 2)
+            for clock in ("wall_s", "cpu_s", "model_load_s", "model_load_cpu_s")}
     return results
 
 
@@ -344,6 +372,9 @@ def main() -> None:
     parser.add_argument("what", choices=["train", "human", "prose", "chinese", "throughput", "keep-rates"])
     parser.add_argument("--repeats", type=int, default=3, help="throughput: runs per contender (medians)")
     parser.add_argument("--fit", action="store_true", help="human: also fit the weights on all 249 pages")
+    parser.add_argument("--input", type=Path, metavar="DIR",
+                        help="throughput: score these Parquet shards (a run's 03_rules/kept) instead of corpus-dev")
+    parser.add_argument("--baseline", metavar="REF", help="throughput: also time the stage as of this git ref")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is not here: the benchmarks need the shared dev data")
@@ -356,7 +387,7 @@ def main() -> None:
     elif args.what == "chinese":
         results = chinese_main()
     elif args.what == "throughput":
-        results = throughput_main(args.repeats)
+        results = throughput_main(args.repeats, args.input, args.baseline)
     else:
         results = keep_rates_main()
     print(json.dumps(results, indent=2, ensure_ascii=False))

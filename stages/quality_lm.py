@@ -18,8 +18,9 @@ text have high perplexity.
 - Text is prepared and split into tokens (``split_text``) by numpy passes over its UTF-8 bytes,
   each character classified by a table lookup (``CharClasses``). The table is filled in by the
   definitions themselves (RE2 patterns, Arrow's Unicode whitespace and alphanumerics) run once
-  per code point, so the classifier's lines and the tokens of this model and of the signals come
-  from one pass over the text and split exactly as those definitions would.
+  per code point (above U+FFFF, once a text has a character of its block), so the classifier's
+  lines and the tokens of this model and of the signals come from one pass over the text and split
+  exactly as those definitions would.
 
 The model is a ``.npz`` file beside the classifier (``<model_path>.lm.npz``), written
 deterministically (sorted arrays, no timestamps).
@@ -91,20 +92,19 @@ class _Scoring:
     @classmethod
     def of(cls, t: _Tables) -> "_Scoring":
         bigrams, trigrams = _HashIndex(t.bigram_keys), _HashIndex(t.trigram_keys)
-
-        def by_slot(index: _HashIndex, values: np.ndarray) -> np.ndarray:
-            return np.append(index.by_slot(values), 0.0)
-
+        # Per-n-gram terms are computed per key and then placed by slot; an empty slot (and the miss
+        # entry) holds what the term is for a count of 0.
         total1 = t.ctx1_total.astype(np.float64)
-        total2 = by_slot(bigrams, t.ctx2_total)
+        total2 = t.ctx2_total.astype(np.float64)
         return cls(
             bigrams=bigrams, trigrams=trigrams, unigram_p=np.exp(t.unigram),
             seen1=total1 > 0, scale1=DISCOUNT * t.ctx1_types.astype(np.float64),
             total1=np.where(total1 > 0, total1, 1.0),
-            discounted2=np.maximum(by_slot(bigrams, t.bigram_counts) - DISCOUNT, 0),
-            seen2=total2 > 0, scale2=DISCOUNT * by_slot(bigrams, t.ctx2_types),
-            total2=np.where(total2 > 0, total2, 1.0),
-            discounted3=np.maximum(by_slot(trigrams, t.trigram_counts) - DISCOUNT, 0),
+            discounted2=bigrams.by_slot(np.maximum(t.bigram_counts.astype(np.float64) - DISCOUNT, 0)),
+            seen2=bigrams.by_slot(total2 > 0, False),
+            scale2=bigrams.by_slot(DISCOUNT * t.ctx2_types.astype(np.float64)),
+            total2=bigrams.by_slot(np.where(total2 > 0, total2, 1.0), 1.0),
+            discounted3=trigrams.by_slot(np.maximum(t.trigram_counts.astype(np.float64) - DISCOUNT, 0)),
         )
 
 
@@ -120,33 +120,28 @@ class _HashIndex:
     def __init__(self, keys: np.ndarray):
         bits = max(int(keys.size * 2 - 1).bit_length(), 4)
         self.shift = np.uint64(64 - bits)
+        self.mask = np.int64((1 << bits) - 1)
         self.slots = np.full(1 << bits, _EMPTY, dtype=np.uint64)
         self.slot_of_key = np.zeros(keys.size, dtype=np.int64)
-        mask = np.int64((1 << bits) - 1)
-        pending = np.arange(keys.size, dtype=np.int64)
-        position = self._home(keys)
-        while pending.size:
-            want = position[pending]
-            # Of the keys wanting a free slot, the first (lowest row) takes it; the rest probe on.
-            free = self.slots[want] == _EMPTY
-            order = np.lexsort((pending, want))
-            first = np.ones(order.size, dtype=bool)
-            first[1:] = want[order][1:] != want[order][:-1]
-            winners = np.zeros(pending.size, dtype=bool)
-            winners[order[first]] = True
-            placed = winners & free
-            self.slots[want[placed]] = keys[pending[placed]]
-            self.slot_of_key[pending[placed]] = want[placed]
-            pending = pending[~placed]
-            position[pending] = (position[pending] + 1) & mask
-        self.mask = mask
+        rows, pending, position = np.arange(keys.size, dtype=np.int64), keys, self._home(keys)
+        while rows.size:
+            # Every key that finds its slot empty writes itself there; of several writing one slot, one
+            # stays and the others probe on with the keys that found theirs taken. Which one stays
+            # does not matter: a lookup probes from the home slot to an empty one, past any key.
+            free = self.slots[position] == _EMPTY
+            self.slots[position[free]] = pending[free]
+            placed = self.slots[position] == pending  # keys are unique: a slot holding this key is its own
+            self.slot_of_key[rows[placed]] = position[placed]
+            left = ~placed
+            rows, pending, position = rows[left], pending[left], (position[left] + 1) & self.mask
 
     def _home(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * _MIX) >> self.shift).astype(np.int64)
 
-    def by_slot(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (one per key, in key order) rearranged by slot, as float64."""
-        result = np.zeros(self.slots.size)
+    def by_slot(self, values: np.ndarray, fill=0.0) -> np.ndarray:
+        """``values`` (one per key, in key order) rearranged by slot, with one entry more at the end,
+        which a miss (slot -1) reads; empty slots and that entry hold ``fill``."""
+        result = np.full(self.slots.size + 1, fill, dtype=np.result_type(values, fill))
         result[self.slot_of_key] = values
         return result
 
@@ -188,26 +183,39 @@ _PREFIX_BASE = 0xC00000
 _PREFIX_END = 0xF80000
 
 
+# Code points above the Basic Multilingual Plane are classified on first sight, this many bits' worth
+# (4,096) at a time: they are 94% of all code points, and a corpus uses a few blocks of them (emoji,
+# rare ideographs), so classifying all of them up front took most of a worker's start-up.
+_BLOCK_BITS = 12
+
+
 @dataclass(frozen=True, eq=False)
 class CharClasses:
     """What ``split_text`` makes of every Unicode character: whitespace (separates tokens), marked
     (a token of its own, set off by spaces in the line), digit (written ``0``), and whether it is
     alphanumeric. Looking a character up replaces running the definitions over the text."""
 
-    table: np.ndarray      # uint8 flags by code point
+    table: np.ndarray      # uint8 flags by code point; above U+FFFF only where ``known`` (``flags``)
     by_prefix: np.ndarray  # uint8 flags of the two- and three-byte characters by first three bytes
     ascii: dict[int, bytes]  # bytes.translate tables of ASCII characters: per flag, 1 where set
     ascii_line: bytes      # bytes.translate table: ASCII digits to "0", newline to space
+    known: np.ndarray      # bool per block of 2 ** _BLOCK_BITS code points: its flags are in ``table``
+    marked: str | None
+    digits: str | None
+
+    def flags(self, code_points: np.ndarray) -> np.ndarray:
+        """The flags of these code points, classifying the blocks not seen before."""
+        blocks = code_points >> _BLOCK_BITS
+        new = np.unique(blocks[~self.known[blocks]])
+        if new.size:
+            points = _ranges(new.astype(np.int64) << _BLOCK_BITS, np.full(new.size, 1 << _BLOCK_BITS))
+            self.table[points] = _classify(points.astype(np.uint32), self.marked, self.digits)
+            self.known[new] = True
+        return self.table[code_points]
 
 
-@lru_cache(maxsize=None)
-def char_classes(marked: str | None = None, digits: str | None = None) -> CharClasses:
-    """The classes of every code point: ``marked`` and ``digits`` are RE2 patterns matching one
-    character (None: no character), whitespace is what ``pc.utf8_split_whitespace`` splits at
-    (``pc.utf8_is_space``) and alphanumeric what ``pc.utf8_is_alnum`` accepts. Each is evaluated
-    once per code point by that very function, so a split decides as they would on the text
-    (a quarter second, once per process and pattern)."""
-    code_points = np.concatenate((np.arange(0xD800), np.arange(0xE000, 0x110000))).astype(np.uint32)
+def _classify(code_points: np.ndarray, marked: str | None, digits: str | None) -> np.ndarray:
+    """The flags of these code points (no surrogates), each definition run on each of them."""
     widths = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)
     chars = pa.StringArray.from_buffers(
         code_points.size, pa.py_buffer(np.concatenate(([0], np.cumsum(widths))).astype(np.int32)),
@@ -219,20 +227,33 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
         return pc.match_substring_regex(chars, pattern).to_numpy(zero_copy_only=False)
 
     digit = matches(digits)
-    flags = (digit * _DIGIT
-             # Digits are replaced before anything is marked, and a "0" is never marked.
-             | (matches(marked) & ~digit) * _MARK
-             | pc.utf8_is_space(chars).to_numpy(zero_copy_only=False) * _SPACE
-             | ~pc.utf8_is_alnum(chars).to_numpy(zero_copy_only=False) * _NOT_ALNUM)
+    return (digit * _DIGIT
+            # Digits are replaced before anything is marked, and a "0" is never marked.
+            | (matches(marked) & ~digit) * _MARK
+            | pc.utf8_is_space(chars).to_numpy(zero_copy_only=False) * _SPACE
+            | ~pc.utf8_is_alnum(chars).to_numpy(zero_copy_only=False) * _NOT_ALNUM).astype(np.uint8)
+
+
+@lru_cache(maxsize=None)
+def char_classes(marked: str | None = None, digits: str | None = None) -> CharClasses:
+    """The classes of every code point: ``marked`` and ``digits`` are RE2 patterns matching one
+    character (None: no character), whitespace is what ``pc.utf8_split_whitespace`` splits at
+    (``pc.utf8_is_space``) and alphanumeric what ``pc.utf8_is_alnum`` accepts. Each is evaluated
+    once per code point by that very function, so a split decides as they would on the text
+    (the Basic Multilingual Plane up front, in a few hundredths of a second, once per process and
+    pattern; other code points when a text first has one of their block)."""
+    bmp = np.concatenate((np.arange(0xD800), np.arange(0xE000, 0x10000))).astype(np.uint32)
     table = np.zeros(0x110000, dtype=np.uint8)
-    table[code_points] = flags
+    table[bmp] = _classify(bmp, marked, digits)
+    known = np.zeros(0x110000 >> _BLOCK_BITS, dtype=bool)
+    known[:0x10000 >> _BLOCK_BITS] = True
 
     by_prefix = np.zeros(_PREFIX_END - _PREFIX_BASE, dtype=np.uint8)
     two = np.arange(0x80, 0x800, dtype=np.uint32)
     prefix = ((0xC0 | two >> 6) << 16 | (0x80 | two & 0x3F) << 8) - _PREFIX_BASE
     # A two-byte character's third byte is the next character's: every value reads the same flags.
     by_prefix[(prefix[:, None] + np.arange(256, dtype=np.uint32)).ravel()] = np.repeat(table[two], 256)
-    three = code_points[(code_points >= 0x800) & (code_points < 0x10000)]
+    three = bmp[bmp >= 0x800]
     prefix = (0xE0 | three >> 12) << 16 | (0x80 | three >> 6 & 0x3F) << 8 | (0x80 | three & 0x3F)
     by_prefix[prefix - _PREFIX_BASE] = table[three]
 
@@ -243,7 +264,7 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
     line = np.arange(256)
     line[:128][table[:128] & _DIGIT > 0] = ord("0")
     line[ord("\n")] = ord(" ")
-    return CharClasses(table, by_prefix, ascii, bytes(line.astype(np.uint8)))
+    return CharClasses(table, by_prefix, ascii, bytes(line.astype(np.uint8)), known, marked, digits)
 
 
 def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"]:
@@ -281,7 +302,7 @@ def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"
         four = np.flatnonzero(head >= 0xF0000000)
         if four.size:
             h = head[four]
-            flags[four] = classes.table[(h >> 6 & 0x1C0000) | (h >> 4 & 0x3F000) | (h >> 2 & 0xFC0) | (h & 0x3F)]
+            flags[four] = classes.flags((h >> 6 & 0x1C0000) | (h >> 4 & 0x3F000) | (h >> 2 & 0xFC0) | (h & 0x3F))
         mark[lead] = flags & _MARK > 0
         not_alnum[lead] = flags & _NOT_ALNUM > 0
         rare = flags & (_SPACE | _DIGIT) > 0  # non-ASCII whitespace or digits: a few per document at most

@@ -204,14 +204,17 @@ class QualityModel:
         """``signals`` of trimmed texts, all at once."""
         windows = window(texts, self.text_config, langs)
         prepared, tokens = prepare_batch(windows, self.text_config)
-        lines = prepared.to_pylist()
-        labels, probs = self.classifier.predict(lines, k=1)
-        p_gold = np.fromiter(
-            # Two classes under softmax: P(gold) = 1 - P(junk). fastText adds 1e-5 before its log,
-            # so the top probability can read a hair above 1.
-            (min(p[0], 1.0) if label[0] == LABEL_PREFIX + GOLD else 1.0 - min(p[0], 1.0)
-             for label, p in zip(labels, probs)),
-            dtype=np.float64, count=len(lines))
+        # fastText's ``predict`` takes str lines, checks each for a newline and appends one; its
+        # binding takes the prepared lines (none has a newline) as UTF-8 bytes with the newline
+        # already there, so no str is built from each line only to be encoded back.
+        binary = pa.large_binary() if pa.types.is_large_string(prepared.type) else pa.binary()
+        lines = pc.binary_join_element_wise(prepared, "", "\n").cast(binary).to_pylist()
+        labels, probs = self.classifier.f.multilinePredict(lines, 1, 0.0, "strict")
+        gold = np.fromiter((label[0] == LABEL_PREFIX + GOLD for label in labels), dtype=bool, count=len(lines))
+        # Two classes under softmax: P(gold) = 1 - P(junk). fastText adds 1e-5 before its log, so the
+        # top probability (float32) can read a hair above 1.
+        top = np.minimum(np.concatenate(probs) if probs else np.zeros(0, np.float32), np.float32(1.0))
+        p_gold = np.where(gold, top, np.float32(1.0) - top).astype(np.float64)
         perplexity, known = self.lm.perplexity(tokens, langs)
         result = {"classifier": p_gold, "perplexity": perplexity}
         result.update(quality_signals.compute(texts, windows, tokens, langs, quality_signals.STOP_WORDS))

@@ -23,7 +23,7 @@ from pipeline.stage import DOCUMENT_SCHEMA
 from pipeline.stats import Stats, histogram
 from stages import quality_model
 from stages.quality import HISTOGRAM_EDGES, PERPLEXITY_REASON, REASON, SIGNAL_COLUMNS, Quality, QualityConfig
-from stages.quality_lm import DISCOUNT, NgramModel, Tokens, _HashIndex, token_log_probs
+from stages.quality_lm import DISCOUNT, NgramModel, Tokens, _classify, _HashIndex, char_classes, token_log_probs
 from stages.quality_metrics import binary_metrics, cross_validated_scores, roc_auc
 from stages.quality_model import (
     _CJK_CHAR_OR_PUNCT, _DIGIT, TextConfig, model_files, prepare_batch, prepare_texts, read_report,
@@ -182,6 +182,17 @@ def test_tokens_of_lines_split_where_arrow_splits():
     assert_same_tokens(Tokens.from_lines(lines.slice(5, 100)), tokens_by_definition(lines.slice(5, 100)))
 
 
+def test_characters_classified_on_first_sight_read_as_classified_all_at_once():
+    # Above U+FFFF the table is filled in a block at a time, as texts bring the block's characters.
+    classes = char_classes.__wrapped__(marked=_CJK_CHAR_OR_PUNCT, digits=_DIGIT)
+    points = np.concatenate((np.arange(0, 0xD800, 7), np.arange(0xE000, 0x40000, 13),
+                             [0xE0001, 0xF0000, 0x10FFFF])).astype(np.uint32)
+    first_half = classes.flags(points[::2].copy())
+    assert (classes.flags(points) == _classify(points, _CJK_CHAR_OR_PUNCT, _DIGIT)).all()
+    assert (first_half == classes.flags(points[::2].copy())).all()
+    assert not classes.known[0x50000 >> 12]  # a block none of the points is in was never classified
+
+
 def test_jieba_segmenter_gives_words_not_characters():
     pytest.importorskip("jieba")
     [chars] = prepare_texts(["我们今天去北京大学"], TextConfig())
@@ -207,6 +218,10 @@ def test_hash_index_finds_every_key_and_nothing_else():
     values = np.arange(keys.size, dtype=np.float64) * 3
     slots = index.find(queries)
     assert (index.by_slot(values)[slots[: keys.size]] == values[::-1]).all()
+    # A miss (slot -1) and an empty slot read the fill value.
+    by_slot = index.by_slot(values, fill=-1.5)
+    empty = index.slots == np.uint64(2**64 - 1)
+    assert (by_slot[slots[keys.size:]] == -1.5).all() and (by_slot[:-1][empty] == -1.5).all()
 
 
 def lm_from(texts_by_lang: dict[str, list[str]]) -> NgramModel:
@@ -283,6 +298,14 @@ def signals_of(texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
     array = trimmed(as_text_array(texts))
     windows = window(array, TextConfig(), langs)
     return compute(array, windows, Tokens.from_lines(prepare_windows(windows, TextConfig())), langs, STOP_WORDS)
+
+
+def test_classifier_signal_is_fasttexts_own_predict_of_the_prepared_lines(stage, sample_rows):
+    texts = [row["text"] for row in sample_rows["gold"] + sample_rows["junk"]] + ["", "x"]
+    langs = ["en"] * len(texts)
+    labels, probs = stage.model.classifier.predict(prepare_texts(texts, TextConfig(), langs), k=1)
+    want = [min(p[0], 1.0) if label[0] == "__label__gold" else 1.0 - min(p[0], 1.0) for label, p in zip(labels, probs)]
+    assert stage.model.signals(texts, langs)["classifier"].tolist() == want
 
 
 def test_document_signals_on_hand_counted_text():
