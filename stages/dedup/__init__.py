@@ -2,7 +2,10 @@
 
 Which documents are duplicates is a property of the whole corpus, so ``prepare`` decides it once,
 before any shard is processed, as a chain of map and reduce tasks over files in the stage's scratch
-directory (``stages.dedup.steps`` lists them; each is skipped on rerun when its outputs exist):
+directory (``stages.dedup.steps`` lists them; each is skipped on rerun when its outputs exist). A
+reduce task reads its slice of every map task's file; where that makes many reads (``shuffle``
+settings), a gather level in between reads each map file once per block of reduce tasks and writes
+each reduce task one file (``stages.dedup.exchange``), with the same result:
 
 1. map, per shard: a 64-bit hash of each document's normalised text, its MinHash signature
    (datasketch's, ``stages.dedup.minhash``: word n-grams, character n-grams for zh/ja/ko/th) and

@@ -26,6 +26,40 @@ class ComponentsConfig(StageConfig):
     )
 
 
+class ShuffleConfig(StageConfig):
+    """How dedup's all-to-all exchanges are read (``stages.dedup.exchange``): each task of a step over
+    partitions or shards needs its slice of every file the step before wrote, S x P or S x S file
+    reads in all. Either way the stage writes the same bytes."""
+
+    gather: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="two-level shuffle: the map step writes a row group per block of gather_block "
+        "targets, one gather task per block reads that row group from every map file and writes one "
+        "file per target, and each target's task reads that file alone: sources x targets / "
+        "gather_block + targets reads instead of sources x targets, for writing the exchanged rows "
+        "once more. auto: per exchange, when sources x targets exceeds gather_above_reads and the "
+        "gather level reads less, with blocks small enough for at least 8 gather tasks; always: every "
+        "exchange, in blocks of gather_block",
+    )
+    gather_above_reads: int = Field(
+        10_000, ge=0,
+        description="with gather: auto, the file reads of a direct exchange (map files x tasks reading "
+        "them) above which it is gathered first: verify's S x S above 100 shards, an exchange between S "
+        "shards and the default 16 partitions above 625. On local disk the exchanges took less task "
+        "time through the gather level from the smallest size measured on (corpus-dev at 2x in 16 "
+        "shards: -19%; in 64: -41%; a synthetic corpus in 256 shards: -81%), and on an object store "
+        "every read is also a request (bench/bench_dedup_shuffle.py); below, a small corpus keeps "
+        "its fewer tasks",
+    )
+    gather_block: int = Field(
+        32, ge=1,
+        description="targets (shards or partitions) per gather task (B); with gather: auto at most "
+        "targets / 8, so that the gather step keeps at least 8 tasks. A gather task keeps B output "
+        "files open, each holding up to 1 MiB of rows not yet written, besides one map file's row "
+        "group at a time",
+    )
+
+
 class DedupConfig(StageConfig):
     exact_documents: bool = Field(True, description="drop documents whose normalised text occurred earlier")
     near_duplicates: bool = Field(True, description="MinHash LSH near-duplicate detection")
@@ -93,6 +127,11 @@ class DedupConfig(StageConfig):
     # writes, so switching it reruns nothing.
     components: ComponentsConfig = Field(default_factory=ComponentsConfig, exclude=True,
                                          description="how the clusters are found (see ComponentsConfig)")
+
+    # Left out of the config hash too: it changes which files carry the exchanged rows, not what the
+    # stage writes.
+    shuffle: ShuffleConfig = Field(default_factory=ShuffleConfig, exclude=True,
+                                   description="how the all-to-all exchanges are read (see ShuffleConfig)")
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "DedupConfig":

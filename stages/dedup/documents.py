@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage
-from stages.dedup import minhash, text
-from stages.dedup.shuffle import (
-    Job, batches, gather, partition, shard_range, write_sorted,
-)
+from stages.dedup import exchange, minhash, text
+from stages.dedup.exchange import Exchange
+from stages.dedup.shuffle import Job, batches, partition, shard_range, write_sorted
 
 EXACT_BAND = -1
 REASON_EXACT = "exact_duplicate"
@@ -41,6 +40,23 @@ CLUSTER_SCHEMA = pa.schema([
     ("doc", pa.int64()), ("id", pa.string()), ("cluster", pa.string()), ("kept_id", pa.string()),
     ("reason", pa.string()), ("keeper", pa.bool_()),
 ])
+
+
+# ----------------------------------------------------------------------------- exchanges
+
+def band_exchange(job: Job) -> Exchange:
+    """Band keys, from each shard to the partition of the key."""
+    return Exchange.between(job, "bands", BANDS, len(job.shards), job.config.partitions, to_shards=False)
+
+
+def candidate_exchange(job: Job) -> Exchange:
+    """Candidate pairs, from each partition to the shard of their first document."""
+    return Exchange.between(job, "candidates", CANDIDATES, job.config.partitions, len(job.shards), to_shards=True)
+
+
+def head_exchange(job: Job) -> Exchange:
+    """Candidate pairs with their first document's signature, from that shard to the second's."""
+    return Exchange.between(job, "candidate signatures", HEADS, len(job.shards), len(job.shards), to_shards=True)
 
 
 # ----------------------------------------------------------------------------- map: signatures
@@ -66,7 +82,7 @@ def sign_shard(task: tuple[Job, int]) -> None:
     if config.near_duplicates and config.verify:
         signature_schema = pa.schema([("doc", pa.int64()), ("sig", pa.binary(4 * config.num_perm))])
         storage.write_parquet(job.filesystem, job.path(SIGNATURES, shard), _concat(signed, signature_schema))
-    write_sorted(job, job.path(BANDS, shard), _concat(keyed, BANDS_SCHEMA), config.partitions)
+    exchange.write(job, band_exchange(job), shard, _concat(keyed, BANDS_SCHEMA))
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
@@ -140,7 +156,7 @@ def _signatures(job: Job, batch: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 def link_partition(task: tuple[Job, int]) -> None:
     """Per partition: documents sharing a key in a band become pairs (first of them, other)."""
     job, part = task
-    rows = gather(job, job.paths(BANDS, len(job.shards)), part, part + 1)
+    rows = exchange.read(job, band_exchange(job), part)
     band, key, doc = (rows[c].to_numpy() for c in ("band", "key", "doc"))
     order = np.lexsort((doc, key, band))
     band, key, doc = band[order], key[order], doc[order]
@@ -152,7 +168,11 @@ def link_partition(task: tuple[Job, int]) -> None:
         "v": pa.array(doc[~starts], pa.int64()),
         "exact": pa.array(band[~starts] == EXACT_BAND, pa.bool_()),
     })
-    write_sorted(job, job.path(CANDIDATES, part), unique_pairs(pairs), len(job.shards))
+    pairs = unique_pairs(pairs)
+    if job.config.near_duplicates and job.config.verify:
+        exchange.write(job, candidate_exchange(job), part, pairs)
+    else:  # the edges themselves (``edge_files``): laid out as always, whatever the shuffle settings
+        write_sorted(job, job.path(CANDIDATES, part), pairs, len(job.shards))
 
 
 def unique_pairs(pairs: pa.Table) -> pa.Table:
@@ -168,12 +188,12 @@ def attach_head_signatures(task: tuple[Job, int]) -> None:
     """Per shard: candidates whose first document is here, with its signature, routed onward."""
     job, shard = task
     low, _ = shard_range(shard)
-    pairs = unique_pairs(gather(job, job.paths(CANDIDATES, job.config.partitions), *shard_range(shard)))
+    pairs = unique_pairs(exchange.read(job, candidate_exchange(job), shard))
     signatures = _read_signatures(job, shard)
     # Exact pairs need no signature, but keep theirs anyway: one schema, and they are few.
     attached = signature_column(signatures[pairs["u"].to_numpy() - low])
     table = pa.table({"v": pairs["v"], "u": pairs["u"], "exact": pairs["exact"], "sig": attached})
-    write_sorted(job, job.path(HEADS, shard), table, len(job.shards))
+    exchange.write(job, head_exchange(job), shard, table)
 
 
 def verify_shard(task: tuple[Job, int]) -> None:
@@ -181,12 +201,13 @@ def verify_shard(task: tuple[Job, int]) -> None:
     least ``threshold`` of the permutations (the MinHash estimate of their Jaccard similarity)."""
     job, shard = task
     low, _ = shard_range(shard)
-    pairs = gather(job, job.paths(HEADS, len(job.shards)), *shard_range(shard))
+    pairs = exchange.read(job, head_exchange(job), shard)
     own = _read_signatures(job, shard)
     theirs = signature_matrix(pairs["sig"], job.config.num_perm)
     agreement = (own[pairs["v"].to_numpy() - low] == theirs).mean(axis=1)
     keep = pairs["exact"].to_numpy(zero_copy_only=False) | (agreement >= job.config.threshold)
-    edges = pairs.select(["u", "v", "exact"]).filter(pa.array(keep))
+    # One chunk: how Parquet cuts pages depends on the chunks, which depend on how the pairs were read.
+    edges = pairs.select(["u", "v", "exact"]).filter(pa.array(keep)).combine_chunks()
     storage.write_parquet(job.filesystem, job.path(EDGES, shard), edges)
 
 

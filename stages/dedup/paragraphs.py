@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import storage
-from stages.dedup import text
+from stages.dedup import exchange, text
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS
-from stages.dedup.shuffle import Job, batches, gather, partition, shard_range, write_sorted
+from stages.dedup.exchange import Exchange
+from stages.dedup.shuffle import Job, batches, partition, shard_range, write_sorted
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
 
@@ -33,6 +34,18 @@ PARAGRAPHS = "paragraphs"  # <shard>.parquet: part, hash, doc, para, chars, succ
 REMOVALS = "paragraph-removals"  # <partition>.parquet: doc, para, chars
 SUCCESSOR_REMOVALS = "successor-removals"  # <partition>.parquet: doc, para, chars (what successors would lose)
 SHORT_SUCCESSORS = "short-successors"  # <shard>.parquet: doc (successors too short even as keepers)
+
+
+def paragraph_exchange(job: Job) -> Exchange:
+    """A round's paragraph rows, from each shard to the partition of the paragraph's hash."""
+    return Exchange.between(job, "paragraphs", PARAGRAPHS, len(job.shards), job.config.partitions, to_shards=False)
+
+
+def removal_exchange(job: Job, directory: str = REMOVALS) -> Exchange:
+    """A round's removals (or, from ``SUCCESSOR_REMOVALS``, what successors would lose), from each
+    partition to the shard of their document."""
+    name = "paragraph removals" if directory == REMOVALS else "successor removals"
+    return Exchange.between(job, name, directory, job.config.partitions, len(job.shards), to_shards=True)
 
 
 def hash_paragraphs(task: tuple[Job, int]) -> None:
@@ -74,14 +87,14 @@ def select_paragraphs(task: tuple[Job, int]) -> None:
     doc = rows["doc"].to_numpy()
     successor = np.isin(doc, successors)
     rows = rows.append_column("successor", pa.array(successor)).filter(pa.array(~np.isin(doc, removed) | successor))
-    write_sorted(job, job.path(PARAGRAPHS, shard), rows, job.config.partitions)
+    exchange.write(job, paragraph_exchange(job), shard, rows)
 
 
 def find_repeated_paragraphs(task: tuple[Job, int]) -> None:
     """Per partition: every occurrence of a paragraph in a document after the first one's; and, for
     the successors' rows, those whose paragraph occurs in an earlier document taking part."""
     job, part = task
-    rows = gather(job, job.paths(PARAGRAPHS, len(job.shards)), part, part + 1)
+    rows = exchange.read(job, paragraph_exchange(job), part)
     successor = rows["successor"].to_numpy(zero_copy_only=False)
     checked, rows = rows.filter(pa.array(successor)), rows.filter(pa.array(~successor))
     hashes, doc, para = (rows[c].to_numpy() for c in ("hash", "doc", "para"))
@@ -97,8 +110,8 @@ def find_repeated_paragraphs(task: tuple[Job, int]) -> None:
     first = _first_documents(hashes[starts], first_doc[starts], checked["hash"].to_numpy())
     lost = pa.array(first < checked["doc"].to_numpy())
     successor_removals = checked.filter(lost).select(["doc", "para", "chars"])
-    write_sorted(job, job.path(SUCCESSOR_REMOVALS, part), successor_removals, len(job.shards))
-    write_sorted(job, job.path(REMOVALS, part), removals, len(job.shards))  # last: the task's receipt
+    exchange.write(job, removal_exchange(job, SUCCESSOR_REMOVALS), part, successor_removals)
+    exchange.write(job, removal_exchange(job), part, removals)  # last: the task's receipt
 
 
 def _first_documents(distinct: np.ndarray, first: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -115,8 +128,8 @@ def _first_documents(distinct: np.ndarray, first: np.ndarray, wanted: np.ndarray
 def line_drops(job: Job, shard: int, directory: str = REMOVALS) -> dict[int, tuple[str, list[int], bool]]:
     """Per document of a shard that loses paragraphs: (id, line indices, too short afterwards); from
     ``directory``'s removals (``SUCCESSOR_REMOVALS``: what successors would lose)."""
-    low, high = shard_range(shard)
-    removals = gather(job, job.paths(directory, job.config.partitions), low, high)
+    low, _ = shard_range(shard)
+    removals = exchange.read(job, removal_exchange(job, directory), shard)
     if removals.num_rows == 0:
         return {}
     lost = removals.group_by("doc").aggregate([("para", "list"), ("chars", "sum"), ("para", "count")])

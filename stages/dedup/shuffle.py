@@ -3,7 +3,8 @@
 Documents are numbered ``shard_index << 32 | row``, which is corpus order. Shuffle files are
 written sorted by their first column (a partition number or a document number) in several row
 groups, and ``gather`` reads from many of them only the row groups whose min/max statistics overlap
-the wanted range: a reduce task reads its slice of every map output without a file per pair. A task
+the wanted range: a reduce task reads its slice of every map output without a file per pair (above
+a size, dedup's own exchanges go through a gather level instead: ``stages.dedup.exchange``). A task
 whose driver needs a few numbers from it (counts for the summary, whether a round changed anything)
 writes them into its output file's metadata (``write_sorted(counts=...)``, ``read_counts``), so the
 file and its counts are committed by the same rename.
@@ -101,10 +102,28 @@ def batches(job: Job, shard: int, wanted: list[str]) -> Iterator[tuple[np.ndarra
 def write_sorted(job: Job, path: str, table: pa.Table, groups: int, counts: dict | None = None) -> None:
     """Write ``table`` sorted by its first column, in about ``groups`` row groups, with ``counts``
     (JSON) in the file's metadata."""
-    table = table.sort_by([(table.column_names[0], "ascending")])
+    table = sorted_with_counts(table, counts)
+    size = max(1, math.ceil(table.num_rows / groups))
+    write_row_groups(job, path, table, list(range(size, table.num_rows, size)))
+
+
+def sorted_with_counts(table: pa.Table, counts: dict | None) -> pa.Table:
+    """``table`` sorted by its first column, in one chunk, with ``counts`` (JSON) in its metadata."""
+    table = table.sort_by([(table.column_names[0], "ascending")]).combine_chunks()
     if counts is not None:
         table = table.replace_schema_metadata({COUNTS_KEY: json.dumps(counts, sort_keys=True)})
-    storage.write_parquet(job.filesystem, path, table, row_group_size=max(1, math.ceil(table.num_rows / groups)))
+    return table
+
+
+def write_row_groups(job: Job, path: str, table: pa.Table, bounds: list[int]) -> None:
+    """Write ``table`` as zstd Parquet, atomically, a row group starting at each of ``bounds``.
+    Statistics go on the first column only: readers choose row groups by them, and those of the
+    others (a signature's min and max: 1 kB) would grow the footer that every reader parses."""
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, compression="zstd", write_statistics=[table.column_names[0]]) as writer:
+        for start, end in zip([0, *bounds], [*bounds, table.num_rows]):
+            writer.write_table(table.slice(start, end - start), row_group_size=max(1, end - start))
+    storage.write_bytes(job.filesystem, path, sink.getvalue())
 
 
 def read_counts(job: Job, path: str) -> dict:
@@ -113,15 +132,21 @@ def read_counts(job: Job, path: str) -> dict:
         return json.loads(pq.ParquetFile(source).metadata.metadata[COUNTS_KEY])
 
 
+def overlapping_row_groups(parquet: pq.ParquetFile, low: int, high: int) -> list[int]:
+    """The row groups of ``parquet`` whose first column may hold keys in ``[low, high)``."""
+    groups = []
+    for group in range(parquet.num_row_groups):
+        stats = parquet.metadata.row_group(group).column(0).statistics
+        if stats is None or not stats.has_min_max or (stats.min < high and stats.max >= low):
+            groups.append(group)
+    return groups
+
+
 def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
     """Rows of ``path`` whose first column is in ``[low, high)``, reading only overlapping row groups."""
     with job.filesystem.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
-        groups = []
-        for group in range(parquet.num_row_groups):
-            stats = parquet.metadata.row_group(group).column(0).statistics
-            if stats is None or not stats.has_min_max or (stats.min < high and stats.max >= low):
-                groups.append(group)
+        groups = overlapping_row_groups(parquet, low, high)
         table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
     key = table.column(0)
     return table.filter(pc.and_(pc.greater_equal(key, low), pc.less(key, high)))
@@ -130,4 +155,3 @@ def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
 def gather(job: Job, paths: list[str], low: int, high: int) -> pa.Table:
     """``read_range`` over many files, concatenated (without the files' ``counts``)."""
     return pa.concat_tables([read_range(job, path, low, high) for path in paths]).replace_schema_metadata(None)
-

@@ -23,6 +23,11 @@ clusters) the edges with their endpoints' ids.
     in as many rounds of steps as the edges need, and clusters is four steps per shard or partition
     (``stages.dedup.partitioned``) instead of one task. Both ways write the same clusters/.
 
+    Where a step reads "its rows of every" file of the step before (an exchange), a gather step can
+    run in between (``stages.dedup.exchange``, ``shuffle.gather``): one task per block of the next
+    step's shards or partitions, reading the block's row group of every file and writing a file per
+    shard or partition (``gathered/``), which that task then reads alone. The output is the same.
+
 Keeper rounds. Paragraph dedup runs on the documents document dedup keeps, so it can only run after
 the clusters chose their keepers, and it can leave a keeper too short (most of its paragraphs
 occurred earlier). Its near-duplicates would then be removed pointing at a removed document, and the
@@ -69,7 +74,7 @@ import pyarrow.parquet as pq
 
 from pipeline import commit, storage
 from pipeline.listing import Listing
-from stages.dedup import clusters, documents, minhash, paragraphs, partitioned, star
+from stages.dedup import clusters, documents, exchange, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
 from stages.dedup.shuffle import Job, Step
 
@@ -109,16 +114,15 @@ def document_steps(job: Job) -> list[Step]:
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
-    steps = [
-        Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i)),
-        Step("candidates", documents.link_partition, partitions, lambda p: job.path(documents.CANDIDATES, p)),
-    ]
+    steps = [Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i))]
+    steps += exchange.steps(job, documents.band_exchange(job))
+    steps.append(Step("candidates", documents.link_partition, partitions, lambda p: job.path(documents.CANDIDATES, p)))
     if config.near_duplicates and config.verify:
-        steps += [
-            Step("attach signatures", documents.attach_head_signatures, shards,
-                 lambda i: job.path(documents.HEADS, i)),
-            Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)),
-        ]
+        steps += exchange.steps(job, documents.candidate_exchange(job))
+        steps.append(Step("attach signatures", documents.attach_head_signatures, shards,
+                          lambda i: job.path(documents.HEADS, i)))
+        steps += exchange.steps(job, documents.head_exchange(job))
+        steps.append(Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)))
     if config.paragraphs:
         steps.append(Step("paragraph hashes", paragraphs.hash_paragraphs, shards,
                           lambda i: job.path(paragraphs.PARAGRAPH_HASHES, i)))
@@ -135,14 +139,15 @@ def round_steps(job: Job, distributed: bool) -> list[Step]:
     steps = partitioned.steps(job, suffix) if distributed else [
         Step("clusters" + suffix, clusters.cluster_corpus, (0,), lambda _: clusters.summary_path(job))]
     if config.paragraphs:
-        steps += [
-            Step("paragraphs" + suffix, paragraphs.select_paragraphs, shards,
-                 lambda i: job.path(paragraphs.PARAGRAPHS, i)),
-            Step("paragraph removals" + suffix, paragraphs.find_repeated_paragraphs, partitions,
-                 lambda p: job.path(paragraphs.REMOVALS, p)),
-            Step("short keepers" + suffix, paragraphs.find_short_keepers, shards,
-                 lambda i: job.path(documents.BARRED, i)),
-        ]
+        steps.append(Step("paragraphs" + suffix, paragraphs.select_paragraphs, shards,
+                          lambda i: job.path(paragraphs.PARAGRAPHS, i)))
+        steps += exchange.steps(job, paragraphs.paragraph_exchange(job), suffix)
+        steps.append(Step("paragraph removals" + suffix, paragraphs.find_repeated_paragraphs, partitions,
+                          lambda p: job.path(paragraphs.REMOVALS, p)))
+        steps += exchange.steps(job, paragraphs.removal_exchange(job), suffix)
+        steps += exchange.steps(job, paragraphs.removal_exchange(job, paragraphs.SUCCESSOR_REMOVALS), suffix)
+        steps.append(Step("short keepers" + suffix, paragraphs.find_short_keepers, shards,
+                          lambda i: job.path(documents.BARRED, i)))
     return steps
 
 
