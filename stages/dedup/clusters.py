@@ -3,7 +3,7 @@
 Two ways lead here, and both end in ``fates`` on whole clusters with the same attributes, so they
 write the same rows (``tests/test_components.py`` checks the stage output is byte-identical):
 
-- ``cluster_corpus``, one task: every edge in memory, components by scipy (``components.cluster``);
+- ``cluster_corpus``, one task: every edge in memory, components by scipy (``components.labels``);
 - ``stages.dedup.partitioned``, for more edges than one task should hold: components by
   ``stages.dedup.star``, then ``fates`` per partition of the clusters.
 
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from pipeline import storage
 from stages.dedup import components
 from stages.dedup.documents import (
-    BARRED, CLUSTER_SCHEMA, CLUSTERS, DOCS, REASON_EXACT, REASON_NEAR, edge_files, unique_pairs,
+    BARRED, CLUSTER_SCHEMA, CLUSTERS, DOCS, DOCS_SCHEMA, REASON_EXACT, REASON_NEAR, edge_files,
 )
 from stages.dedup.paragraphs import SHORT_SUCCESSORS
 from stages.dedup.shuffle import Job, shard_range
@@ -49,21 +49,30 @@ def summary_path(job: Job) -> str:
 def cluster_corpus(task: tuple[Job, int]) -> None:
     """Connected components of all edges in one task; per shard, the fate of each clustered document."""
     job, _ = task
-    edges = unique_pairs(pa.concat_tables([storage.read_parquet(job.filesystem, path).select(["u", "v", "exact"])
-                                           for path in edge_files(job)]))
+    edges = pa.concat_tables([storage.read_parquet(job.filesystem, path, columns=["u", "v", "exact"])
+                              for path in edge_files(job)])
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
     exact = edges["exact"].to_numpy(zero_copy_only=False)
-    found = components.cluster(u, v)
+    del edges
+    doc, u_at, v_at = components.relabelled(u, v)
+    del u, v
+    pairs = components.pair_keys(u_at, v_at, len(doc))
+    found = components.Clusters(doc, components.labels(len(doc), *np.divmod(pairs, max(len(doc), 1))))
+    # a pair found by several files is one edge, exact if any of its rows is (as ``unique_pairs``)
+    exact_pairs = len(components.pair_keys(u_at[exact], v_at[exact], len(doc)))
+    later_copy = np.zeros(len(doc), bool)
+    later_copy[v_at[exact]] = True
+    del u_at, v_at, exact
     ids, score = _clustered_attributes(job, found.doc)
     shards = range(len(job.shards))
-    table, summary = fates(found, ids, np.isin(found.doc, v[exact]), score,
-                           np.isin(found.doc, earlier_findings(job, BARRED, shards)),
-                           np.isin(found.doc, earlier_findings(job, SHORT_SUCCESSORS, shards)))
-    for shard in range(len(job.shards)):
-        low, high = shard_range(shard)
-        inside = pa.array((found.doc >= low) & (found.doc < high))
-        storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard), table.filter(inside))
-    summary["edges"] = {"exact": int(exact.sum()), "near": int((~exact).sum())}
+    table, summary = fates(found, ids, later_copy, score,
+                           components.among(found.doc, earlier_findings(job, BARRED, shards)),
+                           components.among(found.doc, earlier_findings(job, SHORT_SUCCESSORS, shards)))
+    bounds = np.searchsorted(found.doc, [shard_range(shard)[0] for shard in shards] + [shard_range(len(shards))[0]])
+    for shard in shards:
+        storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard),
+                              table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]))
+    summary["edges"] = {"exact": exact_pairs, "near": len(pairs) - exact_pairs}
     summary["keeper_round"] = job.round
     storage.write_json(job.filesystem, summary_path(job), summary)
 
@@ -76,29 +85,30 @@ def fates(found: components.Clusters, ids: pa.Array, later_copy: np.ndarray, sco
     ``barred`` and ``short`` (successors too short) are per document of ``found``; the cluster id is
     the id of its first document.
     """
-    barred = _barred_with_short_successors(found, later_copy, score, barred, short)
-    keeper = components.keepers(found, later_copy, score, barred)
+    order = components.ranked(found, later_copy, score)
+    barred = _barred_with_short_successors(found, order, barred, short)
+    keeper = components.keepers(found, later_copy, score, barred, order)
     is_keeper = (keeper == np.arange(len(found.doc))) & ~barred
     removed = ~is_keeper & ~barred
-    reason = np.where(removed, np.where(later_copy, REASON_EXACT, REASON_NEAR), None)
+    with_barred = np.zeros(found.label.max() + 1 if len(found.doc) else 0, bool)
+    with_barred[found.label[barred]] = True
     table = pa.table({
         "doc": pa.array(found.doc, pa.int64()),
         "id": ids,
         "cluster": ids.take(pa.array(components.firsts(found), pa.int64())),
-        "kept_id": pc.if_else(pa.array(removed), ids.take(pa.array(keeper, pa.int64())),
-                              pa.nulls(len(found.doc), pa.string())),
-        "reason": pa.array(reason.tolist(), pa.string()),
+        "kept_id": ids.take(pa.array(keeper, pa.int64(), mask=~removed)),
+        "reason": pa.array([REASON_EXACT, REASON_NEAR], pa.string()).take(
+            pa.array(np.where(later_copy, 0, 1), pa.int64(), mask=~removed)),
         "keeper": pa.array(is_keeper),
-        "successor": pa.array(removed & np.isin(found.label, found.label[barred])),
+        "successor": pa.array(removed & with_barred[found.label]),
     }, schema=ROW_SCHEMA)
-    return table, _summary(found, reason, barred)
+    return table, _summary(found, removed & later_copy, removed & ~later_copy, barred)
 
 
-def _barred_with_short_successors(found: components.Clusters, later_copy: np.ndarray, score: np.ndarray,
-                                  barred: np.ndarray, short: np.ndarray) -> np.ndarray:
-    """``barred``, and every ``short`` member all of whose cluster's members ranked before it (in the
-    order ``components.keepers`` ranks them, barred or not) are barred or short themselves."""
-    order = np.lexsort((found.doc, -score, later_copy, found.label))
+def _barred_with_short_successors(found: components.Clusters, order: np.ndarray, barred: np.ndarray,
+                                  short: np.ndarray) -> np.ndarray:
+    """``barred``, and every ``short`` member all of whose cluster's members ranked before it (in
+    ``order``, ``components.ranked``: as keepers are chosen, barred or not) are barred or short themselves."""
     gone = (barred | short)[order]
     label = found.label[order]
     starts = np.ones(len(label), bool)
@@ -116,7 +126,7 @@ def earlier_findings(job: Job, directory: str, shards: Iterable[int]) -> np.ndar
     (``BARRED``: keepers too short; ``SHORT_SUCCESSORS``), sorted."""
     found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(directory, shard))["doc"].to_numpy()
              for r in range(job.round) for shard in shards]
-    return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    return components.distinct(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
 
 def keep_scores(job: Job, attributes: pa.Table) -> np.ndarray:
@@ -129,18 +139,27 @@ def keep_scores(job: Job, attributes: pa.Table) -> np.ndarray:
 
 
 def _clustered_attributes(job: Job, doc: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """Ids and keep-scores of the clustered documents (``doc`` is sorted), read shard by shard."""
+    """Ids and keep-scores of the clustered documents (``doc`` is sorted), read shard by shard
+    (``docs/`` holds one row per document, in order)."""
     parts = []
     for shard in range(len(job.shards)):
-        attributes = storage.read_parquet(job.filesystem, job.path(DOCS, shard))
-        parts.append(attributes.filter(pa.array(np.isin(attributes["doc"].to_numpy(), doc))))
-    attributes = pa.concat_tables(parts).sort_by([("doc", "ascending")])
+        low, high = shard_range(shard)
+        rows = doc[np.searchsorted(doc, low):np.searchsorted(doc, high)] - low
+        if not len(rows):
+            continue
+        attributes = storage.read_parquet(job.filesystem, job.path(DOCS, shard),
+                                          columns=["id", "chars", "quality_score"])
+        if rows[-1] >= attributes.num_rows:
+            raise RuntimeError("dedup scratch is inconsistent: clustered documents missing from docs/")
+        parts.append(attributes.take(pa.array(rows)))
+    attributes = pa.concat_tables(parts) if parts else DOCS_SCHEMA.empty_table()
     if attributes.num_rows != len(doc):
-        raise RuntimeError("dedup scratch is inconsistent: clustered documents missing from docs/")
+        raise RuntimeError("dedup scratch is inconsistent: clustered documents outside every shard")
     return attributes["id"].combine_chunks(), keep_scores(job, attributes)
 
 
-def _summary(found: components.Clusters, reason: np.ndarray, barred: np.ndarray) -> dict:
+def _summary(found: components.Clusters, removed_exact: np.ndarray, removed_near: np.ndarray,
+             barred: np.ndarray) -> dict:
     """Counts of whole clusters; those of several partitions add up (``largest_cluster``: the maximum)."""
     sizes = np.bincount(found.label) if len(found.doc) else np.zeros(0, np.int64)
     buckets = {"2": sizes == 2, "3-9": (sizes >= 3) & (sizes < 10), "10-99": (sizes >= 10) & (sizes < 100),
@@ -150,7 +169,6 @@ def _summary(found: components.Clusters, reason: np.ndarray, barred: np.ndarray)
         "clustered_docs": int(len(found.doc)),
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
         "cluster_sizes": {label: int(mask.sum()) for label, mask in buckets.items()},
-        "removed": {REASON_EXACT: int((reason == REASON_EXACT).sum()),
-                    REASON_NEAR: int((reason == REASON_NEAR).sum())},
+        "removed": {REASON_EXACT: int(removed_exact.sum()), REASON_NEAR: int(removed_near.sum())},
         "keepers_replaced": int(barred.sum()),
     }

@@ -17,7 +17,6 @@ clustered documents or one partition's clusters. These steps belong to a keeper 
 """
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
@@ -59,8 +58,9 @@ def cluster_members(task: tuple[Job, int]) -> None:
     attributes = attributes.take(pa.array(doc - low))
     table = pa.table({
         "part": node_partition(root, job), "root": root, "doc": doc, "id": attributes["id"],
-        "later_copy": found["later_copy"], "barred": np.isin(doc, clusters.earlier_findings(job, BARRED, [shard])),
-        "short": np.isin(doc, clusters.earlier_findings(job, SHORT_SUCCESSORS, [shard])),
+        "later_copy": found["later_copy"],
+        "barred": components.among(doc, clusters.earlier_findings(job, BARRED, [shard])),
+        "short": components.among(doc, clusters.earlier_findings(job, SHORT_SUCCESSORS, [shard])),
         "score": clusters.keep_scores(job, attributes),
     }, schema=MEMBER_SCHEMA)
     write_sorted(job, job.path(MEMBERS, shard), table, job.config.partitions)
@@ -70,8 +70,7 @@ def cluster_keepers(task: tuple[Job, int]) -> None:
     """Per partition of the roots: the fate of every member of its clusters, and their counts."""
     job, part = task
     members = gather(job, job.paths(MEMBERS, len(job.shards)), part, part + 1).sort_by([("doc", "ascending")])
-    _, label = np.unique(members["root"].to_numpy(), return_inverse=True)
-    found = components.Clusters(members["doc"].to_numpy(), label.astype(np.int64))
+    found = components.Clusters(members["doc"].to_numpy(), components.positions(members["root"].to_numpy())[1])
     table, summary = clusters.fates(found, members["id"].combine_chunks(),
                                     members["later_copy"].to_numpy(zero_copy_only=False),
                                     members["score"].to_numpy(),
