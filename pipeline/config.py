@@ -115,6 +115,9 @@ class PipelineConfig(_Strict):
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
     batch_rows: int = Field(10_000, gt=0, description="rows per batch (whole row groups) of a stage that streams "
                             "its shard (Stage.whole_shard = False); bounds a task's memory, never its output")
+    fuse: bool = Field(True, description="run consecutive per-document stages (no global pass: langid, rules, "
+                       "quality, pii; ingest may lead) as one task per unit, each stage's kept rows handed to "
+                       "the next in memory (pipeline.fusion); the files written are the same either way")
     _steps: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("stages", mode="before")

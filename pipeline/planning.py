@@ -104,12 +104,14 @@ def list_units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
     if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != upstream.hash:
         raise PipelineError(f"stage {spec.name} needs the finished output of {upstream.name}, which is "
                             f"missing or stale; run `python -m pipeline run CONFIG --from {upstream.name}`")
-    units = []
-    for receipt in manifest["units"]:
-        for kept in receipt["kept_files"]:
-            name = posixpath.basename(kept["path"])[: -len(".parquet")]
-            units.append(Unit(name, storage.join(upstream.directory, kept["path"]), kept["sha256"]))
-    return units
+    return kept_units(upstream, manifest["units"])
+
+
+def kept_units(upstream: StageSpec, receipts: list[dict]) -> list[Unit]:
+    """The units the kept files of ``upstream``'s receipts are for the stage after it: one per
+    file, named as the file, its sha256 the fingerprint."""
+    return [Unit(posixpath.basename(kept["path"])[: -len(".parquet")], storage.join(upstream.directory, kept["path"]),
+                 kept["sha256"]) for receipt in receipts for kept in receipt["kept_files"]]
 
 
 def up_to_date(spec: StageSpec, units: list[Unit]) -> dict | None:

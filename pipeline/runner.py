@@ -1,5 +1,6 @@
 """The driver: runs stages in order, one task per unit, with receipts, resume and conservation,
-then the steps after them.
+then the steps after them. Consecutive per-document stages run as one group, one task per unit of
+the first (``pipeline.fusion``; ``fuse: false`` runs each stage to completion before the next).
 
 Layout of a run (``work_dir``)::
 
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 import posixpath
 import time
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 
@@ -32,6 +34,7 @@ from pipeline import commit, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConservationError, PipelineError  # noqa: F401  (re-exported)
 from pipeline.executor import Failure, InProcessExecutor, make_executor
+from pipeline.fusion import Chain, fused_tasks, run_chain, stage_group
 from pipeline.planning import (StageSpec, Unit, check_stage_assets, check_upstream_finished, ensure_assets,  # noqa: F401
                                list_units, may_run, plan_stages, read_manifest, select, up_to_date, upstream_of)
 from pipeline.presentation import StageResult, summary_line
@@ -56,10 +59,17 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
         f"Ray ready in {ray.startup_seconds:.1f} s, {ray.workers} workers"))
     results = []
     try:
-        for spec in chosen:
-            result = run_stage(spec, upstream_of(specs, spec), config, executor, force=force, log=log)
-            log(summary_line(result))
-            results.append(result)
+        position = 0
+        while position < len(chosen):
+            group = stage_group(specs, chosen, position, config, force)
+            if len(group) == 1:
+                done = [run_stage(group[0], upstream_of(specs, group[0]), config, executor, force=force, log=log)]
+            else:
+                done = run_group(group, specs, config, executor, force=force, log=log)
+            for result in done:
+                log(summary_line(result))
+            results += done
+            position += len(group)
         if only is None:
             run_steps(config, executor, force=force, log=log)
     finally:
@@ -73,8 +83,16 @@ def run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfi
 
     A write that fails in the driver for a reason retrying cannot fix (``storage.StorageError``:
     disk full, no permission) stops the run with a PipelineError naming the stage and the path."""
-    try:
+    with _naming(spec):
         return _run_stage(spec, upstream, config, executor, force, log)
+
+
+@contextmanager
+def _naming(spec: StageSpec) -> Iterator[None]:
+    """A ``storage.StorageError`` of the driver's work on ``spec``'s directory as a PipelineError
+    naming the stage (its message names the path and what to do)."""
+    try:
+        yield
     except storage.StorageError as error:
         raise PipelineError(f"{spec.label}: {error}") from None
 
@@ -94,18 +112,69 @@ def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
     done = {r["unit"]: r for r in _valid_receipts(spec, units)}
     pending = [unit for unit in units if unit.name not in done]
     if pending:
-        manifest_path = storage.join(spec.directory, "_manifest.json")
-        if storage.exists(fs, manifest_path):  # from an earlier run: this stage is not complete any more
-            storage.delete_file(fs, manifest_path)
+        _discard_manifest(spec)
         _prepare(spec, units, executor, log)
         for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label):
             done[receipt["unit"]] = receipt
     receipts = [done[unit.name] for unit in units]
+    _finish(spec, upstream, receipts)
+    return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
+
+
+def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineConfig, executor,
+              force: bool = False, log: Callable[[str], None] = print) -> list[StageResult]:
+    """Run (or resume) consecutive per-document stages as one task per unit of the first
+    (``pipeline.fusion``), then write each stage's manifest and stats in order, as ``run_stage``
+    would. Each result's ``wall_seconds`` is the whole group's: its stages ran at the same time. A
+    driver write that fails stops the run naming the stage whose directory it was, as there."""
+    started = time.perf_counter()
+    units = list_units(group[0], upstream_of(specs, group[0]), config)
+    for spec in group:
+        with _naming(spec):
+            _claim_directory(spec.filesystem, spec, force, log)
+    fresh: dict[tuple[str, str], dict] = {}
+    # Rounds: a source unit hands on only its first kept file, so its others are the next round's.
+    # Every task commits its first stage and the stages after, so len(group) rounds always suffice.
+    for _ in group:
+        if not (tasks := fused_tasks(group, units)):
+            break
+        for spec in group:
+            with _naming(spec):
+                _discard_manifest(spec)
+        for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label):
+            fresh.update(((r["stage"], r["unit"]), r) for r in receipts)
+    finished = []
+    for spec in group:  # in order: each stage's units are the kept files the manifest before lists
+        upstream = upstream_of(specs, spec)
+        if spec is not group[0]:
+            units = list_units(spec, upstream, config)
+        done = {u.name: fresh[(spec.name, u.name)] for u in units if (spec.name, u.name) in fresh}
+        done.update(spec.ledger.done({u.name: u.fingerprint for u in units if u.name not in done}, spec.hash))
+        if missing := [u.name for u in units if u.name not in done]:
+            raise PipelineError(f"{spec.label}: no receipt for {len(missing)} units after the fused tasks, "
+                                f"e.g. {missing[0]}")
+        receipts = [done[unit.name] for unit in units]
+        with _naming(spec):
+            _finish(spec, upstream, receipts)
+        finished.append((spec, receipts, sum((spec.name, unit.name) not in fresh for unit in units)))
+    wall = time.perf_counter() - started
+    return [StageResult(spec, receipts, reused=reused, wall_seconds=wall) for spec, receipts, reused in finished]
+
+
+def _discard_manifest(spec: StageSpec) -> None:
+    """Before a stage's units are redone: a manifest from an earlier run says it is complete, which
+    it is not any more."""
+    manifest_path = storage.join(spec.directory, "_manifest.json")
+    if storage.exists(spec.filesystem, manifest_path):
+        storage.delete_file(spec.filesystem, manifest_path)
+
+
+def _finish(spec: StageSpec, upstream: StageSpec | None, receipts: list[dict]) -> None:
+    """Every unit is committed: drop what no unit owns, write the stats and manifest, check the input."""
     _remove_unreferenced(spec, receipts)
     _write_manifest(spec, receipts)
     if upstream is not None:
         _check_stage_input(spec, upstream, receipts)
-    return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
 
 
 def _prepare(spec: StageSpec, units: list[Unit], executor, log: Callable[[str], None], label: str | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -90,39 +91,55 @@ def stage_instance(spec: StageSpec) -> Stage:
 def run_unit(task: tuple[StageSpec, Unit]) -> dict | Failure:
     """Process one unit and commit it with a receipt; a Failure for what retrying cannot fix."""
     spec, unit = task
+    return guarded(unit.name, lambda: _run_unit(spec, unit))
+
+
+def _run_unit(spec: StageSpec, unit: Unit) -> dict:
     started = time.perf_counter()
+    stage = stage_instance(spec)
+    writer = UnitWriter(spec)
+    run = getattr(stage, "run_unit", None)
+    if run is not None:
+        output = run(unit, writer)
+    elif stage.whole_shard:
+        output = _process_unit(spec, stage, unit, writer)
+    else:
+        output = _stream_unit(spec, stage, unit, writer)
+    receipt = make_receipt(spec, unit.name, unit.fingerprint, output, writer, time.perf_counter() - started)
+    spec.ledger.commit(unit.name, receipt)  # last: the unit's commit point
+    return receipt
+
+
+def guarded(name: str, work: Callable[[], Any]) -> Any:
+    """``work()``, or a Failure for the errors of unit ``name`` that retrying cannot fix."""
     try:
-        stage = stage_instance(spec)
-        writer = UnitWriter(spec)
-        run = getattr(stage, "run_unit", None)
-        if run is not None:
-            output = run(unit, writer)
-        elif stage.whole_shard:
-            output = _process_unit(spec, stage, unit, writer)
-        else:
-            output = _stream_unit(spec, stage, unit, writer)
-        kept_rows = sum(f["rows"] for f in output.kept_files)
-        removed_rows = sum(f["rows"] for f in output.removed_files)
-        if kept_rows + removed_rows != output.input_rows:
-            raise ConservationError(f"stage {spec.name} lost rows in {unit.name}: read {output.input_rows}, "
-                                    f"kept {kept_rows}, removed {removed_rows}")
-        stats = Stats({RUNNER_STATS: writer.counts})
-        if output.stats:
-            stats[spec.name] = output.stats
-        receipt = {
-            "input_rows": output.input_rows, "input_bytes": output.input_bytes,
-            "kept_rows": kept_rows, "kept_bytes": sum(f["bytes"] for f in output.kept_files),
-            "removed_rows": removed_rows, "removed_bytes": sum(f["bytes"] for f in output.removed_files),
-            "kept_files": output.kept_files, "removed_files": output.removed_files, "stats": stats,
-            "unit": unit.name, "stage": spec.name, "config_hash": spec.hash,
-            "input_fingerprint": unit.fingerprint, "seconds": round(time.perf_counter() - started, 4),
-        }
-        spec.ledger.commit(unit.name, receipt)  # last: the unit's commit point
+        return work()
     except (InputError, ConservationError) as error:  # the same input fails the same way again
         return Failure(str(error))
     except StorageError as error:  # disk full, no permission: retrying will not help
-        return Failure(f"unit {unit.name}: {error}")
-    return receipt
+        return Failure(f"unit {name}: {error}")
+
+
+def make_receipt(spec: StageSpec, name: str, fingerprint: str, output: UnitOutput, writer: UnitWriter,
+                 seconds: float) -> dict:
+    """The receipt of unit ``name`` once its files are written, after checking conservation (rows
+    in = kept + removed): a ConservationError naming the stage and the unit if they differ."""
+    kept_rows = sum(f["rows"] for f in output.kept_files)
+    removed_rows = sum(f["rows"] for f in output.removed_files)
+    if kept_rows + removed_rows != output.input_rows:
+        raise ConservationError(f"stage {spec.name} lost rows in {name}: read {output.input_rows}, "
+                                f"kept {kept_rows}, removed {removed_rows}")
+    stats = Stats({RUNNER_STATS: writer.counts})
+    if output.stats:
+        stats[spec.name] = output.stats
+    return {
+        "input_rows": output.input_rows, "input_bytes": output.input_bytes,
+        "kept_rows": kept_rows, "kept_bytes": sum(f["bytes"] for f in output.kept_files),
+        "removed_rows": removed_rows, "removed_bytes": sum(f["bytes"] for f in output.removed_files),
+        "kept_files": output.kept_files, "removed_files": output.removed_files, "stats": stats,
+        "unit": name, "stage": spec.name, "config_hash": spec.hash,
+        "input_fingerprint": fingerprint, "seconds": round(seconds, 4),
+    }
 
 
 def _process_unit(spec: StageSpec, stage: Stage, unit: Unit, writer: UnitWriter) -> UnitOutput:
@@ -148,7 +165,7 @@ def _stream_unit(spec: StageSpec, stage: Stage, unit: Unit, writer: UnitWriter) 
     with spec.filesystem.open_input_file(unit.source) as source:
         parquet = pq.ParquetFile(source)
         with writer.stream("kept", unit.name) as kept, writer.stream("removed", unit.name) as removed:
-            for table in _batches(parquet, spec.batch_rows):
+            for table in batches(parquet, spec.batch_rows):
                 if unit.limit is not None:
                     table = table.slice(0, max(unit.limit - rows, 0))
                 output = stage.process(table)
@@ -162,7 +179,7 @@ def _stream_unit(spec: StageSpec, stage: Stage, unit: Unit, writer: UnitWriter) 
     return UnitOutput(rows, read_bytes, [writer.file(kept)], [writer.file(removed)], stats)
 
 
-def _batches(parquet: pq.ParquetFile, batch_rows: int):
+def batches(parquet: pq.ParquetFile, batch_rows: int):
     """Consecutive row groups joined into tables of at least ``batch_rows`` rows (the last may be
     smaller; a shard without row groups gives one empty table)."""
     pending: list[pa.Table] = []
