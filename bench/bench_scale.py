@@ -221,6 +221,7 @@ def run_config(inputs: Path, work_dir: Path, stages: dict, steps: dict, args) ->
     return {
         "work_dir": str(work_dir),
         "ray": {"num_cpus": args.workers, "max_retries": 0},
+        "fuse": False,  # stage by stage: each stage's growth curve needs its own wall time
         "inputs": [{"name": "scale", "path": str(inputs), "format": "parquet",
                     "category_field": "category", "id_field": "id"}],
         "ingest": {"shard_bytes": int(args.shard_mb * 1e6)},

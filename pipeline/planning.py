@@ -57,6 +57,9 @@ class Unit:
     source: Any  # an upstream shard's path, or what the source stage lists (an InputFile)
     fingerprint: str
     limit: int | None = None  # debugging only: process just the first N documents
+    # bytes of input (an upstream shard's text, a source unit's files): an estimate of the unit's
+    # work, which only orders the tasks (largest first, ``executor.map``'s ``sizes``)
+    size: int = 0
 
     @property
     def unit(self) -> str:  # the receipt key; kept for code that names tasks by it (test fixtures)
@@ -97,7 +100,8 @@ def list_units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
     """The units of a stage: the source stage's input files, or the upstream stage's kept shards."""
     if upstream is None:
         try:
-            return [Unit(name, item, fingerprint) for name, item, fingerprint in spec.stage_type.units(config)]
+            return [Unit(name, item, fingerprint, size=_source_bytes(item))
+                    for name, item, fingerprint in spec.stage_type.units(config)]
         except InputError as error:
             raise PipelineError(str(error)) from None
     manifest = read_manifest(spec.filesystem, upstream)
@@ -111,7 +115,14 @@ def kept_units(upstream: StageSpec, receipts: list[dict]) -> list[Unit]:
     """The units the kept files of ``upstream``'s receipts are for the stage after it: one per
     file, named as the file, its sha256 the fingerprint."""
     return [Unit(posixpath.basename(kept["path"])[: -len(".parquet")], storage.join(upstream.directory, kept["path"]),
-                 kept["sha256"]) for receipt in receipts for kept in receipt["kept_files"]]
+                 kept["sha256"], size=kept["bytes"]) for receipt in receipts for kept in receipt["kept_files"]]
+
+
+def _source_bytes(item: Any) -> int:
+    """The bytes of what a source unit reads: its input files' listed sizes (-1 where not listed; a
+    piece of a file counts the whole file, which is only an estimate)."""
+    items = item if isinstance(item, (tuple, list)) else (item,)
+    return sum(max(int(getattr(part, "size", 0) or 0), 0) for part in items)
 
 
 def up_to_date(spec: StageSpec, units: list[Unit]) -> dict | None:

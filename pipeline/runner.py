@@ -114,7 +114,8 @@ def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
     if pending:
         _discard_manifest(spec)
         _prepare(spec, units, executor, log)
-        for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label):
+        for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label,
+                                    sizes=[unit.size for unit in pending]):
             done[receipt["unit"]] = receipt
     receipts = [done[unit.name] for unit in units]
     _finish(spec, upstream, receipts)
@@ -141,7 +142,8 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
         for spec in group:
             with _naming(spec):
                 _discard_manifest(spec)
-        for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label):
+        sizes = [unit.size * len(chain.specs) for chain, unit in tasks]  # a longer chain does more per byte
+        for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label, sizes=sizes):
             fresh.update(((r["stage"], r["unit"]), r) for r in receipts)
     finished = []
     for spec in group:  # in order: each stage's units are the kept files the manifest before lists

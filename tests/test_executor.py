@@ -1,0 +1,36 @@
+"""The Ray executor's task order: results always in item order; with ``sizes``, largest started first."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import RayConfig
+from pipeline.executor import RayExecutor, submission_order
+
+
+def _record_start(item: tuple[str, int]) -> int:
+    log, value = item
+    with open(log, "a") as handle:
+        handle.write(f"{value}\n")
+    return value * 10
+
+
+def test_submission_order_is_largest_first_with_ties_in_item_order():
+    assert submission_order(5, None) == [0, 1, 2, 3, 4]
+    assert submission_order(5, [3, 9, 3, 1, 9]) == [1, 4, 0, 2, 3]
+    with pytest.raises(ValueError, match="2 sizes for 3 items"):
+        submission_order(3, [1, 2])
+
+
+def test_ray_starts_the_largest_items_first_and_returns_results_in_item_order(ray_cluster, tmp_path: Path):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    log = tmp_path / "started.txt"
+    sizes = [1, 50, 7, 50, 3, 20]
+    executor = RayExecutor(RayConfig(num_workers=1))  # one task at a time: start order = run order
+    results = executor.map(_record_start, [(str(log), value) for value in range(6)], "order", sizes=sizes)
+    assert results == [0, 10, 20, 30, 40, 50]
+    assert [int(line) for line in log.read_text().split()] == [1, 3, 5, 2, 4, 0]
