@@ -51,6 +51,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from bench_shuffle import CountingOpens, io_counters  # noqa: E402  (the mixture's shuffle benchmark counts the same way)
 from common import isolated, save_results  # noqa: E402
 
 WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window history "
@@ -58,32 +59,6 @@ WORDS = ("river mountain quietly seven library orange theory garden planet silve
          "village paper stone cloud motor table doctor camera valley pocket").split()
 PATHS = {"direct": {"gather": "never"}, "two level": {"gather": "auto", "gather_above_reads": 0}}
 COMPARED = ("decisions/*", "clusters*/*", "edges/*", "summary.json")  # what later steps and the stage read
-
-
-class CountingOpens:
-    """The local disk, counting the files opened for reading; the kernel counts the reads."""
-
-    def __init__(self):
-        self.local = pafs.LocalFileSystem()
-        self.opens = 0
-
-    def open_input_file(self, path):
-        self.opens += 1
-        return self.local.open_input_file(path)
-
-    def open_input_stream(self, path):
-        self.opens += 1
-        return self.local.open_input_stream(path)
-
-    def __getattr__(self, name):
-        return getattr(self.local, name)
-
-
-def io_counters() -> tuple[int, int]:
-    """This process's read system calls and bytes read so far (``syscr``, ``rchar``)."""
-    with open("/proc/self/io") as source:
-        fields = dict(line.split(": ") for line in source.read().splitlines())
-    return int(fields["syscr"]), int(fields["rchar"])
 
 
 def prose(rng: random.Random, words: int) -> str:
