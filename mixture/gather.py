@@ -96,14 +96,14 @@ def gather_block(task: GatherTask) -> dict:
     fs, directory = storage.resolve(task.directory)
     runs = 0
     with contextlib.ExitStack() as stack:
-        outputs: dict[int, _Output] = {}
+        outputs: dict[int, storage.RowGroupBuffer] = {}
         for source in task.sources:
             source_fs, path = storage.resolve(source)
             with source_fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=True)  # the block's adjacent row groups: one read
                 if not outputs:  # the scatter files' schema, so that pack reads the same column types
-                    outputs = {shard: stack.enter_context(_output(fs, gather_path(directory, shard),
-                                                                  parquet.schema_arrow))
+                    outputs = {shard: stack.enter_context(storage.row_group_output(
+                        fs, gather_path(directory, shard), parquet.schema_arrow, GROUP_BYTES, GROUP_PIECES))
                                for shard in range(task.first, task.stop)}
                 mine = [group for group, (first, last) in enumerate(row_group_shards(parquet.metadata))
                         if first < task.stop and last >= task.first]
@@ -129,37 +129,3 @@ def _by_shard(batch: pa.RecordBatch) -> Iterator[tuple[int, pa.RecordBatch]]:
         return
     for start, end in zip([0, *bounds.tolist()], [*bounds.tolist(), len(shards)]):
         yield int(shards[start]), batch.take(pa.array(np.arange(start, end)))
-
-
-class _Output:
-    """One training shard's gather file: runs appended as they come and written as a row group
-    once they reach ``GROUP_BYTES`` or ``GROUP_PIECES`` pieces (and at the end)."""
-
-    def __init__(self, writer: pq.ParquetWriter):
-        self.writer, self.pending, self.bytes = writer, [], 0
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        self.pending.append(batch)
-        self.bytes += batch.nbytes
-        if self.bytes >= GROUP_BYTES or len(self.pending) >= GROUP_PIECES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            table = pa.Table.from_batches(self.pending)
-            self.writer.write_table(table, row_group_size=table.num_rows)
-            self.pending, self.bytes = [], 0
-
-
-@contextlib.contextmanager
-def _output(fs, path: str, schema: pa.Schema) -> Iterator[_Output]:
-    """An ``_Output`` on a temporary renamed to ``path`` when the block ends without an error; a
-    shard without runs gets a file without row groups, which pack reads as empty."""
-    with storage.atomic_output(fs, path) as sink:
-        writer = pq.ParquetWriter(sink, schema, compression="zstd")
-        output = _Output(writer)
-        try:
-            yield output
-            output.flush()
-        finally:
-            writer.close()

@@ -31,7 +31,6 @@ fingerprint is known only when it is closed, after the next stage has read its r
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from contextlib import ExitStack, contextmanager
@@ -49,9 +48,6 @@ from pipeline.stage import Stage
 from pipeline.stats import Stats
 from pipeline.worker import UnitOutput, UnitWriter, batches, guarded, make_receipt, stage_instance, text_bytes
 
-# Rows per row group of every shard the stages write (storage.write_parquet and ParquetStream share
-# it): where a reader of the file meets chunk and batch boundaries, so rows handed on are cut there.
-GROUP_ROWS: int = inspect.signature(storage.write_parquet).parameters["row_group_size"].default
 
 
 @dataclass(frozen=True)
@@ -190,7 +186,7 @@ class _Link:
             self.pending: list[pa.Table] = []  # rows fed and not yet taken
             self.schema: pa.Schema | None = None  # the first table fed: the schema of the file fed
             # a streamed file's batch: the fewest whole row groups with at least batch_rows rows
-            self.batch_rows = math.ceil(self.spec.batch_rows / GROUP_ROWS) * GROUP_ROWS
+            self.batch_rows = math.ceil(self.spec.batch_rows / storage.ROW_GROUP_ROWS) * storage.ROW_GROUP_ROWS
             self.streams = files.enter_context(ExitStack())
             if not self.stage.whole_shard:
                 self.kept = self.streams.enter_context(self.writer.stream("kept", name))
@@ -248,8 +244,8 @@ class _Link:
 
 def _by_row_group(table: pa.Table) -> pa.Table:
     """``table`` laid out as ``worker.batches`` reads a streamed file: one chunk per row group."""
-    return pa.concat_tables([table.slice(start, GROUP_ROWS).combine_chunks()
-                             for start in range(0, table.num_rows, GROUP_ROWS)] or [table])
+    return pa.concat_tables([table.slice(start, storage.ROW_GROUP_ROWS).combine_chunks()
+                             for start in range(0, table.num_rows, storage.ROW_GROUP_ROWS)] or [table])
 
 
 class _Clock:

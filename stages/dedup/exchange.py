@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -148,7 +147,7 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
     targets = exchange.blocks()[number]
     low, high = exchange.keys(targets.start, targets.stop)
     with contextlib.ExitStack() as stack:
-        outputs: dict[int, _Output] = {}
+        outputs: dict[int, storage.RowGroupBuffer] = {}
         for path in job.paths(exchange.directory, exchange.sources):
             with job.filesystem.open_input_file(path) as source:
                 parquet = pq.ParquetFile(source, pre_buffer=True)  # the block's row group: one read
@@ -157,7 +156,9 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
                     # Entered last target first, so that the stack commits them in target order.
                     for target in reversed(targets):
                         written = gathered_path(job, exchange, target)
-                        outputs[target] = stack.enter_context(_output(job, written, schema))
+                        # no statistics: the file is read whole, and they would only grow its footer
+                        outputs[target] = stack.enter_context(storage.row_group_output(
+                            job.filesystem, written, schema, GROUP_BYTES, GROUP_PIECES, write_statistics=False))
                 groups = overlapping_row_groups(parquet, low, high)
                 if not groups:
                     continue
@@ -167,38 +168,3 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
             for index, start, end in zip(targets, bounds[:-1], bounds[1:]):
                 if end > start:
                     outputs[index].add(rows.take(pa.array(np.arange(start, end))))
-
-
-class _Output:
-    """One target's gathered file: pieces appended as they come and written as a row group once they
-    reach ``GROUP_BYTES`` or ``GROUP_PIECES`` pieces (and at the end)."""
-
-    def __init__(self, writer: pq.ParquetWriter):
-        self.writer, self.pending, self.bytes = writer, [], 0
-
-    def add(self, piece: pa.Table) -> None:
-        self.pending.append(piece)
-        self.bytes += piece.nbytes
-        if self.bytes >= GROUP_BYTES or len(self.pending) >= GROUP_PIECES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            table = pa.concat_tables(self.pending).combine_chunks()
-            self.writer.write_table(table, row_group_size=table.num_rows)
-            self.pending, self.bytes = [], 0
-
-
-@contextlib.contextmanager
-def _output(job: Job, path: str, schema: pa.Schema) -> Iterator[_Output]:
-    """An ``_Output`` on a temporary renamed to ``path`` when the block ends without an error; a
-    target without rows gets a file without row groups, read as an empty table."""
-    with storage.atomic_output(job.filesystem, path) as sink:
-        # no statistics: the file is read whole, and they would only grow its footer
-        writer = pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=False)
-        output = _Output(writer)
-        try:
-            yield output
-            output.flush()
-        finally:
-            writer.close()
