@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from mixture.pack import read_row_groups, row_group_shards
 from pipeline import storage
+from pipeline.row_groups import RowGroupBuffer, row_group_output
 from pipeline.commit import Ledger
 
 GROUP_BYTES = 1 << 20  # decoded bytes of one training shard's runs written as one row group
@@ -96,13 +97,13 @@ def gather_block(task: GatherTask) -> dict:
     fs, directory = storage.resolve(task.directory)
     runs = 0
     with contextlib.ExitStack() as stack:
-        outputs: dict[int, storage.RowGroupBuffer] = {}
+        outputs: dict[int, RowGroupBuffer] = {}
         for source in task.sources:
             source_fs, path = storage.resolve(source)
             with source_fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle, pre_buffer=True)  # the block's adjacent row groups: one read
                 if not outputs:  # the scatter files' schema, so that pack reads the same column types
-                    outputs = {shard: stack.enter_context(storage.row_group_output(
+                    outputs = {shard: stack.enter_context(row_group_output(
                         fs, gather_path(directory, shard), parquet.schema_arrow, GROUP_BYTES, GROUP_PIECES))
                                for shard in range(task.first, task.stop)}
                 mine = [group for group, (first, last) in enumerate(row_group_shards(parquet.metadata))

@@ -221,46 +221,6 @@ class ParquetStream:
         return False
 
 
-class RowGroupBuffer:
-    """Pieces of one Parquet file (tables or record batches) appended as they come, written as one
-    row group once they reach ``group_bytes`` decoded bytes or ``group_pieces`` pieces (and at the
-    end): a shuffle's gather task fills many such files at once, from many small pieces, and holds
-    at most that much of each."""
-
-    def __init__(self, writer: pq.ParquetWriter, group_bytes: int, group_pieces: int):
-        self.writer, self.group_bytes, self.group_pieces = writer, group_bytes, group_pieces
-        self.pending: list[pa.Table] = []
-        self.bytes = 0
-
-    def add(self, piece: pa.Table | pa.RecordBatch) -> None:
-        self.pending.append(piece if isinstance(piece, pa.Table) else pa.Table.from_batches([piece]))
-        self.bytes += piece.nbytes
-        if self.bytes >= self.group_bytes or len(self.pending) >= self.group_pieces:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            table = pa.concat_tables(self.pending).combine_chunks()
-            self.writer.write_table(table, row_group_size=table.num_rows)
-            self.pending, self.bytes = [], 0
-
-
-@contextmanager
-def row_group_output(fs: pafs.FileSystem, path: str, schema: pa.Schema, group_bytes: int, group_pieces: int,
-                     write_statistics: bool = True) -> Iterator[RowGroupBuffer]:
-    """A ``RowGroupBuffer`` on a zstd Parquet file written to a temporary and renamed to ``path``
-    when the block ends without an error; nothing added gives a file without row groups, which
-    reads as an empty table."""
-    with atomic_output(fs, path) as sink:
-        writer = pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=write_statistics)
-        output = RowGroupBuffer(writer, group_bytes, group_pieces)
-        try:
-            yield output
-            output.flush()
-        finally:
-            writer.close()
-
-
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int = ROW_GROUP_ROWS) -> tuple[int, str]:
     """Write ``table`` as zstd Parquet atomically; return the file's size in bytes and its sha256."""
     sink = pa.BufferOutputStream()

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.row_groups import RowGroupBuffer, row_group_output
 from stages.dedup.shuffle import (
     DOC_BITS, Job, Step, gather, overlapping_row_groups, sorted_with_counts, write_row_groups, write_sorted,
 )
@@ -147,7 +148,7 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
     targets = exchange.blocks()[number]
     low, high = exchange.keys(targets.start, targets.stop)
     with contextlib.ExitStack() as stack:
-        outputs: dict[int, storage.RowGroupBuffer] = {}
+        outputs: dict[int, RowGroupBuffer] = {}
         for path in job.paths(exchange.directory, exchange.sources):
             with job.filesystem.open_input_file(path) as source:
                 parquet = pq.ParquetFile(source, pre_buffer=True)  # the block's row group: one read
@@ -157,7 +158,7 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
                     for target in reversed(targets):
                         written = gathered_path(job, exchange, target)
                         # no statistics: the file is read whole, and they would only grow its footer
-                        outputs[target] = stack.enter_context(storage.row_group_output(
+                        outputs[target] = stack.enter_context(row_group_output(
                             job.filesystem, written, schema, GROUP_BYTES, GROUP_PIECES, write_statistics=False))
                 groups = overlapping_row_groups(parquet, low, high)
                 if not groups:
