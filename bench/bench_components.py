@@ -3,7 +3,8 @@ scipy call) against the distributed one (``stages.dedup.star`` rounds, then ``st
 
     python bench/bench_components.py [--edges 1e6,1e7] [--graphs clusters,chain] [--partitions 16]
                                      [--workers 2] [--shards 16] [--ways single_task,distributed]
-                                     [--no-compare] [--work $TMPDIR/bench-components] [--out components]
+                                     [--giant 0] [--giant-shape tree] [--no-compare]
+                                     [--work $TMPDIR/bench-components] [--out components]
 
     # 10^8 edges on 16 cores, each way on its own (inputs: about 1.5 GB per way)
     python bench/bench_components.py --edges 1e8 --graphs clusters --workers 16 --partitions 64 \
@@ -18,14 +19,21 @@ them in ``--shards`` shards (a tenth of the documents in no cluster):
   cluster. Members are spread over the corpus; 30 % of the edges are exact.
 - chain: one path through every document in random order, the worst case for the number of rounds.
 
+``--giant N`` adds one cluster of N documents to either graph (a template repeated across a site):
+``--giant-shape tree``, each member linked to a random earlier one, or ``star``, one random member
+linked to every other. In the last rounds its arcs all point at its root, the case that once put a
+whole cluster into one task.
+
 Each way (``--ways``) runs as Ray tasks on a fresh local Ray with ``--workers`` CPUs, on a copy of
 the same scratch files (docs/, edges/: verified edges, one file per shard), keep: longest. Every
 task measures itself: wall and CPU seconds and its peak resident memory (VmHWM, reset when the task
 starts, so a reused Ray worker reports this task's peak only). Per step: tasks, wall seconds (the
-step's, from the driver), CPU seconds of all its tasks, the largest task's peak, and the largest
+step's, from the driver), CPU seconds of all its tasks, the largest task's peak, the largest
 growth of a task over the size its worker had when the task started (a Ray worker with pyarrow
-loaded holds about 200-250 MB already). The rows and summary both ways write must be byte-identical
-(checked when both run, else the run fails; ``--no-compare`` skips that). Each way also records one
+loaded holds about 200-250 MB already), and the most rows one task read (``task_rows``: arcs in a
+star step, members in ``cluster keepers`` and ``giant rows``; counted from the files afterwards).
+The rows and summary both ways write must be byte-identical (checked when both run, else the run
+fails; ``--no-compare`` skips that). Each way also records one
 sha256 over its outputs (``output_sha256``), so runs of one way each can be compared afterwards.
 
 Results: bench/results/``--out``.json and a table on stdout.
@@ -95,12 +103,27 @@ def chain_graph(rng: np.random.Generator, edges: int) -> tuple[np.ndarray, np.nd
 GRAPHS: dict[str, Callable] = {"clusters": cluster_graph, "chain": chain_graph}
 
 
-def write_inputs(job: Job, graph: str, edges: int, seed: int = 0) -> dict:
-    """docs/ and edges/ of ``job``'s scratch for one synthetic graph; what it holds. The files are
-    written by a thread per CPU (Parquet encoding releases the GIL); the random draws stay in one
-    order, so a seed gives the same files whatever the CPUs."""
+def giant_cluster(rng: np.random.Generator, size: int, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of one cluster of members 0..size-1: a random tree (each member linked to a random
+    earlier one) or a star around a random member."""
+    if shape == "star":
+        hub = int(rng.integers(size))
+        leaves = np.delete(np.arange(size), hub)
+        return np.full(len(leaves), hub), leaves
+    child = np.arange(1, size)
+    return (rng.random(size - 1) * child).astype(np.int64), child
+
+
+def write_inputs(job: Job, graph: str, edges: int, seed: int = 0, giant: int = 0, giant_shape: str = "tree") -> dict:
+    """docs/ and edges/ of ``job``'s scratch for one synthetic graph, with a ``giant`` cluster of that
+    many documents if not 0; what it holds. The files are written by a thread per CPU (Parquet
+    encoding releases the GIL); the random draws stay in one order, so a seed gives the same files
+    whatever the CPUs."""
     rng = np.random.default_rng(seed)
     u, v, members = GRAPHS[graph](rng, edges)
+    if giant:
+        giant_u, giant_v = giant_cluster(rng, giant, giant_shape)
+        u, v, members = np.concatenate([u, giant_u + members]), np.concatenate([v, giant_v + members]), members + giant
     shards = len(job.shards)
     documents_total = int(members * 1.1)
     per_shard = np.diff(np.linspace(0, documents_total, shards + 1).astype(np.int64))
@@ -133,7 +156,8 @@ def write_inputs(job: Job, graph: str, edges: int, seed: int = 0) -> dict:
                                        pa.table({"u": first[rows], "v": second[rows], "exact": exact[rows]})))
         for future in written:
             future.result()
-    return {"graph": graph, "edges": int(len(first)), "clustered_documents": members, "documents": documents_total}
+    return {"graph": graph, "edges": int(len(first)), "clustered_documents": members, "documents": documents_total,
+            "giant": giant, "giant_shape": giant_shape if giant else None}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -150,6 +174,24 @@ def measured(fn: Callable) -> Callable:
     return task
 
 
+def task_rows(job: Job, step: Step) -> int | None:
+    """The most rows one task of ``step`` read from the exchange before it (the ``part`` column of
+    its input files, counted per partition); None for the per-shard steps."""
+    if step.name.startswith("components: unique edges"):
+        directory, files = star.ROUTED, len(documents.edge_files(job))
+    elif step.name.startswith(("components: large star", "components: small star", "components: labels")):
+        directory, files = star.arcs(step.items[0][0]), job.config.partitions
+    elif step.name.startswith(("cluster keepers", "giant rows")):
+        directory, files = partitioned.MEMBERS, len(job.shards)
+    else:
+        return None
+    counts = np.zeros(job.config.partitions, np.int64)
+    for path in job.paths(directory, files):
+        part = storage.read_parquet(job.filesystem, path, columns=["part"])["part"].to_numpy()
+        counts += np.bincount(part, minlength=job.config.partitions)
+    return int(counts.max())
+
+
 def run_steps(job: Job, steps, record: list[dict]) -> None:
     """Each step's tasks on Ray (the next step is asked for once this one finished, as star needs)."""
     import ray
@@ -163,12 +205,13 @@ def run_steps(job: Job, steps, record: list[dict]) -> None:
             "cpu_s": round(sum(t["cpu_s"] for t in tasks), 2),
             "task_peak_mb": round(max(t["peak_mb"] for t in tasks), 1),
             "task_growth_mb": round(max(t["peak_mb"] - t["base_mb"] for t in tasks), 1),
+            "task_rows": task_rows(job, step),
         })
         print(f"    {record[-1]}", flush=True)
 
 
 def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, ways: list[str],
-              workers: int, compare: bool = True) -> dict:
+              workers: int, compare: bool = True, giant: int = 0, giant_shape: str = "tree") -> dict:
     """Each way on its own copy of the same inputs, in a Ray of its own (fresh workers: a worker keeps
     the memory an earlier task freed, and would report it as this one's); their outputs compared
     byte for byte when both ran and ``compare``. Each way's result holds the sha256 of its outputs,
@@ -181,7 +224,7 @@ def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, 
     inputs = {f"shard-{i}": "not read" for i in range(shards)}
     jobs = {way: make_job(config, inputs, str(scratch), pafs.LocalFileSystem()) for way, scratch in scratches.items()}
     started = time.perf_counter()
-    graph_info = write_inputs(jobs[ways[0]], graph, edges)
+    graph_info = write_inputs(jobs[ways[0]], graph, edges, giant=giant, giant_shape=giant_shape)
     for way in ways[1:]:
         shutil.copytree(scratches[ways[0]], scratches[way], dirs_exist_ok=True)  # make_job wrote its listings
     print(f"  {graph}, {graph_info['edges']:,} edges: inputs written in {time.perf_counter() - started:.0f} s",
@@ -202,6 +245,7 @@ def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, 
             "wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(sum(s["cpu_s"] for s in steps), 2),
             "task_peak_mb": max(s["task_peak_mb"] for s in steps),
             "task_growth_mb": max(s["task_growth_mb"] for s in steps),
+            "task_rows": max((s["task_rows"] for s in steps if s["task_rows"] is not None), default=None),
             "rounds": sum(s["step"].startswith("components: large star") for s in steps), "steps": steps,
             "output_sha256": output_digest(job.scratch, shards),
         }
@@ -234,14 +278,15 @@ def output_digest(scratch: str, shards: int) -> str:
 
 def table(results: list[dict]) -> str:
     columns = ("graph:<9", "edges:>11", "parts:>5", "way:<12", "wall s:>7", "cpu s:>7", "task peak MB:>13",
-               "growth MB:>10", "rounds:>6", "tasks:>6")
+               "growth MB:>10", "task rows:>10", "rounds:>6", "tasks:>6")
     widths = [column.split(":")[1] for column in columns]
     lines = [" ".join(f"{column.split(':')[0]:{width}}" for column, width in zip(columns, widths))]
     for result in results:
         for way, row in result["ways"].items():
             cells = (result["graph"], f"{result['edges']:,}", result["partitions"], way, f"{row['wall_s']:.1f}",
                      f"{row['cpu_s']:.1f}", f"{row['task_peak_mb']:.0f}", f"{row['task_growth_mb']:.0f}",
-                     row["rounds"] or "-", sum(step["tasks"] for step in row["steps"]))
+                     f"{row['task_rows']:,}" if row["task_rows"] is not None else "-", row["rounds"] or "-",
+                     sum(step["tasks"] for step in row["steps"]))
             lines.append(" ".join(f"{cell:{width}}" for cell, width in zip(cells, widths)))
     return "\n".join(lines)
 
@@ -255,6 +300,8 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-components")
     parser.add_argument("--ways", default="single_task,distributed", help="single_task, distributed")
+    parser.add_argument("--giant", type=float, default=0, help="documents of one extra giant cluster (0: none)")
+    parser.add_argument("--giant-shape", default="tree", choices=("tree", "star"))
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the byte comparison of the two ways' outputs (each way's sha256 is still recorded)")
     parser.add_argument("--out", default="components")
@@ -265,7 +312,8 @@ def main() -> None:
             if graph == "chain" and edges > 1_000_000:
                 continue  # tens of rounds over every edge: minutes per million edges on two cores
             results.append(both_ways(args.work, graph, edges, args.shards, args.partitions,
-                                     args.ways.split(","), args.workers, not args.no_compare))
+                                     args.ways.split(","), args.workers, not args.no_compare,
+                                     int(args.giant), args.giant_shape))
     payload = {"machine": {"cpus": os.cpu_count(), "ray_workers": args.workers}, "results": results}
     print(f"results: {save_results(args.out, payload)}")
     print(table(results))

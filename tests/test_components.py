@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO
 from pipeline import storage
-from pipeline.config import RayConfig, parse_config
+from pipeline.config import RayConfig, config_hash, parse_config
 from pipeline.executor import InProcessExecutor, RayExecutor
 from stages.dedup import DedupConfig, components, documents, star
 from stages.dedup.steps import make_job, run_step
@@ -29,10 +29,12 @@ from test_dedup import doc, edit_each_line, edit_words, prose
 EVERY_DOCUMENT = (0, 1 << 62)
 
 
-def write_edges(scratch: Path, u: np.ndarray, v: np.ndarray, exact: np.ndarray, files: int, partitions: int):
-    """A dedup job whose verified edge files (``files`` of them, as verify writes one per shard) hold the edges."""
-    job = make_job(DedupConfig(partitions=partitions), {f"shard-{i}": "unread" for i in range(files)},
-                   str(scratch), pafs.LocalFileSystem())
+def write_edges(scratch: Path, u: np.ndarray, v: np.ndarray, exact: np.ndarray, files: int, partitions: int,
+                settings: dict | None = None):
+    """A dedup job whose verified edge files (``files`` of them, as verify writes one per shard) hold
+    the edges; ``settings``: its ``components`` settings."""
+    job = make_job(DedupConfig(partitions=partitions, components=settings or {}),
+                   {f"shard-{i}": "unread" for i in range(files)}, str(scratch), pafs.LocalFileSystem())
     for index, rows in enumerate(np.array_split(np.arange(len(u)), files)):
         storage.write_parquet(job.filesystem, job.path(documents.EDGES, index),
                               pa.table({"u": u[rows], "v": v[rows], "exact": exact[rows]}))
@@ -66,8 +68,9 @@ def labels(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.permutation(np.unique((shard << 32) | row)[:n])
 
 
-def compare(tmp_path: Path, executor, u, v, exact, files: int = 3, partitions: int = 4) -> int:
-    roots, rounds = star_roots(write_edges(tmp_path, u, v, exact, files, partitions), executor)
+def compare(tmp_path: Path, executor, u, v, exact, files: int = 3, partitions: int = 4,
+            settings: dict | None = None) -> int:
+    roots, rounds = star_roots(write_edges(tmp_path, u, v, exact, files, partitions, settings), executor)
     assert_as_scipy(roots, u, v, exact)
     return rounds
 
@@ -264,23 +267,34 @@ def test_dedup_stage_output_is_byte_identical_with_distributed_components(tmp_pa
     single = run_dedup(tmp_path / "single", source, {"method": "single_task"})
     # auto with a threshold of 0 edges: what a large corpus gets
     distributed = run_dedup(tmp_path / "distributed", source, {"method": "auto", "distributed_above_edges": 0})
+    # every node and cluster split (stages.dedup.star, partitioned): the giant clusters' way, both keeper rounds
+    split = run_dedup(tmp_path / "split", source, {"method": "distributed", "split_above_arcs": 0, "split_slices": 2})
 
     assert (distributed / "_scratch" / "components" / "labels").is_dir()
     assert not (single / "_scratch" / "components").exists()
     assert (single / "_scratch" / "clusters-round1").is_dir(), "the corpus should need a second keeper round"
     outputs = digests(single, "*/*.parquet")
-    assert len(outputs) > 4 and outputs == digests(distributed, "*/*.parquet")  # kept/, removed/
+    assert (split / "_scratch" / "cluster-keepers-round1" / "giants.json").is_file()
     clusters = digests(single, "_scratch/clusters*/*")
-    assert len(clusters) > 4 and clusters == digests(distributed, "_scratch/clusters*/*")
-    assert digests(single, "_scratch/decisions/*") == digests(distributed, "_scratch/decisions/*")
+    assert len(outputs) > 4 and len(clusters) > 4
     summary = Path("_scratch", "summary.json")
-    assert (single / summary).read_bytes() == (distributed / summary).read_bytes()
+    for other in (distributed, split):
+        assert outputs == digests(other, "*/*.parquet")  # kept/, removed/
+        assert clusters == digests(other, "_scratch/clusters*/*")
+        assert digests(single, "_scratch/decisions/*") == digests(other, "_scratch/decisions/*")
+        assert (single / summary).read_bytes() == (other / summary).read_bytes()
 
 
-def test_components_settings_are_validated():
+def test_components_settings_are_validated_and_left_out_of_the_config_hash():
+    assert config_hash(DedupConfig()) == config_hash(DedupConfig(components={
+        "method": "distributed", "split_above_arcs": 7, "split_slices": 3}))
     with pytest.raises(ValueError, match="method"):
         DedupConfig(components={"method": "scipy"})
     with pytest.raises(ValueError, match="distributed_above_edges"):
         DedupConfig(components={"distributed_above_edges": -1})
     with pytest.raises(ValueError, match="not permitted"):
         DedupConfig(components={"distributed_above": 10})
+    with pytest.raises(ValueError, match="split_above_arcs"):
+        DedupConfig(components={"split_above_arcs": -1})
+    with pytest.raises(ValueError, match="split_slices"):
+        DedupConfig(components={"split_slices": 0})

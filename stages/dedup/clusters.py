@@ -102,7 +102,7 @@ def fates(found: components.Clusters, ids: pa.Array, later_copy: np.ndarray, sco
         "keeper": pa.array(is_keeper),
         "successor": pa.array(removed & with_barred[found.label]),
     }, schema=ROW_SCHEMA)
-    return table, _summary(found, removed & later_copy, removed & ~later_copy, barred)
+    return table, cluster_counts(found, removed & later_copy, removed & ~later_copy, barred)
 
 
 def _barred_with_short_successors(found: components.Clusters, order: np.ndarray, barred: np.ndarray,
@@ -158,8 +158,8 @@ def _clustered_attributes(job: Job, doc: np.ndarray) -> tuple[pa.Array, np.ndarr
     return attributes["id"].combine_chunks(), keep_scores(job, attributes)
 
 
-def _summary(found: components.Clusters, removed_exact: np.ndarray, removed_near: np.ndarray,
-             barred: np.ndarray) -> dict:
+def cluster_counts(found: components.Clusters, removed_exact: np.ndarray, removed_near: np.ndarray,
+                   barred: np.ndarray) -> dict:
     """Counts of whole clusters; those of several partitions add up (``largest_cluster``: the maximum)."""
     sizes = np.bincount(found.label) if len(found.doc) else np.zeros(0, np.int64)
     buckets = {"2": sizes == 2, "3-9": (sizes >= 3) & (sizes < 10), "10-99": (sizes >= 10) & (sizes < 100),

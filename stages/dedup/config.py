@@ -24,6 +24,19 @@ class ComponentsConfig(StageConfig):
         "repeats) above which the distributed way runs; the single task grows by about 220 bytes per "
         "edge, 2.2 GB at this default (docs/scaling.md)",
     )
+    split_above_arcs: int = Field(
+        100_000, ge=0,
+        description="distributed: a node (a giant cluster's root, in the last rounds) whose arcs one round's "
+        "task writes more than split_above_arcs / partitions of is split from then on: its arcs go to "
+        "split_slices tasks by neighbour, and so do a cluster's members once one partition holds more than "
+        "that many. A node not split brings at most this many arcs to a task, a split one of n arcs about "
+        "n / split_slices (docs/scaling.md)",
+    )
+    split_slices: int = Field(
+        16, ge=1,
+        description="distributed: how many tasks (at most partitions) share a split node's arcs or a giant "
+        "cluster's members",
+    )
 
 
 class ShuffleConfig(StageConfig):

@@ -9,16 +9,16 @@ an exact edge (a later copy). The roots depend on the edges only: not on ``parti
 workers or the order tasks finish in. A self-loop alone makes a component of one, as scipy's does.
 
     step             task per         reads                          writes
-    edges            edge file        edges/ (or candidates/)        components/edges/    part, u, v, exact
+    edges            edge file        edges/ (or candidates/)        components/edges/    part (of u, v), u, v, exact
     unique edges     node partition   its rows of components/edges/  components/nodes/    doc, root, later_copy
                                                                      components/arcs-0/   part, node, nbr
     large star r     node partition   its rows of components/arcs-k/ components/arcs-k+1/ (k = 2r - 2)
     small star r     node partition   its rows of components/arcs-k/ components/arcs-k+1/ (k = 2r - 1)
     labels           node partition   its rows of the last arcs      components/labels/   doc, root, later_copy
 
-An arc ``(node, nbr)`` sits in the partition of ``node`` (``shuffle.node_partition``), so a task holds
-the neighbourhoods of its nodes only: a task's memory is its partition's share of the arcs, about
-2 x edges / partitions, except that a document with very many duplicates brings all of them.
+An edge sits in the partition of its pair, an arc ``(node, nbr)`` in the partition of ``node``
+(``shuffle.node_partition``), so a task holds the neighbourhoods of its nodes only: a task's memory is
+its partition's share of the arcs, about 2 x edges / partitions, except for split nodes (below).
 
 One round (``k`` counts steps): large star at each node u, with m the smallest of u and its
 neighbours, replaces each edge to a larger neighbour v by the edge (v, m); small star at u, with m the
@@ -41,11 +41,29 @@ partition's unsettled nodes bridge: the chain takes 10 rounds. It costs about tw
 (a second sort, scipy), so the early rounds stay plain.
 With every node settled, both forms write each node's one arc to its centre, so the stop is the same.
 
+Split nodes. In the last rounds every arc of a component leads to its root, so one task would hold a
+giant cluster whole. So a task that writes more than ``split_above_arcs / partitions`` arcs of one
+node (``components`` settings) splits it: from then on every task writes that node's arcs to one of
+``split_slices`` partitions after its own, chosen by the neighbour (``_write_arcs``), and publishes
+in its footer the smallest neighbour it wrote for each split node. The driver gathers these (``Split``)
+and hands them to the next step's tasks, which link the slice of a split node they hold to that
+smallest neighbour, which is what the whole node's operation links every neighbour to: with every
+task splitting the node alike, the rounds write the arcs they would unsplit (the arc from the node
+to that neighbour once per slice), wherever they sit. A large star reports a split node's smaller
+and larger neighbours per slice, and the driver adds them up to tell whether it is settled.
+Only in the step where a node first gets split can the tasks that wrote fewer of its arcs than the
+limit have kept them unsplit, so their smallest neighbour is missing from the published one. That
+step still keeps connectivity: any neighbour of a node may stand in for the smallest (an induction
+over the nodes in increasing order shows each is connected, after a large star, to what it links its
+neighbours to), and the driver's sums over slices then only overcount smaller neighbours, which can
+cost a round but never end the rounds early.
+
 Every task writes its output atomically and is skipped when it exists (``steps.run_step``); rounds
 are deterministic, so a run killed at any point resumes with its first unfinished task, whatever round.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -70,6 +88,24 @@ SLOW = 3
 LOCAL_NAME = " (local components)"
 ARC_SCHEMA = pa.schema([("part", pa.int32()), ("node", pa.int64()), ("nbr", pa.int64())])
 NODE_SCHEMA = pa.schema([("doc", pa.int64()), ("root", pa.int64()), ("later_copy", pa.bool_())])
+# A second odd multiplier (``node_partition`` uses the golden ratio's): the slice of a split node an
+# arc goes to is independent of the neighbour's own partition.
+SLICE_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
+# Bits of the hash buckets that find the nodes a task writes many arcs of without sorting every arc.
+HEAVY_BITS = 16
+
+
+@dataclass(frozen=True)
+class Split:
+    """The split nodes (sorted; a node stays split, so that every task slices its arcs alike), and
+    for each the smallest neighbour the tasks that wrote a step's arcs published, or the node itself
+    where none wrote any."""
+
+    node: np.ndarray
+    least: np.ndarray
+
+
+NO_SPLIT = Split(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def arcs(step: int) -> str:
@@ -83,18 +119,23 @@ def steps(job: Job) -> Iterator[Step]:
     parts = tuple(range(job.config.partitions))
     yield Step("components: edges", route_edges, tuple(range(len(edge_files(job)))), lambda i: job.path(ROUTED, i))
     yield Step("components: unique edges", unique_edges, parts, lambda part: job.path(arcs(0), part))
+    split = _split(job, 0, NO_SPLIT)
     step, local, before = 0, False, None
     while True:
         yield Step(f"components: large star {step // 2 + 1}" + LOCAL_NAME * local, large_star,
-                   tuple((step, part, local) for part in parts), lambda item: job.path(arcs(item[0] + 1), item[1]))
-        unsettled = sum(read_counts(job, job.path(arcs(step + 1), part))["unsettled"] for part in parts)
+                   tuple((step, part, local, split) for part in parts),
+                   lambda item: job.path(arcs(item[0] + 1), item[1]))
+        unsettled = _unsettled(job, step + 1)
         if not unsettled:
             break
+        split = _split(job, step + 1, split)
         local = local or (before is not None and unsettled * SLOW > before
                           and unsettled * TAIL <= _rows(job, job.paths(arcs(step), job.config.partitions)))
         before = unsettled
         yield Step(f"components: small star {step // 2 + 1}" + LOCAL_NAME * local, small_star,
-                   tuple((step + 1, part, local) for part in parts), lambda item: job.path(arcs(item[0] + 1), item[1]))
+                   tuple((step + 1, part, local, split) for part in parts),
+                   lambda item: job.path(arcs(item[0] + 1), item[1]))
+        split = _split(job, step + 2, split)
         step += 2
     yield Step("components: labels", label_documents, tuple((step + 1, part) for part in parts),
                lambda item: job.path(LABELS, item[1]))
@@ -116,10 +157,12 @@ def roots(job: Job, low: int, high: int) -> pa.Table:
 
 
 def route_edges(task: tuple[Job, int]) -> None:
-    """Per edge file: its edges, sorted by the partition of their first document."""
+    """Per edge file: its edges, sorted by the partition of the pair (of their first document, a
+    document with many duplicates would bring them all to one task)."""
     job, index = task
     edges = storage.read_parquet(job.filesystem, edge_files(job)[index], columns=["u", "v", "exact"])
-    part = node_partition(edges["u"].to_numpy(), job)
+    u, v = edges["u"].to_numpy().astype(np.uint64), edges["v"].to_numpy().astype(np.uint64)
+    part = node_partition((u * SLICE_HASH) ^ v, job)
     write_sorted(job, job.path(ROUTED, index), edges.add_column(0, "part", pa.array(part, pa.int32())),
                  job.config.partitions)
 
@@ -144,56 +187,65 @@ def unique_edges(task: tuple[Job, int]) -> None:
                                                       schema=NODE_SCHEMA),
                  len(job.shards), counts={"exact": len(later), "near": len(u) - len(later)})
     _write_arcs(job, job.path(arcs(0), part), np.concatenate([u[~loop], v[~loop]]),
-                np.concatenate([v[~loop], u[~loop]]))
+                np.concatenate([v[~loop], u[~loop]]), NO_SPLIT)
 
 
-def large_star(task: tuple[Job, tuple[int, int, bool]]) -> None:
+def large_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
     """Per partition: each node's larger neighbours are linked to the smallest of its neighbourhood
     and itself instead, or (``local``) every document of its arcs to the smallest of its component
     among them (``_local_stars``); counts the nodes not settled, which decides whether another
-    round runs."""
-    job, (step, part, local) = task
+    round runs (a split node's neighbours per slice, for the driver to add up)."""
+    job, (step, part, local, split) = task
     node, nbr, starts = _neighbourhoods(job, step, part)
     smaller = np.add.reduceat((nbr < node).astype(np.int64), starts) if len(node) else np.zeros(0, np.int64)
     ends = np.append(starts[1:], len(node))[:len(starts)] - 1
     unsettled = (smaller > 0) & ((smaller > 1) | (nbr[ends] > node[ends]))
+    heads = node[starts]
+    is_split, least = _least(split, heads)
+    counts = {"unsettled": int(unsettled[~is_split].sum()), "held": heads[is_split].tolist(),
+              "smaller": smaller[is_split].tolist(),
+              "larger": (np.diff(np.append(starts, len(node)))[is_split] - smaller[is_split]).tolist()}
     if local:
-        larger, lowest = _local_stars(node, nbr)
+        larger, lowest = _local_stars(*_with_least(node, nbr, heads, least))
     else:
         # neighbours are sorted: the first is the smallest
-        lowest = np.minimum(node[starts], nbr[starts])[_groups(node, starts)]
+        lowest = np.minimum(np.minimum(heads, nbr[starts]), least)[_groups(node, starts)]
         larger = nbr > node
         larger, lowest = nbr[larger], lowest[larger]
     # keyed by the larger end: small star looks at each node's smaller neighbours only
-    _write_arcs(job, job.path(arcs(step + 1), part), larger, lowest, counts={"unsettled": int(unsettled.sum())})
+    _write_arcs(job, job.path(arcs(step + 1), part), larger, lowest, split, counts)
 
 
-def small_star(task: tuple[Job, tuple[int, int, bool]]) -> None:
+def small_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
     """Per partition: each node and its smaller neighbours (all its arcs lead to smaller nodes) are
     linked to the smallest of them instead, or (``local``) every document of its arcs to the
     smallest of its component among them; both ways."""
-    job, (step, part, local) = task
+    job, (step, part, local, split) = task
     node, nbr, starts = _neighbourhoods(job, step, part)
+    heads = node[starts]
+    _, least = _least(split, heads)
     if local:
-        a, b = _local_stars(node, nbr)
+        a, b = _local_stars(*_with_least(node, nbr, heads, least))
     else:
-        lowest = nbr[starts]
+        lowest = np.minimum(nbr[starts], least)
         to = lowest[_groups(node, starts)]
         moved = nbr != to
-        a, b = np.concatenate([nbr[moved], node[starts]]), np.concatenate([to[moved], lowest])
-    _write_arcs(job, job.path(arcs(step + 1), part), np.concatenate([a, b]), np.concatenate([b, a]))
+        a, b = np.concatenate([nbr[moved], heads]), np.concatenate([to[moved], lowest])
+    _write_arcs(job, job.path(arcs(step + 1), part), np.concatenate([a, b]), np.concatenate([b, a]), split)
 
 
 def label_documents(task: tuple[Job, tuple[int, int]]) -> None:
     """Per partition, after the large star that settled every node: each node has one arc, to its
-    root; the roots label themselves. Sorted by document, for ``roots`` to read a range."""
+    root; the roots label themselves. Sorted by document, for ``roots`` to read a range. The footer
+    lists the roots with more members here than ``split_limit``: ``partitioned`` splits their clusters."""
     job, (step, part) = task
     node, root, _ = _neighbourhoods(job, step, part)
     centres = distinct(root)
     doc = np.concatenate([node, centres])
     table = pa.table({"doc": doc, "root": np.concatenate([root, centres]), "later_copy": np.zeros(len(doc), bool)},
                      schema=NODE_SCHEMA)
-    write_sorted(job, job.path(LABELS, part), table, len(job.shards))
+    write_sorted(job, job.path(LABELS, part), table, len(job.shards),
+                 counts={"giant": heavy_nodes(root, split_limit(job)).tolist()})
 
 
 def _neighbourhoods(job: Job, step: int, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -246,6 +298,91 @@ def _local_stars(node: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndar
     return doc[moved], centre[moved]
 
 
-def _write_arcs(job: Job, path: str, node: np.ndarray, nbr: np.ndarray, counts: dict | None = None) -> None:
-    table = pa.table({"part": node_partition(node, job), "node": node, "nbr": nbr}, schema=ARC_SCHEMA)
-    write_sorted(job, path, table, job.config.partitions, counts)
+def _least(split: Split, heads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``heads`` (sorted, distinct) are split, and the smallest neighbour published for each
+    (the node itself where it is not split)."""
+    is_split = np.zeros(len(heads), bool)
+    least = heads.copy()
+    if len(split.node) and len(heads):
+        at = np.minimum(np.searchsorted(split.node, heads), len(split.node) - 1)
+        is_split = split.node[at] == heads
+        least[is_split] = np.minimum(heads[is_split], split.least[at[is_split]])
+    return is_split, least
+
+
+def _with_least(node: np.ndarray, nbr: np.ndarray, heads: np.ndarray,
+                least: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The arcs, and an arc from each split node to the smallest neighbour published for it: an
+    edge of the graph, which puts that neighbour into the node's local component here."""
+    extra = least < heads
+    return np.concatenate([node, heads[extra]]), np.concatenate([nbr, least[extra]])
+
+
+def heavy_nodes(node: np.ndarray, limit: int) -> np.ndarray:
+    """The nodes that occur more than ``limit`` times in ``node``, sorted. Only the arcs of hash
+    buckets holding more than ``limit`` are sorted, few once ``limit`` is large."""
+    if len(node) <= limit:
+        return np.zeros(0, np.int64)
+    bucket = ((node.astype(np.uint64) * SLICE_HASH) >> np.uint64(64 - HEAVY_BITS)).astype(np.int64)
+    candidates = np.sort(node[(np.bincount(bucket, minlength=1 << HEAVY_BITS) > limit)[bucket]])
+    if not len(candidates):
+        return candidates
+    starts = np.flatnonzero(np.append(True, candidates[1:] != candidates[:-1]))
+    return candidates[starts][np.diff(np.append(starts, len(candidates))) > limit]
+
+
+def split_limit(job: Job) -> int:
+    """A task that writes more arcs (or cluster members) of one node than this splits it."""
+    return job.config.components.split_above_arcs // job.config.partitions
+
+
+def sliced_partition(part: np.ndarray, by: np.ndarray, job: Job) -> np.ndarray:
+    """The partitions of a split node's rows, ``part`` its own: one of the ``split_slices`` from it
+    on, chosen by ``by`` (the neighbour, the member)."""
+    slices = ((by.astype(np.uint64) * SLICE_HASH) >> np.uint64(32)) % np.uint64(job.config.components.split_slices)
+    return ((part + slices.astype(np.int32)) % job.config.partitions).astype(np.int32)
+
+
+def _write_arcs(job: Job, path: str, node: np.ndarray, nbr: np.ndarray, split: Split,
+                counts: dict | None = None) -> None:
+    """Write arcs keyed by ``node``, a split node's (``split``, or one this task writes more arcs of
+    than its share of ``split_above_arcs``) to the partition of its slice; the footer gets
+    ``counts``, the nodes split here and the smallest neighbour each got."""
+    part = node_partition(node, job)
+    heavy = np.union1d(split.node, heavy_nodes(node, split_limit(job)))
+    published, least = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(heavy) and len(node):
+        at = np.minimum(np.searchsorted(heavy, node), len(heavy) - 1)
+        sliced = heavy[at] == node
+        at = at[sliced]
+        part[sliced] = sliced_partition(part[sliced], nbr[sliced], job)
+        least = np.full(len(heavy), np.iinfo(np.int64).max)
+        np.minimum.at(least, at, nbr[sliced])
+        written = least < np.iinfo(np.int64).max
+        published, least = heavy[written], least[written]
+    table = pa.table({"part": part, "node": node, "nbr": nbr}, schema=ARC_SCHEMA)
+    write_sorted(job, path, table, job.config.partitions,
+                 {**(counts or {}), "split": published.tolist(), "least": least.tolist()})
+
+
+def _split(job: Job, step: int, before: Split) -> Split:
+    """``before``'s split nodes and those the tasks that wrote the arcs entering ``step`` split, with
+    the smallest neighbour any of them published (the node itself where none did)."""
+    footers = [read_counts(job, path) for path in job.paths(arcs(step), job.config.partitions)]
+    node = np.concatenate([before.node] + [np.array(f["split"], np.int64) for f in footers])
+    least = np.concatenate([before.node] + [np.array(f["least"], np.int64) for f in footers])
+    node, at = np.unique(node, return_inverse=True)
+    smallest = node.copy()
+    np.minimum.at(smallest, at, least)
+    return Split(node, smallest)
+
+
+def _unsettled(job: Job, step: int) -> int:
+    """The nodes the large star that wrote the arcs entering ``step`` found not settled: those its
+    tasks counted, and the split nodes whose neighbours, added up over their slices, make them so."""
+    footers = [read_counts(job, path) for path in job.paths(arcs(step), job.config.partitions)]
+    held = np.concatenate([np.zeros(0, np.int64)] + [np.array(f["held"], np.int64) for f in footers])
+    node, at = np.unique(held, return_inverse=True)
+    smaller = np.bincount(at, [s for f in footers for s in f["smaller"]], len(node))
+    larger = np.bincount(at, [n for f in footers for n in f["larger"]], len(node))
+    return sum(f["unsettled"] for f in footers) + int(((smaller > 0) & ((smaller > 1) | (larger > 0))).sum())
