@@ -36,6 +36,7 @@ MIXTURE_DIR = "mixture"
 MANIFEST = "manifest.json"
 COUNT_VERSION = 3  # bump when count_shard's output changes meaning
 PACK_VERSION = 3  # bump when scatter/pack output changes meaning
+SCATTER_VERSION = 2  # bump when scatter (and so gather) files change layout: a resumed run deals them again
 HISTOGRAM_FILES_PER_TASK = 64
 # How the pack step reads its runs, not what it writes (the training shards are the same bytes either
 # way): left out of the plan hash, so that changing them never discards packed shards.
@@ -225,7 +226,7 @@ def _pack(phases: list[dict], units, plan_hash: str, tokenizer, settings: Mixtur
     if pending:
         sources = scatter_files(layout.uri("scatter"), [phase["name"] for phase in phases],
                                 [unit for unit, _, _ in units])
-        gather_hash = config_hash("mixture-gather", plan_hash, settings.gather_block)
+        gather_hash = config_hash("mixture-gather", SCATTER_VERSION, plan_hash, settings.gather_block)
         blocks, wanted = _blocks_to_gather(pending, gathered, gather_hash, settings.gather_block, layout)
         if blocks or not all(gathered[name] for name, _ in pending):
             row_groups = {name: settings.gather_block if chosen else 1 for name, chosen in gathered.items()}
@@ -305,7 +306,7 @@ def _scatter(phases: list[dict], units, blocks: dict[str, int], plan_hash: str, 
     selections = [{"name": phase["name"], "shards": phase["shards"], "block": blocks[phase["name"]],
                    "groups": [{key: group[key] for key in ("category", "lang", "segments")}
                               for group in phase["groups"] if group["segments"]]} for phase in phases]
-    scatter_hash = config_hash("mixture-scatter", plan_hash, blocks)
+    scatter_hash = config_hash("mixture-scatter", SCATTER_VERSION, plan_hash, blocks)
     tasks = [ScatterTask(unit, token_path(layout.uri("tokens"), unit), layout.uri("scatter"), scatter_hash,
                          settings.seed, selections) for unit, _, _ in units]
     dealt = _ledger(layout, "scatter").done([task.unit for task in tasks], scatter_hash)

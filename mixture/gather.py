@@ -113,6 +113,10 @@ def gather_block(task: GatherTask) -> dict:
                         if shard in outputs:  # a row group may hold other blocks' shards too
                             outputs[shard].add(part)
                             runs += part.num_rows
+            # What this file's row groups and batches took is free now: handed back to the system, it
+            # does not pile up in Arrow's allocator over thousands of files (the gather task of
+            # tests/test_mixture_shuffle.py peaked 85 MB over 4 files and 100 over 16 without it, 67 with).
+            pa.default_memory_pool().release_unused()
     stored = sum(fs.get_file_info(gather_path(directory, shard)).size for shard in range(task.first, task.stop))
     receipt = {"phase": task.phase, "block": task.block, "shards": [task.first, task.stop], "runs": runs,
                "bytes": stored, "step_hash": task.step_hash, "seconds": round(time.perf_counter() - started, 4)}

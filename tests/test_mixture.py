@@ -695,6 +695,8 @@ def scatter_files(directory: Path, files: int, runs: int, tokens_per_run: int) -
     random token ids, sorted by shuffle key."""
     import pyarrow as pa
 
+    from mixture.packing import _row_group_per_block
+
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True)
     paths = []
@@ -710,7 +712,7 @@ def scatter_files(directory: Path, files: int, runs: int, tokens_per_run: int) -
             "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
             "shard": pa.array(np.zeros(runs, np.int32))})
         path = directory / f"part-{number}.parquet"
-        pq.write_table(table, path, row_group_size=runs, compression="zstd")
+        path.write_bytes(_row_group_per_block(table, 1).to_pybytes())
         paths.append(str(path))
     return paths
 

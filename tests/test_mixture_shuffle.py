@@ -1,8 +1,9 @@
 """The two-level shuffle of the mixture's pack step (``mixture.gather``): training shards packed from
 gather files are the bytes packed from the scatter files (any block size, in-process or on Ray), a
 killed gather or pack step resumes with its unfinished tasks alone, switching the gather level on
-mid-run deals again and packs the same bytes, a gather task's memory does not grow with its block's
-data, and task payloads do not grow with the number of input shards.
+mid-run deals again and packs the same bytes, so do scatter and gather files of an older layout, a
+gather task's memory does not grow with its block's data, and task payloads do not grow with the
+number of input shards.
 """
 from __future__ import annotations
 
@@ -146,6 +147,28 @@ def test_switching_the_gather_level_on_mid_run_deals_again_and_packs_the_same_by
     monkeypatch.setattr(build_module, "pack_shard", pack_shard)
     _, _, lines = build(corpus, tmp_path / "work", {**SETTINGS, "gather": "always", "gather_block": 5})
     assert any(re.search(r"\(0 of \d+ input shards already dealt\)", line) for line in lines), lines
+    assert shard_files(tmp_path / "work") == one_level[1]
+
+
+def test_scatter_and_gather_files_of_an_older_layout_are_made_again(corpus, one_level, tmp_path, monkeypatch):
+    """Scatter and gather files a killed run left in an older layout (``SCATTER_VERSION``) are dealt
+    and gathered again, not read; the training shards are the same bytes."""
+    from mixture import build as build_module
+
+    def die(_):
+        raise Killed()
+
+    settings = {**SETTINGS, "gather": "always", "gather_block": 5}
+    version = build_module.SCATTER_VERSION
+    monkeypatch.setattr(build_module, "SCATTER_VERSION", version - 1)
+    monkeypatch.setattr(build_module, "pack_shard", die)
+    with pytest.raises(Killed):
+        build(corpus, tmp_path / "work", settings)
+    monkeypatch.setattr(build_module, "SCATTER_VERSION", version)
+    monkeypatch.setattr(build_module, "pack_shard", pack_shard)
+    _, _, lines = build(corpus, tmp_path / "work", settings)
+    assert any(re.search(r"\(0 of \d+ input shards already dealt\)", line) for line in lines), lines
+    assert any("gathering blocks" in line and "(0 of" in line for line in lines), lines
     assert shard_files(tmp_path / "work") == one_level[1]
 
 
