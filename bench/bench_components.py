@@ -3,8 +3,13 @@ scipy call) against the distributed one (``stages.dedup.star`` rounds, then ``st
 
     python bench/bench_components.py [--edges 1e6,1e7] [--graphs clusters,chain] [--partitions 16]
                                      [--workers 2] [--shards 16] [--ways single_task,distributed]
+                                     [--gather auto] [--gather-block 32] [--repeats 1]
                                      [--giant 0] [--giant-shape tree] [--no-compare]
                                      [--work $TMPDIR/bench-components] [--out components]
+
+    # the components' exchanges read directly or through the gather level, at 16, 64, 256 partitions
+    for p in 16 64 256; do python bench/bench_components.py --edges 1e6 --graphs clusters --ways distributed \
+        --gather never,always --partitions $p --repeats 2 --out components-gather-$p; done
 
     # 10^8 edges on 16 cores, each way on its own (inputs: about 1.5 GB per way)
     python bench/bench_components.py --edges 1e8 --graphs clusters --workers 16 --partitions 64 \
@@ -24,23 +29,31 @@ them in ``--shards`` shards (a tenth of the documents in no cluster):
 linked to every other. In the last rounds its arcs all point at its root, the case that once put a
 whole cluster into one task.
 
+``--gather`` runs the distributed way once per ``shuffle.gather`` setting listed (its exchanges read
+directly, through the gather level in blocks of ``--gather-block`` targets, or as the size decides:
+``stages.dedup.exchange``), and ``--repeats`` runs every way that many times, in alternating order.
+
 Each way (``--ways``) runs as Ray tasks on a fresh local Ray with ``--workers`` CPUs, on a copy of
 the same scratch files (docs/, edges/: verified edges, one file per shard), keep: longest. Every
 task measures itself: wall and CPU seconds and its peak resident memory (VmHWM, reset when the task
-starts, so a reused Ray worker reports this task's peak only). Per step: tasks, wall seconds (the
-step's, from the driver), CPU seconds of all its tasks, the largest task's peak, the largest
-growth of a task over the size its worker had when the task started (a Ray worker with pyarrow
-loaded holds about 200-250 MB already), and the most rows one task read (``task_rows``: arcs in a
-star step, members in ``cluster keepers`` and ``giant rows``; counted from the files afterwards).
-The rows and summary both ways write must be byte-identical (checked when both run, else the run
-fails; ``--no-compare`` skips that). Each way also records one
-sha256 over its outputs (``output_sha256``), so runs of one way each can be compared afterwards.
+starts, so a reused Ray worker reports this task's peak only), the files it opened (through the
+job's filesystem, ``bench_shuffle.CountingOpens``: each would be a request on an object store) and
+the bytes its read system calls returned (``bench_shuffle.io_counters``: footers and row groups, and
+whatever else the worker process read meanwhile). Per step: tasks, wall seconds (the step's, from
+the driver), CPU seconds of all its tasks, files opened and MB read by all its tasks, the largest
+task's peak, the largest growth of a task over the size its worker had when the task started (a Ray
+worker with pyarrow loaded holds about 200-250 MB already), and the most rows one task read
+(``task_rows``: arcs in a star step, members in ``cluster keepers`` and ``giant rows``; counted from
+the files afterwards). The rows and summary every run writes must be byte-identical (checked when
+more than one runs, else the benchmark fails; ``--no-compare`` skips that). Each run also records
+one sha256 over its outputs (``output_sha256``), so runs of one way each can be compared afterwards.
 
 Results: bench/results/``--out``.json and a table on stdout.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import hashlib
 import os
@@ -60,6 +73,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
+from bench_shuffle import CountingOpens, io_counters  # noqa: E402  (the shuffle benchmarks count the same way)
 from common import peak_rss_mb, reset_peak_rss, save_results  # noqa: E402
 from pipeline import storage  # noqa: E402
 from stages.dedup import DedupConfig, clusters, documents, partitioned, star  # noqa: E402
@@ -162,15 +176,29 @@ def write_inputs(job: Job, graph: str, edges: int, seed: int = 0, giant: int = 0
 
 # ----------------------------------------------------------------------------- measuring
 
+class TaskOpens(CountingOpens):
+    """``CountingOpens`` that travels to a Ray task (pickled as a fresh one: its count starts at 0
+    there); ``CountingOpens`` itself cannot be unpickled, its ``__getattr__`` recursing before
+    ``local`` is set."""
+
+    def __reduce__(self):
+        return type(self), ()
+
+
 def measured(fn: Callable) -> Callable:
-    """``fn`` as a task that reports its own wall, CPU and peak memory (VmHWM, reset at its start)."""
+    """``fn`` as a task that reports its own wall, CPU and peak memory (VmHWM, reset at its start),
+    the files it opened through its job's filesystem and the bytes it read."""
     def task(item):
         reset_peak_rss()
         base = peak_rss_mb()
+        disk = item[0].filesystem
+        opens = disk.opens
+        _, read = io_counters()
         wall, cpu = time.perf_counter(), time.process_time()
         fn(item)
-        return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-                "peak_mb": peak_rss_mb(), "base_mb": base}
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak_rss_mb(), "base_mb": base,
+                "opens": disk.opens - opens, "mb_read": (io_counters()[1] - read) / 2**20}
     return task
 
 
@@ -203,6 +231,8 @@ def run_steps(job: Job, steps, record: list[dict]) -> None:
         record.append({
             "step": step.name, "tasks": len(tasks), "wall_s": round(time.perf_counter() - started, 2),
             "cpu_s": round(sum(t["cpu_s"] for t in tasks), 2),
+            "opens": sum(t["opens"] for t in tasks), "max_opens": max(t["opens"] for t in tasks),
+            "mb_read": round(sum(t["mb_read"] for t in tasks), 2),
             "task_peak_mb": round(max(t["peak_mb"] for t in tasks), 1),
             "task_growth_mb": round(max(t["peak_mb"] - t["base_mb"] for t in tasks), 1),
             "task_rows": task_rows(job, step),
@@ -210,28 +240,49 @@ def run_steps(job: Job, steps, record: list[dict]) -> None:
         print(f"    {record[-1]}", flush=True)
 
 
+def run_names(ways: list[str], gathers: list[str], repeats: int) -> list[tuple[str, str, str]]:
+    """(name, way, gather setting) of every run: the distributed way once per gather setting, every
+    run ``repeats`` times, the order reversed on every other repeat (interleaved)."""
+    once = [(way, way, "auto") for way in ways if way == "single_task"] + [
+        ("distributed" if gathers == ["auto"] else f"distributed, gather {gather}", way, gather)
+        for way in ways if way == "distributed" for gather in gathers]
+    return [(name + (f" #{repeat + 1}" if repeats > 1 else ""), way, gather)
+            for repeat in range(repeats) for name, way, gather in (once if repeat % 2 == 0 else once[::-1])]
+
+
 def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, ways: list[str],
-              workers: int, compare: bool = True, giant: int = 0, giant_shape: str = "tree") -> dict:
-    """Each way on its own copy of the same inputs, in a Ray of its own (fresh workers: a worker keeps
-    the memory an earlier task freed, and would report it as this one's); their outputs compared
-    byte for byte when both ran and ``compare``. Each way's result holds the sha256 of its outputs,
-    so runs of one way each can be compared afterwards."""
+              workers: int, compare: bool = True, giant: int = 0, giant_shape: str = "tree",
+              gathers: list[str] = ("auto",), gather_block: int = 32, repeats: int = 1) -> dict:
+    """Each run (``run_names``) on its own copy of the same inputs, in a Ray of its own (fresh
+    workers: a worker keeps the memory an earlier task freed, and would report it as this one's);
+    their outputs compared byte for byte when more than one ran and ``compare``. Each run's result
+    holds the sha256 of its outputs, so runs of one way each can be compared afterwards."""
     import ray
 
-    scratches = {way: work / f"{graph}-{edges}-{way}" for way in ways}
+    runs = run_names(ways, list(gathers), repeats)
+    scratches = {name: work / f"{graph}-{edges}-{name.replace(' ', '-').replace(',', '').replace('#', '')}"
+                 for name, _, _ in runs}
     shutil.rmtree(work, ignore_errors=True)
-    config = DedupConfig(partitions=partitions, keep="longest")
     inputs = {f"shard-{i}": "not read" for i in range(shards)}
-    jobs = {way: make_job(config, inputs, str(scratch), pafs.LocalFileSystem()) for way, scratch in scratches.items()}
+    jobs = {}
+    for name, _, gather in runs:
+        config = DedupConfig(partitions=partitions, keep="longest",
+                             shuffle={"gather": gather, "gather_block": gather_block})
+        # the listings keep the plain local disk: only the steps' own reads are counted
+        job = make_job(config, inputs, str(scratches[name]), pafs.LocalFileSystem())
+        jobs[name] = dataclasses.replace(job, filesystem=TaskOpens())
+    first = runs[0][0]
     started = time.perf_counter()
-    graph_info = write_inputs(jobs[ways[0]], graph, edges, giant=giant, giant_shape=giant_shape)
-    for way in ways[1:]:
-        shutil.copytree(scratches[ways[0]], scratches[way], dirs_exist_ok=True)  # make_job wrote its listings
+    graph_info = write_inputs(jobs[first], graph, edges, giant=giant, giant_shape=giant_shape)
+    for name, _, _ in runs[1:]:
+        shutil.copytree(scratches[first], scratches[name], dirs_exist_ok=True)  # make_job wrote its listings
     print(f"  {graph}, {graph_info['edges']:,} edges: inputs written in {time.perf_counter() - started:.0f} s",
           flush=True)
 
-    result = {**graph_info, "partitions": partitions, "shards": shards, "ways": {}}
-    for way, job in jobs.items():
+    result = {**graph_info, "partitions": partitions, "shards": shards, "gather_block": gather_block, "ways": {}}
+    for name, way, _ in runs:
+        job = jobs[name]
+        print(f"  {name}", flush=True)
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}})
         steps: list[dict] = []
@@ -241,8 +292,9 @@ def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, 
         else:
             run_steps(job, star.steps(job), steps)
             run_steps(job, partitioned.steps(job, ""), steps)
-        result["ways"][way] = {
+        result["ways"][name] = {
             "wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(sum(s["cpu_s"] for s in steps), 2),
+            "opens": sum(s["opens"] for s in steps), "mb_read": round(sum(s["mb_read"] for s in steps), 2),
             "task_peak_mb": max(s["task_peak_mb"] for s in steps),
             "task_growth_mb": max(s["task_growth_mb"] for s in steps),
             "task_rows": max((s["task_rows"] for s in steps if s["task_rows"] is not None), default=None),
@@ -250,12 +302,14 @@ def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, 
             "output_sha256": output_digest(job.scratch, shards),
         }
         ray.shutdown()
-    if len(ways) == 2 and compare:
-        _, mismatch, errors = filecmp.cmpfiles(*scratches.values(), output_names(shards), shallow=False)
-        if mismatch or errors:
-            raise SystemExit(f"the two ways wrote different clusters/: {mismatch + errors}")
+    if len(runs) > 1 and compare:
+        for name, _, _ in runs[1:]:
+            _, mismatch, errors = filecmp.cmpfiles(scratches[first], scratches[name], output_names(shards),
+                                                   shallow=False)
+            if mismatch or errors:
+                raise SystemExit(f"{first} and {name} wrote different clusters/: {mismatch + errors}")
         result["identical_output"] = True
-    result["summary"] = storage.read_json(pafs.LocalFileSystem(), clusters.summary_path(jobs[ways[0]]))
+    result["summary"] = storage.read_json(pafs.LocalFileSystem(), clusters.summary_path(jobs[first]))
     shutil.rmtree(work)
     return result
 
@@ -277,14 +331,15 @@ def output_digest(scratch: str, shards: int) -> str:
 # ----------------------------------------------------------------------------- report
 
 def table(results: list[dict]) -> str:
-    columns = ("graph:<9", "edges:>11", "parts:>5", "way:<12", "wall s:>7", "cpu s:>7", "task peak MB:>13",
-               "growth MB:>10", "task rows:>10", "rounds:>6", "tasks:>6")
+    columns = ("graph:<9", "edges:>11", "parts:>5", "way:<28", "wall s:>7", "cpu s:>7", "opens:>10",
+               "MB read:>9", "task peak MB:>13", "growth MB:>10", "task rows:>10", "rounds:>6", "tasks:>6")
     widths = [column.split(":")[1] for column in columns]
     lines = [" ".join(f"{column.split(':')[0]:{width}}" for column, width in zip(columns, widths))]
     for result in results:
         for way, row in result["ways"].items():
             cells = (result["graph"], f"{result['edges']:,}", result["partitions"], way, f"{row['wall_s']:.1f}",
-                     f"{row['cpu_s']:.1f}", f"{row['task_peak_mb']:.0f}", f"{row['task_growth_mb']:.0f}",
+                     f"{row['cpu_s']:.1f}", f"{row['opens']:,}", f"{row['mb_read']:,.1f}",
+                     f"{row['task_peak_mb']:.0f}", f"{row['task_growth_mb']:.0f}",
                      f"{row['task_rows']:,}" if row["task_rows"] is not None else "-", row["rounds"] or "-",
                      sum(step["tasks"] for step in row["steps"]))
             lines.append(" ".join(f"{cell:{width}}" for cell, width in zip(cells, widths)))
@@ -300,10 +355,14 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-components")
     parser.add_argument("--ways", default="single_task,distributed", help="single_task, distributed")
+    parser.add_argument("--gather", default="auto",
+                        help="comma-separated shuffle.gather settings (auto, always, never): a distributed run each")
+    parser.add_argument("--gather-block", type=int, default=32, help="shuffle.gather_block")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each way, interleaved")
     parser.add_argument("--giant", type=float, default=0, help="documents of one extra giant cluster (0: none)")
     parser.add_argument("--giant-shape", default="tree", choices=("tree", "star"))
     parser.add_argument("--no-compare", action="store_true",
-                        help="skip the byte comparison of the two ways' outputs (each way's sha256 is still recorded)")
+                        help="skip the byte comparison of the runs' outputs (each run's sha256 is still recorded)")
     parser.add_argument("--out", default="components")
     args = parser.parse_args()
     results = []
@@ -313,7 +372,8 @@ def main() -> None:
                 continue  # tens of rounds over every edge: minutes per million edges on two cores
             results.append(both_ways(args.work, graph, edges, args.shards, args.partitions,
                                      args.ways.split(","), args.workers, not args.no_compare,
-                                     int(args.giant), args.giant_shape))
+                                     int(args.giant), args.giant_shape, args.gather.split(","),
+                                     args.gather_block, args.repeats))
     payload = {"machine": {"cpus": os.cpu_count(), "ray_workers": args.workers}, "results": results}
     print(f"results: {save_results(args.out, payload)}")
     print(table(results))

@@ -1,7 +1,8 @@
 """Dedup's two-level shuffle (``stages.dedup.exchange``): the stage's output and the scratch files later
 steps read are byte-identical with and without the gather level, in process and on Ray, keeper rounds
-included; a rerun redoes only the gather blocks whose files are missing, and a run killed mid-step
-resumes; the benchmark's counts of file reads are the ones ``exchange.reads`` predicts."""
+and the distributed components (``star``, ``partitioned``; giant clusters split or not) included; a
+rerun redoes only the gather blocks whose files are missing, and a run killed mid-step resumes; the
+benchmark's counts of file reads are the ones ``exchange.reads`` predicts."""
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ import pytest
 from conftest import REPO
 from pipeline.config import parse_config
 from pipeline.stage import PrepareContext
-from stages.dedup import Dedup, DedupConfig, documents, exchange, paragraphs
+from stages.dedup import Dedup, DedupConfig, documents, exchange, paragraphs, partitioned, star
 from stages.dedup.steps import make_job
 from test_dedup import in_process, write_shards
 from test_keeper_rounds import FAMILIES, families
@@ -29,6 +30,8 @@ sys.path.insert(0, str(REPO / "bench"))
 import bench_dedup_shuffle  # noqa: E402
 
 DIRECT = {"gather": "never"}
+DISTRIBUTED = {"method": "distributed"}
+SPLIT = {"method": "distributed", "split_above_arcs": 0, "split_slices": 2}  # every node and cluster split
 
 
 def gathered(block: int) -> dict:
@@ -43,19 +46,20 @@ def prepare(inputs: dict[str, str], scratch: Path, map_fn=in_process, **config) 
 
 
 def map_files(scratch: Path, config: dict) -> set[str]:
-    """The directories (every round's) whose files the gather level lays out otherwise: the map sides
-    of the exchanges; their rows are the same either way."""
+    """The directories (every round's and step's) whose files the gather level lays out otherwise:
+    the map sides of the exchanges; their rows are the same either way."""
     names = {documents.BANDS, documents.HEADS, paragraphs.PARAGRAPHS, paragraphs.REMOVALS,
-             paragraphs.SUCCESSOR_REMOVALS}
+             paragraphs.SUCCESSOR_REMOVALS, star.ROUTED, partitioned.MEMBERS, partitioned.KEEPERS}
     if config.get("verify", True) and config.get("near_duplicates", True):
         names.add(documents.CANDIDATES)  # without verify, the candidates are the edges: compared
-    return {path.name for path in scratch.iterdir() if path.name.split("-round")[0] in names}
+    directories = {str(path.parent.relative_to(scratch)) for path in scratch.rglob("*.parquet")}
+    return {d for d in directories if d.split("-round")[0] in names or d.startswith(star.arcs(0)[:-1])}
 
 
 def scratch_digests(scratch: Path, skip: set[str]) -> dict[str, str]:
     return {str(path.relative_to(scratch)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(scratch.rglob("*")) if path.is_file()
-            and path.relative_to(scratch).parts[0] not in skip | {"gathered"}}
+            and path.relative_to(scratch).parts[0] != "gathered" and str(path.parent.relative_to(scratch)) not in skip}
 
 
 # ----------------------------------------------------------------------------- when it is chosen
@@ -92,6 +96,8 @@ def test_the_gather_level_is_chosen_by_reads_and_keeps_enough_gather_tasks(tmp_p
     (gathered(4), {"partitions": 4, "verify": False}),  # the candidates are the edges
     (gathered(2), {"partitions": 3, "near_duplicates": False}),
     ({"gather": "auto", "gather_above_reads": 0, "gather_block": 8}, {"partitions": 16, **FAMILIES}),
+    (gathered(2), {"partitions": 4, **FAMILIES, "components": DISTRIBUTED}),  # star rounds, partitioned
+    (gathered(3), {"partitions": 5, **FAMILIES, "components": SPLIT}),  # giant clusters' steps too
 ])
 def test_prepare_writes_the_same_files_with_the_gather_level(tmp_path, settings, config):
     inputs = write_shards(tmp_path / "in", families(3) + families(4), 9)
@@ -100,21 +106,27 @@ def test_prepare_writes_the_same_files_with_the_gather_level(tmp_path, settings,
 
     assert not any(line.startswith("gather") for line in direct_log)
     assert any(line.startswith("gather") for line in log) and (tmp_path / "two" / "gathered").is_dir()
+    if "components" in config:
+        gathers = {line.split(":")[0] for line in log if line.startswith("gather")}
+        assert {"gather components edges", "gather components arcs-3", "gather cluster members",
+                "gather cluster keepers", "gather giant rows (keeper round 1)"} <= gathers
     skip = map_files(tmp_path / "direct", config)
     direct = scratch_digests(tmp_path / "direct", skip)
     assert direct == scratch_digests(tmp_path / "two", skip)
+    if "components" in config:
+        assert any(name.startswith(star.LABELS) for name in direct)
     assert any(name.startswith("decisions/") for name in direct) and "summary.json" in direct
     if "threshold" in config:
         assert any(name.startswith("clusters-round1/") for name in direct), "a keeper round should run"
 
 
-def run_dedup(work: Path, source: Path, shuffle: dict, use_ray: bool) -> Path:
+def run_dedup(work: Path, source: Path, shuffle: dict, use_ray: bool, components: dict | None = None) -> Path:
     from pipeline.runner import run_pipeline
 
     config = parse_config({
         "work_dir": str(work), "ingest": {"shard_bytes": 12_000},
         "inputs": [{"name": "t", "path": str(source), "category": "web"}],
-        "stages": {"dedup": {"partitions": 5, **FAMILIES, "shuffle": shuffle}},
+        "stages": {"dedup": {"partitions": 5, **FAMILIES, "shuffle": shuffle, "components": components or {}}},
     })
     run_pipeline(config, use_ray=use_ray, log=lambda _: None)
     return work / "02_dedup"
@@ -131,13 +143,17 @@ def test_stage_output_is_byte_identical_on_ray_and_in_process(tmp_path, ray_clus
     direct = run_dedup(tmp_path / "direct", source, DIRECT, use_ray=True)
     on_ray = run_dedup(tmp_path / "ray", source, gathered(2), use_ray=True)
     in_process_ = run_dedup(tmp_path / "local", source, gathered(3), use_ray=False)
+    # the distributed components, every node and cluster split, each of their exchanges gathered
+    split = run_dedup(tmp_path / "split", source, gathered(2), use_ray=True, components=SPLIT)
 
     shards = len(list((direct / "kept").glob("*.parquet")))
     assert shards >= 6, "the corpus should make several shards"
     assert (on_ray / "_scratch" / "gathered").is_dir() and not (direct / "_scratch" / "gathered").exists()
+    assert (split / "_scratch" / "gathered" / star.arcs(1) / "block-2").is_dir()
+    assert (split / "_scratch" / "gathered" / f"{partitioned.KEEPERS}-round1" / "giant-block-2").is_dir()
     outputs = digests(direct, "*/*.parquet")  # kept/, removed/
     assert len(outputs) >= 2 * shards
-    for other in (on_ray, in_process_):
+    for other in (on_ray, in_process_, split):
         assert digests(other, "*/*.parquet") == outputs
         for pattern in ("_scratch/decisions/*", "_scratch/clusters*/*", "_scratch/edges/*", "_scratch/summary.json",
                         "_scratch/too-short-keepers*/*", "_scratch/short-successors*/*"):
@@ -168,6 +184,34 @@ def test_a_rerun_redoes_only_the_gather_blocks_whose_files_are_missing(tmp_path)
     redone = {p for p, (mtime, _) in before.items() if p.stat().st_mtime_ns != mtime}
     assert redone == {heads / f"{i:05d}.parquet" for i in (3, 4, 5)} | {removals / f"{i:05d}.parquet" for i in (6, 7)}
     assert all(p.read_bytes() == data for p, (_, data) in before.items())
+
+
+def test_lost_gathered_files_of_the_components_are_written_again_and_their_readers_rerun(tmp_path):
+    inputs = write_shards(tmp_path / "in", families(3), 8)
+    scratch = tmp_path / "scratch"
+    config = {"partitions": 4, **FAMILIES, "components": SPLIT, "shuffle": gathered(2)}
+    prepare(inputs, scratch, **config)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in scratch.rglob("*.parquet")}
+    gathered_ = scratch / "gathered"
+    # Blocks of 2 partitions or shards. The last gathered file of a block is its commit point: lost,
+    # the block is gathered again; a star task's output lost with it (a step's map file, whose footer
+    # the driver reads) is written again from it. A lost first file stays lost: its block counts as
+    # done and its reader's output exists.
+    arcs, members = gathered_ / star.arcs(1) / "block-2", gathered_ / partitioned.MEMBERS / "block-2"
+    lost = [arcs / "00001.parquet", scratch / star.arcs(2) / "00001.parquet", members / "00003.parquet",
+            gathered_ / partitioned.KEEPERS / "giant-block-2" / "00004.parquet"]
+    for path in lost:
+        path.unlink()
+
+    log = prepare(inputs, scratch, **config)
+    todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) tasks").match, log) if found}
+    assert {step: tasks for step, tasks in todo.items() if tasks} == {
+        "gather components arcs-1": 1, "components: small star 1": 1, "gather cluster members": 1}
+    redone = {p for p, (mtime, _) in before.items() if p.exists() and p.stat().st_mtime_ns != mtime}
+    assert redone == {arcs / "00000.parquet", arcs / "00001.parquet", scratch / star.arcs(2) / "00001.parquet",
+                      members / "00002.parquet", members / "00003.parquet"}
+    assert all(p.read_bytes() == data for p, (_, data) in before.items() if p.exists())
+    assert not lost[-1].exists()
 
 
 KILLED_RUN = textwrap.dedent("""

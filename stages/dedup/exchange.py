@@ -11,6 +11,15 @@ of ``shard_range``) needs its key range from every one of those files. They are:
     paragraphs           paragraphs/ (S, each round)       partitions  paragraph removals
     paragraph removals   paragraph-removals/ (P, each)     shards      short keepers, decisions
     successor removals   successor-removals/ (P, each)     shards      short keepers
+    components edges     components/edges/ (E edge files)  partitions  unique edges
+    components arcs-k    components/arcs-k/ (P, each step) partitions  the star step k, labels
+    cluster members      cluster-members/ (S, each round)  partitions  cluster keepers, giant rows
+    cluster keepers      cluster-keepers/ (P, each)        shards      cluster rows
+    giant rows           cluster-keepers/giant-* (P, each) shards      cluster rows
+
+The components' exchanges (``stages.dedup.star``, ``partitioned``) keep counts for the driver in their
+map files' footers (``write(counts=...)``): the driver reads those, the gathered files are only for
+the targets' tasks.
 
 Directly (``shuffle.gather``), every target's task opens every map file: sources x targets reads, S x S
 for verify, and each open parses a footer that lists about one row group per target. Through the
@@ -60,9 +69,10 @@ GROUP_PIECES = 64
 
 @dataclass(frozen=True)
 class Exchange:
-    """Map files ``directory/<source>`` (``sources`` of them) read by ``targets`` tasks, each the key
-    range of one partition or, with ``to_shards``, of one shard; through gather tasks of ``block``
-    targets each, or directly when ``block`` is None."""
+    """Map files ``directory/<prefix><source>`` (``sources`` of them) read by ``targets`` tasks, each
+    the key range of one partition or, with ``to_shards``, of one shard; through gather tasks of
+    ``block`` targets each, or directly when ``block`` is None. A ``prefix`` tells two exchanges
+    whose map files share a directory apart (``cluster-keepers/giant-<partition>``)."""
 
     name: str
     directory: str
@@ -70,18 +80,28 @@ class Exchange:
     targets: int
     to_shards: bool
     block: int | None
+    prefix: str = ""
 
     @classmethod
-    def between(cls, job: Job, name: str, directory: str, sources: int, targets: int, to_shards: bool) -> "Exchange":
+    def between(cls, job: Job, name: str, directory: str, sources: int, targets: int, to_shards: bool,
+                prefix: str = "") -> "Exchange":
         """The exchange, gathered or not as ``job.config.shuffle`` says for its size."""
         settings = job.config.shuffle
         if settings.gather != "auto":
             gathered = settings.gather == "always" and sources > 0 and targets > 0
-            return cls(name, directory, sources, targets, to_shards, settings.gather_block if gathered else None)
+            block = settings.gather_block if gathered else None
+            return cls(name, directory, sources, targets, to_shards, block, prefix)
         block = max(1, min(settings.gather_block, targets // MIN_GATHER_TASKS))
         direct = reads(sources, targets, None)
         gathered = direct > settings.gather_above_reads and reads(sources, targets, block) < direct
-        return cls(name, directory, sources, targets, to_shards, block if gathered else None)
+        return cls(name, directory, sources, targets, to_shards, block if gathered else None, prefix)
+
+    def path(self, job: Job, source: int) -> str:
+        """Map file ``source``."""
+        return job.path(self.directory, f"{self.prefix}{source:05d}")
+
+    def paths(self, job: Job) -> list[str]:
+        return [self.path(job, source) for source in range(self.sources)]
 
     def keys(self, first: int, stop: int) -> tuple[int, int]:
         """The key range ``[low, high)`` of targets ``first`` to ``stop`` - 1."""
@@ -106,18 +126,19 @@ def reads(sources: int, targets: int, block: int | None) -> int:
 
 def gathered_path(job: Job, exchange: Exchange, target: int) -> str:
     """Target ``target``'s rows of every map file of ``exchange``, as its gather task wrote them."""
-    return storage.join(job.scratch, "gathered", job.directory(exchange.directory), f"block-{exchange.block}",
-                        f"{target:05d}.parquet")
+    return storage.join(job.scratch, "gathered", job.directory(exchange.directory),
+                        f"{exchange.prefix}block-{exchange.block}", f"{target:05d}.parquet")
 
 
-def write(job: Job, exchange: Exchange, source: int, table: pa.Table) -> None:
+def write(job: Job, exchange: Exchange, source: int, table: pa.Table, counts: dict | None = None) -> None:
     """Map file ``source`` of ``exchange``: ``table`` sorted by its first column, in about a row group
-    per target (directly) or exactly one per block of targets that has rows (gathered)."""
-    path = job.path(exchange.directory, source)
+    per target (directly) or exactly one per block of targets that has rows (gathered), with
+    ``counts`` in its footer (``shuffle.read_counts``)."""
+    path = exchange.path(job, source)
     if exchange.block is None:
-        write_sorted(job, path, table, exchange.targets)
+        write_sorted(job, path, table, exchange.targets, counts)
         return
-    table = sorted_with_counts(table, None)
+    table = sorted_with_counts(table, counts)
     block = exchange.target_of(table.column(0).to_numpy()) // exchange.block
     write_row_groups(job, path, table, (np.flatnonzero(np.diff(block)) + 1).tolist())
 
@@ -125,7 +146,7 @@ def write(job: Job, exchange: Exchange, source: int, table: pa.Table) -> None:
 def read(job: Job, exchange: Exchange, target: int) -> pa.Table:
     """Every row of ``target``'s key range, from every map file in order (without their counts)."""
     if exchange.block is None:
-        return gather(job, job.paths(exchange.directory, exchange.sources), *exchange.keys(target, target + 1))
+        return gather(job, exchange.paths(job), *exchange.keys(target, target + 1))
     return storage.read_parquet(job.filesystem, gathered_path(job, exchange, target)).replace_schema_metadata(None)
 
 
@@ -149,7 +170,7 @@ def gather_block(task: tuple[Job, tuple[Exchange, int]]) -> None:
     low, high = exchange.keys(targets.start, targets.stop)
     with contextlib.ExitStack() as stack:
         outputs: dict[int, RowGroupBuffer] = {}
-        for path in job.paths(exchange.directory, exchange.sources):
+        for path in exchange.paths(job):
             with job.filesystem.open_input_file(path) as source:
                 parquet = pq.ParquetFile(source, pre_buffer=True)  # the block's row group: one read
                 if not outputs:

@@ -15,6 +15,12 @@ document's root, the keepers are chosen per partition of the roots and each shar
     cluster summary   (one)       the counts in components/nodes/ and           clusters/_SUCCESS.json
                                   cluster-keepers/
 
+Each "its rows of every" above is an exchange (``stages.dedup.exchange``): above
+``shuffle.gather_above_reads`` (S x P reads for the members, P x S for the keepers and again for the
+giant rows) a gather step runs before the step that reads, and its tasks read one gathered file each
+(``giant rows`` reads the members' files gathered for ``cluster keepers``). The driver and ``giant
+keepers`` read the counts in the footers of the steps' own files, which are there either way.
+
 All members of a cluster share its root, so ``clusters.fates`` sees each cluster whole, with the same
 attributes as in the single task: the rows and the summary are the same. A task holds one shard's
 clustered documents or one partition's clusters, except the giant ones: a cluster whose root
@@ -36,10 +42,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
-from stages.dedup import clusters, components, star
+from stages.dedup import clusters, components, exchange, star
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS, REASON_EXACT, REASON_NEAR
+from stages.dedup.exchange import Exchange
 from stages.dedup.paragraphs import SHORT_SUCCESSORS
-from stages.dedup.shuffle import Job, Step, gather, node_partition, read_counts, shard_range, write_sorted
+from stages.dedup.shuffle import Job, Step, node_partition, read_counts, shard_range
 
 MEMBERS = "cluster-members"  # <shard>.parquet: sorted by the partition of the document's root
 KEEPERS = "cluster-keepers"  # <partition>.parquet: clusters/ rows sorted by doc; counts: the summary's
@@ -49,6 +56,22 @@ MEMBER_SCHEMA = pa.schema([
     ("part", pa.int32()), ("root", pa.int64()), ("doc", pa.int64()), ("id", pa.string()),
     ("later_copy", pa.bool_()), ("barred", pa.bool_()), ("short", pa.bool_()), ("score", pa.float64()),
 ])
+
+
+def member_exchange(job: Job) -> Exchange:
+    """The members, from each shard to the partitions of their roots (of their slices)."""
+    return Exchange.between(job, "cluster members", MEMBERS, len(job.shards), job.config.partitions, to_shards=False)
+
+
+def keeper_exchange(job: Job) -> Exchange:
+    """The ``clusters/`` rows of the clusters not split, from each partition to their shards."""
+    return Exchange.between(job, "cluster keepers", KEEPERS, job.config.partitions, len(job.shards), to_shards=True)
+
+
+def giant_exchange(job: Job) -> Exchange:
+    """The giant clusters' ``clusters/`` rows, from each partition to their shards."""
+    return Exchange.between(job, "giant rows", KEEPERS, job.config.partitions, len(job.shards), to_shards=True,
+                            prefix="giant-")
 
 
 def steps(job: Job, suffix: str) -> list[Step]:
@@ -61,9 +84,12 @@ def steps(job: Job, suffix: str) -> list[Step]:
     return [
         Step("cluster members" + suffix, cluster_members, tuple((shard, giants) for shard in shards),
              lambda item: job.path(MEMBERS, item[0])),
+        *exchange.steps(job, member_exchange(job), suffix),
         Step("cluster keepers" + suffix, cluster_keepers, parts, lambda item: job.path(KEEPERS, item[0])),
         Step("giant keepers" + suffix, giant_keepers, (0,), lambda _: job.path(KEEPERS, GIANTS, "json")),
         Step("giant rows" + suffix, giant_rows, parts, lambda item: _giant_path(job, item[0])),
+        *exchange.steps(job, keeper_exchange(job), suffix),
+        *exchange.steps(job, giant_exchange(job), suffix),
         Step("cluster rows" + suffix, cluster_rows, shards, lambda i: job.path(CLUSTERS, i)),
         Step("cluster summary" + suffix, write_summary, (0,), lambda _: clusters.summary_path(job)),
     ]
@@ -90,14 +116,14 @@ def cluster_members(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
         "short": components.among(doc, clusters.earlier_findings(job, SHORT_SUCCESSORS, [shard])),
         "score": clusters.keep_scores(job, attributes),
     }, schema=MEMBER_SCHEMA)
-    write_sorted(job, job.path(MEMBERS, shard), table, job.config.partitions)
+    exchange.write(job, member_exchange(job), shard, table)
 
 
 def cluster_keepers(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
     """Per partition of the roots: the fate of every member of its clusters, and their counts; for
     the slices of ``giants`` it holds, each one's candidates (``_slice_candidates``)."""
     job, (part, giants) = task
-    members = gather(job, job.paths(MEMBERS, len(job.shards)), part, part + 1).sort_by([("doc", "ascending")])
+    members = exchange.read(job, member_exchange(job), part).sort_by([("doc", "ascending")])
     giant = np.isin(members["root"].to_numpy(), giants)
     candidates = _slice_candidates(members.filter(pa.array(giant)))
     members = members.filter(pa.array(~giant))
@@ -107,8 +133,7 @@ def cluster_keepers(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
                                     members["score"].to_numpy(),
                                     members["barred"].to_numpy(zero_copy_only=False),
                                     members["short"].to_numpy(zero_copy_only=False))
-    write_sorted(job, job.path(KEEPERS, part), table, len(job.shards),
-                 counts={"summary": summary, "giants": candidates})
+    exchange.write(job, keeper_exchange(job), part, table, counts={"summary": summary, "giants": candidates})
 
 
 def giant_keepers(task: tuple[Job, int]) -> None:
@@ -144,7 +169,7 @@ def giant_rows(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
     job, (part, giants) = task
     members, found = MEMBER_SCHEMA.empty_table(), {}
     if len(giants):
-        members = gather(job, job.paths(MEMBERS, len(job.shards)), part, part + 1)
+        members = exchange.read(job, member_exchange(job), part)
         members = members.filter(pa.array(np.isin(members["root"].to_numpy(), giants)))
         found = storage.read_json(job.filesystem, job.path(KEEPERS, GIANTS, "json"))["giants"]
     roots, cluster = np.unique(members["root"].to_numpy(), return_inverse=True)
@@ -167,7 +192,7 @@ def giant_rows(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
         "keeper": pa.array(is_keeper),
         "successor": pa.array(removed & np.array([g["with_barred"] for g in giant], bool)[cluster]),
     }, schema=clusters.ROW_SCHEMA)
-    write_sorted(job, _giant_path(job, part), table, len(job.shards), counts={
+    exchange.write(job, giant_exchange(job), part, table, counts={
         "removed": {REASON_EXACT: int((removed & later_copy).sum()), REASON_NEAR: int((removed & ~later_copy).sum())},
         "keepers_replaced": int(barred.sum())})
 
@@ -175,9 +200,8 @@ def giant_rows(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
 def cluster_rows(task: tuple[Job, int]) -> None:
     """Per shard: its rows of ``clusters/``, as the single task writes them."""
     job, shard = task
-    parts = range(job.config.partitions)
-    rows = gather(job, job.paths(KEEPERS, job.config.partitions) + [_giant_path(job, part) for part in parts],
-                  *shard_range(shard))
+    rows = pa.concat_tables([exchange.read(job, keeper_exchange(job), shard),
+                             exchange.read(job, giant_exchange(job), shard)])
     storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard),
                           rows.sort_by([("doc", "ascending")]).combine_chunks())
 
@@ -203,7 +227,7 @@ def _added(counts: list[dict]) -> dict:
 
 
 def _giant_path(job: Job, part: int) -> str:
-    return job.path(KEEPERS, f"giant-{part:05d}")
+    return giant_exchange(job).path(job, part)
 
 
 def _slice_candidates(members: pa.Table) -> dict:

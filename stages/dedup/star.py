@@ -16,6 +16,11 @@ workers or the order tasks finish in. A self-loop alone makes a component of one
     small star r     node partition   its rows of components/arcs-k/ components/arcs-k+1/ (k = 2r - 1)
     labels           node partition   its rows of the last arcs      components/labels/   doc, root, later_copy
 
+Each "its rows of" is an exchange (``stages.dedup.exchange``): above ``shuffle.gather_above_reads``
+(P x P reads per step, E x P for unique edges) a gather step runs before the step that reads, and its
+tasks read one gathered file each. The driver reads its counts from the footers of the step's own
+files (``components/arcs-k/``), which are there either way.
+
 An edge sits in the partition of its pair, an arc ``(node, nbr)`` in the partition of ``node``
 (``shuffle.node_partition``), so a task holds the neighbourhoods of its nodes only: a task's memory is
 its partition's share of the arcs, about 2 x edges / partitions, except for split nodes (below).
@@ -71,9 +76,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from stages.dedup import components
+from stages.dedup import components, exchange
 from stages.dedup.components import distinct
 from stages.dedup.documents import edge_files
+from stages.dedup.exchange import Exchange
 from stages.dedup.shuffle import Job, Step, gather, node_partition, read_counts, write_sorted
 
 ROUTED = "components/edges"  # <edge file>.parquet: part (of u), u, v, exact
@@ -113,15 +119,29 @@ def arcs(step: int) -> str:
     return f"components/arcs-{step}"
 
 
+def edge_exchange(job: Job) -> Exchange:
+    """The routed edges, from each edge file to the partitions of their pairs."""
+    return Exchange.between(job, "components edges", ROUTED, len(edge_files(job)), job.config.partitions,
+                            to_shards=False)
+
+
+def arc_exchange(job: Job, step: int) -> Exchange:
+    """The arcs entering step ``step``, from each partition's task of the step before to their node's."""
+    return Exchange.between(job, f"components arcs-{step}", arcs(step), job.config.partitions,
+                            job.config.partitions, to_shards=False)
+
+
 def steps(job: Job) -> Iterator[Step]:
     """The steps, in order. The caller runs each before asking for the next: whether another round
     follows a large star depends on what it found."""
     parts = tuple(range(job.config.partitions))
     yield Step("components: edges", route_edges, tuple(range(len(edge_files(job)))), lambda i: job.path(ROUTED, i))
+    yield from exchange.steps(job, edge_exchange(job))
     yield Step("components: unique edges", unique_edges, parts, lambda part: job.path(arcs(0), part))
     split = _split(job, 0, NO_SPLIT)
     step, local, before = 0, False, None
     while True:
+        yield from exchange.steps(job, arc_exchange(job, step))
         yield Step(f"components: large star {step // 2 + 1}" + LOCAL_NAME * local, large_star,
                    tuple((step, part, local, split) for part in parts),
                    lambda item: job.path(arcs(item[0] + 1), item[1]))
@@ -132,11 +152,13 @@ def steps(job: Job) -> Iterator[Step]:
         local = local or (before is not None and unsettled * SLOW > before
                           and unsettled * TAIL <= _rows(job, job.paths(arcs(step), job.config.partitions)))
         before = unsettled
+        yield from exchange.steps(job, arc_exchange(job, step + 1))
         yield Step(f"components: small star {step // 2 + 1}" + LOCAL_NAME * local, small_star,
                    tuple((step + 1, part, local, split) for part in parts),
                    lambda item: job.path(arcs(item[0] + 1), item[1]))
         split = _split(job, step + 2, split)
         step += 2
+    yield from exchange.steps(job, arc_exchange(job, step + 1))
     yield Step("components: labels", label_documents, tuple((step + 1, part) for part in parts),
                lambda item: job.path(LABELS, item[1]))
 
@@ -163,15 +185,14 @@ def route_edges(task: tuple[Job, int]) -> None:
     edges = storage.read_parquet(job.filesystem, edge_files(job)[index], columns=["u", "v", "exact"])
     u, v = edges["u"].to_numpy().astype(np.uint64), edges["v"].to_numpy().astype(np.uint64)
     part = node_partition((u * SLICE_HASH) ^ v, job)
-    write_sorted(job, job.path(ROUTED, index), edges.add_column(0, "part", pa.array(part, pa.int32())),
-                 job.config.partitions)
+    exchange.write(job, edge_exchange(job), index, edges.add_column(0, "part", pa.array(part, pa.int32())))
 
 
 def unique_edges(task: tuple[Job, int]) -> None:
     """Per partition: its edges, each once (one pair found by several files is one edge, as in
     ``clusters.cluster_corpus``); their counts; both arcs of each; node rows for ``roots``."""
     job, part = task
-    edges = gather(job, job.paths(ROUTED, len(edge_files(job))), part, part + 1)
+    edges = exchange.read(job, edge_exchange(job), part)
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
     exact = edges["exact"].to_numpy(zero_copy_only=False)
     del edges
@@ -186,7 +207,7 @@ def unique_edges(task: tuple[Job, int]) -> None:
     write_sorted(job, job.path(NODES, part), pa.table({"doc": doc, "root": doc, "later_copy": later_copy},
                                                       schema=NODE_SCHEMA),
                  len(job.shards), counts={"exact": len(later), "near": len(u) - len(later)})
-    _write_arcs(job, job.path(arcs(0), part), np.concatenate([u[~loop], v[~loop]]),
+    _write_arcs(job, 0, part, np.concatenate([u[~loop], v[~loop]]),
                 np.concatenate([v[~loop], u[~loop]]), NO_SPLIT)
 
 
@@ -213,7 +234,7 @@ def large_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
         larger = nbr > node
         larger, lowest = nbr[larger], lowest[larger]
     # keyed by the larger end: small star looks at each node's smaller neighbours only
-    _write_arcs(job, job.path(arcs(step + 1), part), larger, lowest, split, counts)
+    _write_arcs(job, step + 1, part, larger, lowest, split, counts)
 
 
 def small_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
@@ -231,7 +252,7 @@ def small_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
         to = lowest[_groups(node, starts)]
         moved = nbr != to
         a, b = np.concatenate([nbr[moved], heads]), np.concatenate([to[moved], lowest])
-    _write_arcs(job, job.path(arcs(step + 1), part), np.concatenate([a, b]), np.concatenate([b, a]), split)
+    _write_arcs(job, step + 1, part, np.concatenate([a, b]), np.concatenate([b, a]), split)
 
 
 def label_documents(task: tuple[Job, tuple[int, int]]) -> None:
@@ -251,7 +272,7 @@ def label_documents(task: tuple[Job, tuple[int, int]]) -> None:
 def _neighbourhoods(job: Job, step: int, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The arcs entering ``step`` from the nodes of ``part``, each once, sorted by node and then
     neighbour; and where each node's run of arcs starts."""
-    rows = gather(job, job.paths(arcs(step), job.config.partitions), part, part + 1)
+    rows = exchange.read(job, arc_exchange(job, step), part)
     node, nbr = distinct_pairs(rows["node"].to_numpy(), rows["nbr"].to_numpy())
     starts = np.flatnonzero(np.append(True, node[1:] != node[:-1])) if len(node) else np.zeros(0, np.intp)
     return node, nbr, starts
@@ -343,11 +364,12 @@ def sliced_partition(part: np.ndarray, by: np.ndarray, job: Job) -> np.ndarray:
     return ((part + slices.astype(np.int32)) % job.config.partitions).astype(np.int32)
 
 
-def _write_arcs(job: Job, path: str, node: np.ndarray, nbr: np.ndarray, split: Split,
+def _write_arcs(job: Job, step: int, source: int, node: np.ndarray, nbr: np.ndarray, split: Split,
                 counts: dict | None = None) -> None:
-    """Write arcs keyed by ``node``, a split node's (``split``, or one this task writes more arcs of
-    than its share of ``split_above_arcs``) to the partition of its slice; the footer gets
-    ``counts``, the nodes split here and the smallest neighbour each got."""
+    """Write partition ``source``'s file of the arcs entering ``step``, keyed by ``node``, a split
+    node's (``split``, or one this task writes more arcs of than its share of ``split_above_arcs``)
+    to the partition of its slice; the footer gets ``counts``, the nodes split here and the smallest
+    neighbour each got."""
     part = node_partition(node, job)
     heavy = np.union1d(split.node, heavy_nodes(node, split_limit(job)))
     published, least = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -361,8 +383,8 @@ def _write_arcs(job: Job, path: str, node: np.ndarray, nbr: np.ndarray, split: S
         written = least < np.iinfo(np.int64).max
         published, least = heavy[written], least[written]
     table = pa.table({"part": part, "node": node, "nbr": nbr}, schema=ARC_SCHEMA)
-    write_sorted(job, path, table, job.config.partitions,
-                 {**(counts or {}), "split": published.tolist(), "least": least.tolist()})
+    exchange.write(job, arc_exchange(job, step), source, table,
+                   {**(counts or {}), "split": published.tolist(), "least": least.tolist()})
 
 
 def _split(job: Job, step: int, before: Split) -> Split:
