@@ -4,24 +4,64 @@ corpus grows from a quarter of corpus-dev to several times its size (issue 20, "
     python bench/bench_scale.py                          # sizes 0.25 0.5 1 2 (x corpus-dev's 59 MB)
     python bench/bench_scale.py --sizes 0.25 0.5 1 2 4 --repeats 3   # docs/scaling.md's numbers
     python bench/bench_scale.py --no-steps               # the stages (and the report) only
+    python bench/bench_scale.py --growth fresh --sizes 1 4 16   # grown by new text, not by copies
     python bench/bench_scale.py --render bench/results/scale.json   # fits and tables again, no runs
 
 On a quiet 2-core machine one pass over 0.25 to 4x takes about 3.5 minutes (4x alone 1.5).
 ``--budget-s`` skips a size whose run, predicted linearly from the run before, would end past it;
-``--merge FILE`` counts the runs of an earlier results file (same stages and steps) as repeats.
+``--merge FILE`` counts the runs of an earlier results file (same stages, steps and ``--growth``) as repeats.
 
 Writes bench/results/scale.json (``--out``): every run, every stage, the fitted exponents.
 
-**The corpora.** corpus-dev (``--corpus``) is shuffled once (``--seed``) so that any prefix has its
-mix of categories and languages. Size ``f`` is the first ``f`` x its text bytes of the sequence
-copy 0, copy 1, copy 2, ...: copy 0 is the corpus itself, copy k >= 1 the same documents, each with
-``--edits`` random edits (an adjacent pair of words swapped, or a word dropped; characters instead
-of words in a text of fewer than 50 whitespace-separated words, as Chinese and Japanese are), drawn
-from a generator seeded by (seed, k, id), and the id suffixed ``~c<k>``. So below 1x the corpora
-are nested samples, above it each extra copy is a known set of near-duplicates (not exact copies)
-that dedup should find, and ids stay unique. Each corpus is written, untimed, as Parquet files of
-about ``--file-mb`` MB of text (columns id, text, source, category, lang; corpus-dev's ``academic``
-is ``papers``), read as one input with ``category_field: category``.
+**The corpora** (made by bench/scale_corpus.py). corpus-dev (``--corpus``) is shuffled once
+(``--seed``) so that any prefix has its mix of categories and languages. Copy 0 is corpus-dev
+itself; what a later copy is, ``--growth`` says:
+
+``copies`` (the default) models a corpus that repeats itself. Size ``f`` is the first ``f`` x
+corpus-dev's text bytes of the sequence copy 0, copy 1, copy 2, ...; copy k >= 1 is the same
+documents, each with ``--edits`` random edits (an adjacent pair of words swapped, or a word dropped;
+characters instead of words in a text of fewer than 50 whitespace-separated words, as Chinese and
+Japanese are), drawn from a generator seeded by (seed, k, id), and the id suffixed ``~c<k>``. So
+below 1x the corpora are nested samples, above it each extra copy is a known set of near-duplicates
+(not exact copies) that dedup should find, and ids stay unique. The duplicate share rises with the
+size (7/8 of the input at 8x), dedup's candidate pairs per cluster grow with the square of the
+number of copies, and the stages after dedup see the same input at every size.
+
+``fresh`` models a crawl that grows: new text, with a constant share of duplicates. Copy k >= 1 is
+corpus-dev's documents with every token replaced by its image under copy k's substitution, the id
+suffixed ``~f<k>``. A token is a run of letters, marks and digits, or a single such character in
+Chinese, Japanese, Korean and Thai (``lang`` zh, zh-Hant, ja, ...: dedup shingles them by
+characters, and a run of their letters can be a whole clause); whitespace and punctuation between
+tokens stay as they are, so lines stay lines and sentences keep their ends (the rules look for
+them). The substitution is one per copy and language (corpus-dev's ``lang``): the language's
+tokens are ranked by their count in corpus-dev (ties in a seeded random order) and cut into bands
+of ``--band`` consecutive ranks, and copy k permutes each band (by keys hashed from seed, k and the
+token's place in its language's ranking). So each language keeps its token frequency profile (its
+most frequent tokens are swapped only among themselves: stopwords stay stopwords) and each
+document its length, layout and repetitions (a token maps to one image throughout a copy, so a
+repeated line is repeated there too), while a token keeps itself only with probability 1/band:
+shingles break, and no fresh copy is a near-duplicate of corpus-dev or of another copy. A share
+``--dup-share`` of each fresh copy's documents, picked by a hash of (seed, k, id), are
+near-duplicates instead: the document's text in an earlier copy j (the hash picks j uniformly in
+0 .. k-1; a near-duplicate there stays one here) with ``--edits`` edits as above, id suffixed
+``~f<k>d``. The planted duplicates are then dup-share x (f - 1) / f of a corpus of ``f`` copies,
+about the same share at every size. Size ``f`` is copies 0 .. floor(f) - 1 whole and the first
+(f - floor(f)) of the next copy's text (in corpus order, as above; a fresh copy's text bytes are
+within 0.2% of corpus-dev's). Two processes make the copies, each writing one copy at a time, so
+memory does not grow with the size: 140x (8.25 GB of text, 2.47 M documents) took 240 CPU seconds
+(6 minutes on two cores shared with other jobs), under 0.85 GB per process. What ``fresh`` does
+not model is fluency: its text is word salad with the right token frequencies. On corpus-dev at 3x
+the stages nonetheless keep about the same shares of fresh documents as of corpus-dev's (langid
+93% and 95%, its label agreeing with corpus-dev's on 98.7% and 98.5%, though less sure of it:
+lang_low_score 3% and 1%; rules 88% and 88%, 61% and 64% of the bytes; quality 98% and 97%;
+dedup 97% and 97%, and 92% of the planted near-duplicates removed, as of ``copies``' copies at 3x).
+Nor does it model text that new documents share with old ones (boilerplate, quotations): a fresh
+copy shares none with another, and dedup's exact and paragraph matches across copies are only
+the planted ones.
+
+Each corpus is written, untimed, as Parquet files of about ``--file-mb`` MB of text (columns id,
+text, source, category, lang; corpus-dev's ``academic`` is ``papers``), zstd, row groups of
+``--row-group-rows`` (1,000) rows (``fresh``: each copy in files of its own), read as one input with ``category_field: category``.
 
 **The run.** ``--config`` (configs/dev.yaml)'s stages (``--stages`` to pick some), relative paths
 resolved against the repository, its quality model and decontamination index reused for every size
@@ -43,9 +83,11 @@ log lines are kept with their time, which splits dedup's and the mixture's sub-s
 
 **Fitted**, for every stage and measure, over the sizes: the growth exponent k of ``y ~ size^k``
 (least squares on log-log): against the corpus size, over all sizes and over sizes >= 1x (where
-fixed costs such as loading models weigh less), and against the stage's own input (after dedup has
-removed the copies, the later stages' input stops growing with the corpus); for CPU seconds a line ``cpu = fixed + MB / rate``: ``rate`` is the
-marginal MB of the stage's input per CPU second, the figure a plan for a larger corpus scales.
+fixed costs such as loading models weigh less), and against the stage's own input (with
+``copies``, after dedup has removed the copies, the later stages' input stops growing with the
+corpus; with ``fresh`` it grows with it); for CPU seconds a line ``cpu = fixed + MB / rate``:
+``rate`` is the marginal MB of the stage's input per CPU second, the figure a plan for a larger
+corpus scales.
 Linear work has k = 1 for time; memory bounded per shard has k = 0.
 """
 from __future__ import annotations
@@ -53,8 +95,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
-import re
 import shutil
 import statistics
 import sys
@@ -63,122 +103,23 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
-from common import (  # noqa: E402
-    CATEGORY_NAMES, CORPUS, ProcessTreeMonitor, Timer, by_role, corpus_shards, isolated, save_results,
-)
+from common import CORPUS, ProcessTreeMonitor, Timer, by_role, isolated, save_results  # noqa: E402
+# corpus_copy, take_bytes and text_bytes: bench_pipeline takes them from here.
+from scale_corpus import build_corpus, corpus_copy, load_corpus, take_bytes, text_bytes  # noqa: E402,F401
 
 DEFAULT_SIZES = [0.25, 0.5, 1.0, 2.0]
-COLUMNS = ["id", "text", "source", "category", "lang"]
 # corpus-dev has no web text: the mixture's phase weighs the report's Table 1 shares of the rest.
 MIXTURE_WEIGHTS = {"encyclopedia": 4.9, "books": 4.5, "papers": 3.3, "code": 7.6, "others": 4.6}
 PATH_KEYS = {"path", "model_path", "index_path"}
-WHITESPACE = re.compile(r"(\s+)")
-MIN_WORDS = 50  # fewer whitespace-separated words: edit characters (Chinese, Japanese, short texts)
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# ----------------------------------------------------------------------------------- the corpora
-
-def load_corpus(directory: Path, seed: int) -> pa.Table:
-    """corpus-dev in one table with the pipeline's category names, rows in a seeded random order:
-    a prefix (a size below 1x) then has the whole corpus's mix of categories and languages."""
-    import numpy as np
-
-    table = pa.concat_tables(pq.read_table(p, columns=COLUMNS) for p in corpus_shards(directory)).combine_chunks()
-    categories = [CATEGORY_NAMES.get(c, c) for c in pc.cast(table["category"], pa.string()).to_pylist()]
-    table = table.set_column(COLUMNS.index("category"), "category", pa.array(categories, pa.string()))
-    return table.take(np.random.default_rng(seed).permutation(table.num_rows))
-
-
-def perturb(text: str, rng: random.Random, edits: int) -> str:
-    """``text`` with ``edits`` random edits, each a swap of two adjacent words or a dropped word;
-    of characters when the text has too few words to edit without rewriting most of its shingles.
-    Whitespace is kept (a dropped word leaves its neighbours' separators), so lines stay lines."""
-    parts = WHITESPACE.split(text)  # words at even positions, separators at odd ones
-    words = [i for i in range(0, len(parts), 2) if parts[i]]
-    if len(words) >= MIN_WORDS:
-        units, positions = parts, words
-    else:
-        units = list(text)
-        positions = [i for i, char in enumerate(units) if not char.isspace()]
-    if len(positions) < 2:
-        return text
-    for _ in range(edits):
-        at = rng.randrange(len(positions) - 1)
-        if rng.random() < 0.5:
-            first, second = positions[at], positions[at + 1]
-            units[first], units[second] = units[second], units[first]
-        else:
-            units[positions[at]] = ""
-    return "".join(units)
-
-
-def corpus_copy(base: pa.Table, copy: int, seed: int, edits: int) -> pa.Table:
-    """Copy 0 is the corpus; copy k its documents perturbed (deterministic per seed, k and id), ids
-    suffixed ``~c<k>``."""
-    if copy == 0:
-        return base
-    ids = base["id"].to_pylist()
-    texts = [perturb(text, random.Random(f"{seed}/{copy}/{doc_id}"), edits)
-             for doc_id, text in zip(ids, base["text"].to_pylist())]
-    table = base.set_column(COLUMNS.index("id"), "id", pa.array([f"{i}~c{copy}" for i in ids], pa.string()))
-    return table.set_column(COLUMNS.index("text"), "text", pa.array(texts, pa.string()))
-
-
-def text_bytes(table: pa.Table):
-    return pc.binary_length(table["text"].cast(pa.binary())).to_numpy(zero_copy_only=False)
-
-
-def take_bytes(table: pa.Table, megabytes: float) -> pa.Table:
-    """The first rows of ``table`` holding about ``megabytes`` MB of text (at least one row)."""
-    rows = int((text_bytes(table).cumsum() <= megabytes * 1e6).sum())
-    return table.slice(0, max(rows, 1))
-
-
-def write_files(table: pa.Table, dest: Path, file_mb: float) -> list[Path]:
-    """``table`` as Parquet files of about ``file_mb`` MB of text each, zstd, row groups of 1,000
-    rows (ingest cuts a larger file at row-group boundaries into units of about a shard)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cumulative = text_bytes(table).cumsum()
-    parts = max(1, round(float(cumulative[-1]) / 1e6 / file_mb))
-    bounds = [0, *[int((cumulative < cumulative[-1] * i / parts).sum()) for i in range(1, parts)], table.num_rows]
-    paths = []
-    for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
-        path = dest / f"part-{index:05d}.parquet"
-        pq.write_table(table.slice(low, high - low), path, compression="zstd", row_group_size=1000)
-        paths.append(path)
-    return paths
-
-
-def build_corpus(base: pa.Table, factor: float, dest: Path, copies: dict[int, pa.Table], args) -> dict:
-    """The corpus of ``factor`` x the base's text (see the module docstring), written under ``dest``.
-    ``copies`` caches the perturbed copies between sizes."""
-    base_mb = float(text_bytes(base).sum()) / 1e6
-    left, parts, injected, unchanged = factor * base_mb, [], 0, 0
-    for copy in range(math.ceil(factor)):
-        if copy not in copies:
-            copies[copy] = corpus_copy(base, copy, args.seed, args.edits)
-        part = take_bytes(copies[copy], left)
-        parts.append(part)
-        left -= float(text_bytes(part).sum()) / 1e6
-        if copy:
-            injected += part.num_rows
-            # an edit can only be a no-op on a document of one word or character
-            unchanged += sum(a == b for a, b in zip(part["text"].to_pylist(), base["text"].to_pylist()))
-    table = pa.concat_tables(parts)
-    files = write_files(table, dest, args.file_mb)
-    return {"factor": factor, "docs": table.num_rows, "text_mb": round(float(text_bytes(table).sum()) / 1e6, 2),
-            "files": len(files), "near_duplicate_copies": injected, "unchanged_copies": unchanged}
 
 
 # ----------------------------------------------------------------------------------- the config
@@ -345,18 +286,31 @@ def written_bytes(work_dir: Path) -> dict[str, dict]:
     return found
 
 
+def generator(corpus: dict) -> str:
+    """The generator that made a corpus (results from before ``--growth``: copies)."""
+    if corpus.get("generator", "copies") == "fresh":
+        return f"fresh (dup share {corpus['dup_share']:g}, bands of {corpus['band']})"
+    return "copies"
+
+
+def planted(corpus: dict) -> str:
+    """What a corpus holds besides corpus-dev's documents."""
+    if corpus.get("generator", "copies") == "fresh":
+        return f"{corpus['fresh_docs']:,} fresh documents, {corpus['near_duplicate_copies']:,} near-duplicates"
+    return f"{corpus['near_duplicate_copies']:,} perturbed copies"
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_size(base: pa.Table, factor: float, stages: dict, steps: dict, copies: dict, args) -> dict:
+def run_size(base: pa.Table, factor: float, stages: dict, steps: dict, cache: dict, args) -> dict:
     """Build one size's corpus, run the pipeline over it, and measure (see the module docstring)."""
     root = args.scratch / f"x{factor:g}"
     shutil.rmtree(root, ignore_errors=True)
-    with Timer() as build:
-        corpus = build_corpus(base, factor, root / "inputs", copies, args)
+    corpus = build_corpus(base, factor, root / "inputs", cache, args)
     log(f"{factor:g}x: {corpus['docs']:,} documents, {corpus['text_mb']} MB in {corpus['files']} files "
-        f"({corpus['near_duplicate_copies']:,} perturbed copies; built in {build.wall:.0f} s)")
+        f"({planted(corpus)}; built by {generator(corpus)} in {corpus['build_s']:.0f} s)")
     config = run_config(root / "inputs", root / "work", stages, steps, args)
     load_before = load_average()
     run = isolated(measured_run, config, str(root / "run.log"), pin=False)
@@ -428,7 +382,8 @@ def median_row(repeats: list[dict]) -> dict:
 def growth(runs: list[dict]) -> dict[str, dict]:
     """Per stage/step: exponents of wall, CPU, driver and worker memory and bytes written against
     the corpus size (all sizes; sizes >= 1x) and against the stage's own input (all sizes: after
-    dedup removed the copies, the later stages' input stops growing with the corpus), the CPU line
+    dedup removed the ``copies`` generator's copies, the later stages' input stops growing with the
+    corpus; ``fresh``'s keeps growing), the CPU line
     against the stage's own input, and the per-core rate (input MB per CPU second) at the largest size."""
     fits = {}
     for name, rows in phase_rows(runs).items():
@@ -456,15 +411,15 @@ def print_tables(runs: list[dict], fits: dict[str, dict]) -> None:
     rows = phase_rows(runs)
     sizes = [f"{factor:g}x" for factor in sorted({run["corpus"]["factor"] for run in runs})]
     labels = [f"{run['corpus']['factor']:g}x" for run in runs]  # every run, repeats included
-    print("\ncorpora: " + ", ".join(dict.fromkeys(
-        f"{s} = {r['corpus']['text_mb']} MB / {r['corpus']['docs']:,} docs" for s, r in zip(labels, runs))))
+    print(f"\ncorpora, made by {' and '.join(dict.fromkeys(generator(r['corpus']) for r in runs))}: " + ", ".join(
+        dict.fromkeys(f"{s} = {r['corpus']['text_mb']} MB / {r['corpus']['docs']:,} docs" for s, r in zip(labels, runs))))
     print("Ray start s: " + ", ".join(f"{s} {r['ray_start_s']}" for s, r in zip(labels, runs)))
     print("total wall s: " + ", ".join(f"{s} {r['total_wall_s']}" for s, r in zip(labels, runs)))
     print("load average before/after: " + ", ".join(f"{s} {r['load_before'][0]}/{r['load_after'][0]}"
                                                     for s, r in zip(labels, runs)))
     dedup_lines = (f"dedup at {size}: {run['phases']['dedup']['docs_in']:,} in, removed "
-                   f"{run['phases']['dedup']['removed_by_reason']}; {run['corpus']['near_duplicate_copies']:,} "
-                   "perturbed copies in the corpus" for size, run in zip(labels, runs) if "dedup" in run["phases"])
+                   f"{run['phases']['dedup']['removed_by_reason']}; the corpus has {planted(run['corpus'])}"
+                   for size, run in zip(labels, runs) if "dedup" in run["phases"])
     for line in dict.fromkeys(dedup_lines):  # the same decisions in every repeat: once per size
         print(line)
 
@@ -508,13 +463,16 @@ def within_budget(runs: list[dict], factor: float, elapsed: float, budget: float
 
 
 def earlier_runs(path: Path, payload: dict) -> list[dict]:
-    """The runs of an earlier results file, as more repeats; only when made with the same stages
-    and steps (the corpus options are the user's to keep equal: they are in ``settings``)."""
+    """The runs of an earlier results file, as more repeats; only when made with the same stages,
+    steps and generator (the other corpus options are the user's to keep equal: they are in
+    ``settings``)."""
     import json
 
     saved = json.loads(path.read_text())
     if saved["stages"] != payload["stages"] or saved["steps"] != payload["steps"]:
         raise SystemExit(f"--merge {path}: made with other stages or steps; not merged")
+    if saved.get("generator", "copies") != payload["generator"]:
+        raise SystemExit(f"--merge {path}: its corpora were made by the {saved.get('generator', 'copies')} generator; not merged")
     return saved["runs"]
 
 
@@ -533,18 +491,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--shard-mb", type=float, default=8.0, help="ingest.shard_bytes in MB, at every size")
     parser.add_argument("--file-mb", type=float, default=16.0, help="MB of text per input Parquet file")
+    parser.add_argument("--row-group-rows", type=int, default=1000,
+                        help="rows per input row group: ingest cuts files only between row groups, so a "
+                        "small --shard-mb (many shards, e.g. to run the driver and the all-to-all steps at "
+                        "a larger corpus's shard count) needs small row groups")
+    parser.add_argument("--growth", choices=["copies", "fresh"], default="copies",
+                        help="what each copy past 1x is: a near-duplicate of corpus-dev (copies) or fresh text "
+                        "of which --dup-share are near-duplicates (fresh); see the module docstring")
+    parser.add_argument("--dup-share", type=float, default=0.1,
+                        help="fresh: the share of each copy's documents that are near-duplicates of an earlier copy's")
+    parser.add_argument("--band", type=int, default=8,
+                        help="fresh: tokens are substituted within bands of this many consecutive frequency ranks")
     parser.add_argument("--edits", type=int, default=3, help="edits per perturbed document")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs per size (round-robin); tables show medians")
     parser.add_argument("--merge", type=Path, help="also count the runs of this earlier results file (same "
-                        "stages and steps) as repeats")
+                        "stages, steps and --growth) as repeats")
     parser.add_argument("--budget-s", type=float,
                         help="skip a size whose run, predicted linearly from the size before, would end after this")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bench-scale", help="corpora and work_dirs")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus, work_dir and log")
     parser.add_argument("--out", default="scale", help="results as bench/results/OUT.json")
     parser.add_argument("--render", type=Path, help="print the tables and fits of a results file; run nothing")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.dup_share <= 1 or args.band < 1:
+        parser.error("--dup-share is a share (0 to 1), --band at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,11 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in assets["log"]:
         log(f"  {line}")
     base = load_corpus(args.corpus, args.seed)
-    copies: dict[int, pa.Table] = {}
+    cache: dict = {}  # what the sizes' corpora share (build_corpus)
     runs: list[dict] = []
     payload = {"command": "python bench/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "stages": stages, "steps": steps, "cpus": os.cpu_count(), "runs": runs}
+               "generator": args.growth, "stages": stages, "steps": steps, "cpus": os.cpu_count(), "runs": runs}
     if args.merge:
         runs.extend(earlier_runs(args.merge, payload))
     began = time.perf_counter()
@@ -578,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             if not within_budget(runs, factor, time.perf_counter() - began, args.budget_s):
                 log(f"{factor:g}x skipped: its predicted run would end past --budget-s")
                 continue
-            runs.append(run_size(base, factor, stages, steps, copies, args))
+            runs.append(run_size(base, factor, stages, steps, cache, args))
             log(f"{factor:g}x: {runs[-1]['total_wall_s']:.0f} s " + ", ".join(
                 f"{name} {phase['wall_s']:.1f}" for name, phase in runs[-1]["phases"].items()))
             payload["growth"] = growth(runs)
