@@ -23,6 +23,7 @@ from pipeline import storage
 from pipeline.config import RayConfig, config_hash, parse_config
 from pipeline.executor import InProcessExecutor, RayExecutor
 from stages.dedup import DedupConfig, components, documents, star
+from stages.dedup.shuffle import gather
 from stages.dedup.steps import make_job, run_step
 from test_dedup import doc, edit_each_line, edit_words, prose
 
@@ -42,11 +43,14 @@ def write_edges(scratch: Path, u: np.ndarray, v: np.ndarray, exact: np.ndarray, 
 
 
 def star_roots(job, executor) -> tuple[pa.Table, int]:
-    """Every step of star on ``executor``; the roots of every document, and the rounds it took."""
+    """Every step of star on ``executor``; the roots of every document, and the rounds it took. The
+    documents lie beyond the job's few shards, so the nodes and labels are read by key range
+    (``shuffle.gather``, whatever their files' layout), not per shard as ``star.roots`` reads them."""
     log = []
     for step in star.steps(job):
         run_step(job, step, lambda fn, items: executor.map(fn, items, step.name), log.append)
-    return star.roots(job, *EVERY_DOCUMENT), sum("large star" in line for line in log)
+    paths = job.paths(star.NODES, job.config.partitions) + job.paths(star.LABELS, job.config.partitions)
+    return star.by_document(gather(job, paths, *EVERY_DOCUMENT)), sum("large star" in line for line in log)
 
 
 def assert_as_scipy(roots: pa.Table, u: np.ndarray, v: np.ndarray, exact: np.ndarray) -> None:

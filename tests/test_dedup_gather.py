@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
@@ -49,7 +50,8 @@ def map_files(scratch: Path, config: dict) -> set[str]:
     """The directories (every round's and step's) whose files the gather level lays out otherwise:
     the map sides of the exchanges; their rows are the same either way."""
     names = {documents.BANDS, documents.HEADS, paragraphs.PARAGRAPHS, paragraphs.REMOVALS,
-             paragraphs.SUCCESSOR_REMOVALS, star.ROUTED, partitioned.MEMBERS, partitioned.KEEPERS}
+             paragraphs.SUCCESSOR_REMOVALS, star.ROUTED, star.NODES, star.LABELS, partitioned.MEMBERS,
+             partitioned.KEEPERS}
     if config.get("verify", True) and config.get("near_duplicates", True):
         names.add(documents.CANDIDATES)  # without verify, the candidates are the edges: compared
     directories = {str(path.parent.relative_to(scratch)) for path in scratch.rglob("*.parquet")}
@@ -108,13 +110,19 @@ def test_prepare_writes_the_same_files_with_the_gather_level(tmp_path, settings,
     assert any(line.startswith("gather") for line in log) and (tmp_path / "two" / "gathered").is_dir()
     if "components" in config:
         gathers = {line.split(":")[0] for line in log if line.startswith("gather")}
-        assert {"gather components edges", "gather components arcs-3", "gather cluster members",
-                "gather cluster keepers", "gather giant rows (keeper round 1)"} <= gathers
+        assert {"gather components edges", "gather components arcs-3", "gather components nodes",
+                "gather components labels", "gather cluster members", "gather cluster keepers",
+                "gather giant rows (keeper round 1)"} <= gathers
+        # the roots' map files: laid out by gather block, with the same rows and footer counts
+        for directory in (star.NODES, star.LABELS):
+            files = sorted((tmp_path / "direct" / directory).glob("*.parquet"))
+            assert len(files) == config["partitions"]
+            for path in files:
+                other = tmp_path / "two" / directory / path.name
+                assert pq.read_table(path).equals(pq.read_table(other), check_metadata=True)
     skip = map_files(tmp_path / "direct", config)
     direct = scratch_digests(tmp_path / "direct", skip)
     assert direct == scratch_digests(tmp_path / "two", skip)
-    if "components" in config:
-        assert any(name.startswith(star.LABELS) for name in direct)
     assert any(name.startswith("decisions/") for name in direct) and "summary.json" in direct
     if "threshold" in config:
         assert any(name.startswith("clusters-round1/") for name in direct), "a keeper round should run"
@@ -150,6 +158,7 @@ def test_stage_output_is_byte_identical_on_ray_and_in_process(tmp_path, ray_clus
     assert shards >= 6, "the corpus should make several shards"
     assert (on_ray / "_scratch" / "gathered").is_dir() and not (direct / "_scratch" / "gathered").exists()
     assert (split / "_scratch" / "gathered" / star.arcs(1) / "block-2").is_dir()
+    assert (split / "_scratch" / "gathered" / star.LABELS / "block-2").is_dir()
     assert (split / "_scratch" / "gathered" / f"{partitioned.KEEPERS}-round1" / "giant-block-2").is_dir()
     outputs = digests(direct, "*/*.parquet")  # kept/, removed/
     assert len(outputs) >= 2 * shards
@@ -196,9 +205,12 @@ def test_lost_gathered_files_of_the_components_are_written_again_and_their_reade
     # Blocks of 2 partitions or shards. The last gathered file of a block is its commit point: lost,
     # the block is gathered again; a star task's output lost with it (a step's map file, whose footer
     # the driver reads) is written again from it. A lost first file stays lost: its block counts as
-    # done and its reader's output exists.
+    # done and its reader's output exists. The roots' labels, gathered once by star's last steps, are
+    # gathered again before any keeper round reads them: here round 1's members of shard 5, lost too.
     arcs, members = gathered_ / star.arcs(1) / "block-2", gathered_ / partitioned.MEMBERS / "block-2"
+    labels, members_1 = gathered_ / star.LABELS / "block-2", scratch / f"{partitioned.MEMBERS}-round1"
     lost = [arcs / "00001.parquet", scratch / star.arcs(2) / "00001.parquet", members / "00003.parquet",
+            labels / "00005.parquet", members_1 / "00005.parquet",
             gathered_ / partitioned.KEEPERS / "giant-block-2" / "00004.parquet"]
     for path in lost:
         path.unlink()
@@ -206,9 +218,11 @@ def test_lost_gathered_files_of_the_components_are_written_again_and_their_reade
     log = prepare(inputs, scratch, **config)
     todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) tasks").match, log) if found}
     assert {step: tasks for step, tasks in todo.items() if tasks} == {
-        "gather components arcs-1": 1, "components: small star 1": 1, "gather cluster members": 1}
+        "gather components arcs-1": 1, "components: small star 1": 1, "gather components labels": 1,
+        "gather cluster members": 1, "cluster members (keeper round 1)": 1}
     redone = {p for p, (mtime, _) in before.items() if p.exists() and p.stat().st_mtime_ns != mtime}
     assert redone == {arcs / "00000.parquet", arcs / "00001.parquet", scratch / star.arcs(2) / "00001.parquet",
+                      labels / "00004.parquet", labels / "00005.parquet", members_1 / "00005.parquet",
                       members / "00002.parquet", members / "00003.parquet"}
     assert all(p.read_bytes() == data for p, (_, data) in before.items() if p.exists())
     assert not lost[-1].exists()

@@ -13,6 +13,8 @@ of ``shard_range``) needs its key range from every one of those files. They are:
     successor removals   successor-removals/ (P, each)     shards      short keepers
     components edges     components/edges/ (E edge files)  partitions  unique edges
     components arcs-k    components/arcs-k/ (P, each step) partitions  the star step k, labels
+    components nodes     components/nodes/ (P)             shards      cluster members (each round)
+    components labels    components/labels/ (P)            shards      cluster members (each round)
     cluster members      cluster-members/ (S, each round)  partitions  cluster keepers, giant rows
     cluster keepers      cluster-keepers/ (P, each)        shards      cluster rows
     giant rows           cluster-keepers/giant-* (P, each) shards      cluster rows

@@ -2,9 +2,9 @@
 document's root, the keepers are chosen per partition of the roots and each shard's rows gathered.
 
     step              task per    reads                                         writes
-    cluster members   shard       star.roots in it, docs/, earlier rounds'      cluster-members/  part (of root), root,
-                                  too-short-keepers/ and short-successors/                        doc, id, later_copy,
-                                                                                                  barred, short, score
+    cluster members   shard       its rows of every components/nodes/ and       cluster-members/  part (of root), root,
+                                  labels/ (star.roots), docs/, earlier rounds'                    doc, id, later_copy,
+                                  too-short-keepers/ and short-successors/                        barred, short, score
     cluster keepers   partition   its rows of every cluster-members/            cluster-keepers/  rows of clusters/
     giant keepers     (one)       the giant clusters' slices' candidates in     cluster-keepers/giants.json
                                   the footers of cluster-keepers/
@@ -16,10 +16,12 @@ document's root, the keepers are chosen per partition of the roots and each shar
                                   cluster-keepers/
 
 Each "its rows of every" above is an exchange (``stages.dedup.exchange``): above
-``shuffle.gather_above_reads`` (S x P reads for the members, P x S for the keepers and again for the
-giant rows) a gather step runs before the step that reads, and its tasks read one gathered file each
-(``giant rows`` reads the members' files gathered for ``cluster keepers``). The driver and ``giant
-keepers`` read the counts in the footers of the steps' own files, which are there either way.
+``shuffle.gather_above_reads`` (P x S reads for the roots, twice, S x P for the members, P x S for the
+keepers and again for the giant rows) a gather step runs before the step that reads, and its tasks
+read one gathered file each (``giant rows`` reads the members' files gathered for ``cluster
+keepers``; ``cluster members`` one of the nodes and one of the labels, gathered by ``star``'s last
+steps). The driver and ``giant keepers`` read the counts in the footers of the steps' own files
+(``components/nodes/`` and ``labels/`` too), which are there either way.
 
 All members of a cluster share its root, so ``clusters.fates`` sees each cluster whole, with the same
 attributes as in the single task: the rows and the summary are the same. A task holds one shard's
@@ -33,8 +35,8 @@ slice finds its own first such member and its first short one (``cluster keepers
 takes the first of each over the slices (``giant keepers``), and each slice then writes its rows as
 ``fates`` would (``giant rows``).
 
-These steps belong to a keeper round (``steps.round_steps``); the roots do not, so a later round
-reuses them.
+These steps belong to a keeper round (``steps.round_steps``); the roots do not (nor their gathered
+files), so a later round reuses them.
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def cluster_members(task: tuple[Job, tuple[int, np.ndarray]]) -> None:
     (to a slice of it, for the ``giants``' roots)."""
     job, (shard, giants) = task
     low, _ = shard_range(shard)
-    found = star.roots(job, *shard_range(shard))
+    found = star.roots(job, shard)
     doc, root = found["doc"].to_numpy(), found["root"].to_numpy()
     attributes = storage.read_parquet(job.filesystem, job.path(DOCS, shard))  # one row per document, in order
     if len(doc) and doc[-1] - low >= attributes.num_rows:

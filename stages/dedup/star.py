@@ -2,11 +2,12 @@
 and small-star rounds (Kiveris et al. 2014, "Connected Components in MapReduce and Beyond") over
 hash partitions of the documents, through files.
 
-Contract: once every step of ``steps(job)`` has run, ``roots(job, low, high)`` lists each document
-numbered in ``[low, high)`` that has an edge, with its root, the smallest document of its component
-(so the first in corpus order, whose id the cluster takes), and whether it is the second document of
-an exact edge (a later copy). The roots depend on the edges only: not on ``partitions``, the number of
-workers or the order tasks finish in. A self-loop alone makes a component of one, as scipy's does.
+Contract: once every step of ``steps(job)`` has run, ``roots(job, shard)`` lists each document of
+the shard that has an edge, with its root, the smallest document of its component (so the first in
+corpus order, whose id the cluster takes), and whether it is the second document of an exact edge (a
+later copy); ``by_document`` makes the same of the nodes' and labels' rows of any range of documents.
+The roots depend on the edges only: not on ``partitions``, the number of workers or the order tasks
+finish in. A self-loop alone makes a component of one, as scipy's does.
 
     step             task per         reads                          writes
     edges            edge file        edges/ (or candidates/)        components/edges/    part (of u, v), u, v, exact
@@ -19,7 +20,10 @@ workers or the order tasks finish in. A self-loop alone makes a component of one
 Each "its rows of" is an exchange (``stages.dedup.exchange``): above ``shuffle.gather_above_reads``
 (P x P reads per step, E x P for unique edges) a gather step runs before the step that reads, and its
 tasks read one gathered file each. The driver reads its counts from the footers of the step's own
-files (``components/arcs-k/``), which are there either way.
+files (``components/arcs-k/``, ``nodes/``, ``labels/``), which are there either way. The nodes and
+the labels are exchanges too, from the partitions to the shards whose roots ``roots`` reads (S x 2P
+reads directly): their gather steps come last, after ``labels``, so that the roots are gathered once
+and every keeper round's ``partitioned.cluster_members`` reads the same gathered files.
 
 An edge sits in the partition of its pair, an arc ``(node, nbr)`` in the partition of ``node``
 (``shuffle.node_partition``), so a task holds the neighbourhoods of its nodes only: a task's memory is
@@ -80,7 +84,7 @@ from stages.dedup import components, exchange
 from stages.dedup.components import distinct
 from stages.dedup.documents import edge_files
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, Step, gather, node_partition, read_counts, write_sorted
+from stages.dedup.shuffle import Job, Step, node_partition, read_counts
 
 ROUTED = "components/edges"  # <edge file>.parquet: part (of u), u, v, exact
 NODES = "components/nodes"  # <partition>.parquet: doc, root, later_copy; counts: exact and near edges
@@ -131,6 +135,17 @@ def arc_exchange(job: Job, step: int) -> Exchange:
                             job.config.partitions, to_shards=False)
 
 
+def node_exchange(job: Job) -> Exchange:
+    """The node rows (self-loops, later copies), from each partition to the shards of their documents."""
+    return Exchange.between(job, "components nodes", NODES, job.config.partitions, len(job.shards), to_shards=True)
+
+
+def label_exchange(job: Job) -> Exchange:
+    """The labels, from each partition to the shards of their documents."""
+    return Exchange.between(job, "components labels", LABELS, job.config.partitions, len(job.shards),
+                            to_shards=True)
+
+
 def steps(job: Job) -> Iterator[Step]:
     """The steps, in order. The caller runs each before asking for the next: whether another round
     follows a large star depends on what it found."""
@@ -161,11 +176,18 @@ def steps(job: Job) -> Iterator[Step]:
     yield from exchange.steps(job, arc_exchange(job, step + 1))
     yield Step("components: labels", label_documents, tuple((step + 1, part) for part in parts),
                lambda item: job.path(LABELS, item[1]))
+    yield from exchange.steps(job, node_exchange(job))
+    yield from exchange.steps(job, label_exchange(job))
 
 
-def roots(job: Job, low: int, high: int) -> pa.Table:
-    """doc, root, later_copy of every document in ``[low, high)`` that has an edge, sorted by doc."""
-    rows = gather(job, job.paths(NODES, job.config.partitions) + job.paths(LABELS, job.config.partitions), low, high)
+def roots(job: Job, shard: int) -> pa.Table:
+    """doc, root, later_copy of every document of ``shard`` that has an edge, sorted by doc."""
+    return by_document(pa.concat_tables([exchange.read(job, node_exchange(job), shard),
+                                         exchange.read(job, label_exchange(job), shard)]))
+
+
+def by_document(rows: pa.Table) -> pa.Table:
+    """The roots of the nodes' and labels' ``rows``: doc, root, later_copy per document, sorted by doc."""
     # a document's rows: its label, or (a self-loop) itself, and itself again per exact edge it ends
     doc = rows["doc"].to_numpy()
     order = np.argsort(doc)
@@ -204,9 +226,9 @@ def unique_edges(task: tuple[Job, int]) -> None:
     # if it has no other edge) and each later copy's; ``roots`` keeps the smallest root a document has.
     doc = np.concatenate([u[loop], later])
     later_copy = np.concatenate([np.zeros(int(loop.sum()), bool), np.ones(len(later), bool)])
-    write_sorted(job, job.path(NODES, part), pa.table({"doc": doc, "root": doc, "later_copy": later_copy},
-                                                      schema=NODE_SCHEMA),
-                 len(job.shards), counts={"exact": len(later), "near": len(u) - len(later)})
+    exchange.write(job, node_exchange(job), part, pa.table({"doc": doc, "root": doc, "later_copy": later_copy},
+                                                           schema=NODE_SCHEMA),
+                   counts={"exact": len(later), "near": len(u) - len(later)})
     _write_arcs(job, 0, part, np.concatenate([u[~loop], v[~loop]]),
                 np.concatenate([v[~loop], u[~loop]]), NO_SPLIT)
 
@@ -257,7 +279,7 @@ def small_star(task: tuple[Job, tuple[int, int, bool, Split]]) -> None:
 
 def label_documents(task: tuple[Job, tuple[int, int]]) -> None:
     """Per partition, after the large star that settled every node: each node has one arc, to its
-    root; the roots label themselves. Sorted by document, for ``roots`` to read a range. The footer
+    root; the roots label themselves. Sorted by document, for ``roots`` to read a shard's. The footer
     lists the roots with more members here than ``split_limit``: ``partitioned`` splits their clusters."""
     job, (step, part) = task
     node, root, _ = _neighbourhoods(job, step, part)
@@ -265,8 +287,8 @@ def label_documents(task: tuple[Job, tuple[int, int]]) -> None:
     doc = np.concatenate([node, centres])
     table = pa.table({"doc": doc, "root": np.concatenate([root, centres]), "later_copy": np.zeros(len(doc), bool)},
                      schema=NODE_SCHEMA)
-    write_sorted(job, job.path(LABELS, part), table, len(job.shards),
-                 counts={"giant": heavy_nodes(root, split_limit(job)).tolist()})
+    exchange.write(job, label_exchange(job), part, table,
+                   counts={"giant": heavy_nodes(root, split_limit(job)).tolist()})
 
 
 def _neighbourhoods(job: Job, step: int, part: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
