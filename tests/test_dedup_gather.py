@@ -24,6 +24,7 @@ from pipeline.config import parse_config
 from pipeline.stage import PrepareContext
 from stages.dedup import Dedup, DedupConfig, documents, exchange, paragraphs, partitioned, star
 from stages.dedup.steps import make_job
+from test_components import digests
 from test_dedup import in_process, write_shards
 from test_keeper_rounds import FAMILIES, families
 
@@ -138,11 +139,6 @@ def run_dedup(work: Path, source: Path, shuffle: dict, use_ray: bool, components
     })
     run_pipeline(config, use_ray=use_ray, log=lambda _: None)
     return work / "02_dedup"
-
-
-def digests(directory: Path, pattern: str) -> dict[str, str]:
-    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(directory.glob(pattern))}
 
 
 def test_stage_output_is_byte_identical_on_ray_and_in_process(tmp_path, ray_cluster):

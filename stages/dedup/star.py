@@ -153,17 +153,18 @@ def steps(job: Job) -> Iterator[Step]:
     yield Step("components: edges", route_edges, tuple(range(len(edge_files(job)))), lambda i: job.path(ROUTED, i))
     yield from exchange.steps(job, edge_exchange(job))
     yield Step("components: unique edges", unique_edges, parts, lambda part: job.path(arcs(0), part))
-    split = _split(job, 0, NO_SPLIT)
+    split = _split(_footers(job, 0), NO_SPLIT)
     step, local, before = 0, False, None
     while True:
         yield from exchange.steps(job, arc_exchange(job, step))
         yield Step(f"components: large star {step // 2 + 1}" + LOCAL_NAME * local, large_star,
                    tuple((step, part, local, split) for part in parts),
                    lambda item: job.path(arcs(item[0] + 1), item[1]))
-        unsettled = _unsettled(job, step + 1)
+        footers = _footers(job, step + 1)  # read once: both the stop and the split nodes come from them
+        unsettled = _unsettled(footers)
         if not unsettled:
             break
-        split = _split(job, step + 1, split)
+        split = _split(footers, split)
         local = local or (before is not None and unsettled * SLOW > before
                           and unsettled * TAIL <= _rows(job, job.paths(arcs(step), job.config.partitions)))
         before = unsettled
@@ -171,7 +172,7 @@ def steps(job: Job) -> Iterator[Step]:
         yield Step(f"components: small star {step // 2 + 1}" + LOCAL_NAME * local, small_star,
                    tuple((step + 1, part, local, split) for part in parts),
                    lambda item: job.path(arcs(item[0] + 1), item[1]))
-        split = _split(job, step + 2, split)
+        split = _split(_footers(job, step + 2), split)
         step += 2
     yield from exchange.steps(job, arc_exchange(job, step + 1))
     yield Step("components: labels", label_documents, tuple((step + 1, part) for part in parts),
@@ -409,10 +410,14 @@ def _write_arcs(job: Job, step: int, source: int, node: np.ndarray, nbr: np.ndar
                    {**(counts or {}), "split": published.tolist(), "least": least.tolist()})
 
 
-def _split(job: Job, step: int, before: Split) -> Split:
-    """``before``'s split nodes and those the tasks that wrote the arcs entering ``step`` split, with
-    the smallest neighbour any of them published (the node itself where none did)."""
-    footers = [read_counts(job, path) for path in job.paths(arcs(step), job.config.partitions)]
+def _footers(job: Job, step: int) -> list[dict]:
+    """The counts in the footers of the arcs entering ``step``, one per partition's task."""
+    return [read_counts(job, path) for path in job.paths(arcs(step), job.config.partitions)]
+
+
+def _split(footers: list[dict], before: Split) -> Split:
+    """``before``'s split nodes and those the tasks that wrote ``footers`` split, with the smallest
+    neighbour any of them published (the node itself where none did)."""
     node = np.concatenate([before.node] + [np.array(f["split"], np.int64) for f in footers])
     least = np.concatenate([before.node] + [np.array(f["least"], np.int64) for f in footers])
     node, at = np.unique(node, return_inverse=True)
@@ -421,10 +426,9 @@ def _split(job: Job, step: int, before: Split) -> Split:
     return Split(node, smallest)
 
 
-def _unsettled(job: Job, step: int) -> int:
-    """The nodes the large star that wrote the arcs entering ``step`` found not settled: those its
-    tasks counted, and the split nodes whose neighbours, added up over their slices, make them so."""
-    footers = [read_counts(job, path) for path in job.paths(arcs(step), job.config.partitions)]
+def _unsettled(footers: list[dict]) -> int:
+    """The nodes the large star whose tasks wrote ``footers`` found not settled: those its tasks
+    counted, and the split nodes whose neighbours, added up over their slices, make them so."""
     held = np.concatenate([np.zeros(0, np.int64)] + [np.array(f["held"], np.int64) for f in footers])
     node, at = np.unique(held, return_inverse=True)
     smaller = np.bincount(at, [s for f in footers for s in f["smaller"]], len(node))
