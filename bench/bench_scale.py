@@ -194,7 +194,6 @@ def measured_run(config_raw: dict, log_path: str) -> dict:
     import pipeline.steps as steps_module
     from pipeline import runner
     from pipeline.config import parse_config
-    from pipeline.presentation import reason_totals
 
     from bench_pipeline import start_local_ray
 
@@ -228,7 +227,7 @@ def measured_run(config_raw: dict, log_path: str) -> dict:
             docs_in=sum(r["input_rows"] for r in receipts), docs_kept=sum(r["kept_rows"] for r in receipts),
             mb_in=round(sum(r["input_bytes"] for r in receipts) / 1e6, 3),
             mb_kept=round(sum(r["kept_bytes"] for r in receipts) / 1e6, 3),
-            removed_by_reason=reason_totals(receipts))
+            removed_by_reason=result.reasons)
         return result
 
     def measured_step(step, *args, **kwargs):

@@ -59,9 +59,11 @@ class Ledger:
         return storage.read_json_if_exists(self.fs, self.path(unit))
 
     def done(self, units: Mapping[str, str | None] | Iterable[str], owner: str,
-             check: Callable[[str, dict], bool] | None = None) -> dict[str, dict]:
+             check: Callable[[str, dict], bool] | None = None,
+             keep: Callable[[dict], dict] | None = None) -> dict[str, dict]:
         """Receipts of the ``units`` (names, or names to input fingerprints) committed for ``owner``
-        and their current input; ``check(unit, receipt)`` may ask more (its output still exists)."""
+        and their current input; ``check(unit, receipt)`` may ask more (its output still exists);
+        ``keep(receipt)``, what of each receipt to hold (the runner: all but its stats)."""
         fingerprints = units if isinstance(units, Mapping) else dict.fromkeys(units)
         done = {}
         for unit, fingerprint in fingerprints.items():
@@ -69,7 +71,7 @@ class Ledger:
             if (receipt and receipt.get(self.key) == owner
                     and (fingerprint is None or receipt.get("input_fingerprint") == fingerprint)
                     and (check is None or check(unit, receipt))):
-                done[unit] = receipt
+                done[unit] = keep(receipt) if keep else receipt
         return done
 
     def commit(self, unit: str, receipt: dict) -> None:

@@ -1,9 +1,11 @@
 """Where tasks run: Ray tasks on a local or remote cluster, or in this process for debugging.
 
-Both executors have one method, ``map(fn, items, label, cpus=1, own_process=False, sizes=None)``,
-which returns results in item order, so nothing downstream can depend on which worker finished first
-(``sizes``, an estimate of each item's work, only changes the order Ray starts them in: largest
-first, so that a large unit does not start last and leave the other workers idle), and say with
+Both executors have one method, ``map(fn, items, label, cpus=1, own_process=False, sizes=None,
+on_result=None)``, which returns results in item order, so nothing downstream can depend on which
+worker finished first (``sizes``, an estimate of each item's work, only changes the order Ray starts
+them in: largest first, so that a large unit does not start last and leave the other workers idle;
+``on_result``, called in the driver on each result as it arrives, in any order, gives what the list
+holds instead: the runner takes the stats out of receipts there), and say with
 ``node_cpus`` how many CPUs one task can have (the largest node's). Ray executes at most
 ``num_workers`` tasks at once, ``cpus`` CPUs each (a task that runs threads of its own, such as the
 tokenizer's trainer, reserves them so that no other task shares its cores); with ``own_process``
@@ -91,10 +93,11 @@ class InProcessExecutor:
     node_cpus = os.cpu_count() or 1
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None) -> list:
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
         results = []
         for item in tqdm(items, desc=label, unit="task", disable=not items, file=sys.stderr, leave=False):
-            results.append(_check(fn(item), label))
+            result = _check(fn(item), label)
+            results.append(on_result(result) if on_result else result)
         return results
 
     def shutdown(self) -> None:
@@ -129,7 +132,7 @@ class RayExecutor:
                              default=1) or 1
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None) -> list:
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
         # retry_exceptions=True: every exception that reaches Ray is one worth another attempt,
         # since _not_retried returned the deterministic ones as a Failure already
         remote = self.ray.remote(num_cpus=cpus, max_retries=self.config.max_retries, retry_exceptions=True,
@@ -148,7 +151,7 @@ class RayExecutor:
                 index = pending.pop(done[0])
                 try:
                     try:
-                        results[index] = _check(self.ray.get(done[0]), label)
+                        result = _check(self.ray.get(done[0]), label)
                     except self.ray.exceptions.RayError as error:
                         raise TaskFailed(f"{label}: task for {_describe(fn, items[index])} failed after "
                                          f"{self.config.max_retries} retries: {_cause(error)}") from None
@@ -156,6 +159,7 @@ class RayExecutor:
                     for ref in pending:  # the run stops: do not leave the other tasks running
                         self.ray.cancel(ref)
                     raise
+                results[index] = on_result(result) if on_result else result
                 progress.update(1)
         finally:
             progress.close()
@@ -220,10 +224,10 @@ class LazyRayExecutor:
         return self._executor().node_cpus
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None) -> list:
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
         if not items:
             return []
-        return self._executor().map(fn, items, label, cpus, own_process, sizes)
+        return self._executor().map(fn, items, label, cpus, own_process, sizes, on_result)
 
     def shutdown(self) -> None:
         if self.started is not None:

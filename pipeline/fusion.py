@@ -35,7 +35,7 @@ import math
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -94,15 +94,18 @@ def stage_group(specs: list[StageSpec], chosen: list[StageSpec], position: int, 
     return group
 
 
-def fused_tasks(group: list[StageSpec], units: list[Unit]) -> list[tuple[Chain, Unit]]:
+def fused_tasks(group: list[StageSpec], units: list[Unit],
+                seen: Callable[[StageSpec, dict], Any] | None = None) -> list[tuple[Chain, Unit]]:
     """The tasks that bring every stage of ``group`` up to date, given its first stage's ``units``:
     each unit goes down the group through its valid receipts (their kept files are the next stage's
     units) to the first stage without one, where a task starts that runs that stage and the rest.
     The driver asks again after each round of tasks: a source unit's kept files after its first are
-    left for the next round."""
+    left for the next round. ``seen(spec, receipt)`` is called on each valid receipt, in stage order."""
     tasks = []
     for position, spec in enumerate(group):
         done = spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash)
+        for receipt in done.values() if seen else ():
+            seen(spec, receipt)
         chain = Chain(tuple(group[position:]))
         tasks += [(chain, unit) for unit in units if unit.name not in done]
         units = kept_units(spec, [done[unit.name] for unit in units if unit.name in done])

@@ -114,8 +114,13 @@ def list_units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
 def kept_units(upstream: StageSpec, receipts: list[dict]) -> list[Unit]:
     """The units the kept files of ``upstream``'s receipts are for the stage after it: one per
     file, named as the file, its sha256 the fingerprint."""
-    return [Unit(posixpath.basename(kept["path"])[: -len(".parquet")], storage.join(upstream.directory, kept["path"]),
-                 kept["sha256"], size=kept["bytes"]) for receipt in receipts for kept in receipt["kept_files"]]
+    return [Unit(kept_unit_name(kept), storage.join(upstream.directory, kept["path"]), kept["sha256"],
+                 size=kept["bytes"]) for receipt in receipts for kept in receipt["kept_files"]]
+
+
+def kept_unit_name(kept: dict) -> str:
+    """The name of the unit a kept file is for the stage after: the file's name without ``.parquet``."""
+    return posixpath.basename(kept["path"])[: -len(".parquet")]
 
 
 def _source_bytes(item: Any) -> int:

@@ -14,7 +14,8 @@ class StageResult:
     receipts: list[dict]
     reused: int
     wall_seconds: float
-    up_to_date: bool = False  # nothing to do: receipts come from the manifest (without stats)
+    up_to_date: bool = False  # nothing to do: receipts come from the manifest
+    reasons: dict[str, int] | None = None  # removed documents per reason (the receipts hold no stats)
 
 
 def runner_stats(stats: dict) -> dict:
@@ -23,10 +24,15 @@ def runner_stats(stats: dict) -> dict:
 
 
 def reason_totals(receipts: list[dict]) -> dict[str, int]:
-    """Removed documents per reason over receipts, most frequent first."""
+    """Removed documents per reason over receipts that hold their stats, most frequent first."""
+    return removed_by_reason(*(receipt["stats"] for receipt in receipts))
+
+
+def removed_by_reason(*stats: dict) -> dict[str, int]:
+    """Removed documents per reason over stats (a receipt's or merged ones), most frequent first."""
     reasons: dict[str, int] = {}
-    for receipt in receipts:
-        for reason, counts in runner_stats(receipt["stats"]).get("by_reason", {}).items():
+    for one in stats:
+        for reason, counts in runner_stats(one).get("by_reason", {}).items():
             reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
     return dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
 
@@ -40,7 +46,7 @@ def summary_line(result: StageResult) -> str:
     if result.up_to_date:
         return (f"{result.spec.name}: up to date ({len(receipts)} units, {docs_in:,} in, {kept:,} kept, "
                 f"{docs_in - kept:,} removed)")
-    removed = ", ".join(f"{reason} {count:,}" for reason, count in reason_totals(receipts).items())
+    removed = ", ".join(f"{reason} {count:,}" for reason, count in (result.reasons or {}).items())
     megabytes = sum(r["input_bytes"] for r in receipts) / 1e6
     task_seconds = sum(r["seconds"] for r in receipts)
     speed = f"{megabytes / result.wall_seconds:.1f} MB/s" if result.wall_seconds else "-"

@@ -15,28 +15,35 @@ import posixpath
 from pipeline import registry, storage
 from pipeline.config import PipelineConfig
 from pipeline.planning import StageSpec, plan_stages, read_manifest
-from pipeline.presentation import reason_totals
+from pipeline.presentation import runner_stats
 
 
 def stage_summary(spec: StageSpec) -> dict:
-    """Counts for one stage from its receipts: units done, documents, bytes, reasons, task time."""
+    """Counts for one stage from its receipts: units done, documents, bytes, reasons, task time.
+    The receipts are read one at a time and summed, not held: a stage can have tens of thousands."""
     fs = spec.filesystem
-    receipts = [storage.read_json(fs, path)
-                for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json")]
-    receipts = [r for r in receipts if r.get("config_hash") == spec.hash]
+    totals = dict.fromkeys(("units", "input_rows", "kept_rows", "removed_rows", "input_bytes", "seconds"), 0)
+    reasons: dict[str, int] = {}
+    for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json"):
+        receipt = storage.read_json(fs, path)
+        if receipt.get("config_hash") == spec.hash:
+            totals["units"] += 1
+            for key in ("input_rows", "kept_rows", "removed_rows", "input_bytes", "seconds"):
+                totals[key] += receipt[key]
+            for reason, counts in runner_stats(receipt["stats"]).get("by_reason", {}).items():
+                reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
     manifest = read_manifest(fs, spec)
     complete = manifest is not None and manifest.get("config_hash") == spec.hash
-    task_seconds = sum(r["seconds"] for r in receipts)
-    input_bytes = sum(r["input_bytes"] for r in receipts)
+    task_seconds, input_bytes = totals["seconds"], totals["input_bytes"]
     return {
         "stage": spec.name,
         "directory": spec.directory,
         "complete": complete,
-        "units_done": len(receipts),
-        "docs_in": sum(r["input_rows"] for r in receipts),
-        "kept": sum(r["kept_rows"] for r in receipts),
-        "removed": sum(r["removed_rows"] for r in receipts),
-        "removed_by_reason": reason_totals(receipts),
+        "units_done": totals["units"],
+        "docs_in": totals["input_rows"],
+        "kept": totals["kept_rows"],
+        "removed": totals["removed_rows"],
+        "removed_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "mb_in": round(input_bytes / 1e6, 3),
         "task_seconds": round(task_seconds, 3),
         "mb_per_s_per_task": round(input_bytes / 1e6 / task_seconds, 3) if task_seconds else None,

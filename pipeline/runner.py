@@ -37,10 +37,10 @@ from pipeline.executor import Failure, InProcessExecutor, make_executor
 from pipeline.fusion import Chain, fused_tasks, run_chain, stage_group
 from pipeline.planning import (StageSpec, Unit, check_stage_assets, check_upstream_finished, ensure_assets,  # noqa: F401
                                list_units, may_run, plan_stages, read_manifest, select, up_to_date, upstream_of)
-from pipeline.presentation import StageResult, summary_line
+from pipeline.presentation import StageResult, removed_by_reason, summary_line
 from pipeline.stage import PrepareContext, Stage
-from pipeline.stats import Stats
 from pipeline.steps import run_steps
+from pipeline.tally import Keys, Tally
 from pipeline.worker import run_unit
 
 
@@ -109,17 +109,21 @@ def _run_stage(spec: StageSpec, upstream: StageSpec | None, config: PipelineConf
         return StageResult(spec, manifest["units"], reused=len(units),
                            wall_seconds=time.perf_counter() - started, up_to_date=True)
     _claim_directory(fs, spec, force, log)
-    done = {r["unit"]: r for r in _valid_receipts(spec, units)}
+    tally, keys = Tally(), Keys([spec.name], [unit.name for unit in units])
+    take = tally.taker(lambda receipt: keys.key_of(spec.name, receipt))
+    done = _valid_receipts(spec, units, take)
     pending = [unit for unit in units if unit.name not in done]
     if pending:
         _discard_manifest(spec)
         _prepare(spec, units, executor, log)
         for receipt in executor.map(run_unit, [(spec, unit) for unit in pending], spec.label,
-                                    sizes=[unit.size for unit in pending]):
+                                    sizes=[unit.size for unit in pending], on_result=take):
             done[receipt["unit"]] = receipt
     receipts = [done[unit.name] for unit in units]
-    _finish(spec, upstream, receipts)
-    return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started)
+    stats = tally.result()
+    _finish(spec, upstream, receipts, stats)
+    return StageResult(spec, receipts, reused=len(units) - len(pending), wall_seconds=time.perf_counter() - started,
+                       reasons=removed_by_reason(stats))
 
 
 def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineConfig, executor,
@@ -134,16 +138,21 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
         with _naming(spec):
             _claim_directory(spec.filesystem, spec, force, log)
     fresh: dict[tuple[str, str], dict] = {}
+    keys = Keys([spec.name for spec in group], [unit.name for unit in units])
+    tallies = {spec.name: Tally() for spec in group}
+    takers = {name: tally.taker(lambda receipt, name=name: keys.key_of(name, receipt)) for name, tally in tallies.items()}
     # Rounds: a source unit hands on only its first kept file, so its others are the next round's.
     # Every task commits its first stage and the stages after, so len(group) rounds always suffice.
     for _ in group:
-        if not (tasks := fused_tasks(group, units)):
+        # the keys of units whose first stages are done come from those stages' receipts
+        if not (tasks := fused_tasks(group, units, seen=lambda spec, receipt: keys.key_of(spec.name, receipt))):
             break
         for spec in group:
             with _naming(spec):
                 _discard_manifest(spec)
         sizes = [unit.size * len(chain.specs) for chain, unit in tasks]  # a longer chain does more per byte
-        for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label, sizes=sizes):
+        for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label, sizes=sizes,
+                                     on_result=lambda receipts: [takers[r["stage"]](r) for r in receipts]):
             fresh.update(((r["stage"], r["unit"]), r) for r in receipts)
     finished = []
     for spec in group:  # in order: each stage's units are the kept files the manifest before lists
@@ -151,16 +160,19 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
         if spec is not group[0]:
             units = list_units(spec, upstream, config)
         done = {u.name: fresh[(spec.name, u.name)] for u in units if (spec.name, u.name) in fresh}
-        done.update(spec.ledger.done({u.name: u.fingerprint for u in units if u.name not in done}, spec.hash))
+        done.update(spec.ledger.done({u.name: u.fingerprint for u in units if u.name not in done}, spec.hash,
+                                     keep=takers[spec.name]))
         if missing := [u.name for u in units if u.name not in done]:
             raise PipelineError(f"{spec.label}: no receipt for {len(missing)} units after the fused tasks, "
                                 f"e.g. {missing[0]}")
         receipts = [done[unit.name] for unit in units]
+        stats = tallies[spec.name].result()
         with _naming(spec):
-            _finish(spec, upstream, receipts)
-        finished.append((spec, receipts, sum((spec.name, unit.name) not in fresh for unit in units)))
+            _finish(spec, upstream, receipts, stats)
+        finished.append((spec, receipts, sum((spec.name, unit.name) not in fresh for unit in units), stats))
     wall = time.perf_counter() - started
-    return [StageResult(spec, receipts, reused=reused, wall_seconds=wall) for spec, receipts, reused in finished]
+    return [StageResult(spec, receipts, reused=reused, wall_seconds=wall, reasons=removed_by_reason(stats))
+            for spec, receipts, reused, stats in finished]
 
 
 def _discard_manifest(spec: StageSpec) -> None:
@@ -171,10 +183,11 @@ def _discard_manifest(spec: StageSpec) -> None:
         storage.delete_file(spec.filesystem, manifest_path)
 
 
-def _finish(spec: StageSpec, upstream: StageSpec | None, receipts: list[dict]) -> None:
-    """Every unit is committed: drop what no unit owns, write the stats and manifest, check the input."""
+def _finish(spec: StageSpec, upstream: StageSpec | None, receipts: list[dict], stats: dict) -> None:
+    """Every unit is committed: drop what no unit owns, write the stats (the receipts', merged) and
+    manifest, check the input."""
     _remove_unreferenced(spec, receipts)
-    _write_manifest(spec, receipts)
+    _write_manifest(spec, receipts, stats)
     if upstream is not None:
         _check_stage_input(spec, upstream, receipts)
 
@@ -196,10 +209,10 @@ def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> 
                  label=f"[{spec.label}] ", record={"stage": spec.name, "config": spec.config.model_dump(mode="json")})
 
 
-def _valid_receipts(spec: StageSpec, units: list[Unit]) -> list[dict]:
-    """Receipts of units already committed with this config and this exact input."""
-    done = spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash)
-    return [done[unit.name] for unit in units if unit.name in done]
+def _valid_receipts(spec: StageSpec, units: list[Unit], keep: Callable[[dict], dict]) -> dict[str, dict]:
+    """Receipts of units already committed with this config and this exact input, by unit, as
+    ``keep`` returns them."""
+    return spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash, keep=keep)
 
 
 def _remove_unreferenced(spec: StageSpec, receipts: list[dict]) -> None:
@@ -213,19 +226,15 @@ def _remove_unreferenced(spec: StageSpec, receipts: list[dict]) -> None:
     spec.ledger.prune(r["unit"] for r in receipts)
 
 
-def _write_manifest(spec: StageSpec, receipts: list[dict]) -> None:
+def _write_manifest(spec: StageSpec, receipts: list[dict], stats: dict) -> None:
     fs = spec.filesystem
     totals = {key: sum(r[key] for r in receipts) for key in
               ("input_rows", "kept_rows", "removed_rows", "input_bytes", "kept_bytes", "removed_bytes")}
     totals["task_seconds"] = round(sum(r["seconds"] for r in receipts), 3)
-    units = [{k: v for k, v in r.items() if k != "stats"} for r in receipts]
-    merged = Stats()
-    for receipt in receipts:
-        merged.merge(receipt["stats"])
-    storage.write_json(fs, storage.join(spec.directory, "_stats.json"), merged)
+    storage.write_json(fs, storage.join(spec.directory, "_stats.json"), stats)
     # last: the manifest is the stage's commit point, read by the next stage and by `report`
     storage.write_json(fs, storage.join(spec.directory, "_manifest.json"), {
-        "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": units})
+        "stage": spec.name, "config_hash": spec.hash, "complete": True, "totals": totals, "units": receipts})
 
 
 def _check_stage_input(spec: StageSpec, upstream: StageSpec, receipts: list[dict]) -> None:
