@@ -418,3 +418,86 @@ def test_a_dedup_task_carries_the_same_few_bytes_whatever_the_number_of_shards(t
         assert len(received.shards) == shards and received.shards[3] == "part-00003"
         assert received.inputs[shards - 1] == f"/run/04_quality/kept/part-{shards - 1:05d}.parquet"
     assert sizes[10_000] - sizes[10] < 16 and sizes[10_000] < 2_000, sizes
+
+
+# ----------------------------------------------------------------------------- what CPU savings rely on
+
+def test_nfc_tables_agree_with_unicodedata():
+    """``text.nfc`` hands utf8proc only strings holding a character it may change: the characters it
+    lets pass by their lead byte, and every character below U+0300, must be stable, and its list of
+    class-0 characters that compose with the one before them must hold all unicodedata knows."""
+    import unicodedata
+
+    from stages.dedup import text
+
+    seconds = set()
+    for point in range(0x110000):
+        mapping = unicodedata.decomposition(chr(point))
+        if mapping and not mapping.startswith("<") and len(mapping.split()) == 2:
+            second = int(mapping.split()[1], 16)
+            if unicodedata.combining(chr(second)) == 0:
+                seconds.add(second)
+    seconds |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo (algorithmic)
+    assert seconds <= text._COMPOSES_WITH_PREVIOUS
+    stable = list(range(0x300))
+    for lead in np.flatnonzero(text._NFC_STABLE_LEAD).tolist():
+        low = (lead & 0x1F) << 6 if lead < 0xE0 else (lead & 0x0F) << 12
+        stable += range(low, low + (64 if lead < 0xE0 else 4096))
+    assert not [hex(point) for point in stable if text._nfc_unstable(point)]
+    assert all(text._nfc_unstable(point) for point in (0x0301, 0x0378, 0x0958, 0x09BE, 0x1161, 0x212B, 0x1D15E))
+
+
+def test_nfc_equals_utf8proc():
+    import pyarrow.compute as pc
+
+    from stages.dedup import text
+
+    # Bases that compose with a following character, then every code point after one of them, so
+    # that each character is seen where composition or reordering could reach it.
+    bases = ["a", "e\u0301", "\u1100", "\uac00", "\u0915", "\u09c7", "\u0b47", "\u0bc6", "\u0cc6", "\u0d46",
+             "\u0dd9", "\u1025", "\u1b05", "\U00011131", "\U00011347", "\U000114b9", "\U000115b8", "\U00011935"]
+    points = [p for p in range(0x110000) if not 0xD800 <= p <= 0xDFFF]
+    strings = [bases[p % len(bases)] + chr(p) + "x" for p in points]
+    # ... and random mixes of stable and unstable characters, in texts and lines of any length.
+    pool = [chr(p) for p in (0x41, 0x61, 0x20, 0x0A, 0xE9, 0x0300, 0x0301, 0x0327, 0x0344, 0x0430, 0x0306, 0x0439,
+                             0x1100, 0x1161, 0x11A8, 0xAC00, 0xAC01, 0x212B, 0x2126, 0x2019, 0x3001, 0x3099, 0x304B,
+                             0x0958, 0x0915, 0x093C, 0x09C7, 0x09BE, 0x0E01, 0x0E48, 0x0F73, 0x4E2D, 0xFF0C,
+                             0x0378, 0xE000, 0x1F600, 0x1D15E, 0x1D165, 0x10FFFD)]
+    rng = random.Random(7)
+    strings += ["".join(rng.choice(pool) for _ in range(rng.randint(0, 12))) for _ in range(20_000)]
+    strings += ["plain ascii", "中文和한국어와 Кириллица", ""]
+    array = pa.array(strings, pa.string())
+    for part in (array, array.slice(1000, 50_000), array.slice(0, 3000).cast(pa.large_string()),
+                 pa.array(["nothing to change", "中文"], pa.string())):
+        assert text.nfc(part).equals(pc.utf8_normalize(part, "NFC"))
+
+
+def test_scratch_reads_equal_the_storage_layer(tmp_path, monkeypatch):
+    """``shuffle.read_table`` and ``read_range`` read what ``storage.read_parquet`` and a filter with
+    Arrow's kernels read, cut into the same chunks, whether the file is read whole or not."""
+    import pyarrow.compute as pc
+
+    from pipeline import storage
+    from stages.dedup import shuffle
+
+    rng = np.random.default_rng(3)
+    keys = np.sort(rng.integers(0, 40, 5000))
+    table = pa.table({"key": pa.array(keys, pa.int64()), "value": rng.integers(0, 1 << 60, 5000).astype(np.uint64),
+                      "name": pa.array([f"n{v}" for v in rng.integers(0, 99, 5000)])})
+    path = str(tmp_path / "file.parquet")
+    fs = pafs.LocalFileSystem()
+
+    class Job:
+        filesystem = fs
+
+    shuffle.write_row_groups(Job, path, table, [700, 1400, 3000, 4999])
+    for whole in (shuffle.WHOLE_FILE_BYTES, 0):
+        monkeypatch.setattr(shuffle, "WHOLE_FILE_BYTES", whole)
+        assert shuffle.read_table(fs, path).equals(storage.read_parquet(fs, path))
+        assert shuffle.read_table(fs, path, ["name"]).equals(storage.read_parquet(fs, path, ["name"]))
+        for low, high in ((0, 1), (5, 17), (12, 13), (39, 60), (41, 50)):
+            expected = pq.ParquetFile(path).read_row_groups(shuffle.overlapping_row_groups(pq.ParquetFile(path), low, high))
+            expected = expected.filter(pc.and_(pc.greater_equal(expected["key"], low), pc.less(expected["key"], high)))
+            got = shuffle.read_range(Job, path, low, high)
+            assert got.equals(expected)
+            assert [len(chunk) for chunk in got["key"].chunks] == [len(chunk) for chunk in expected["key"].chunks]

@@ -45,12 +45,14 @@ Stats: ``paragraphs_removed``, ``paragraph_chars_removed``, ``docs_with_paragrap
 """
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
 from pipeline.stage import PrepareContext, Stage, StageOutput, split
 from pipeline.stats import Stats
 from stages.dedup.config import DedupConfig
+from stages.dedup.shuffle import read_table
 from stages.dedup.steps import decisions_path, run_prepare
 from stages.dedup.text import drop_lines
 
@@ -78,7 +80,7 @@ class Dedup(Stage):
         path = decisions_path(self.scratch, shard)
         if not storage.exists(self.filesystem, path):
             raise RuntimeError(f"dedup: no decisions for shard {shard!r} at {path}; prepare did not finish")
-        table = storage.read_parquet(self.filesystem, path)
+        table = read_table(self.filesystem, path)
         self._decisions = {
             doc_id: (reason, kept_id, cluster, drop)
             for doc_id, reason, kept_id, cluster, drop in zip(
@@ -101,15 +103,19 @@ class Dedup(Stage):
             "dup_kept_id": pa.array(kept_ids, pa.string()),
         }
         if drops:
-            columns["text"] = self._drop_paragraphs(batch["text"].to_pylist(), drops, stats)
+            columns["text"] = self._drop_paragraphs(batch["text"], drops, stats)
         return split(batch, reasons, stats, **columns)
 
     @staticmethod
-    def _drop_paragraphs(texts: list[str], drops: dict[int, list[int]], stats: Stats) -> pa.Array:
-        for row, lines in drops.items():
-            before = len(texts[row])
-            texts[row] = drop_lines(texts[row], lines)
+    def _drop_paragraphs(texts: pa.ChunkedArray, drops: dict[int, list[int]], stats: Stats) -> pa.Array:
+        """``texts`` less the lines ``drops`` names; only the rows that lose lines become Python strings."""
+        rows = list(drops)
+        edited = []
+        for text, lines in zip(texts.take(rows).to_pylist(), drops.values()):
+            edited.append(drop_lines(text, lines))
             stats.add("paragraphs_removed", len(lines))
-            stats.add("paragraph_chars_removed", before - len(texts[row]))
+            stats.add("paragraph_chars_removed", len(text) - len(edited[-1]))
         stats.add("docs_with_paragraphs_removed", len(drops))
-        return pa.array(texts, pa.string())
+        order = np.arange(len(texts))
+        order[rows] = len(texts) + np.arange(len(rows))
+        return pa.concat_arrays([texts.combine_chunks().cast(pa.string()), pa.array(edited, pa.string())]).take(order)

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pipeline import storage
 from stages.dedup import exchange, minhash, text
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, shard_range, write_sorted
+from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_sorted
 
 EXACT_BAND = -1
 REASON_EXACT = "exact_duplicate"
@@ -213,7 +213,7 @@ def verify_shard(task: tuple[Job, int]) -> None:
 
 def _read_signatures(job: Job, shard: int) -> np.ndarray:
     """The signatures of a shard's documents, one row per document in corpus order."""
-    column = storage.read_parquet(job.filesystem, job.path(SIGNATURES, shard), columns=["sig"])["sig"]
+    column = read_table(job.filesystem, job.path(SIGNATURES, shard), columns=["sig"])["sig"]
     return signature_matrix(column, job.config.num_perm)
 
 

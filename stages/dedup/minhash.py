@@ -105,7 +105,7 @@ def text_tokens(texts: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray
     combining mark among others.
     """
     offsets, data = text.utf8_buffers(pc.fill_null(texts, ""))
-    leads = _ideographs(data) if by_chars else np.zeros(0, dtype=np.int64)
+    leads, points = _ideographs(data) if by_chars else (np.zeros(0, np.int64), np.zeros(0, np.uint32))
     ideograph = np.zeros(len(data), dtype=bool)
     for i in range(3):  # every ideograph is three bytes long
         ideograph[leads + i] = True
@@ -120,7 +120,7 @@ def text_tokens(texts: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray
     if by_chars:
         run_starts, run_ends = _runs(ideograph, offsets)
         run_source = len(pool) + np.searchsorted(leads, run_starts)
-        pool = np.concatenate([pool, _char_hashes(_three_byte_code_points(data, leads))])
+        pool = np.concatenate([pool, _char_hashes(points)])
         # Merge two sorted lists of items: each item's place is its rank in its own list plus
         # the number of items of the other list before it.
         place = np.arange(len(starts)) + np.searchsorted(run_starts, starts)
@@ -216,11 +216,13 @@ def _three_byte_code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
     return (b0 & 0x0F) << 12 | (b1 & 0x3F) << 6 | (b2 & 0x3F)
 
 
-def _ideographs(data: np.ndarray) -> np.ndarray:
-    """Where each character of ``IDEOGRAPHS`` starts in UTF-8 ``data`` (its lead byte is E3-E9)."""
+def _ideographs(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each character of ``IDEOGRAPHS`` starts in UTF-8 ``data`` (its lead byte is E3-E9),
+    and its code point."""
     leads = np.flatnonzero((data >= 0xE3) & (data <= 0xE9))
     points = _three_byte_code_points(data, leads)
-    return leads[np.any([(points >= low) & (points <= high) for low, high in IDEOGRAPHS], axis=0)]
+    wanted = np.any([(points >= low) & (points <= high) for low, high in IDEOGRAPHS], axis=0)
+    return leads[wanted], points[wanted]
 
 
 def _words(simplified: pa.Array) -> tuple[pa.Array, np.ndarray]:

@@ -25,7 +25,7 @@ from pipeline import storage
 from stages.dedup import exchange, text
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, shard_range, write_sorted
+from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_sorted
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
 
@@ -80,10 +80,10 @@ def select_paragraphs(task: tuple[Job, int]) -> None:
     """Per shard: the round's rows, ``PARAGRAPH_HASHES`` less the documents its ``clusters/`` remove,
     plus its successors' rows (``successor``: checked, not taking part). No text is read."""
     job, shard = task
-    clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
+    clusters = read_table(job.filesystem, job.path(CLUSTERS, shard))
     removed = clusters.filter(pc.is_valid(clusters["reason"]))["doc"].to_numpy()
     successors = clusters.filter(clusters["successor"])["doc"].to_numpy()
-    rows = storage.read_parquet(job.filesystem, job.path(PARAGRAPH_HASHES, shard))
+    rows = read_table(job.filesystem, job.path(PARAGRAPH_HASHES, shard))
     doc = rows["doc"].to_numpy()
     successor = np.isin(doc, successors)
     rows = rows.append_column("successor", pa.array(successor)).filter(pa.array(~np.isin(doc, removed) | successor))
@@ -133,7 +133,7 @@ def line_drops(job: Job, shard: int, directory: str = REMOVALS) -> dict[int, tup
     if removals.num_rows == 0:
         return {}
     lost = removals.group_by("doc").aggregate([("para", "list"), ("chars", "sum"), ("para", "count")])
-    attributes = storage.read_parquet(job.filesystem, job.path(DOCS, shard))
+    attributes = read_table(job.filesystem, job.path(DOCS, shard))
     # The docs file has one row per document in row order: a document's row there is doc - low.
     rows = pa.array(lost["doc"].to_numpy() - low)
     drops = {}
@@ -152,11 +152,14 @@ def find_short_keepers(task: tuple[Job, int]) -> None:
     would be removed (``REASON_SHORT``), written to ``too-short-keepers/``, empty when none; and the
     successors that would, written to ``SHORT_SUCCESSORS``."""
     job, shard = task
-    clusters = storage.read_parquet(job.filesystem, job.path(CLUSTERS, shard))
+    clusters = read_table(job.filesystem, job.path(CLUSTERS, shard))
     keepers = clusters.filter(clusters["keeper"])["doc"].to_numpy()
     barred = _too_short(line_drops(job, shard))
-    storage.write_parquet(job.filesystem, job.path(SHORT_SUCCESSORS, shard),
-                          _documents(_too_short(line_drops(job, shard, SUCCESSOR_REMOVALS))))
+    # Successor removals reach only the successors ``select_paragraphs`` found in this shard's
+    # clusters: a shard without any (every shard in keeper round 0) has none to read.
+    has_successors = clusters.filter(clusters["successor"]).num_rows > 0
+    storage.write_parquet(job.filesystem, job.path(SHORT_SUCCESSORS, shard), _documents(_too_short(
+        line_drops(job, shard, SUCCESSOR_REMOVALS) if has_successors else {})))
     storage.write_parquet(job.filesystem, job.path(BARRED, shard),  # last: the task's receipt
                           _documents(barred[np.isin(barred, keepers)]))
 

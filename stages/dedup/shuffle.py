@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import storage
@@ -32,6 +31,10 @@ READ_BATCH_ROWS = 1000
 ROUND_SCOPED = frozenset({"clusters", "cluster-members", "cluster-keepers", "paragraphs", "paragraph-removals",
                           "successor-removals", "too-short-keepers", "short-successors"})
 COUNTS_KEY = b"dedup_counts"
+# Scratch files up to this size are read whole (``read_table``, ``read_range``): reading the bytes a
+# reader does not need costs less than Parquet's read-ahead and threads up to about this size, and a
+# remote file is then one request.
+WHOLE_FILE_BYTES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -135,21 +138,41 @@ def read_counts(job: Job, path: str) -> dict:
 def overlapping_row_groups(parquet: pq.ParquetFile, low: int, high: int) -> list[int]:
     """The row groups of ``parquet`` whose first column may hold keys in ``[low, high)``."""
     groups = []
-    for group in range(parquet.num_row_groups):
-        stats = parquet.metadata.row_group(group).column(0).statistics
+    metadata = parquet.metadata
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(0).statistics
         if stats is None or not stats.has_min_max or (stats.min < high and stats.max >= low):
             groups.append(group)
     return groups
 
 
+def read_table(filesystem: Any, path: str, columns: list[str] | None = None) -> pa.Table:
+    """``storage.read_parquet`` without the dataset layer, which costs more than reading a scratch
+    file does (several times, on small ones)."""
+    with filesystem.open_input_file(path) as source:
+        parquet, small = _open_parquet(source)
+        return parquet.read(columns=columns, use_threads=not small)
+
+
+def _open_parquet(source: pa.NativeFile) -> tuple[pq.ParquetFile, bool]:
+    """``source`` as Parquet, and whether it is small (``WHOLE_FILE_BYTES``): a small file is read
+    whole and decoded on this thread."""
+    if source.size() > WHOLE_FILE_BYTES:
+        return pq.ParquetFile(source), False
+    return pq.ParquetFile(pa.BufferReader(source.read_buffer()), pre_buffer=False), True
+
+
 def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
     """Rows of ``path`` whose first column is in ``[low, high)``, reading only overlapping row groups."""
     with job.filesystem.open_input_file(path) as source:
-        parquet = pq.ParquetFile(source)
+        parquet, small = _open_parquet(source)
         groups = overlapping_row_groups(parquet, low, high)
-        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
-    key = table.column(0)
-    return table.filter(pc.and_(pc.greater_equal(key, low), pc.less(key, high)))
+        table = parquet.read_row_groups(groups, use_threads=not small) if groups \
+            else parquet.schema_arrow.empty_table()
+    # The mask in numpy, chunk by chunk as Arrow's kernels would cut it: a few times cheaper on the
+    # small tables of one row group.
+    keys = (chunk.to_numpy() for chunk in table.column(0).chunks)
+    return table.filter(pa.chunked_array([pa.array((key >= low) & (key < high)) for key in keys], pa.bool_()))
 
 
 def gather(job: Job, paths: list[str], low: int, high: int) -> pa.Table:

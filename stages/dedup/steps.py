@@ -76,7 +76,7 @@ from pipeline import commit, storage
 from pipeline.listing import Listing
 from stages.dedup import clusters, documents, exchange, minhash, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job, Step
+from stages.dedup.shuffle import Job, Step, read_table
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
@@ -225,7 +225,7 @@ def short_keepers(job: Job) -> int:
     """How many keepers of ``job.round`` paragraph dedup left too short (0 without paragraphs)."""
     if not job.config.paragraphs:
         return 0
-    return sum(storage.read_parquet(job.filesystem, job.path(documents.BARRED, shard)).num_rows
+    return sum(read_table(job.filesystem, job.path(documents.BARRED, shard)).num_rows
                for shard in range(len(job.shards)))
 
 
@@ -242,12 +242,12 @@ def _check_inputs(job: Job) -> None:
 def decide_shard(task: tuple[Job, int]) -> None:
     """Per shard: everything ``Dedup.process`` needs, keyed by document id."""
     job, shard = task
-    clusters = storage.read_parquet(job.filesystem, job.path(documents.CLUSTERS, shard))
+    clusters = read_table(job.filesystem, job.path(documents.CLUSTERS, shard))
     decided = {doc: [doc_id, reason, kept_id, cluster, []] for doc, doc_id, cluster, kept_id, reason in zip(
         *(clusters[c].to_pylist() for c in ("doc", "id", "cluster", "kept_id", "reason")))}
     if job.config.paragraphs:
         # Keepers this round still found too short are the last round's (max_keeper_rounds): kept whole.
-        whole = set(storage.read_parquet(job.filesystem, job.path(documents.BARRED, shard))["doc"].to_pylist())
+        whole = set(read_table(job.filesystem, job.path(documents.BARRED, shard))["doc"].to_pylist())
         for doc, (doc_id, lines, too_short) in paragraphs.line_drops(job, shard).items():
             if doc in whole:
                 continue

@@ -8,6 +8,7 @@ wrapping or indentation still match. A paragraph is one line of the document (``
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,25 +28,102 @@ _COLLAPSED[[0x09, 0x0A, 0x0C, 0x0D, 0x20]] = True
 def normalise(texts: pa.Array) -> pa.Array:
     """NFC, lowercase, each run of ASCII whitespace (tab, newline, form feed, carriage return,
     space) one space, leading and trailing Unicode whitespace trimmed."""
-    lowered = pc.utf8_lower(pc.utf8_normalize(pc.fill_null(texts, ""), "NFC"))
+    lowered = pc.utf8_lower(nfc(pc.fill_null(texts, "")))
     return pc.utf8_trim_whitespace(_collapse_whitespace(lowered))
 
 
 def _collapse_whitespace(strings: pa.Array) -> pa.Array:
     """Each run of ``_COLLAPSED`` bytes one space. On the UTF-8 bytes of all strings at once: about
     three times as fast as a regex replacement (these bytes never occur inside a multi-byte
-    character, so bytes and characters agree)."""
+    character, so bytes and characters agree). Only the bytes to replace and to drop are looked at
+    one by one: text is mostly single spaces, which stay."""
     offsets, data = utf8_buffers(strings)
-    space = _COLLAPSED[data]
+    low = data <= 0x20  # every _COLLAPSED byte is
     # A whitespace byte goes when the byte before it is whitespace of the same string.
-    drop = np.zeros(len(data), dtype=bool)
-    drop[1:] = space[1:] & space[:-1]
-    drop[offsets[:-1][offsets[:-1] < len(data)]] = False
-    kept = np.where(space, np.uint8(0x20), data)[~drop]
-    new_offsets = offsets - np.searchsorted(np.flatnonzero(drop), offsets)
+    after = np.flatnonzero(low[1:] & low[:-1]) + 1
+    drop = after[_COLLAPSED[data[after]] & _COLLAPSED[data[after - 1]]]
+    drop = drop[offsets[np.searchsorted(offsets, drop, side="right") - 1] != drop]
+    other = np.flatnonzero(low & (data != 0x20))
+    replaced = other[_COLLAPSED[data[other]]]
+    if not len(drop) and not len(replaced):
+        return strings
+    kept = data.copy()
+    kept[replaced] = 0x20
+    new_offsets = offsets - np.searchsorted(drop, offsets)
     width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    return pa.Array.from_buffers(strings.type, len(strings),
-                                 [None, pa.py_buffer(new_offsets.astype(width)), pa.py_buffer(kept)])
+    return pa.Array.from_buffers(strings.type, len(strings), [
+        None, pa.py_buffer(new_offsets.astype(width)), pa.py_buffer(np.delete(kept, drop))])
+
+
+# NFC changes no string whose characters all have canonical combining class 0 and
+# NFC_Quick_Check=Yes (UAX #15), and Unicode's stability policy keeps such a string unchanged under
+# every later version: so Python's unicodedata can tell which strings the (newer) tables of Arrow's
+# utf8proc would change, provided it knows their characters. Of those characters, these compose
+# with the character before them although their class is 0 (NFC_Quick_Check=Maybe): the Hangul
+# vowel and trailing consonant jamo, and some vowel signs of Indic and Southeast Asian scripts
+# (tests/test_dedup.py derives them from unicodedata).
+_COMPOSES_WITH_PREVIOUS = frozenset([
+    0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57,
+    0x0DCF, 0x0DDF, 0x0FB5, 0x0FB7, 0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA,
+    0x114BD, 0x115AF, 0x11930, *range(0x1161, 0x1176), *range(0x11A8, 0x11C3),
+])
+# Lead bytes 0xCC and above of UTF-8 characters that NFC leaves alone wherever they stand (all
+# assigned, class 0, Quick_Check=Yes), as every character below U+0300 (lead bytes below 0xCC) is:
+# U+03C0-047F and U+04C0-04FF (Greek and Cyrillic), U+0680-06BF (Arabic letters), U+4000-9FFF (CJK
+# ideographs), U+B000-CFFF (Hangul syllables), U+E000-EFFF (private use). Checked against
+# unicodedata by tests/test_dedup.py; the characters of other lead bytes are looked up one by one.
+_NFC_STABLE_LEAD = np.zeros(256, dtype=bool)
+_NFC_STABLE_LEAD[[0xCF, 0xD0, 0xD1, 0xD3, 0xDA, *range(0xE4, 0xEA), 0xEB, 0xEC, 0xEE]] = True
+# Per code point, whether NFC may change a string holding it; filled in as code points are first
+# seen (np.zeros takes untouched pages from the OS: unseen scripts cost no memory).
+_NFC_CHECKED = np.zeros(0x110000, dtype=bool)
+_NFC_UNSTABLE = np.zeros(0x110000, dtype=bool)
+
+
+def nfc(strings: pa.Array) -> pa.Array:
+    """``pc.utf8_normalize(strings, "NFC")`` of a null-free string array. utf8proc decomposes and
+    recomposes every string it is given, though nearly all text is in NFC already: only the strings
+    holding a character that NFC may change go through it."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    offsets, data = utf8_buffers(strings)
+    # Characters below U+0300 are all stable; so are CJK ideographs (lead bytes E4-E9), the
+    # commonest of the rest, left out before positions are listed, which is the costly part.
+    check = (data - np.uint8(0xE4)) > 5
+    check &= data >= 0xCC
+    leads = np.flatnonzero(check)
+    leads = leads[~_NFC_STABLE_LEAD[data[leads]]]
+    points = _code_points(data, leads)
+    new = np.unique(points[~_NFC_CHECKED[points]])
+    if len(new):
+        _NFC_UNSTABLE[new] = [_nfc_unstable(point) for point in new.tolist()]
+        _NFC_CHECKED[new] = True
+    changing = np.unique(np.searchsorted(offsets, leads[_NFC_UNSTABLE[points]], side="right") - 1)
+    if not len(changing):
+        return strings
+    normalised = pc.utf8_normalize(strings.take(pa.array(changing, pa.int64())), "NFC")
+    order = np.arange(len(strings))
+    order[changing] = len(strings) + np.arange(len(changing))
+    return pa.concat_arrays([strings, normalised]).take(pa.array(order))
+
+
+def _nfc_unstable(point: int) -> bool:
+    """Whether NFC may change a string holding this character (unassigned ones included: a newer
+    Unicode version may give them a decomposition)."""
+    char = chr(point)
+    return (unicodedata.category(char) == "Cn" or unicodedata.combining(char) != 0
+            or point in _COMPOSES_WITH_PREVIOUS or unicodedata.normalize("NFC", char) != char)
+
+
+def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
+    """The code points of the multi-byte UTF-8 characters that start at ``leads`` in ``data``."""
+    lead = data[leads].astype(np.uint32)
+    points = (lead & 0x1F) << 6 | (data[leads + 1] & 0x3F)
+    longer = np.flatnonzero(lead >= 0xE0)
+    points[longer] = (lead[longer] & 0x0F) << 12 | (points[longer] & 0x3F) << 6 | (data[leads[longer] + 2] & 0x3F)
+    four = longer[lead[longer] >= 0xF0]
+    points[four] = (lead[four] & 0x07) << 18 | (points[four] & 0xFFF) << 6 | (data[leads[four] + 3] & 0x3F)
+    return points
 
 
 def utf8_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -64,13 +142,22 @@ def utf8_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], data
 
 
+_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
+
+
 def digests(strings: pa.Array) -> np.ndarray:
     """The 64-bit BLAKE2b hash of each string's UTF-8 bytes, as uint64 (little-endian)."""
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
     as_bytes = strings.view(pa.large_binary() if pa.types.is_large_string(strings.type) else pa.binary())
-    joined = b"".join([hashlib.blake2b(value, digest_size=8).digest() for value in as_bytes.to_pylist()])
-    return np.frombuffer(joined, dtype="<u8").astype(np.uint64)
+    # Copying a hasher set up once is cheaper than setting up one per (mostly short) string.
+    start = _BLAKE2B_64.copy
+    digested = []
+    for value in as_bytes.to_pylist():
+        hasher = start()
+        hasher.update(value)
+        digested.append(hasher.digest())
+    return np.frombuffer(b"".join(digested), dtype="<u8").astype(np.uint64)
 
 
 @dataclass
