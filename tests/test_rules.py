@@ -313,6 +313,29 @@ def test_cjk_words_and_c4_word_counts_agree():
     assert count_words(mixed, True, 3) == 3
 
 
+def test_space_delimited_words_are_str_split_tokens():
+    """Words of space-delimited documents are found on code points: they must be str.split's tokens,
+    with letters as [^\\W\\d_] and symbol words (no letter or digit) as the regex engine sees them."""
+    import re
+
+    from stages.rules.document import Doc
+
+    pool = ["word", "Naïve", "x²", "Ⅻ", "2010", "١٢", "_", "a_b", "—", "··", "«»", "日本", "#tag", "end."]
+    spaces = [" ", "  ", "\t", "\n", "\n\n", "\u00a0", "\u2003", "\u3000", "\u2028", "\x1c", "\x85"]
+    rng = random.Random(3)
+    texts = ["", " ", "word", " lead and trail \n"]
+    for _ in range(200):
+        texts.append("".join(rng.choice(pool) + rng.choice(spaces) for _ in range(rng.randint(1, 40))))
+    for text in texts:
+        doc, words = Doc(text, "en", False), text.split()
+        symbols = [word for word in words if not re.search(r"[^\W_]", word)]
+        assert doc.n_words == len(words)
+        assert doc.word_lengths.tolist() == [len(word) for word in words]
+        assert doc.alpha_word_count == sum(1 for word in words if re.search(r"[^\W\d_]", word))
+        assert doc.symbol_words == (len(symbols), sum(map(len, symbols)))
+        assert doc.content_word_count == len(words) - len(symbols)
+
+
 def test_cleaned_document_lines_and_paragraphs():
     from stages.rules.document import Doc
 

@@ -48,20 +48,48 @@ class C4Cleaner(LineCleaner):
 
     def clean(self, doc: Doc) -> Cleaned:
         c = self.config
-        cjk = doc.cjk
-        terminal = self.cjk_terminal if cjk else self.terminal
-        lowered = doc.lowered
-        # Phrases the document does not contain at all need not be looked for line by line.
-        phrases = _Phrases(
-            javascript=c.filter_javascript and "javascript" in lowered,
-            lorem=c.filter_lorem_ipsum and "lorem ipsum" in lowered,
-            curly=c.filter_curly_bracket and "{" in doc.text,
-            policy=tuple(phrase for phrase in self._policy_for(doc.text) if phrase in lowered),
+        terminal = self.cjk_terminal if doc.cjk else self.terminal
+        lines, joined_lines = doc.lines, 0
+        width = wrap_width(doc.nonblank_lines, c) if c.unwrap else None
+        if width is not None:
+            lines, joined_lines = unwrap(lines, width, terminal, doc.cjk)
+        # The phrase rules come last and hit few documents, so they are first left out: a phrase can
+        # only hit a line the other rules keep, and those lines (a third fewer characters than the
+        # document) are lowercased and searched once, joined.
+        cleaned, passed = self._clean_lines(doc, lines, terminal, _NO_PHRASES)
+        phrases = self._phrases_in(doc, passed)
+        if any(phrases):
+            cleaned, _ = self._clean_lines(doc, lines, terminal, phrases)
+        cleaned.joined_lines = joined_lines
+        return cleaned
+
+    def _phrases_in(self, doc: Doc, lines: list[str]) -> _Phrases:
+        """The phrase rules that can hit one of ``lines``. A phrase must also be in the document
+        itself, as it always had to be (a line joined by unwrapping may hold one the document does not)."""
+        c = self.config
+        text = "\n".join(lines)
+        lowered = text.lower()
+        return _Phrases(
+            javascript=c.filter_javascript and "javascript" in lowered and "javascript" in doc.lowered,
+            lorem=c.filter_lorem_ipsum and "lorem ipsum" in lowered and "lorem ipsum" in doc.lowered,
+            curly=c.filter_curly_bracket and "{" in text,  # no cleaning step adds a brace
+            policy=tuple(
+                phrase for phrase in self._policy_for(text) if phrase in lowered and phrase in doc.lowered
+            ),
         )
+
+    def _clean_lines(
+        self, doc: Doc, lines: list[str], terminal: tuple[str, ...], phrases: _Phrases
+    ) -> tuple[Cleaned, list[str]]:
+        """Run the line rules on ``lines``: what the document becomes, and the lines that passed all
+        but the phrase rules (as they were before their citation marks were removed)."""
+        c = self.config
+        cjk = doc.cjk
         any_phrase = any(phrases)
         cleaned = Cleaned(doc)
         removed_lines, removed_chars = cleaned.removed_lines, cleaned.removed_chars
         kept: list[str] = []
+        passed: list[str] = []
         paragraph_break = False
         conversion = c.resolve_wiki_conversion and "-{" in doc.text
         citations = self.citations
@@ -69,10 +97,6 @@ class C4Cleaner(LineCleaner):
         max_word = None if cjk else c.max_word_length
         min_words = c.min_words_per_line
         check_end = c.filter_no_terminal_punct
-        lines = doc.lines
-        width = wrap_width(doc.nonblank_lines, c) if c.unwrap else None
-        if width is not None:
-            lines, cleaned.joined_lines = unwrap(lines, width, terminal, cjk)
         # The line rules in C4's order, inlined: this loop runs for every line of the corpus.
         for line in map(str.strip, lines):
             if conversion and "-{" in line:
@@ -81,7 +105,7 @@ class C4Cleaner(LineCleaner):
                 paragraph_break = bool(kept)
                 continue
             unmarked = citations.sub("", line) if citations is not None and "[" in line else line
-            if max_word is not None and len(line) > max_word and any(len(w) > max_word for w in line.split()):
+            if max_word is not None and len(line) > max_word and max(map(len, line.split())) > max_word:
                 hit = "too_long_word"
             elif check_end and (not unmarked.endswith(terminal) or unmarked.endswith(_ELLIPSIS)):
                 hit = "no_terminal_punct"
@@ -91,13 +115,14 @@ class C4Cleaner(LineCleaner):
                 hit = _phrase_hit(line, phrases)
                 if hit in _DROPS_DOCUMENT:
                     cleaned.reason = f"c4_{hit}"
-                    return cleaned
+                    return cleaned, passed
             else:
                 hit = None
             if hit is not None:
                 removed_lines[hit] = removed_lines.get(hit, 0) + 1
                 removed_chars[hit] = removed_chars.get(hit, 0) + len(line)
                 continue
+            passed.append(line)
             if paragraph_break:
                 kept.append("")
                 paragraph_break = False
@@ -106,7 +131,7 @@ class C4Cleaner(LineCleaner):
         if text != doc.text:
             # Kept lines hold no line breaks (they come from splitlines), so they are its lines.
             cleaned.doc = Doc(text, doc.lang, doc.cjk, lines=kept)
-        return cleaned
+        return cleaned, passed
 
 
 class _Phrases(NamedTuple):
@@ -116,6 +141,9 @@ class _Phrases(NamedTuple):
     lorem: bool
     curly: bool
     policy: tuple[str, ...]
+
+
+_NO_PHRASES = _Phrases(javascript=False, lorem=False, curly=False, policy=())
 
 
 def _phrase_hit(line: str, phrases: _Phrases) -> str | None:

@@ -5,17 +5,17 @@ Rules never split text themselves; they ask a ``Doc`` for ``lines``, ``n_words``
 are computed on first use and shared by every later rule. Words are whitespace tokens, except in
 CJK documents (Chinese, Japanese: no spaces between words), where every Han or kana character is
 one word, so is every run of other letters and digits, and punctuation is none: counting characters
-is the cheap, segmenter-free choice, and it runs on code-point arrays instead of Python strings.
-Korean separates words with spaces and is treated like any space-delimited language.
+is the cheap, segmenter-free choice. Korean separates words with spaces and is treated like any
+space-delimited language. Both kinds of document find their words on one code-point array (``Words``),
+so word counts, lengths and keys are a few array operations instead of a Python call per word.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import cache, cached_property
-from itertools import filterfalse
-from typing import NamedTuple
+from functools import cache
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -33,8 +33,9 @@ _CJK_CHAR = re.compile(f"[{HAN_KANA}]")
 _KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff]")
 _WORD_CHAR = re.compile(r"[^\W_]")
 _ASCII_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_LETTER = re.compile(r"[^\W\d_]")
-_SPACE = re.compile(r"\s+")
+_LETTER_CHAR = re.compile(r"[^\W\d_]")
+_SPACE_CHAR = re.compile(r"\s")
+_SPACES = re.compile(r"\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 UNDETERMINED = "und"
 
@@ -43,17 +44,19 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _BASE = np.uint64(0xBF58476D1CE4E5B9)
 
 
-# Classes of code points in CJK word splitting (``_char_classes``).
-_SINGLE = 1  # a Han or kana letter or digit: a word by itself
-_RUN = 2  # any other letter or digit: a run of them is one word
-_ALPHA = 4  # a letter, added to either
+# Classes of code points (``_char_classes``), one bit each.
+_SINGLE = 1  # a Han or kana letter or digit: a CJK word by itself
+_RUN = 2  # any other letter or digit: a run of them is one CJK word
+_ALPHA = 4  # str.isalpha: a letter, as CJK documents count alpha words
+_LETTER = 8  # [^\W\d_]: a letter or a non-decimal numeral, as space-delimited documents count them
+_SPACE = 16  # str.isspace, which is what str.split splits on
 
 
 @cache
 def _char_classes() -> np.ndarray:
-    """The class of every code point, one byte each: ``_SINGLE``, ``_RUN`` or 0 (no part of a word),
-    plus ``_ALPHA`` for letters. Built on the first CJK document, in about 0.1 s: the regex engine
-    finds the letters and digits among all 1.1 million characters 3x faster than str.isalnum on each."""
+    """The classes of every code point, one byte each. Built on the first document, in about 0.2 s:
+    the regex engine finds the letters, digits and spaces among all 1.1 million characters 3x faster
+    than str.isalnum on each (its \\s is str.isspace)."""
     every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
     alnum = [match.start() for match in _WORD_CHAR.finditer(every)]
     is_alpha = np.frombuffer(bytes(map(str.isalpha, map(chr, alnum))), dtype=np.bool_)
@@ -63,6 +66,8 @@ def _char_classes() -> np.ndarray:
     classes = np.zeros(0x110000, dtype=np.uint8)
     alnum = np.array(alnum)
     classes[alnum] = kind[alnum] + np.where(is_alpha, _ALPHA, 0).astype(np.uint8)
+    classes[[match.start() for match in _LETTER_CHAR.finditer(every)]] |= _LETTER
+    classes[[match.start() for match in _SPACE_CHAR.finditer(every)]] |= _SPACE
     return classes
 
 
@@ -79,7 +84,7 @@ def code_points(text: str) -> np.ndarray:
 
 def cjk_share(text: str) -> float:
     """Share of non-space characters that are Han or kana."""
-    visible = len(text) - sum(len(space) for space in _SPACE.findall(text))
+    visible = len(text) - sum(len(space) for space in _SPACES.findall(text))
     return len(_CJK_CHAR.findall(text)) / visible if visible else 0.0
 
 
@@ -128,32 +133,63 @@ def base_lang(lang: str | None) -> str | None:
     return lang.replace("_", "-").split("-", 1)[0].lower()
 
 
-class CJKWords(NamedTuple):
-    """The words of a CJK document: its code points and their ``_char_classes``, where each word
-    starts, which words are runs (not one Han or kana character) and where each run ends."""
+class Words(NamedTuple):
+    """Where the words of a document are: its code points, their ``_char_classes``, and where each
+    word starts and ends (word i is points[starts[i]:ends[i]])."""
 
     points: np.ndarray
     classes: np.ndarray
     starts: np.ndarray
-    is_run: np.ndarray
-    run_ends: np.ndarray
+    ends: np.ndarray
 
-    @property
-    def run_starts(self) -> np.ndarray:
-        return self.starts[self.is_run]
+    def flags(self) -> np.ndarray:
+        """Per word, the classes of its characters or'ed together (and those of the separators after
+        it, which have no letter or digit bits)."""
+        return np.bitwise_or.reduceat(self.classes, self.starts)
 
     def hashed_keys(self) -> np.ndarray:
-        """Per word, a key equal for equal words (different words may share one): the code point of
-        a character, a mix of the code point sum, last code point and length of a run. Cheaper than
-        numbering the runs' strings (``Doc.word_keys``), and enough for counts that are only bounds."""
-        keys = self.points[self.starts].astype(np.uint64)
-        if self.is_run.any():
-            starts, ends = self.run_starts, self.run_ends
-            sums = self.points.cumsum()
-            mixed = (sums[ends - 1] - sums[starts] + keys[self.is_run]) * _MIX + self.points[ends - 1]
-            lengths = (ends - starts).astype(np.uint64)
-            keys[self.is_run] = ((mixed * _MIX + lengths) * _MIX) | np.uint64(1 << 63)  # never a code point
-        return keys
+        """Per word, a key equal for equal words (different words may share one): a mix of its code
+        point sum and first and last code points. Cheaper than numbering the words' strings
+        (``Doc.word_keys``), and enough for counts that are only bounds."""
+        sums = np.zeros(self.points.size + 1, dtype=np.uint64)
+        np.cumsum(self.points, dtype=np.uint64, out=sums[1:])
+        mixed = (sums[self.ends] - sums[self.starts]) * _MIX + self.points[self.starts]
+        return mixed * _MIX + self.points[self.ends - 1]
+
+
+def find_words(text: str, cjk: bool) -> Words:
+    """The words of ``text``: whitespace tokens (str.split's), or in CJK text each Han or kana
+    character and each run of other letters and digits ("2010", "IEEE")."""
+    points = code_points(text)
+    classes = _char_classes()[points]
+    if cjk:
+        in_word = (classes & (_SINGLE | _RUN)).astype(np.bool_)
+        in_run = (classes & _RUN).astype(np.bool_)
+        apart = ~(in_run[1:] & in_run[:-1])
+    else:
+        in_word = (classes & _SPACE) == 0
+        apart = ~(in_word[1:] & in_word[:-1])
+    is_start = in_word.copy()
+    is_start[1:] &= apart
+    is_end = in_word  # in_word is not needed after this
+    is_end[:-1] &= apart
+    return Words(points, classes, is_start.nonzero()[0], is_end.nonzero()[0] + 1)
+
+
+class cached:
+    """``functools.cached_property`` without its lock, which Python 3.11 takes on every first access
+    (as dear as many of the properties below); a Doc never leaves its thread."""
+
+    def __init__(self, compute: Callable):
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, doc: Doc | None, owner: type | None = None):
+        if doc is None:
+            return self
+        value = doc.__dict__[self.name] = self.compute(doc)
+        return value
 
 
 class Doc:
@@ -167,29 +203,29 @@ class Doc:
         if lines is not None:
             self.__dict__["lines"] = lines
 
-    @cached_property
+    @cached
     def lines(self) -> list[str]:
         return self.text.splitlines()
 
-    @cached_property
+    @cached
     def nonblank_lines(self) -> list[str]:
         return [line for line in self.lines if line and not line.isspace()]
 
-    @cached_property
+    @cached
     def line_dups(self) -> tuple[int, int]:
         return duplicates(self.nonblank_lines)
 
-    @cached_property
+    @cached
     def paragraphs(self) -> list[str]:
         text = self.text.strip()
         # Without three newlines in a row every break is exactly two, which str.split finds faster.
         return _PARAGRAPH_BREAK.split(text) if "\n\n\n" in text else text.split("\n\n")
 
-    @cached_property
+    @cached
     def paragraph_dups(self) -> tuple[int, int]:
         return duplicates(self.paragraphs)
 
-    @cached_property
+    @cached
     def alnum_chars(self) -> int:
         """How many characters are letters or digits."""
         if self.text.isascii():  # deleting them is a C loop over bytes
@@ -197,131 +233,117 @@ class Doc:
             return len(data) - len(data.translate(None, _ASCII_ALNUM))
         return int(np.count_nonzero(_char_classes()[code_points(self.text)] & (_SINGLE | _RUN)))
 
-    @cached_property
+    @cached
     def lowered(self) -> str:
         return self.text.lower()
 
-    @cached_property
+    @cached
     def words(self) -> list[str]:
-        """Whitespace tokens (space-delimited documents only)."""
+        """Whitespace tokens (space-delimited documents only), for the rules that need the strings."""
         return self.text.split()
 
-    @cached_property
-    def cjk_words(self) -> CJKWords:
-        """Where the words of a CJK document are: each Han or kana character is a word, and so is
-        each run of other letters and digits ("2010", "IEEE")."""
-        points = code_points(self.text)
-        classes = _char_classes()[points]
-        in_run = (classes & _RUN).astype(np.bool_)
-        # Every letter or digit starts a word, except one that continues a run.
-        is_start = (classes & (_SINGLE | _RUN)).astype(np.bool_)
-        is_start[1:] &= ~(in_run[1:] & in_run[:-1])
-        starts = is_start.nonzero()[0]
-        is_run = in_run[starts]
-        ends_run = in_run.copy()
-        ends_run[:-1] &= ~in_run[1:]
-        return CJKWords(points, classes, starts, is_run, ends_run.nonzero()[0] + 1)
+    @cached
+    def word_spans(self) -> Words:
+        return find_words(self.text, self.cjk)
 
-    @cached_property
+    @cached
+    def word_flags(self) -> np.ndarray:
+        """``Words.flags``: which classes of characters each word holds."""
+        return self.word_spans.flags()
+
+    @cached
     def n_words(self) -> int:
-        return self.cjk_words.starts.size if self.cjk else len(self.words)
+        return self.word_spans.starts.size
 
-    @cached_property
+    @cached
     def word_set(self) -> frozenset[str]:
         return frozenset(self.words)
 
-    @cached_property
-    def symbol_words(self) -> list[str]:
-        """Words without a letter or digit ("-", "|", "•"): Gopher does not count them as words."""
+    @cached
+    def symbol_words(self) -> tuple[int, int]:
+        """Words without a letter or digit ("-", "|", "•"), which Gopher does not count as words: how
+        many, and their characters. CJK documents have none (their punctuation is no word at all)."""
         if self.cjk:
-            return []
-        return [w for w in filterfalse(str.isalnum, self.letterless_words) if not _WORD_CHAR.search(w)]
-
-    @cached_property
-    def letterless_words(self) -> list[str]:
-        """Words without a letter (numbers, symbols; space-delimited documents only): few, so the
-        symbol words are looked for among them rather than among all words."""
-        # A word starting with a letter ("word,") is settled without the regex.
-        odd = filterfalse(str.isalpha, self.words)
-        return [w for w in odd if not w[0].isalpha() and not _LETTER.search(w)]
+            return 0, 0
+        symbol = (self.word_flags & (_SINGLE | _RUN)) == 0
+        return int(np.count_nonzero(symbol)), int(np.add.reduce(self.word_lengths[symbol]))
 
     @property
     def content_word_count(self) -> int:
-        return self.n_words - len(self.symbol_words)
+        return self.n_words - self.symbol_words[0]
 
-    @cached_property
+    @cached
     def mean_content_word_length(self) -> float:
-        chars = int(self.word_lengths.sum()) - sum(map(len, self.symbol_words))
+        chars = int(self.word_lengths.sum()) - self.symbol_words[1]
         return chars / self.content_word_count if self.content_word_count else 0.0
 
-    @cached_property
+    @cached
     def alpha_word_count(self) -> int:
-        """Words holding at least one letter."""
-        if self.cjk:
-            words = self.cjk_words
-            letters = int(np.add.reduce(words.classes[words.starts[~words.is_run]] & _ALPHA)) // _ALPHA
-            if words.is_run.any():
-                letter_counts = np.concatenate(([0], (words.classes & _ALPHA).cumsum()))
-                letters += int(np.add.reduce(letter_counts[words.run_ends] > letter_counts[words.run_starts]))
-            return letters
-        return len(self.words) - len(self.letterless_words)
+        """Words holding at least one letter: a character str.isalpha accepts in CJK documents, one of
+        [^\\W\\d_] (which adds numerals such as "²" or "Ⅻ") in space-delimited ones."""
+        return int(np.count_nonzero(self.word_flags & (_ALPHA if self.cjk else _LETTER)))
 
-    @cached_property
+    @cached
     def word_lengths(self) -> np.ndarray:
-        if self.cjk:
-            words = self.cjk_words
-            lengths = np.ones(words.starts.size, dtype=np.int64)
-            lengths[words.is_run] = words.run_ends - words.run_starts
-            return lengths
-        return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
+        return self.word_spans.ends - self.word_spans.starts
 
-    @cached_property
+    @cached
     def word_keys(self) -> np.ndarray:
         """Each word as an integer, equal for equal words and distinct for different ones: in CJK
         documents the code point of a character word, otherwise the position of the word's last
         occurrence (one dict built in C, no loop over the vocabulary)."""
         if self.cjk:
-            words = self.cjk_words
-            keys = words.points[words.starts].astype(np.uint64)
-            if words.is_run.any():
+            spans = self.word_spans
+            keys = spans.points[spans.starts].astype(np.uint64)
+            is_run = (spans.classes[spans.starts] & _RUN).astype(np.bool_)
+            if is_run.any():
                 # Runs are few (dozens per document): a dict of their strings numbers them.
-                spans = map(slice, words.run_starts.tolist(), words.run_ends.tolist())
-                runs = list(map(self.text.__getitem__, spans))
+                bounds = map(slice, spans.starts[is_run].tolist(), spans.ends[is_run].tolist())
+                runs = list(map(self.text.__getitem__, bounds))
                 last = dict(zip(runs, range(len(runs))))
-                keys[words.is_run] = np.fromiter(
+                keys[is_run] = np.fromiter(
                     map(last.__getitem__, runs), dtype=np.uint64, count=len(runs)
                 ) + np.uint64(0x110000)
             return keys
         last = dict(zip(self.words, range(len(self.words))))
         return np.fromiter(map(last.__getitem__, self.words), dtype=np.uint64, count=len(self.words))
 
-    @cached_property
+    @cached
     def word_ids(self) -> np.ndarray:
         """``word_keys`` mixed into 64 bits for hashing."""
         return (self.word_keys + np.uint64(1)) * _MIX
 
-    @cached_property
+    @cached
+    def word_hashes(self) -> np.ndarray:
+        """``Words.hashed_keys``: equal for equal words, rarely for different ones."""
+        return self.word_spans.hashed_keys()
+
+    def hashed_ngrams(self, n: int, positions: np.ndarray) -> np.ndarray:
+        """For the n-gram starting at each of ``positions``, a hash of its ``word_hashes``: equal for
+        equal n-grams, and (unlike ``ngram_hashes``) now and then for different ones."""
+        hashes = self.word_hashes[positions]
+        for k in range(1, n):
+            hashes = hashes * _BASE + self.word_hashes[positions + k]
+        return hashes
+
+    @cached
     def pair_counts(self) -> np.ndarray:
         """For the pair of words starting at every position (n_words - 1 values), how often it
         occurs in the document, or more: pairs are hashed into bins (four per pair, so few share
         one) and pairs sharing a bin add up. Only ever used as an upper bound, which over-counting
-        keeps. Words are hashed with Python's ``hash`` (CJK words: ``CJKWords.hashed_keys``), whose
-        per-process salt can change how often a rule needs its exact count, never what it decides."""
-        if self.cjk:
-            keys = self.cjk_words.hashed_keys()
-        else:
-            keys = np.fromiter(map(hash, self.words), dtype=np.int64, count=len(self.words)).view(np.uint64)
+        keeps."""
+        keys = self.word_hashes
         pairs = keys[:-1] * _MIX + keys[1:]
         bits = max(12, (4 * pairs.size).bit_length())
         bins = ((pairs * _BASE) >> np.uint64(64 - bits)).astype(np.intp)  # the product's top bits
         return np.bincount(bins)[bins]
 
-    @cached_property
+    @cached
     def longest_word(self) -> int:
         """Characters in the longest word (0 without words)."""
         return int(np.maximum.reduce(self.word_lengths, initial=0))
 
-    @cached_property
+    @cached
     def word_offsets(self) -> np.ndarray:
         """Characters in the words before each position (n_words + 1 values): the words of positions
         i..j-1 hold word_offsets[j] - word_offsets[i] characters."""
@@ -332,15 +354,17 @@ class Doc:
     def min_counts(self, n: int) -> np.ndarray:
         """For the n-gram (n >= 2) starting at every position, the smallest ``pair_counts`` of the
         n - 1 word pairs in it: an upper bound on how often that n-gram occurs."""
-        cache = self.__dict__.setdefault("_min_count_cache", {2: self.pair_counts})
+        cache = self.__dict__.get("_min_count_cache")
+        if cache is None:
+            cache = self._min_count_cache = {2: self.pair_counts}
         if n not in cache:
-            # An m-gram followed by the (n - m + 1)-gram starting at its last word: from the longest
-            # m already known, or from halves when that covers less than half.
-            m = max(k for k in cache if k < n)
-            if 2 * m - 1 < n:
-                m = (n + 1) // 2
-            size = max(self.n_words - n + 1, 0)
-            cache[n] = np.minimum(self.min_counts(m)[:size], self.min_counts(n - m + 1)[m - 1 : m - 1 + size])
+            # The m-grams at i and at i + n - m cover the n-gram at i when m >= (n + 1) / 2: from the
+            # longest m already known, lengthened to 2m - 1 until it is long enough.
+            m = max(filter(n.__gt__, cache))
+            while 2 * m - 1 < n:
+                cache[2 * m - 1] = _min_of_shifted(cache[m], m - 1, self.n_words - 2 * m + 2)
+                m = 2 * m - 1
+            cache[n] = _min_of_shifted(cache[m], n - m, self.n_words - n + 1)
         return cache[n]
 
     def ngram_hashes(self, n: int) -> np.ndarray:
@@ -355,3 +379,9 @@ class Doc:
             size = max(self.n_words - n + 1, 0)
             cache[n] = head[:size] * shift + self.ngram_hashes(tail)[n - tail : n - tail + size]
         return cache[n]
+
+
+def _min_of_shifted(counts: np.ndarray, shift: int, size: int) -> np.ndarray:
+    """The smaller of counts[i] and counts[i + shift] for the first ``size`` (at least 0) positions."""
+    size = max(size, 0)
+    return np.minimum(counts[:size], counts[shift : shift + size])

@@ -4,6 +4,9 @@ lines, not raw newlines, so the blank lines C4 cleaning keeps between paragraphs
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import le
+
 from stages.rules.base import Rule, ratio
 from stages.rules.config import FineWebConfig
 from stages.rules.document import Doc
@@ -39,7 +42,7 @@ def rules(config: FineWebConfig) -> list[Rule]:
 
 def _too_few_punctuated(doc: Doc, stop_chars: tuple[str, ...], config: FineWebConfig) -> bool:
     lines = doc.nonblank_lines
-    share = ratio(sum(1 for line in lines if line.endswith(stop_chars)), len(lines))
+    share = ratio(sum(map(str.endswith, lines, repeat(stop_chars))), len(lines))
     if share == 0 and config.line_punct_exclude_zero:
         return False
     return share < config.line_punct_thr
@@ -48,4 +51,4 @@ def _too_few_punctuated(doc: Doc, stop_chars: tuple[str, ...], config: FineWebCo
 def _short_line_share(doc: Doc, config: FineWebConfig) -> float:
     limit = config.cjk_short_line_length if doc.cjk else config.short_line_length
     lines = doc.nonblank_lines
-    return ratio(sum(1 for line in lines if len(line) <= limit), len(lines))
+    return ratio(sum(map(le, map(len, lines), repeat(limit))), len(lines))

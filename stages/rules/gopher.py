@@ -12,11 +12,13 @@ only shrink as n grows.
 Most documents never need the exact n-gram statistics: an n-gram occurs no more often than the word
 pairs in it, so hashed counts of word pairs (``Doc.min_counts``) bound both statistics from above,
 and a document the bound passes is passed (the bound settles 93-98% of corpus-dev per rule). Only the
-rest are counted exactly, so every decision is the exact statistic's.
+rest are counted exactly, and only over the n-grams whose word pairs all repeat, so every decision is
+the exact statistic's.
 """
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Iterator
 
 import numpy as np
@@ -79,7 +81,9 @@ def quality_rules(config: GopherQualityConfig) -> list[Rule]:
             )
         )
     if c.min_stop_words is not None:
-        stop_words = {lang: tuple(words) for lang, words in c.stop_words.items()}
+        stop_words = {
+            lang: (tuple(words), tuple(f" {word} " for word in words)) for lang, words in c.stop_words.items()
+        }
         rules.append(
             Rule("gopher_stop_words", lambda d: _too_few_stop_words(d, stop_words, c.min_stop_words))
         )
@@ -125,32 +129,36 @@ def _ellipses(text: str) -> int:
 
 
 def _bullet_share(doc: Doc, bullets: tuple[str, ...]) -> float:
-    return ratio(sum(1 for line in doc.lines if line.lstrip().startswith(bullets)), len(doc.lines))
+    return ratio(sum(map(str.startswith, map(str.lstrip, doc.lines), repeat(bullets))), len(doc.lines))
 
 
 def _ellipsis_line_share(doc: Doc) -> float:
-    return ratio(sum(1 for line in doc.lines if line.rstrip().endswith(_ELLIPSES)), len(doc.lines))
+    return ratio(sum(map(str.endswith, map(str.rstrip, doc.lines), repeat(_ELLIPSES))), len(doc.lines))
 
 
-def _too_few_stop_words(doc: Doc, stop_words: dict[str, tuple[str, ...]], minimum: int) -> bool:
-    words = stop_words.get(doc.lang)
-    if words is None:
+def _too_few_stop_words(
+    doc: Doc, stop_words: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], minimum: int
+) -> bool:
+    """``stop_words``: per language, the words, and each between two spaces."""
+    if doc.lang not in stop_words:
         return False
+    words, spaced = stop_words[doc.lang]
     if doc.cjk:  # no word boundaries to match on: any occurrence counts
-        return sum(1 for word in words if word in doc.text) < minimum
+        return sum(map(doc.text.__contains__, words)) < minimum
     # Cheap exact pass first: " the " in the text proves the token "the" exists.
-    if sum(1 for word in words if f" {word} " in doc.text) >= minimum:
+    if sum(map(doc.text.__contains__, spaced)) >= minimum:
         return False
-    return sum(1 for word in words if word in doc.word_set) < minimum
+    return sum(map(doc.word_set.__contains__, words)) < minimum
 
 
 def _top_ngram_rule(n: int, limit: float, cjk_scale: int):
     def fails(doc: Doc) -> bool:
         size = n * cjk_scale if doc.cjk else n
         length = len(doc.text)
-        # The exact count needs a sort of every n-gram; the bounds need none and settle most documents.
-        if size > 1 and any(ratio(bound, length) <= limit for bound in _top_ngram_bounds(doc, size)):
-            return False
+        # The exact count needs a sort of n-grams; the bounds need none and settle most documents.
+        for bound in _top_ngram_bounds(doc, size) if size > 1 else ():
+            if ratio(bound, length) <= limit:
+                return False
         return ratio(_top_ngram_chars(doc, size), length) > limit
 
     return fails
@@ -192,38 +200,58 @@ def _top_ngram_bounds(doc: Doc, n: int) -> Iterator[int]:
 
 
 def _dup_ngram_bounds(doc: Doc, n: int) -> Iterator[int]:
-    """Upper bounds on ``_dup_ngram_chars`` (n >= 2), each tighter and dearer than the last. A
-    repeated n-gram is made of word pairs that repeat: first the most words the n-grams whose pairs
-    all repeat can cover times the longest word, then the characters they do cover."""
-    starts = (doc.min_counts(n) >= 2).nonzero()[0]
+    """Upper bounds on ``_dup_ngram_chars`` (n >= 2), each tighter and dearer than the last: first
+    the most words the n-grams that may repeat can cover times the longest word, then the
+    characters they do cover, then the characters of those that repeat an earlier one when words
+    are told apart by ``Doc.word_hashes``. These may take two words for one, so they find every
+    repeat and perhaps more; the exact count, which numbers the words' strings, is left to the few
+    documents this last bound fails."""
+    starts = _repeatable(doc, n)
     yield min(starts.size * n, doc.n_words) * doc.longest_word
     yield _covered_chars(doc, starts, n)
+    yield _covered_chars(doc, _repeats(doc.hashed_ngrams(n, starts), starts), n)
+
+
+def _repeatable(doc: Doc, n: int) -> np.ndarray:
+    """The positions whose n-gram may occur more than once, ascending. For n >= 2 those whose word
+    pairs all occur more than once: a pair that occurs once is in one n-gram occurrence only. Only
+    they need sorting to find the repeated n-grams, often a small share of all."""
+    if n < 2:
+        return np.arange(doc.n_words)
+    return (doc.min_counts(n) >= 2).nonzero()[0]
 
 
 def _top_ngram_chars(doc: Doc, n: int) -> int:
     """Characters of the most frequent repeated n-gram (words joined by spaces, none for CJK) times
     its count; ties go to the n-gram seen first, like datatrove's Counter.most_common."""
-    hashes = doc.ngram_hashes(n)
-    if hashes.size == 0:
+    positions = _repeatable(doc, n)
+    if positions.size == 0:
         return 0
-    _, group_starts, first = _groups(hashes)
-    counts = np.diff(np.append(group_starts, hashes.size))
+    _, group_starts, first = _groups(doc.ngram_hashes(n)[positions])
+    counts = np.diff(np.append(group_starts, positions.size))
     if counts.max() < 2:  # nothing repeats; datatrove would still count the longest single n-gram
         return 0
-    start = int(first[counts == counts.max()].min())
+    start = int(positions[first[counts == counts.max()].min()])
     chars = int(doc.word_lengths[start : start + n].sum()) + (0 if doc.cjk else n - 1)
     return chars * int(counts.max())
 
 
 def _dup_ngram_chars(doc: Doc, n: int) -> int:
     """Characters of the words covered by any n-gram occurrence that repeats an earlier one."""
-    hashes = doc.ngram_hashes(n)
-    if hashes.size < 2:
+    positions = _repeatable(doc, n)
+    if positions.size < 2:
         return 0
+    return _covered_chars(doc, _repeats(doc.ngram_hashes(n)[positions], positions), n)
+
+
+def _repeats(hashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The positions (ascending) whose hash occurs at an earlier one."""
+    if positions.size == 0:
+        return positions
     _, _, first = _groups(hashes)
-    is_repeat = np.ones(hashes.size, dtype=bool)
+    is_repeat = np.ones(positions.size, dtype=bool)
     is_repeat[first] = False
-    return _covered_chars(doc, is_repeat.nonzero()[0], n)
+    return positions[is_repeat]
 
 
 def _covered_chars(doc: Doc, starts: np.ndarray, n: int) -> int:
@@ -239,7 +267,7 @@ def _covered_chars(doc: Doc, starts: np.ndarray, n: int) -> int:
 
 def _groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A sort order of the hashes, where each run of equal hashes starts in it, and the earliest
-    position of each distinct n-gram (one per run)."""
+    index of each distinct hash (one per run)."""
     order = np.argsort(hashes)
     ordered = hashes[order]
     boundary = np.empty(ordered.size, dtype=bool)
