@@ -272,12 +272,16 @@ class ProcessTreeMonitor:
                     cpu = times.user + times.system
                     peak = peak_rss_mb(proc.pid)
                     key = proc.pid
+                    cmdline = proc.cmdline()
                     with self._lock:
                         if key not in self._phase:
                             self._procs[key] = proc
-                            self._phase[key] = {"role": process_role(proc.pid, proc.cmdline(), self.me),
+                            self._phase[key] = {"role": process_role(proc.pid, cmdline, self.me), "cmdline": cmdline,
                                                 "cpu_start": cpu if start else 0.0, "cpu": cpu, "peak_mb": 0.0}
                         entry = self._phase[key]
+                        if entry["cmdline"] != cmdline:
+                            # first seen between fork and exec: the peak so far was its parent's image
+                            entry.update(role=process_role(proc.pid, cmdline, self.me), cmdline=cmdline, peak_mb=0.0)
                         entry["cpu"] = cpu
                         entry["peak_mb"] = max(entry["peak_mb"], peak)
             except (self._psutil.Error, OSError):
