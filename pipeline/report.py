@@ -15,7 +15,8 @@ import posixpath
 from pipeline import registry, storage
 from pipeline.config import PipelineConfig
 from pipeline.planning import StageSpec, plan_stages, read_manifest
-from pipeline.presentation import runner_stats
+from pipeline.presentation import RUNNER_STATS, removed_by_reason, runner_stats
+from pipeline.stats import Stats
 
 
 def stage_summary(spec: StageSpec) -> dict:
@@ -23,15 +24,14 @@ def stage_summary(spec: StageSpec) -> dict:
     The receipts are read one at a time and summed, not held: a stage can have tens of thousands."""
     fs = spec.filesystem
     totals = dict.fromkeys(("units", "input_rows", "kept_rows", "removed_rows", "input_bytes", "seconds"), 0)
-    reasons: dict[str, int] = {}
+    by_reason = Stats()  # only the runner's reason counters: a stage's whole stats are in _stats.json
     for path in storage.list_files(fs, storage.join(spec.directory, "_receipts"), ".json"):
         receipt = storage.read_json(fs, path)
         if receipt.get("config_hash") == spec.hash:
             totals["units"] += 1
             for key in ("input_rows", "kept_rows", "removed_rows", "input_bytes", "seconds"):
                 totals[key] += receipt[key]
-            for reason, counts in runner_stats(receipt["stats"]).get("by_reason", {}).items():
-                reasons[reason] = reasons.get(reason, 0) + counts.get("removed_docs", 0)
+            by_reason.merge(runner_stats(receipt["stats"]).get("by_reason", {}))
     manifest = read_manifest(fs, spec)
     complete = manifest is not None and manifest.get("config_hash") == spec.hash
     task_seconds, input_bytes = totals["seconds"], totals["input_bytes"]
@@ -43,7 +43,7 @@ def stage_summary(spec: StageSpec) -> dict:
         "docs_in": totals["input_rows"],
         "kept": totals["kept_rows"],
         "removed": totals["removed_rows"],
-        "removed_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "removed_by_reason": removed_by_reason({RUNNER_STATS: {"by_reason": by_reason}}),
         "mb_in": round(input_bytes / 1e6, 3),
         "task_seconds": round(task_seconds, 3),
         "mb_per_s_per_task": round(input_bytes / 1e6 / task_seconds, 3) if task_seconds else None,
