@@ -12,11 +12,11 @@ text have high perplexity.
   continuation counts) backing off to bigrams and an add-half unigram model; words seen once in
   training are ``<unk>``. Trigrams seen once are pruned (the classic size/quality trade-off: the
   model stays a few MB); so are bigrams seen once, their probability mass going to the unigram.
-- Scoring is vectorised: a batch's tokens are mapped to ids with one Arrow set lookup, n-grams become
-  64-bit keys, and their counts are found in open-addressing hash tables built at load time
-  (``_HashIndex``). No Python loop per token.
-- Text is prepared and split into tokens (``split_text``) by numpy passes over its UTF-8 bytes,
-  each character classified by a table lookup (``CharClasses``). The table is filled in by the
+- Scoring: a batch's tokens are mapped to ids with one Arrow set lookup, n-grams become 64-bit keys,
+  and their counts are found in open-addressing hash tables built at load time (``_HashIndex``),
+  by one compiled loop over the tokens (``quality_kernels.interpolated_probs``).
+- Text is prepared and split into tokens (``split_text``) by one compiled pass over its UTF-8
+  bytes (``quality_kernels.split_utf8``), each character classified by a table lookup (``CharClasses``). The table is filled in by the
   definitions themselves (RE2 patterns, Arrow's Unicode whitespace and alphanumerics) run once
   per code point (above U+FFFF, once a text has a character of its block), so the classifier's
   lines and the tokens of this model and of the signals come from one pass over the text and split
@@ -34,6 +34,8 @@ from functools import cached_property, lru_cache
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from stages import quality_kernels
 
 DISCOUNT = 0.75
 UNK = 0
@@ -108,13 +110,13 @@ class _Scoring:
         )
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # no key reaches it: keys are below (V + 2) ** 3 < 2 ** 63
+_MIX = quality_kernels.MIX
+_EMPTY = quality_kernels.EMPTY  # no key reaches it: keys are below (V + 2) ** 3 < 2 ** 63
 
 
 class _HashIndex:
-    """Open addressing over sorted unique keys, built at load time: a lookup is one or two
-    vectorised gathers instead of a binary search's twenty-odd dependent ones. ``find`` returns
+    """Open addressing over sorted unique keys, built at load time: a lookup reads one or two slots
+    instead of a binary search's twenty-odd dependent ones. ``find`` returns
     slot numbers, and values are stored by slot (``by_slot``), so a hit costs no further indirection."""
 
     def __init__(self, keys: np.ndarray):
@@ -147,26 +149,7 @@ class _HashIndex:
 
     def find(self, queries: np.ndarray) -> np.ndarray:
         """The slot of each query, -1 where it is absent."""
-        position = self._home(queries)
-        found = self.slots[position]
-        # Most queries end at their home slot (a hit, or an empty slot): only the rest probe on.
-        result = np.where(found == queries, position, -1)
-        pending = np.flatnonzero((result < 0) & (found != _EMPTY))
-        position = (position[pending] + 1) & self.mask
-        while pending.size:
-            found = self.slots[position]
-            hit = found == queries[pending]
-            result[pending[hit]] = position[hit]
-            more = ~hit & (found != _EMPTY)
-            pending, position = pending[more], (position[more] + 1) & self.mask
-        return result
-
-    def rows(self, queries: np.ndarray) -> np.ndarray:
-        """The row (key index) of each query, -1 where it is absent."""
-        slots = self.find(queries)
-        row_of_slot = np.full(self.slots.size, -1, dtype=np.int64)
-        row_of_slot[self.slot_of_key] = np.arange(self.slot_of_key.size)
-        return np.where(slots >= 0, row_of_slot[np.maximum(slots, 0)], -1)
+        return quality_kernels.find_slots(self.slots, self.shift, self.mask, queries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,9 +157,8 @@ class _HashIndex:
 # ---------------------------------------------------------------------------------------------
 
 # Flags of a character in ``CharClasses.table``.
-_SPACE, _MARK, _DIGIT, _NOT_ALNUM = 1, 2, 4, 8
-# Bytes of a UTF-8 character, by its first byte (continuation bytes never start one).
-_UTF8_WIDTH = np.array([1] * 0xC0 + [2] * 0x20 + [3] * 0x10 + [4] * 0x10, dtype=np.int64)
+_SPACE, _MARK, _DIGIT, _NOT_ALNUM = (quality_kernels.SPACE, quality_kernels.MARK, quality_kernels.DIGIT,
+                                     quality_kernels.NOT_ALNUM)
 # ``CharClasses.by_prefix`` is indexed by a character's first three bytes as a big-endian number,
 # less this: two- and three-byte characters start with C0-EF, four-byte ones (rare) with F0-F7.
 _PREFIX_BASE = 0xC00000
@@ -197,8 +179,7 @@ class CharClasses:
 
     table: np.ndarray      # uint8 flags by code point; above U+FFFF only where ``known`` (``flags``)
     by_prefix: np.ndarray  # uint8 flags of the two- and three-byte characters by first three bytes
-    ascii: dict[int, bytes]  # bytes.translate tables of ASCII characters: per flag, 1 where set
-    ascii_line: bytes      # bytes.translate table: ASCII digits to "0", newline to space
+    ascii_line: np.ndarray  # uint8 by ASCII byte, what the line holds: digits as "0", newline as space
     known: np.ndarray      # bool per block of 2 ** _BLOCK_BITS code points: its flags are in ``table``
     marked: str | None
     digits: str | None
@@ -257,14 +238,10 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
     prefix = (0xE0 | three >> 12) << 16 | (0x80 | three >> 6 & 0x3F) << 8 | (0x80 | three & 0x3F)
     by_prefix[prefix - _PREFIX_BASE] = table[three]
 
-    # Non-ASCII bytes read 0 in the flag tables (their characters are looked up whole) and are
-    # left alone by the line table.
-    ascii = {flag: bytes(np.r_[table[:128] & flag > 0, np.zeros(128)].astype(np.uint8))
-             for flag in (_SPACE, _MARK, _NOT_ALNUM)}
-    line = np.arange(256)
-    line[:128][table[:128] & _DIGIT > 0] = ord("0")
+    line = np.arange(128)
+    line[table[:128] & _DIGIT > 0] = ord("0")
     line[ord("\n")] = ord(" ")
-    return CharClasses(table, by_prefix, ascii, bytes(line.astype(np.uint8)), known, marked, digits)
+    return CharClasses(table, by_prefix, line.astype(np.uint8), known, marked, digits)
 
 
 def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"]:
@@ -272,99 +249,33 @@ def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"
     marked character) and the line's tokens (what ``pc.utf8_split_whitespace`` would split it
     into, without empty ones).
 
-    ASCII bytes are classified by ``bytes.translate``, other characters by their first bytes; the
-    rest is a few numpy passes over the bytes. On corpus-dev this takes a third of the time that
-    RE2 replacements over the text and ``pc.utf8_split_whitespace`` took (marking every Chinese
-    character was most of it)."""
+    One compiled pass over the UTF-8 bytes (``quality_kernels.split_utf8``) classifies each
+    character by table lookup; a character of four bytes, rare, has its block classified first."""
     if text.null_count:
         text = pc.fill_null(text, "")
-    large = pa.types.is_large_string(text.type)
-    offset_type = np.int64 if large else np.int32
+    offset_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
     n_docs = len(text)
     _, offsets_buffer, data_buffer = text.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[text.offset:text.offset + n_docs + 1].astype(np.int64)
-    raw = b"" if data_buffer is None else bytes(memoryview(data_buffer)[offsets[0]:offsets[-1]])
+    b = (np.zeros(0, dtype=np.uint8) if data_buffer is None
+         else np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]])
     offsets -= offsets[0]
-    b = np.frombuffer(raw, dtype=np.uint8)
-
-    def ascii_flag(flag: int) -> np.ndarray:
-        return np.frombuffer(bytearray(raw.translate(classes.ascii[flag])), dtype=bool)
-
-    space, mark, not_alnum = ascii_flag(_SPACE), ascii_flag(_MARK), ascii_flag(_NOT_ALNUM)
-    line = np.frombuffer(bytearray(raw.translate(classes.ascii_line)), dtype=np.uint8)
-    lead = np.flatnonzero(b >= 0xC0)
-    if lead.size:
-        # Each character's first four bytes as one big-endian number (three bytes of padding let
-        # the last character read past the end).
-        padded = np.concatenate((b, np.zeros(3, dtype=np.uint8)))
-        head = np.ndarray(shape=(b.size,), dtype=">u4", buffer=padded, strides=(1,))[lead]
-        flags = classes.by_prefix[(head >> 8) - _PREFIX_BASE]
-        four = np.flatnonzero(head >= 0xF0000000)
-        if four.size:
-            h = head[four]
-            flags[four] = classes.flags((h >> 6 & 0x1C0000) | (h >> 4 & 0x3F000) | (h >> 2 & 0xFC0) | (h & 0x3F))
-        mark[lead] = flags & _MARK > 0
-        not_alnum[lead] = flags & _NOT_ALNUM > 0
-        rare = flags & (_SPACE | _DIGIT) > 0  # non-ASCII whitespace or digits: a few per document at most
-        if rare.any():
-            rare_lead, rare_flags = lead[rare], flags[rare]
-            wide_space = rare_lead[rare_flags & _SPACE > 0]
-            space[wide_space] = True
-            space[_continuation(wide_space, b)] = True
-            digits = rare_lead[rare_flags & _DIGIT > 0]
-            if digits.size:  # each becomes the one byte "0"
-                line[digits] = ord("0")
-                dropped = _continuation(digits, b)
-                keep = np.ones(b.size, dtype=bool)
-                keep[dropped] = False
-                offsets -= np.searchsorted(dropped, offsets)
-                b, space, mark, not_alnum, line = b[keep], space[keep], mark[keep], not_alnum[keep], line[keep]
-    n = b.size
-    mark_start = np.flatnonzero(mark)
-    mark_end = mark_start + _UTF8_WIDTH[b[mark_start]]
-
-    # The lines: the text with a space inserted before and after every marked character. Mark k has
-    # 2k spaces inserted before it.
-    inserted = np.arange(0, 2 * mark_start.size, 2)
-    is_text = np.ones(n + inserted.size * 2, dtype=bool)
-    is_text[mark_start + inserted] = False
-    is_text[mark_end + inserted + 1] = False
-    out = np.full(is_text.size, ord(" "), dtype=np.uint8)
-    out[is_text] = line
-    line_offsets = offsets + np.searchsorted(mark_start, offsets, "left") + np.searchsorted(mark_end, offsets, "right")
+    four = np.flatnonzero(b >= 0xF0)
+    if four.size:
+        head = [b[four + k].astype(np.int64) for k in range(4)]
+        classes.flags(((head[0] & 0x07) << 18) | ((head[1] & 0x3F) << 12) | ((head[2] & 0x3F) << 6) | (head[3] & 0x3F))
+    line, line_offsets, token_bytes, token_offsets, doc_tokens, alnum = quality_kernels.split_utf8(
+        b, offsets, classes.table, classes.by_prefix, _PREFIX_BASE, classes.ascii_line)
     lines = pa.Array.from_buffers(text.type, n_docs, [None, pa.py_buffer(line_offsets.astype(offset_type)),
-                                                     pa.py_buffer(out)])
-
-    # The tokens: runs of non-space bytes, cut at document starts and on either side of a mark.
-    cut = np.zeros(n + 1, dtype=bool)  # cut[i]: no token runs on from byte i - 1 to byte i
-    cut[:n] = space
-    cut[1:] |= space
-    cut[offsets] = True
-    cut[mark_start] = True
-    cut[mark_end] = True
-    word = ~space
-    first = cut[:n] & word
-    starts = np.flatnonzero(first)
-    before = np.cumsum(word, dtype=offset_type)  # token bytes up to and including each byte
-    token_offsets = np.empty(starts.size + 1, dtype=offset_type)
-    token_offsets[:-1] = before[starts] - 1
-    token_offsets[-1] = before[-1] if n else 0
-    flat = pa.Array.from_buffers(text.type, starts.size, [None, pa.py_buffer(token_offsets), pa.py_buffer(line[word])])
-    # A token is alphanumeric when none of its characters is not: its first character, or (rarely,
-    # e.g. a combining mark) one further in.
-    alnum = ~not_alnum[starts]
-    alnum[np.searchsorted(starts, np.flatnonzero(not_alnum & word & ~first), "right") - 1] = False
-    return lines, Tokens(flat, np.searchsorted(starts, offsets).astype(np.int64), alnum)
+                                                     pa.py_buffer(line)])
+    flat = pa.Array.from_buffers(text.type, token_offsets.size - 1,
+                                 [None, pa.py_buffer(token_offsets.astype(offset_type)), pa.py_buffer(token_bytes)])
+    return lines, Tokens(flat, doc_tokens, alnum)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``start, start + 1, ..., start + length - 1`` for each range, one range after another."""
     return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum(), dtype=np.int64)
-
-
-def _continuation(starts: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The positions of the bytes after the first of the UTF-8 characters at ``starts``."""
-    return _ranges(starts + 1, _UTF8_WIDTH[b[starts]] - 1)
 
 
 @dataclass
@@ -476,25 +387,11 @@ def train_tables(lines: list[str], min_count: int = 2) -> _Tables:
 
 def token_log_probs(tables: _Tables, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Natural log-probability of every token (ids of one language's model, documents at offsets)."""
-    s, base = tables.scoring, tables.base
-    prev1, prev2 = _contexts(ids, offsets, base - np.uint64(1))
-    p = s.unigram_p[ids.astype(np.int64)]
-    context1 = prev1.astype(np.int64)
-    bigram_slots = s.bigrams.find(prev1 * base + ids)
-    p = np.where(s.seen1[context1], (s.discounted2[bigram_slots] + s.scale1[context1] * p) / s.total1[context1], p)
-
-    # The context (u, v) of token i is the bigram of token i - 1, already looked up; a document's
-    # first token has none.
-    context2 = np.full(ids.size, -1, dtype=np.int64)
-    context2[1:] = bigram_slots[:-1]
-    context2[offsets[:-1][np.diff(offsets) > 0]] = -1
-    seen2 = s.seen2[context2]
-    # A trigram u v w seen twice means the bigram v w was, and its count only matters in a seen
-    # context: the other tokens (a third or so) are not looked up.
-    look = np.flatnonzero(seen2 & (bigram_slots >= 0))
-    trigram_slots = np.full(ids.size, -1, dtype=np.int64)
-    trigram_slots[look] = s.trigrams.find((prev2[look] * base + prev1[look]) * base + ids[look])
-    p = np.where(seen2, (s.discounted3[trigram_slots] + s.scale2[context2] * p) / s.total2[context2], p)
+    s = tables.scoring
+    p = quality_kernels.interpolated_probs(
+        ids, offsets.astype(np.int64), tables.base, s.unigram_p, s.seen1, s.scale1, s.total1,
+        s.bigrams.slots, s.bigrams.shift, s.bigrams.mask, s.discounted2, s.seen2, s.scale2, s.total2,
+        s.trigrams.slots, s.trigrams.shift, s.trigrams.mask, s.discounted3)
     return np.log(p)
 
 
