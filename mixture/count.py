@@ -41,7 +41,10 @@ from pipeline.stats import Stats
 from tokenizer import Tokenizer, load_tokenizer
 
 UNKNOWN_LANG = "unknown"  # documents of a corpus that never went through langid
-ENCODE_BATCH = 512  # documents per encode call: bounds the Python lists of ids alive at once
+# Text per encode call: words repeat within it (each distinct one is encoded once), and the call's
+# arrays (a few bytes per byte of text) stay small.
+ENCODE_BYTES = 2 << 20
+ROW_GROUP_ROWS = 512  # token-file rows per Parquet row group
 HISTOGRAM_COLUMNS = ["category", "lang", "bin", "n_tokens", "piece", "pieces"]
 # A piece may end after a token ending in one of these (when no newline token is near the limit).
 SENTENCE_ENDS = tuple(".!?;。！？；…")
@@ -144,13 +147,13 @@ def count_shard(task: CountTask) -> dict:
     lang = (documents.column("lang").fill_null(UNKNOWN_LANG) if "lang" in documents.column_names
             else pa.array([UNKNOWN_LANG] * documents.num_rows, pa.string()))
     parts = []
-    for start in range(0, documents.num_rows, ENCODE_BATCH):
-        batch = documents.slice(start, ENCODE_BATCH)
-        # One thread: a task holds one CPU, and the executor runs one task per CPU.
-        encoded = tokenizer.encode(batch.column("text").to_pylist(), num_threads=1)
-        parts.append(_rows(batch, lang.slice(start, ENCODE_BATCH), encoded, marks, task, ids_type))
+    for start, stop in _batches(documents.column("text")):
+        batch = documents.slice(start, stop - start)
+        # On this thread: a task holds one CPU, and the executor runs one task per CPU.
+        ids, offsets = tokenizer.encode_flat(batch.column("text").combine_chunks())
+        parts.append(_rows(batch, lang.slice(start, stop - start), ids, offsets, marks, task, ids_type))
     table = pa.concat_tables(parts) if parts else empty_token_table(ids_type)
-    storage.write_parquet(fs, token_path(directory, task.unit), table, row_group_size=ENCODE_BATCH)
+    storage.write_parquet(fs, token_path(directory, task.unit), table, row_group_size=ROW_GROUP_ROWS)
     receipt = {
         "unit": task.unit, "input_fingerprint": task.fingerprint, "step_hash": task.step_hash,
         "documents": table.num_rows, "stats": count_stats(table),
@@ -161,38 +164,51 @@ def count_shard(task: CountTask) -> dict:
     return receipt
 
 
-def _rows(batch: pa.Table, lang: pa.Array, encoded: list[list[int]], marks: Boundaries, task: CountTask,
-          ids_type: pa.DataType) -> pa.Table:
-    """The token-file rows of one encoded batch: one per piece, a document's pieces consecutive and in
-    order (one row for a document of at most ``max_piece_tokens``)."""
+def _batches(texts: pa.ChunkedArray) -> list[tuple[int, int]]:
+    """(start, stop) rows of consecutive documents holding about ``ENCODE_BYTES`` of text each."""
+    sizes = pc.binary_length(texts).to_numpy().astype(np.int64)
+    before = np.concatenate(([0], np.cumsum(sizes)))
+    cuts, start = [], 0
+    while start < len(sizes):
+        stop = max(int(np.searchsorted(before, before[start] + ENCODE_BYTES, "right")) - 1, start + 1)
+        cuts.append((start, stop))
+        start = stop
+    return cuts
+
+
+def _rows(batch: pa.Table, lang: pa.Array, ids: np.ndarray, offsets: np.ndarray, marks: Boundaries,
+          task: CountTask, ids_type: pa.DataType) -> pa.Table:
+    """The token-file rows of one encoded batch (document ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``,
+    ``offsets[0]`` is 0):
+    one per piece, a document's pieces consecutive and in order (one row for a document of at most
+    ``max_piece_tokens``)."""
     text_bytes = pc.binary_length(batch.column("text")).cast(pa.int64()).to_pylist()
-    source, pieces, counts, sizes, tokens = [], [], [], [], []
-    for row, ids in enumerate(encoded):
-        if len(ids) <= task.max_piece_tokens:
-            source.append(row), pieces.append(0), counts.append(1), sizes.append(text_bytes[row])
-            tokens.append(ids)
+    source, pieces, counts, sizes, cuts = [], [], [], [], [0]
+    for row, (begin, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+        if end - begin <= task.max_piece_tokens:
+            source.append(row), pieces.append(0), counts.append(1), sizes.append(text_bytes[row]), cuts.append(end)
             continue
-        array = np.asarray(ids, dtype=np.int64)
-        ends = piece_ends(array, task.max_piece_tokens, marks)
-        begin = 0
-        for number, end in enumerate(ends):
-            source.append(row), pieces.append(number), counts.append(len(ends)), tokens.append(ids[begin:end])
-            sizes.append(int(marks.bytes[array[begin:end]].sum()))
-            begin = end
+        ends = [begin + cut for cut in piece_ends(ids[begin:end], task.max_piece_tokens, marks)]
+        for number, piece_end in enumerate(ends):
+            source.append(row), pieces.append(number), counts.append(len(ends)), cuts.append(piece_end)
+            sizes.append(int(marks.bytes[ids[cuts[-2]:piece_end]].sum()))
     rows = pa.array(source, pa.int64())
-    ids = batch.column("id").take(rows)
+    doc_ids = batch.column("id").take(rows)
     piece = np.asarray(pieces, np.int64)
-    first = first_bins(task.seed, ids.to_pylist(), counts, task.bins)
+    first = first_bins(task.seed, doc_ids.to_pylist(), counts, task.bins)
+    # The rows cover the batch's ids in order: the list offsets are the cuts.
+    cut_offsets = np.asarray(cuts, np.int64)
+    tokens = pa.LargeListArray.from_arrays(pa.array(cut_offsets), pa.array(ids).cast(ids_type.value_type))
     return pa.table({
-        "id": ids,
+        "id": doc_ids,
         "piece": pa.array(pieces, pa.int32()),
         "pieces": pa.array(counts, pa.int32()),
         "category": batch.column("category").take(rows),
         "lang": lang.take(rows),
         "bytes": pa.array(sizes, pa.int64()),
-        "n_tokens": pa.array([len(part) for part in tokens], pa.int64()),
+        "n_tokens": pa.array(np.diff(cut_offsets), pa.int64()),
         "bin": pa.array(piece_bins(first, piece, task.bins)),
-        "tokens": pa.array(tokens, ids_type),
+        "tokens": tokens,
     })
 
 

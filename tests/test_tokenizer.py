@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import sysconfig
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from pipeline.stage import DOCUMENT_SCHEMA
 from tokenizer import TokenizerConfig, evaluate_tokenizer, load_tokenizer, train_tokenizer
 from tokenizer.sample import draw_sample, read_sample, split_long_line
+from tokenizer.segments import independent_segments
 from tokenizer.train import trainer_options
 
 SCHEMA = DOCUMENT_SCHEMA.append(pa.field("lang", pa.string()))
@@ -231,6 +233,49 @@ def test_round_trip_and_byte_fallback_on_code_emoji_and_rare_scripts(trained):
     assert [processor.id_to_piece(i) for i in emoji_ids] == ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]
 
 
+def spaced_texts(n: int, seed: int = 0) -> list[str]:
+    """Texts made of what segments are cut at (spaces, U+2581, newline runs) and what they hold."""
+    rng = random.Random(seed)
+    parts = [" ", "  ", "\u2581", " \u2581", "\n", "\n\n", "\n\n\n", "\t", "\r\n", "the", "word", "中文", "😀",
+             "e\u0301", "12345", ".", "x"]
+    return ["".join(rng.choice(parts) for _ in range(rng.randint(0, 60))) for _ in range(n)] + ["", " ", "\n", "\u2581"]
+
+
+def assert_flat_encoding_is_encode(tokenizer, texts: list[str]):
+    want = tokenizer.encode(texts)
+    array = pa.array(texts)
+    for part, expected in ((array, want), (array.slice(7, 40), want[7:47]), (array.cast(pa.large_string()), want)):
+        ids, offsets = tokenizer.encode_flat(part)
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == expected
+
+
+def test_flat_encoding_gives_the_ids_of_encoding_each_document_whole(trained, dev_rows):
+    tokenizer = load_tokenizer(trained[2])
+    assert independent_segments(tokenizer.processor)  # the trainer's settings keep pieces inside words
+    assert_flat_encoding_is_encode(tokenizer, [row["text"] for row in dev_rows[:400]] + TRICKY + spaced_texts(2000))
+    ids, offsets = tokenizer.encode_flat(pa.array(["a b", None, ""]))  # null reads as ""
+    length = len(tokenizer.encode(["a b"])[0])
+    assert offsets.tolist() == [0, length, length, length] and ids.tolist() == tokenizer.encode(["a b"])[0]
+
+
+def test_a_model_with_pieces_across_spaces_has_its_documents_encoded_whole(tmp_path):
+    import io
+
+    import sentencepiece as spm
+
+    from tokenizer.load import Tokenizer
+
+    lines = ["of the people by the people for the people"] * 200 + [f"line {i} of the text" for i in range(300)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=120,
+        split_by_whitespace=False, add_dummy_prefix=False, control_symbols=["<eod>"], minloglevel=2)
+    tokenizer = Tokenizer(model.getvalue(), "<eod>")
+    assert any("\u2581" in piece[1:] for piece in map(tokenizer.processor.id_to_piece, range(tokenizer.vocab_size)))
+    assert not independent_segments(tokenizer.processor)
+    assert_flat_encoding_is_encode(tokenizer, lines[195:210] + spaced_texts(200, seed=1))
+
+
 def test_evaluation_on_heldout_documents(trained, dev_rows):
     _, _, _, report = trained
     evaluation = report["evaluation"]
@@ -301,6 +346,7 @@ def test_trains_on_python_sources_without_shared_data(tmp_path):
     assert evaluation["round_trip"]["failures"] == evaluation["unknown_tokens"] == 0
     assert evaluation["hf_export"].get("failures", 0) == 0
     tokenizer = load_tokenizer(str(tmp_path / "tokenizer"))
+    assert_flat_encoding_is_encode(tokenizer, [row["text"] for row in rows[:20]] + TRICKY + spaced_texts(300))
     indent = tokenizer.processor.piece_to_id("▁▁▁▁")
     assert indent != tokenizer.processor.unk_id()  # four-space indentation became one piece
 

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import os
+from itertools import chain
 from typing import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sentencepiece as spm
 
 from pipeline import storage
+from tokenizer import segments
 
 MODEL_FILE = "tokenizer.model"
 HF_FILE = "tokenizer.json"
@@ -20,6 +25,7 @@ class Tokenizer:
     def __init__(self, model_proto: bytes, eod_token: str):
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self.eod_id = self.processor.piece_to_id(eod_token)
+        self._independent_segments: bool | None = None  # checked on first use of encode_flat
         if not self.processor.is_control(self.eod_id):
             raise ValueError(f"end-of-document token {eod_token!r} is not a special token of this model")
 
@@ -31,6 +37,18 @@ class Tokenizer:
         """Token ids of every text, encoded in parallel by sentencepiece's own threads."""
         threads = num_threads or os.cpu_count() or 1
         return self.processor.encode(list(texts), num_threads=threads)
+
+    def encode_flat(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of a string array's texts, on this thread: (ids of every text one after another,
+        each text's offset into them, one entry more). The same ids as ``encode``, found by encoding each
+        distinct word once (``tokenizer.segments``) when the model allows it."""
+        if self._independent_segments is None:
+            self._independent_segments = segments.independent_segments(self.processor)
+        if self._independent_segments:
+            return segments.encode_segments(self.processor, texts)
+        encoded = self.processor.encode(pc.fill_null(texts, "").to_pylist(), num_threads=1)
+        offsets = np.concatenate(([0], np.cumsum([len(ids) for ids in encoded], dtype=np.int64)))
+        return np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(offsets[-1])), offsets
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.processor.decode(list(ids))
