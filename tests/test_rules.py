@@ -235,6 +235,69 @@ def test_gopher_ngram_bounds_never_undercount_so_decisions_stay_exact():
                 assert rule.fails(fresh) == (len(text) > 0 and exact(doc, n) / len(text) > limit), rule.name
 
 
+def test_word_and_ngram_kernels_match_their_numpy_definitions():
+    """``kernels.find_words`` hashes words and counts hashed pairs, and the bound kernels take minima
+    over windows of those counts, as the numpy definitions below do (any valid bound keeps decisions
+    exact, so this pins what the kernels compute, not only that they bound)."""
+    from collections import Counter
+
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from stages.rules import gopher, kernels, ngram_kernels
+    from stages.rules.document import Doc
+
+    def covered_chars(starts: np.ndarray, n: int) -> int:  # of the words in the n-grams at ``starts``
+        cover = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.add.at(cover, starts, 1)
+        np.add.at(cover, starts + n, -1)
+        return int(lengths[cover[:-1].cumsum() > 0].sum())
+
+    def ngram_hashes(keys: np.ndarray, n: int) -> np.ndarray:  # sum(keys[i + k] * BASE ** (n - 1 - k))
+        powers = [np.uint64(pow(int(kernels.BASE), n - 1 - k, 1 << 64)) for k in range(n)]
+        return sum(keys[k : keys.size - n + 1 + k] * powers[k] for k in range(n))
+
+    for text, cjk in _repetitive_texts():
+        doc = Doc(text, "zh" if cjk else "en", cjk)
+        starts, lengths, hashes, counts = doc._words[:4]
+        points = doc.points.astype(np.uint64)
+        ends = starts + lengths
+        sums = np.concatenate([[np.uint64(0)], points.cumsum(dtype=np.uint64)])
+        mixed = (sums[ends] - sums[starts]) * kernels.MIX + points[starts]
+        assert np.array_equal(hashes, mixed * kernels.MIX + points[ends - 1])
+        pairs = hashes[:-1] * kernels.MIX + hashes[1:]
+        bits = max(12, (4 * pairs.size).bit_length())
+        bins = ((pairs * kernels.BASE) >> np.uint64(64 - bits)).astype(np.intp)
+        assert np.array_equal(counts, np.bincount(bins)[bins])
+        assert doc.longest_word == max(lengths.tolist(), default=0)
+        for n in range(2, 13):
+            if doc.n_words < n:
+                continue
+            least = sliding_window_view(counts, n - 1).min(axis=1)
+            gaps = 0 if cjk else n - 1
+            chars = sliding_window_view(lengths, n).sum(axis=1) + gaps
+            sizes = np.array([1, n, doc.n_words + 1])
+            bounds = ngram_kernels.top_ngram_bounds(counts, lengths, sizes, cjk, doc.longest_word).tolist()
+            assert bounds == [[0, 0], [least.max() * (n * doc.longest_word + gaps), (least * chars).max()], [0, 0]]
+            repeatable = np.flatnonzero(least >= 2)
+            assert ngram_kernels.repeatable(counts, n).tolist() == repeatable.tolist()
+            assert ngram_kernels.dup_ngram_bounds(counts, lengths, n) == (repeatable.size, covered_chars(repeatable, n))
+            for keys in (doc.word_ids, hashes):  # the exact words, and their hashes
+                ngrams = ngram_hashes(keys, n)[repeatable]
+                earliest = {}
+                for position, ngram in zip(repeatable.tolist(), ngrams.tolist()):
+                    earliest.setdefault(ngram, position)
+                repeats = np.array([p for p, g in zip(repeatable.tolist(), ngrams.tolist()) if earliest[g] != p])
+                assert ngram_kernels.repeated_ngram_chars(keys, lengths, repeatable, n) == covered_chars(
+                    repeats.astype(np.int64), n)
+                counts_of = Counter(ngrams.tolist())
+                count, start = max(((counts_of[g], p) for g, p in earliest.items()), key=lambda s: (s[0], -s[1]),
+                                   default=(0, 0))
+                top = (int(lengths[start : start + n].sum()) + gaps) * count if count > 1 else 0
+                assert ngram_kernels.top_ngram_chars(keys, lengths, repeatable, n, gaps) == top
+                assert keys is hashes or gopher._top_ngram_chars(doc, n) == top
+
+
 # --- C4 line cleaning -------------------------------------------------------------------------------
 
 
@@ -301,16 +364,152 @@ def test_c4_uses_cjk_terminal_punctuation():
     assert judge(ARTICLE_ZH, lang="zh", cjk={"langs": []}, **only("c4")) == "c4_emptied"
 
 
+def _reference_c4(text: str, cjk: bool, c) -> tuple:
+    """C4 cleaning as a plain Python loop over ``str.splitlines`` (the definition the compiled loops
+    of ``line_kernels`` must follow): (drop reason, kept lines, removed lines and characters per line
+    rule in the order first hit, lines joined by unwrapping)."""
+    import re
+    from bisect import bisect_left, bisect_right
+
+    from stages.rules.c4 import _WIKI_CONVERSION, _first_variant, _phrase_hit, _Phrases
+    from stages.rules.document import HAN_KANA
+
+    def unwrap(lines: list[str], width: int) -> tuple[list[str], int]:
+        paragraphs, joined, continues = [], 0, False
+        for line in map(str.strip, lines):
+            if continues and line:
+                paragraphs[-1].append(line)
+                joined += 1
+            else:
+                paragraphs.append([line])
+            continues = bool(line) and len(line) >= 0.6 * width and not line.endswith(terminal)
+        return ["".join(parts) if cjk else " ".join(parts) for parts in paragraphs], joined
+
+    terminal = tuple(c.cjk_terminal_punctuation if cjk else c.terminal_punctuation)
+    lines, joined = text.splitlines(), 0
+    lengths = sorted(len(line.rstrip()) for line in lines if line and not line.isspace())
+    if c.unwrap and len(lengths) >= 5:
+        width = lengths[(len(lengths) - 1) * 9 // 10]
+        near = bisect_right(lengths, width) - bisect_left(lengths, 0.75 * width)
+        beyond = len(lengths) - bisect_right(lengths, 1.2 * width)
+        low, high = c.wrap_widths
+        if low <= width <= high and near >= c.min_wrapped_share * len(lengths) and beyond <= 0.05 * len(lengths):
+            lines, joined = unwrap(lines, width)
+    cjk_word = re.compile(f"(?=[^\\W_])[{HAN_KANA}]|(?:(?![{HAN_KANA}])[^\\W_])+")
+    citations = re.compile(c.citation_regex) if c.remove_citations else None
+    conversion = c.resolve_wiki_conversion and "-{" in text
+
+    def clean(phrases):
+        kept, passed, removed, paragraph_break = [], [], {}, False
+        for line in map(str.strip, lines):
+            if conversion and "-{" in line:
+                line = _WIKI_CONVERSION.sub(_first_variant, line)
+            if not line:
+                paragraph_break = bool(kept)
+                continue
+            unmarked = citations.sub("", line) if citations and "[" in line else line
+            words = cjk_word.findall(line) if cjk else line.split()
+            if not cjk and c.max_word_length is not None and max(map(len, words), default=0) > c.max_word_length:
+                hit = "too_long_word"
+            elif c.filter_no_terminal_punct and (not unmarked.endswith(terminal) or unmarked.endswith(("...", "…"))):
+                hit = "no_terminal_punct"
+            elif c.min_words_per_line is not None and len(words) < c.min_words_per_line:
+                hit = "too_few_words"
+            else:
+                hit = _phrase_hit(line, phrases)
+                if hit in ("lorem_ipsum", "curly_bracket"):
+                    return f"c4_{hit}", None, None, None
+            if hit:
+                lines_chars = removed.setdefault(hit, [0, 0])
+                lines_chars[0] += 1
+                lines_chars[1] += len(line)
+                continue
+            passed.append(line)
+            kept += [""] * paragraph_break + [unmarked]
+            paragraph_break = False
+        return None, kept, removed, passed
+
+    _, _, _, passed = clean(_Phrases(False, False, False, ()))
+    lowered, document = "\n".join(passed).lower(), text.lower()
+    policy = tuple(c.policy_substrings) if c.filter_policy else ()
+    reason, kept, removed, _ = clean(_Phrases(
+        c.filter_javascript and "javascript" in lowered and "javascript" in document,
+        c.filter_lorem_ipsum and "lorem ipsum" in lowered and "lorem ipsum" in document,
+        c.filter_curly_bracket and "{" in "\n".join(passed),
+        tuple(phrase for phrase in policy if phrase in lowered and phrase in document),
+    ))
+    return reason, kept, removed, joined
+
+
+def test_c4_kernels_match_a_python_line_loop():
+    """The compiled C4 loops (line splitting and stripping, word counts, wrap width, phrase search in
+    kept lines) against ``_reference_c4`` on random texts and configurations: odd line breaks and
+    whitespace, CJK, citation marks, conversion markup, phrases cased and uncased."""
+    from stages.rules.c4 import C4Cleaner
+    from stages.rules.config import C4Config
+    from stages.rules.document import Doc
+
+    rng = random.Random(13)
+    words = ["the", "Word", "of", "ab", "x" * 30, "日本", "的", "灯塔", "IEEE", "2010", "ひら", "·", "—", "İ", "ΑΣ",
+             "[1]", "[edit]", "[", "-{zh-cn:甲;zh-tw:乙}-", "-{H|x}-", "{", "JavaScript", "lorem ipsum", "LOREM IPSUM",
+             "Privacy Policy", "coo\u212aie", "cookie", "隐私政策", "uses cookies", "i\u0307", "ς", "end.", "end...",
+             "end…", "end!", "。", "”", "'"]
+    breaks = [" ", " ", " ", "  ", "\t", "\n", "\n", "\n\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85",
+              "\u2028", "\u2029", "\u3000", "\u00a0", " \n ", ". ", ".\n", "。\n"]
+    texts = ["", " ", "\n", "a", "a.\n\n\nb.", "\r\n\r\n", "...", "x" * 2000 + ".", ARTICLE, ARTICLE_ZH]
+    texts += ["".join(rng.choice(words) + rng.choice(breaks) for _ in range(rng.randint(1, 80))) for _ in range(250)]
+    texts += ["\n".join(  # hard-wrapped paragraphs
+        " ".join(rng.choice(words[:6] + ["going", "there."]) for _ in range(rng.randint(5, 14))) for _ in range(20)
+    ) for _ in range(30)]
+    configs = [
+        {},
+        {"min_words_per_line": 1, "max_word_length": 10, "wrap_widths": (10, 200), "min_wrapped_share": 0.2},
+        {"min_words_per_line": None, "max_word_length": None, "filter_no_terminal_punct": False,
+         "policy_substrings": ["cookie", "", "i\u0307", "ς", "的", "Policy"], "filter_lorem_ipsum": False},
+        {"remove_citations": False, "resolve_wiki_conversion": False, "terminal_punctuation": "", "unwrap": False},
+        {"citation_regex": r"\s*\[\d*\]|\[", "cjk_terminal_punctuation": "。", "min_words_per_line": 0},
+    ]
+    for settings in configs:
+        config = C4Config(**settings)
+        cleaner = C4Cleaner(config)
+        for text in texts:
+            for cjk in (False, True):
+                reason, kept, removed, joined = _reference_c4(text, cjk, config)
+                result = cleaner.clean(Doc(text, "zh" if cjk else "en", cjk))
+                assert result.reason == reason, (settings, text)
+                if reason is None:
+                    assert result.doc.text == "\n".join(kept), (settings, text)
+                    assert result.doc.lines == kept or not kept or kept == [""]  # empty: dropped at once
+                    assert list(result.removed_lines.items()) == [(rule, n) for rule, (n, _) in removed.items()]
+                    assert list(result.removed_chars.items()) == [(rule, n) for rule, (_, n) in removed.items()]
+                    assert result.joined_lines == joined
+
+
 def test_cjk_words_and_c4_word_counts_agree():
-    from stages.rules.document import Doc, count_words
+    import re
+
+    from stages.rules.document import HAN_KANA, Doc
 
     mixed = "灯塔IEEE 2010年・ab_c。"  # 灯 塔 IEEE 2010 年 ab c: "・", "_" and "。" are no words
     doc = Doc(mixed, "zh", True)
     assert doc.n_words == 7 and doc.word_lengths.tolist() == [1, 1, 4, 4, 1, 2, 1]
     assert doc.alpha_word_count == 6  # all but 2010
-    for text in (mixed, ARTICLE_ZH, "・・", "x", "ab12 cd"):
-        assert count_words(text, True, 1000) == Doc(text, "zh", True).n_words
-    assert count_words(mixed, True, 3) == 3
+    # A CJK word: a Han or kana letter or digit, or a run of other letters and digits.
+    cjk_word = re.compile(f"(?=[^\\W_])[{HAN_KANA}]|(?:(?![{HAN_KANA}])[^\\W_])+")
+    rng = random.Random(5)
+    pool = ["灯", "塔", "ひら", "カナ", "・", "。", "IEEE", "2010", "ab_c", "한국", "x²", "Ⅻ", "\U00020000", "😀", " ", "\n"]
+    for text in [mixed, ARTICLE_ZH, "・・", "x", "ab12 cd", ""] + [
+        "".join(rng.choice(pool) for _ in range(rng.randint(1, 30))) for _ in range(200)
+    ]:
+        words = cjk_word.findall(text)
+        doc = Doc(text, "zh", True)
+        assert doc.word_lengths.tolist() == [len(word) for word in words]
+        assert doc.alpha_word_count == sum(any(map(str.isalpha, word)) for word in words)
+        # C4's too_few_words reads the same words: a line of k words passes min_words_per_line=k only.
+        if words and "\n" not in text:
+            for minimum, kept in ((len(words), True), (len(words) + 1, False)):
+                config = only("c4", filter_no_terminal_punct=False, min_words_per_line=minimum)
+                assert (judge(text, "zh", **config) is None) == kept
 
 
 def test_space_delimited_words_are_str_split_tokens():
@@ -320,12 +519,13 @@ def test_space_delimited_words_are_str_split_tokens():
 
     from stages.rules.document import Doc
 
-    pool = ["word", "Naïve", "x²", "Ⅻ", "2010", "١٢", "_", "a_b", "—", "··", "«»", "日本", "#tag", "end."]
+    pool = ["word", "Naïve", "x²", "Ⅻ", "2010", "١٢", "_", "a_b", "—", "··", "«»", "日本", "#tag", "end.", "..",
+            "…", "#", "a...."]
     spaces = [" ", "  ", "\t", "\n", "\n\n", "\u00a0", "\u2003", "\u3000", "\u2028", "\x1c", "\x85"]
     rng = random.Random(3)
     texts = ["", " ", "word", " lead and trail \n"]
     for _ in range(200):
-        texts.append("".join(rng.choice(pool) + rng.choice(spaces) for _ in range(rng.randint(1, 40))))
+        texts.append("".join(rng.choice(pool) + rng.choice(spaces + [""]) for _ in range(rng.randint(1, 40))))
     for text in texts:
         doc, words = Doc(text, "en", False), text.split()
         symbols = [word for word in words if not re.search(r"[^\W_]", word)]
@@ -334,6 +534,25 @@ def test_space_delimited_words_are_str_split_tokens():
         assert doc.alpha_word_count == sum(1 for word in words if re.search(r"[^\W\d_]", word))
         assert doc.symbol_words == (len(symbols), sum(map(len, symbols)))
         assert doc.content_word_count == len(words) - len(symbols)
+        assert doc.hash_signs == text.count("#")
+        assert doc.ellipses == text.count("...") + text.count("…")
+
+
+def test_character_tables_match_str():
+    """The tables the kernels read: line breaks are where ``str.splitlines`` breaks, and each code
+    point lowercases as ``str.lower`` lowercases it alone (but "İ" to the first of its two characters;
+    capital sigma to the small sigma it is alone, not to the final sigma it is at a word's end)."""
+    import numpy as np
+
+    from stages.rules import kernels
+    from stages.rules.document import char_classes, lowercase_table
+
+    every = list(map(chr, range(0x110000)))
+    breaks = np.flatnonzero(char_classes() & kernels.BREAK).tolist()
+    assert breaks == [ord(c) for c in every if len(f"a{c}b".splitlines()) == 2]
+    lowered = lowercase_table()
+    assert [c for c in every if chr(lowered[ord(c)]) != c.lower()] == ["İ"]
+    assert chr(lowered[ord("İ")]) == "i" and "AΣ".lower() == "aς"
 
 
 def test_cleaned_document_lines_and_paragraphs():
@@ -387,13 +606,14 @@ def test_code_rules():
     assert judge(firmware, "code", "code") == "code_data_blob"
 
 
-def test_code_blob_pattern_matches_starcoders_and_alnum_share_counts_unicode():
+def test_code_blob_kernel_matches_starcoders_pattern_and_alnum_share_counts_unicode():
     import re
 
-    from stages.rules.code import _BLOB
+    from stages.rules import kernels
+    from stages.rules.code import blob_classes
     from stages.rules.document import Doc
 
-    # The pattern as StarCoder writes it (X{8,}); ours is rewritten for speed and must match alike.
+    # StarCoder's pattern: ``kernels.blob_chars`` must count the characters of its findall matches.
     starcoder = re.compile(
         r"[a-zA-Z0-9+/\n=]{64,}|(?:\b(?:0x|\\x)?[0-9a-fA-F]{2}(?:,\s*|\b\s*)){8,}|(?:\\u[0-9a-fA-F]{4}){8,}"
     )
@@ -403,9 +623,33 @@ def test_code_blob_pattern_matches_starcoders_and_alnum_share_counts_unicode():
         "s = '" + "\\u00e9" * count + "'" for count in (7, 8, 12)
     ] + [
         "b = '" + "A" * count + "=='" for count in (62, 64, 200)
-    ] + ["ab cd ef 01 23 45 67 89 de ad be ef", "\\x00\\x01" * 6, PYTHON_FILE]
+    ] + ["ab cd ef 01 23 45 67 89 de ad be ef", "\\x00\\x01" * 6, "a\\x00\\x01" * 6, PYTHON_FILE, ""]
+    rng = random.Random(11)
+    near = ["", " ", "_", "g", "é", "٣", ",", "x", "\\", "\u3000", "\n", "=", "0"]  # what may border or break a run
+
+    def run(unit, separators) -> str:
+        return "".join(unit() + rng.choice(separators) for _ in range(rng.randint(5, 12)))
+
+    def hex_byte() -> str:
+        digits = rng.choice("0123456789abcdefABCDEFg") + rng.choice("0123456789abcdefABCDEF")
+        return rng.choice(["", "", "0x", "\\x", "0X"]) + digits
+
+    def escape() -> str:
+        return "\\u" + "".join(rng.choice("0123456789abcdefABCDEFg") for _ in range(rng.choice([4, 4, 4, 3])))
+
+    def base64() -> str:
+        return "".join(rng.choice("ABCxyz019+/=\n") for _ in range(rng.randint(55, 70)))
+
+    for _ in range(800):
+        parts = [rng.choice([lambda: run(hex_byte, [",", ", ", ",\t", " ", "", ";", "_", ",\u3000"]),
+                             lambda: run(escape, ["", "", " "]), base64])() for _ in range(rng.randint(1, 3))]
+        samples.append("".join(rng.choice(near) + part + rng.choice(near) for part in parts))
+    found = set()
     for sample in samples:
-        assert _BLOB.findall(sample) == starcoder.findall(sample)
+        matches = starcoder.findall(sample)
+        assert kernels.blob_chars(Doc(sample, None, False).points, blob_classes()) == sum(map(len, matches)), sample
+        found.update("escapes" if m[:2] == "\\u" else "hex" if "," in m or len(m) < 64 else "base64" for m in matches)
+    assert found == {"escapes", "base64", "hex"}  # the random samples hold every kind of match
     for text in ("变量 = 1  # Ää ½ ²", "x_1 = y2", ""):
         assert Doc(text, None, False).alnum_chars == sum(map(len, re.findall(r"[^\W_]+", text)))
 

@@ -13,20 +13,24 @@ lines that happen to end a sentence. Then ``c4_too_few_sentences`` judges what i
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
 from typing import NamedTuple
 
+import numpy as np
+
+from stages.rules import line_kernels
 from stages.rules.base import Cleaned, LineCleaner, Rule
 from stages.rules.config import C4Config
-from stages.rules.document import Doc, count_words
+from stages.rules.document import Doc, char_classes, code_points, lowercase_table
 
 _LATIN_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 _CJK_SENTENCE_END = re.compile(r"[。！？!?]+")
-_ELLIPSIS = ("...", "…")
 _DROPS_DOCUMENT = ("lorem_ipsum", "curly_bracket")
-_MIN_WRAPPED_LINES = 5
 # -{甲}-, -{zh-cn:甲;zh-tw:乙}-, -{A|zh-cn:甲;...}- show 甲; -{H|...}- only defines a rule.
 _WIKI_CONVERSION = re.compile(r"-\{(?:([A-Za-z])\|)?(?:[a-z]{2,3}(?:-[a-z]+)?:)?([^;{}]*)[^{}]*\}-")
+# The line rules by their code in ``line_kernels.clean_lines``.
+LINE_RULES = (None, "too_long_word", "no_terminal_punct", "too_few_words", "javascript", "policy")
+_CODES = {rule: code for code, rule in enumerate(LINE_RULES) if rule}
+_NOT_FORCED = np.zeros(0, dtype=np.int8)
 
 
 class C4Cleaner(LineCleaner):
@@ -35,103 +39,124 @@ class C4Cleaner(LineCleaner):
     name = "c4"
 
     def __init__(self, config: C4Config):
-        self.config = config
-        self.citations = re.compile(config.citation_regex) if config.remove_citations else None
-        self.terminal = tuple(config.terminal_punctuation)
-        self.cjk_terminal = tuple(config.cjk_terminal_punctuation)
-        self.policy = tuple(config.policy_substrings) if config.filter_policy else ()
-        self.ascii_policy = tuple(phrase for phrase in self.policy if phrase.isascii())
-
-    def _policy_for(self, text: str) -> tuple[str, ...]:
-        """The policy phrases ``text`` may hold: an ASCII text lowercases to ASCII, so only ASCII ones."""
-        return self.ascii_policy if text.isascii() else self.policy
+        c = self.config = config
+        self.citations = re.compile(c.citation_regex) if c.remove_citations else None
+        self.terminal_points = code_points(c.terminal_punctuation)
+        self.cjk_terminal_points = code_points(c.cjk_terminal_punctuation)
+        self.policy = tuple(c.policy_substrings) if c.filter_policy else ()
+        # What the phrase rules look for, the three fixed ones first (None: switched off).
+        self.phrases = (
+            "javascript" if c.filter_javascript else None,
+            "lorem ipsum" if c.filter_lorem_ipsum else None,
+            "{" if c.filter_curly_bracket else None,
+            *self.policy,
+        )
+        # The kernel looks for a phrase in the kept lines by lowercasing each character on its own;
+        # the others are taken to be there: the empty phrase, and those holding what only "İ" or a
+        # capital sigma lowercase to (U+0307 after "i", a final sigma).
+        self.unsearched = np.array([p is not None and (not p or "\u0307" in p or "ς" in p) for p in self.phrases])
+        self.any_unsearched = bool(self.unsearched.any())
+        searched = [k for k, (p, skip) in enumerate(zip(self.phrases, self.unsearched)) if p is not None and not skip]
+        searched.sort(key=lambda k: ord(self.phrases[k][0]) & 63)  # the kernel's lookup order
+        self.searched = np.array(searched, dtype=np.int64)
+        points = [code_points(self.phrases[k]) for k in searched]
+        self.phrase_points = np.concatenate([np.zeros(0, dtype=np.uint32), *points])
+        self.phrase_offsets = np.cumsum([0, *map(len, points)], dtype=np.int64)
+        self.phrases_by_first = np.searchsorted([ord(self.phrases[k][0]) & 63 for k in searched], np.arange(65))
 
     def clean(self, doc: Doc) -> Cleaned:
         c = self.config
-        terminal = self.cjk_terminal if doc.cjk else self.terminal
-        lines, joined_lines = doc.lines, 0
-        width = wrap_width(doc.nonblank_lines, c) if c.unwrap else None
-        if width is not None:
-            lines, joined_lines = unwrap(lines, width, terminal, doc.cjk)
-        # The phrase rules come last and hit few documents, so they are first left out: a phrase can
-        # only hit a line the other rules keep, and those lines (a third fewer characters than the
-        # document) are lowercased and searched once, joined.
-        cleaned, passed = self._clean_lines(doc, lines, terminal, _NO_PHRASES)
-        phrases = self._phrases_in(doc, passed)
+        terminal = self.cjk_terminal_points if doc.cjk else self.terminal_points
+        unwrapped, joined_lines = None, 0
+        if c.unwrap:
+            low, high = c.wrap_widths
+            width, text, joined_lines = line_kernels.unwrap(
+                doc.points, char_classes(), low, high, c.min_wrapped_share, terminal, doc.cjk
+            )
+            unwrapped = text if width >= 0 else None
+        points, marked, stripped = self._line_texts(doc, unwrapped)
+        strip = stripped is None
+        hits, removed, kept, found = self._clean_lines(doc, points, marked, strip, terminal, _NOT_FORCED)
+        # The phrase rules come last and hit few documents, so the kernel leaves them out and only
+        # says which phrases a kept line holds; a phrase must also be in the document itself, as it
+        # always had to be (a line joined by unwrapping may hold one the document does not).
+        phrases = self._phrases_in(doc, found)
         if any(phrases):
-            cleaned, _ = self._clean_lines(doc, lines, terminal, phrases)
-        cleaned.joined_lines = joined_lines
-        return cleaned
-
-    def _phrases_in(self, doc: Doc, lines: list[str]) -> _Phrases:
-        """The phrase rules that can hit one of ``lines``. A phrase must also be in the document
-        itself, as it always had to be (a line joined by unwrapping may hold one the document does not)."""
-        c = self.config
-        text = "\n".join(lines)
-        lowered = text.lower()
-        return _Phrases(
-            javascript=c.filter_javascript and "javascript" in lowered and "javascript" in doc.lowered,
-            lorem=c.filter_lorem_ipsum and "lorem ipsum" in lowered and "lorem ipsum" in doc.lowered,
-            curly=c.filter_curly_bracket and "{" in text,  # no cleaning step adds a brace
-            policy=tuple(
-                phrase for phrase in self._policy_for(text) if phrase in lowered and phrase in doc.lowered
-            ),
-        )
-
-    def _clean_lines(
-        self, doc: Doc, lines: list[str], terminal: tuple[str, ...], phrases: _Phrases
-    ) -> tuple[Cleaned, list[str]]:
-        """Run the line rules on ``lines``: what the document becomes, and the lines that passed all
-        but the phrase rules (as they were before their citation marks were removed)."""
-        c = self.config
-        cjk = doc.cjk
-        any_phrase = any(phrases)
-        cleaned = Cleaned(doc)
-        removed_lines, removed_chars = cleaned.removed_lines, cleaned.removed_chars
-        kept: list[str] = []
-        passed: list[str] = []
-        paragraph_break = False
-        conversion = c.resolve_wiki_conversion and "-{" in doc.text
-        citations = self.citations
-        # In CJK documents every word is one character, never too long.
-        max_word = None if cjk else c.max_word_length
-        min_words = c.min_words_per_line
-        check_end = c.filter_no_terminal_punct
-        # The line rules in C4's order, inlined: this loop runs for every line of the corpus.
-        for line in map(str.strip, lines):
-            if conversion and "-{" in line:
-                line = _WIKI_CONVERSION.sub(_first_variant, line)
-            if not line:
-                paragraph_break = bool(kept)
-                continue
-            unmarked = citations.sub("", line) if citations is not None and "[" in line else line
-            if max_word is not None and len(line) > max_word and max(map(len, line.split())) > max_word:
-                hit = "too_long_word"
-            elif check_end and (not unmarked.endswith(terminal) or unmarked.endswith(_ELLIPSIS)):
-                hit = "no_terminal_punct"
-            elif min_words is not None and count_words(line, cjk, min_words) < min_words:
-                hit = "too_few_words"
-            elif any_phrase:
-                hit = _phrase_hit(line, phrases)
+            if strip:
+                stripped = [line.strip() for line in self._lines(doc, unwrapped)]
+            forced = np.zeros(hits.size, dtype=np.int8)
+            for i in np.flatnonzero(hits == line_kernels.KEPT).tolist():
+                hit = _phrase_hit(stripped[i], phrases)
                 if hit in _DROPS_DOCUMENT:
-                    cleaned.reason = f"c4_{hit}"
-                    return cleaned, passed
-            else:
-                hit = None
-            if hit is not None:
-                removed_lines[hit] = removed_lines.get(hit, 0) + 1
-                removed_chars[hit] = removed_chars.get(hit, 0) + len(line)
-                continue
-            passed.append(line)
-            if paragraph_break:
-                kept.append("")
-                paragraph_break = False
-            kept.append(unmarked)
-        text = "\n".join(kept)
+                    return Cleaned(doc, reason=f"c4_{hit}")
+                if hit is not None:
+                    forced[i] = _CODES[hit]
+            if forced.any():
+                hits, removed, kept, _ = self._clean_lines(doc, points, marked, strip, terminal, forced)
+        cleaned = Cleaned(doc, joined_lines=joined_lines)
+        lines_removed, chars_removed, first = removed.tolist()
+        for code in sorted(filter(lines_removed.__getitem__, range(1, len(LINE_RULES))), key=first.__getitem__):
+            cleaned.removed_lines[LINE_RULES[code]] = lines_removed[code]
+            cleaned.removed_chars[LINE_RULES[code]] = chars_removed[code]
+        text = kept.tobytes().decode("utf-32-le", "surrogatepass")
         if text != doc.text:
             # Kept lines hold no line breaks (they come from splitlines), so they are its lines.
-            cleaned.doc = Doc(text, doc.lang, doc.cjk, lines=kept)
-        return cleaned, passed
+            cleaned.doc = Doc(text, doc.lang, doc.cjk, lines=text.split("\n"), points=kept)
+        return cleaned
+
+    @staticmethod
+    def _lines(doc: Doc, unwrapped: np.ndarray | None) -> list[str]:
+        """The document's lines, or its unwrapped paragraphs (``unwrapped``: their code points)."""
+        return doc.lines if unwrapped is None else unwrapped.tobytes().decode("utf-32-le", "surrogatepass").split("\n")
+
+    def _line_texts(self, doc: Doc, unwrapped: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+        """The lines the rules read and the lines kept lines keep (their citation marks removed), each
+        as the code points of the lines joined by newlines; and the first as strings if they are not
+        the text's stripped lines or unwrapped paragraphs (None), which the kernel then strips itself."""
+        conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
+        marks = self.citations is not None and "[" in doc.text
+        if not conversion and not marks:
+            points = doc.points if unwrapped is None else unwrapped
+            return points, points, None
+        stripped = [line.strip() for line in self._lines(doc, unwrapped)]
+        if conversion:
+            stripped = [_WIKI_CONVERSION.sub(_first_variant, line) if "-{" in line else line for line in stripped]
+        points = code_points("\n".join(stripped))
+        if not marks:
+            return points, points, stripped
+        unmarked = [self.citations.sub("", line) if "[" in line else line for line in stripped]
+        return points, code_points("\n".join(unmarked)), stripped
+
+    def _clean_lines(
+        self, doc: Doc, points: np.ndarray, marked: np.ndarray, strip: bool, terminal: np.ndarray, forced: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``line_kernels.clean_lines`` with this cleaner's settings."""
+        c = self.config
+        min_words = c.min_words_per_line
+        return line_kernels.clean_lines(
+            points, marked, strip, char_classes(), terminal,
+            # In CJK documents every word is one character, never too long.
+            not doc.cjk and c.max_word_length is not None, c.max_word_length or 0,
+            c.filter_no_terminal_punct,
+            # Every line has at least 0 words: a minimum under 1 removes none.
+            min_words is not None and min_words > 0, min_words or 0,
+            doc.cjk, forced, lowercase_table(), self.phrase_points, self.phrase_offsets, self.phrases_by_first,
+        )
+
+    def _phrases_in(self, doc: Doc, found: np.ndarray) -> _Phrases:
+        """The phrase rules that can hit a line of ``doc``, of those whose phrase a kept line may hold
+        (``found`` by the kernel, or not searched for)."""
+        if not self.any_unsearched and True not in found.tolist():  # numpy's any() costs more on a few
+            return _NO_PHRASES
+        candidates = self.unsearched.copy()
+        candidates[self.searched] = found
+        javascript, lorem, curly, *policy = candidates.tolist()
+        return _Phrases(
+            javascript=javascript and "javascript" in doc.lowered,
+            lorem=lorem and "lorem ipsum" in doc.lowered,
+            curly=curly,  # no cleaning step adds a brace
+            policy=tuple(phrase for phrase, maybe in zip(self.policy, policy) if maybe and phrase in doc.lowered),
+        )
 
 
 class _Phrases(NamedTuple):
@@ -158,41 +183,6 @@ def _phrase_hit(line: str, phrases: _Phrases) -> str | None:
     if phrases.policy and any(phrase in lowered for phrase in phrases.policy):
         return "policy"
     return None
-
-
-def wrap_width(lines: list[str], config: C4Config) -> int | None:
-    """The column a document is hard-wrapped at, or None: the 90th percentile of its line lengths,
-    when enough lines end near it and almost none run past it."""
-    if len(lines) < _MIN_WRAPPED_LINES:
-        return None
-    lengths = sorted(map(len, map(str.rstrip, lines)))
-    width = lengths[(len(lengths) - 1) * 9 // 10]
-    low, high = config.wrap_widths
-    if not low <= width <= high:
-        return None
-    near_width = bisect_right(lengths, width) - bisect_left(lengths, 0.75 * width)
-    beyond = len(lengths) - bisect_right(lengths, 1.2 * width)
-    if near_width < config.min_wrapped_share * len(lengths) or beyond > 0.05 * len(lengths):
-        return None
-    return width
-
-
-def unwrap(lines: list[str], width: int, terminal: tuple[str, ...], cjk: bool) -> tuple[list[str], int]:
-    """Join each line to the previous one when that one runs to the wrap width without ending a
-    sentence; short lines (headings, a paragraph's last line) and blank lines end a paragraph."""
-    full = 0.6 * width
-    joiner = "" if cjk else " "
-    paragraphs: list[list[str]] = []  # joined once at the end: appending to a string copies it
-    joined = 0
-    continues = False
-    for stripped in map(str.strip, lines):
-        if continues and stripped:
-            paragraphs[-1].append(stripped)
-            joined += 1
-        else:
-            paragraphs.append([stripped])
-        continues = bool(stripped) and len(stripped) >= full and not stripped.endswith(terminal)
-    return [joiner.join(parts) for parts in paragraphs], joined
 
 
 def _first_variant(match: re.Match) -> str:

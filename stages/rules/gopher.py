@@ -4,16 +4,16 @@ Differences from datatrove, all deliberate: words are whitespace tokens (datatro
 "alpha words" and "mean word length" follow the paper's wording on whole tokens; stop words are
 per language (datatrove applies the English list to every language); the most frequent n-gram
 must occur at least twice (datatrove also counts a single long one); duplicate n-grams are found
-with vectorised 64-bit hashes and their characters counted once per covered word, instead of
+with 64-bit hashes and their characters counted once per covered word, instead of
 datatrove's greedy skip-ahead scan (the same quantity on all but contrived inputs). A document whose
 5-gram duplicates stay under the 10-gram limit is not scanned for longer ones: their coverage can
 only shrink as n grows.
 
 Most documents never need the exact n-gram statistics: an n-gram occurs no more often than the word
-pairs in it, so hashed counts of word pairs (``Doc.min_counts``) bound both statistics from above,
-and a document the bound passes is passed (the bound settles 93-98% of corpus-dev per rule). Only the
-rest are counted exactly, and only over the n-grams whose word pairs all repeat, so every decision is
-the exact statistic's.
+pairs in it, so hashed counts of word pairs (``Doc.pair_counts``) bound both statistics from above,
+and a document the bound passes is passed (the bound settles 93-98% of corpus-dev per rule). Only
+the rest are counted exactly, and only over the n-grams whose word pairs all repeat, so every
+decision is the exact statistic's. Bounds and counts are compiled loops (``ngram_kernels``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from stages.rules import ngram_kernels
 from stages.rules.base import Rule, ratio
 from stages.rules.config import GopherQualityConfig, GopherRepetitionConfig
 from stages.rules.document import Doc
@@ -56,12 +57,12 @@ def quality_rules(config: GopherQualityConfig) -> list[Rule]:
         )
     if c.max_symbol_word_ratio is not None:
         rules.append(
-            Rule("gopher_hash_ratio", lambda d: ratio(d.text.count("#"), d.n_words) > c.max_symbol_word_ratio)
+            Rule("gopher_hash_ratio", lambda d: ratio(d.hash_signs, d.n_words) > c.max_symbol_word_ratio)
         )
         rules.append(
             Rule(
                 "gopher_ellipsis_ratio",
-                lambda d: ratio(_ellipses(d.text), d.n_words) > c.max_symbol_word_ratio,
+                lambda d: ratio(d.ellipses, d.n_words) > c.max_symbol_word_ratio,
             )
         )
     if c.max_bullet_lines_ratio is not None:
@@ -117,15 +118,12 @@ def repetition_rules(config: GopherRepetitionConfig) -> list[Rule]:
         rules.append(
             Rule("gopher_dup_line_chars", lambda d: ratio(d.line_dups[1], len(d.text)) > c.dup_line_char_frac)
         )
+    top = np.array(sorted(c.top_n_grams), dtype=np.int64)
     for n, limit in sorted(c.top_n_grams.items()):
-        rules.append(Rule(f"gopher_top_{n}gram", _top_ngram_rule(n, limit, c.cjk_n_scale)))
+        rules.append(Rule(f"gopher_top_{n}gram", _top_ngram_rule(n, limit, c.cjk_n_scale, top)))
     for n, limit in sorted(c.dup_n_grams.items()):
         rules.append(Rule(f"gopher_dup_{n}grams", _dup_ngram_rule(n, limit, c.cjk_n_scale)))
     return rules
-
-
-def _ellipses(text: str) -> int:
-    return text.count("...") + text.count("…")
 
 
 def _bullet_share(doc: Doc, bullets: tuple[str, ...]) -> float:
@@ -151,12 +149,15 @@ def _too_few_stop_words(
     return sum(map(doc.word_set.__contains__, words)) < minimum
 
 
-def _top_ngram_rule(n: int, limit: float, cjk_scale: int):
+def _top_ngram_rule(n: int, limit: float, cjk_scale: int, every_n: np.ndarray):
+    """``every_n``: the n of all top n-gram rules, whose bounds one pass finds."""
+    cjk_sizes = every_n * cjk_scale
+
     def fails(doc: Doc) -> bool:
         size = n * cjk_scale if doc.cjk else n
         length = len(doc.text)
         # The exact count needs a sort of n-grams; the bounds need none and settle most documents.
-        for bound in _top_ngram_bounds(doc, size) if size > 1 else ():
+        for bound in _top_ngram_bounds(doc, size, cjk_sizes if doc.cjk else every_n) if size > 1 else ():
             if ratio(bound, length) <= limit:
                 return False
         return ratio(_top_ngram_chars(doc, size), length) > limit
@@ -184,32 +185,31 @@ def _dup_ngram_rule(n: int, limit: float, cjk_scale: int):
     return fails
 
 
-def _top_ngram_bounds(doc: Doc, n: int) -> Iterator[int]:
-    """Upper bounds on ``_top_ngram_chars`` (n >= 2), each tighter and dearer than the last. No
-    n-gram occurs more often than the word pairs in it, nor holds more than n of the longest word:
-    first the most often any n-gram's pairs all occur times that length, then the largest such
-    count times the n-gram's own characters over all positions."""
-    min_counts = doc.min_counts(n)
-    if min_counts.size == 0:
+def _top_ngram_bounds(doc: Doc, n: int, sizes: np.ndarray | None = None) -> Iterator[int]:
+    """Upper bounds on ``_top_ngram_chars`` (n >= 2), the tighter last (see the kernel). ``sizes``:
+    the n (n among them) whose bounds to find in the same pass; the document keeps them."""
+    if doc.n_words < n:
         yield 0
         return
-    gaps = 0 if doc.cjk else n - 1
-    yield int(np.maximum.reduce(min_counts)) * (n * doc.longest_word + gaps)
-    chars = doc.word_offsets[n:] - doc.word_offsets[:-n] + gaps
-    yield int(np.maximum.reduce(min_counts * chars))
+    found = doc.__dict__.setdefault("_top_ngram_bounds", {})
+    if n not in found:
+        sizes = np.array([n]) if sizes is None else sizes
+        bounds = ngram_kernels.top_ngram_bounds(doc.pair_counts, doc.word_lengths, sizes, doc.cjk, doc.longest_word)
+        found.update(zip(sizes.tolist(), bounds.tolist()))
+    yield from found[n]
 
 
 def _dup_ngram_bounds(doc: Doc, n: int) -> Iterator[int]:
     """Upper bounds on ``_dup_ngram_chars`` (n >= 2), each tighter and dearer than the last: first
-    the most words the n-grams that may repeat can cover times the longest word, then the
-    characters they do cover, then the characters of those that repeat an earlier one when words
-    are told apart by ``Doc.word_hashes``. These may take two words for one, so they find every
+    the most words the n-grams that may repeat (``_repeatable``) can cover times the longest word,
+    then the characters they do cover, then the characters of those that repeat an earlier one when
+    words are told apart by ``Doc.word_hashes``. These may take two words for one, so they find every
     repeat and perhaps more; the exact count, which numbers the words' strings, is left to the few
     documents this last bound fails."""
-    starts = _repeatable(doc, n)
-    yield min(starts.size * n, doc.n_words) * doc.longest_word
-    yield _covered_chars(doc, starts, n)
-    yield _covered_chars(doc, _repeats(doc.hashed_ngrams(n, starts), starts), n)
+    repeatable, covered = ngram_kernels.dup_ngram_bounds(doc.pair_counts, doc.word_lengths, n)
+    yield min(repeatable * n, doc.n_words) * doc.longest_word
+    yield covered
+    yield ngram_kernels.repeated_ngram_chars(doc.word_hashes, doc.word_lengths, _repeatable(doc, n), n)
 
 
 def _repeatable(doc: Doc, n: int) -> np.ndarray:
@@ -218,7 +218,7 @@ def _repeatable(doc: Doc, n: int) -> np.ndarray:
     they need sorting to find the repeated n-grams, often a small share of all."""
     if n < 2:
         return np.arange(doc.n_words)
-    return (doc.min_counts(n) >= 2).nonzero()[0]
+    return ngram_kernels.repeatable(doc.pair_counts, n)
 
 
 def _top_ngram_chars(doc: Doc, n: int) -> int:
@@ -227,13 +227,7 @@ def _top_ngram_chars(doc: Doc, n: int) -> int:
     positions = _repeatable(doc, n)
     if positions.size == 0:
         return 0
-    _, group_starts, first = _groups(doc.ngram_hashes(n)[positions])
-    counts = np.diff(np.append(group_starts, positions.size))
-    if counts.max() < 2:  # nothing repeats; datatrove would still count the longest single n-gram
-        return 0
-    start = int(positions[first[counts == counts.max()].min()])
-    chars = int(doc.word_lengths[start : start + n].sum()) + (0 if doc.cjk else n - 1)
-    return chars * int(counts.max())
+    return ngram_kernels.top_ngram_chars(doc.word_ids, doc.word_lengths, positions, n, 0 if doc.cjk else n - 1)
 
 
 def _dup_ngram_chars(doc: Doc, n: int) -> int:
@@ -241,37 +235,4 @@ def _dup_ngram_chars(doc: Doc, n: int) -> int:
     positions = _repeatable(doc, n)
     if positions.size < 2:
         return 0
-    return _covered_chars(doc, _repeats(doc.ngram_hashes(n)[positions], positions), n)
-
-
-def _repeats(hashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The positions (ascending) whose hash occurs at an earlier one."""
-    if positions.size == 0:
-        return positions
-    _, _, first = _groups(hashes)
-    is_repeat = np.ones(positions.size, dtype=bool)
-    is_repeat[first] = False
-    return positions[is_repeat]
-
-
-def _covered_chars(doc: Doc, starts: np.ndarray, n: int) -> int:
-    """Characters of the words inside any of the n-grams starting at ``starts`` (ascending)."""
-    if starts.size == 0:
-        return 0
-    cover = np.zeros(doc.word_lengths.size + 1, dtype=np.int64)
-    cover[starts] += 1  # starts are distinct, so plain fancy indexing adds once each
-    cover[starts + n] -= 1
-    covered = cover[:-1].cumsum() > 0
-    return int(np.add.reduce(doc.word_lengths[covered]))
-
-
-def _groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A sort order of the hashes, where each run of equal hashes starts in it, and the earliest
-    index of each distinct hash (one per run)."""
-    order = np.argsort(hashes)
-    ordered = hashes[order]
-    boundary = np.empty(ordered.size, dtype=bool)
-    boundary[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
-    starts = np.flatnonzero(boundary)
-    return order, starts, np.minimum.reduceat(order, starts)
+    return ngram_kernels.repeated_ngram_chars(doc.word_ids, doc.word_lengths, positions, n)
