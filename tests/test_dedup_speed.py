@@ -1,6 +1,8 @@
 """Dedup's fast paths give exactly what the plain definitions give: tokens cut into pieces before
-simplifying, the whitespace collapse on bytes, the shingle windows, the hash caches and the binary
-signature column. Each is compared with its reference on inputs built to break it."""
+simplifying, the whitespace collapse on bytes, the shingle windows, the hash caches, the binary
+signature column, and the compiled loops (``stages.dedup.kernels``): BLAKE2b, words and characters,
+``simplify``'s character classes, paragraphs and dropped lines. Each is compared with its reference
+on inputs built to break it."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 from datasketch.minhash import _fmix
 
-from stages.dedup import documents, minhash, text
+from stages.dedup import documents, kernels, minhash, text
 
 # Characters that act on their neighbours under normalisation: every combining mark, Hangul jamo
 # (which compose into syllables), the kana voicing marks, U+0338 (which composes with < = >).
@@ -71,6 +73,17 @@ def test_batches_without_pieces_or_without_ideographs(texts):
     assert_tokens_equal(texts)
 
 
+def test_more_pieces_than_the_kernel_makes_room_for_at_once():
+    """Tens of thousands of distinct pieces (the table of pieces grows), a text of more items than
+    one stretch of ``kernels.pieces`` takes, pieces that agree in their first 8 bytes, and plain
+    pieces longer than a BLAKE2b block."""
+    rng = random.Random(14)
+    words = [f"w{rng.randrange(10**9)}" for _ in range(40_000)] + ["abcdefgh" + tail for tail in ("i", "j", "ij", "ji")]
+    words += ["Ab12" * n for n in (31, 32, 33, 64, 100)]
+    long_text = " ".join(rng.choice(words) + rng.choice(["", "中", "é", "文字"]) for _ in range(3 * kernels._RESERVE))
+    assert_tokens_equal([" ".join(words), long_text, "abcdefghij abcdefghji abcdefghij"])
+
+
 def test_real_prose_in_both_modes():
     english = "The 3 quick brown foxes (aged 12–14) jumped over 2,000 lazy dogs’ backs; naïve café-goers watched. " * 5
     chinese = "机器学习是人工智能的一个分支，它使计算机能够从数据中学习。2024年，ＧＰＴ-４发布了！" * 5
@@ -96,12 +109,110 @@ def test_normalise_collapses_whitespace_as_the_regex_did():
     assert text.normalise(large).equals(reference_normalise(large))
 
 
-def test_digests_are_blake2b_of_the_utf8_bytes():
-    strings = ["", "a", "Ünïcödé", "中文", "x" * 300]
-    expected = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in strings]
-    assert text.digests(pa.array(strings)).tolist() == expected
-    assert text.digests(pa.array(["skip"] + strings).slice(1)).tolist() == expected
-    assert text.digests(pa.array(strings, pa.large_string())).tolist() == expected
+def blake2b_64(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+
+
+def test_document_keys_are_blake2b_of_the_normalised_text():
+    """Lengths on both sides of BLAKE2b's 128-byte blocks, and texts that normalising shortens."""
+    rng = random.Random(8)
+    letters = "aBc中é\U0001F600 \t\n\u3000"
+    strings = [None, "", " ", "a", "Ünïcödé", "中文", "x" * 300, " \t Padded  Text \n"]
+    strings += ["".join(rng.choice(letters) for _ in range(length)) for length in range(0, 400)]
+    strings += ["y" * length for length in (127, 128, 129, 255, 256, 257, 100_000)]
+    array = pa.array(strings, pa.string())
+    for part in (array, array.slice(3), array.cast(pa.large_string())):
+        expected = [blake2b_64(s) for s in text.normalise(part).to_pylist()]
+        assert text.normalised_digests(part).tolist() == expected
+
+
+def test_word_hashes_split_as_arrow_and_hash_as_hashlib():
+    """Every whitespace character Arrow knows (and some it does not) between words of every length."""
+    spaces = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and chr(c).isspace()]
+    others = list("abc中é1-") + ["\u200b", "\U0001F600", "\u0301", "\x00"]
+    rng = random.Random(9)
+    texts = ["".join(rng.choice(spaces if rng.random() < 0.2 else others) for _ in range(rng.randint(0, 60)))
+             for _ in range(3000)]
+    texts += ["w" * length for length in range(120, 400)] + ["", "   "]
+    array = pa.array(texts, pa.string())
+    split = pc.utf8_split_whitespace(array)
+    words = [w for w in pc.list_flatten(split).to_pylist() if w]
+    expected_counts = [sum(1 for w in ws if w) for ws in split.to_pylist()]
+    offsets, data = text.utf8_buffers(array)
+    hashes, counts = kernels.word_hashes(data, offsets[:-1], offsets[1:], False)
+    assert counts.tolist() == expected_counts
+    assert hashes.tolist() == [blake2b_64(w) for w in words]
+
+
+def test_code_points_are_the_characters_but_spaces():
+    rng = random.Random(10)
+    alphabet = [" ", "\t", "a", "é", "中", "\U0001F600", "\u0301", "\u3000"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    offsets, data = text.utf8_buffers(pa.array(texts, pa.string()))
+    points, counts = kernels.code_points(data, offsets[:-1], offsets[1:], False)
+    expected = [[ord(c) for c in t if c != " "] for t in texts]
+    assert counts.tolist() == [len(e) for e in expected]
+    assert points.tolist() == [p for e in expected for p in e]
+
+
+def test_simplify_by_character_classes_equals_the_regular_expressions():
+    """Every code point alone and among marks, digits and separators; then random mixes."""
+    points = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = points + [f" {c}1\u0301{c}{c}2 x{c}" for c in points[::7]]
+    rng = random.Random(11)
+    alphabet = rng.sample(points, 2000) + list(" \t\n12345,.;-_'\"éÉ中文") + MARKS[:50] + ["٣", "１", "\u00a0"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(20_000)]
+    array = pa.array(texts, pa.string())
+    assert minhash._simplified(array).equals(minhash.simplify(array))
+
+
+def reference_paragraphs(texts: pa.Array, min_chars: int, exempt: tuple[str, ...]) -> text.Paragraphs:
+    """Paragraphs as first written: split, each line normalised and hashed on its own."""
+    lines = pc.split_pattern(pc.fill_null(texts, ""), "\n")
+    flat = pc.list_flatten(lines)
+    rows = pc.list_parent_indices(lines).to_numpy().astype(np.int64)
+    offsets = lines.offsets.to_numpy()
+    index = (np.arange(len(flat)) - (offsets[rows] - offsets[0])).astype(np.int32)
+    normalised = reference_normalise(flat)
+    keep = pc.and_(pc.greater_equal(pc.utf8_length(normalised), min_chars),
+                   pc.invert(pc.is_in(normalised, value_set=reference_normalise(pa.array(exempt, pa.string())))))
+    mask = keep.to_numpy(zero_copy_only=False)
+    return text.Paragraphs(row=rows[mask], index=index[mask],
+                           hash=np.array([blake2b_64(s) for s in normalised.filter(keep).to_pylist()], np.uint64),
+                           chars=pc.utf8_length(flat).to_numpy()[mask].astype(np.int64))
+
+
+@pytest.mark.parametrize("min_chars,exempt", [(30, ()), (1, ("References", "  SEE ALSO\t")), (5, ("x" * 5,))])
+def test_paragraphs_equal_lines_normalised_one_by_one(min_chars, exempt):
+    """Whole texts normalised at once give each line what it gets alone: marks, jamo and final sigma
+    next to newlines, carriage returns, lines of whitespace, lengths around ``min_chars``."""
+    pieces = ["\n", "\r\n", "\n\n", " ", "\t", "\u3000", "a", "Σ", "ΑΣ", "\u0301", "\u1100", "\u1161", "e\u0301",
+              "中文", "İ", "references", "REFERENCES", "See also", "xxxxx", "\U0001F600", "word " * 7]
+    rng = random.Random(12)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    texts += [None, "", "\n", "References", "x" * 5000 + "\n" + "y" * 29 + "\n" + "z" * 30]
+    array = pa.array(texts, pa.string())
+    for part in (array, array.slice(7), array.cast(pa.large_string())):
+        got, expected = text.paragraphs(part, min_chars, exempt), reference_paragraphs(part, min_chars, exempt)
+        for field in ("row", "index", "hash", "chars"):
+            assert getattr(got, field).dtype == getattr(expected, field).dtype, field
+            assert np.array_equal(getattr(got, field), getattr(expected, field)), field
+
+
+def test_drop_lines_equals_joining_the_lines_left():
+    rng = random.Random(13)
+    lines = ["", "a", "中文 line", "\r", "  ", "\U0001F600 é"]
+    texts = ["\n".join(rng.choice(lines) for _ in range(rng.randint(1, 8))) for _ in range(2000)]
+    drops = {}
+    for row in rng.sample(range(len(texts)), 1500):
+        count = texts[row].count("\n") + 1
+        drops[row] = sorted(rng.sample(range(count + 2), rng.randint(1, count + 2)))  # some past the end
+    drops[0] = [0, 0, 1]  # repeated
+    edited, removed = text.drop_lines(pa.array(texts, pa.string()), drops)
+    expected = ["\n".join(line for i, line in enumerate(texts[row].split("\n")) if i not in set(indices))
+                for row, indices in drops.items()]
+    assert edited.to_pylist() == expected
+    assert removed == sum(len(texts[row]) - len(e) for row, e in zip(drops, expected))
 
 
 def test_code_point_hashes_are_token_hashes_on_every_call():

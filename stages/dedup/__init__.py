@@ -108,14 +108,12 @@ class Dedup(Stage):
 
     @staticmethod
     def _drop_paragraphs(texts: pa.ChunkedArray, drops: dict[int, list[int]], stats: Stats) -> pa.Array:
-        """``texts`` less the lines ``drops`` names; only the rows that lose lines become Python strings."""
-        rows = list(drops)
-        edited = []
-        for text, lines in zip(texts.take(rows).to_pylist(), drops.values()):
-            edited.append(drop_lines(text, lines))
-            stats.add("paragraphs_removed", len(lines))
-            stats.add("paragraph_chars_removed", len(text) - len(edited[-1]))
+        """``texts`` less the lines ``drops`` names."""
+        texts = texts.combine_chunks().cast(pa.string())
+        edited, removed_chars = drop_lines(texts, drops)
+        stats.add("paragraphs_removed", sum(map(len, drops.values())))
+        stats.add("paragraph_chars_removed", removed_chars)
         stats.add("docs_with_paragraphs_removed", len(drops))
         order = np.arange(len(texts))
-        order[rows] = len(texts) + np.arange(len(rows))
-        return pa.concat_arrays([texts.combine_chunks().cast(pa.string()), pa.array(edited, pa.string())]).take(order)
+        order[list(drops)] = len(texts) + np.arange(len(drops))
+        return pa.concat_arrays([texts, edited]).take(order)

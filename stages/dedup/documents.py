@@ -69,7 +69,7 @@ def sign_shard(task: tuple[Job, int]) -> None:
     for doc, batch in batches(job, shard, ["id", "text", "lang", "quality_score"]):
         docs.append(_doc_attributes(batch, doc))
         if config.exact_documents:
-            keys = text.digests(text.normalise(batch["text"].combine_chunks()))
+            keys = text.normalised_digests(batch["text"])
             keyed.append(_band_rows(job, np.full(len(doc), EXACT_BAND), keys, doc))
         if config.near_duplicates:
             signatures, has_shingles = _signatures(job, batch)

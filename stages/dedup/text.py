@@ -7,52 +7,28 @@ wrapping or indentation still match. A paragraph is one line of the document (``
 """
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PARAGRAPH_SEPARATOR = "\n"
-
-
-# The whitespace that normalising collapses: RE2's ``\s``, with which it was first written (ASCII
-# tab, newline, form feed, carriage return and space; not vertical tab, not the Unicode spaces),
-# so that every key computed before stays the same.
-_COLLAPSED = np.zeros(256, dtype=bool)
-_COLLAPSED[[0x09, 0x0A, 0x0C, 0x0D, 0x20]] = True
+from stages.dedup import kernels
 
 
 def normalise(texts: pa.Array) -> pa.Array:
     """NFC, lowercase, each run of ASCII whitespace (tab, newline, form feed, carriage return,
-    space) one space, leading and trailing Unicode whitespace trimmed."""
+    space) one space, leading and trailing Unicode whitespace trimmed (the last two in
+    ``kernels.squeeze``). The runs are of RE2's ``\\s``, with which it was first written (not vertical
+    tab, not the Unicode spaces), so that every key computed before stays the same."""
     lowered = pc.utf8_lower(nfc(pc.fill_null(texts, "")))
-    return pc.utf8_trim_whitespace(_collapse_whitespace(lowered))
-
-
-def _collapse_whitespace(strings: pa.Array) -> pa.Array:
-    """Each run of ``_COLLAPSED`` bytes one space. On the UTF-8 bytes of all strings at once: about
-    three times as fast as a regex replacement (these bytes never occur inside a multi-byte
-    character, so bytes and characters agree). Only the bytes to replace and to drop are looked at
-    one by one: text is mostly single spaces, which stay."""
-    offsets, data = utf8_buffers(strings)
-    low = data <= 0x20  # every _COLLAPSED byte is
-    # A whitespace byte goes when the byte before it is whitespace of the same string.
-    after = np.flatnonzero(low[1:] & low[:-1]) + 1
-    drop = after[_COLLAPSED[data[after]] & _COLLAPSED[data[after - 1]]]
-    drop = drop[offsets[np.searchsorted(offsets, drop, side="right") - 1] != drop]
-    other = np.flatnonzero(low & (data != 0x20))
-    replaced = other[_COLLAPSED[data[other]]]
-    if not len(drop) and not len(replaced):
-        return strings
-    kept = data.copy()
-    kept[replaced] = 0x20
-    new_offsets = offsets - np.searchsorted(drop, offsets)
-    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    return pa.Array.from_buffers(strings.type, len(strings), [
-        None, pa.py_buffer(new_offsets.astype(width)), pa.py_buffer(np.delete(kept, drop))])
+    offsets, data = utf8_buffers(lowered)
+    data, offsets = kernels.squeeze(data, offsets)
+    width = np.int64 if pa.types.is_large_string(lowered.type) else np.int32
+    return pa.Array.from_buffers(lowered.type, len(lowered), [
+        None, pa.py_buffer(offsets.astype(width)), pa.py_buffer(data)])
 
 
 # NFC changes no string whose characters all have canonical combining class 0 and
@@ -142,22 +118,11 @@ def utf8_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], data
 
 
-_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
-
-
-def digests(strings: pa.Array) -> np.ndarray:
-    """The 64-bit BLAKE2b hash of each string's UTF-8 bytes, as uint64 (little-endian)."""
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
-    as_bytes = strings.view(pa.large_binary() if pa.types.is_large_string(strings.type) else pa.binary())
-    # Copying a hasher set up once is cheaper than setting up one per (mostly short) string.
-    start = _BLAKE2B_64.copy
-    digested = []
-    for value in as_bytes.to_pylist():
-        hasher = start()
-        hasher.update(value)
-        digested.append(hasher.digest())
-    return np.frombuffer(b"".join(digested), dtype="<u8").astype(np.uint64)
+def normalised_digests(texts: pa.Array) -> np.ndarray:
+    """The 64-bit BLAKE2b hash of each text's ``normalise``d UTF-8 bytes, as uint64 (its digest read
+    little-endian), without making the normalised strings."""
+    offsets, data = utf8_buffers(pc.utf8_lower(nfc(pc.fill_null(texts, ""))))
+    return kernels.squeezed_digests(data, offsets)
 
 
 @dataclass
@@ -172,28 +137,28 @@ class Paragraphs:
 
 def paragraphs(texts: pa.Array, min_chars: int, exempt: tuple[str, ...]) -> Paragraphs:
     """Every line of every text whose normalised form has at least ``min_chars`` characters and is
-    not in ``exempt`` (headings like "References" repeat across documents and must stay)."""
-    lines = pc.split_pattern(pc.fill_null(texts, ""), PARAGRAPH_SEPARATOR)
-    flat = pc.list_flatten(lines)
-    rows = pc.list_parent_indices(lines).to_numpy().astype(np.int64)
-    offsets = lines.offsets.to_numpy()
-    index = (np.arange(len(flat)) - (offsets[rows] - offsets[0])).astype(np.int32)
-    normalised = normalise(flat)
-    keep = pc.greater_equal(pc.utf8_length(normalised), min_chars)
-    if exempt:
-        listed = pc.is_in(normalised, value_set=normalise(pa.array(exempt, pa.string())))
-        keep = pc.and_(keep, pc.invert(listed))
-    mask = keep.to_numpy(zero_copy_only=False)
-    return Paragraphs(
-        row=rows[mask],
-        index=index[mask],
-        hash=digests(normalised.filter(keep)),
-        chars=pc.utf8_length(flat).to_numpy()[mask].astype(np.int64),
-    )
+    not in ``exempt`` (headings like "References" repeat across documents and must stay).
+
+    NFC and lowercasing run on whole texts, not line by line, with the same result: neither reaches
+    across a newline (a starter that composes with nothing) nor makes or removes one."""
+    texts = pc.fill_null(texts, "")
+    offsets, data = utf8_buffers(texts)
+    lowered_offsets, lowered = utf8_buffers(pc.utf8_lower(nfc(texts)))
+    exempt_offsets, exempt_data = utf8_buffers(normalise(pa.array(exempt, pa.string())))
+    row, index, hashes, chars = kernels.paragraph_hashes(
+        data, offsets, lowered, lowered_offsets, min_chars, exempt_data, exempt_offsets)
+    return Paragraphs(row=row, index=index, hash=hashes, chars=chars)
 
 
-def drop_lines(text: str, indices: list[int]) -> str:
-    """``text`` without the lines at ``indices``."""
-    dropped = set(indices)
-    return PARAGRAPH_SEPARATOR.join(
-        line for i, line in enumerate(text.split(PARAGRAPH_SEPARATOR)) if i not in dropped)
+def drop_lines(texts: pa.Array, drops: dict[int, list[int]]) -> tuple[pa.Array, int]:
+    """The texts at the rows ``drops`` names, in its order, less the lines it lists for them (their
+    indices in ``text.split("\\n")``, ascending, as the decisions hold them); and the characters
+    that removes in all."""
+    offsets, data = utf8_buffers(texts)
+    lines = list(drops.values())
+    counts = np.fromiter(map(len, lines), np.int64, len(lines))
+    edited, edited_offsets, removed = kernels.drop_lines(
+        data, offsets, np.fromiter(drops, np.int64, len(drops)), np.concatenate([[0], np.cumsum(counts)]),
+        np.fromiter(chain.from_iterable(lines), np.int64, counts.sum()))
+    return pa.Array.from_buffers(pa.string(), len(lines), [
+        None, pa.py_buffer(edited_offsets.astype(np.int32)), pa.py_buffer(edited)]), int(removed)
