@@ -15,7 +15,7 @@ against.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from stages.jit import njit
 
 # Flags of a character in ``quality_lm.CharClasses.table`` (the same values).
 SPACE, MARK, DIGIT, NOT_ALNUM = 1, 2, 4, 8

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 from datasketch.minhash import _FMIX_CONSTANTS
-from numba import njit
+from stages.jit import njit
 
 U64 = np.uint64
 # BLAKE2b's initial state; the parameter block of an unkeyed 8-byte digest (fanout and depth 1).
