@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.utf8 import utf8_buffers
 from stages import quality_kernels
 
 DISCOUNT = 0.75
@@ -255,11 +256,7 @@ def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"
         text = pc.fill_null(text, "")
     offset_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
     n_docs = len(text)
-    _, offsets_buffer, data_buffer = text.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[text.offset:text.offset + n_docs + 1].astype(np.int64)
-    b = (np.zeros(0, dtype=np.uint8) if data_buffer is None
-         else np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]])
-    offsets -= offsets[0]
+    offsets, b = utf8_buffers(text)
     four = np.flatnonzero(b >= 0xF0)
     if four.size:
         head = [b[four + k].astype(np.int64) for k in range(4)]
@@ -433,10 +430,9 @@ class NgramModel:
         for lang, t in sorted(self.tables.items()):
             # The vocabulary as UTF-8 bytes and offsets: a fixed-width numpy string array would pad
             # every word to the longest one.
-            _, offsets_buffer, data_buffer = t.vocab.buffers()
-            offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[t.vocab.offset:t.vocab.offset + len(t.vocab) + 1]
-            arrays[f"{lang}/vocab_bytes"] = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]].copy()
-            arrays[f"{lang}/vocab_offsets"] = (offsets - offsets[0]).astype(np.int64)
+            offsets, data = utf8_buffers(t.vocab)
+            arrays[f"{lang}/vocab_bytes"] = data.copy()
+            arrays[f"{lang}/vocab_offsets"] = offsets
             for name in ("unigram", "ctx1_total", "ctx1_types", "bigram_keys", "bigram_counts",
                          "ctx2_total", "ctx2_types", "trigram_keys", "trigram_counts"):
                 arrays[f"{lang}/{name}"] = getattr(t, name)

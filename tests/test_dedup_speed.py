@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pytest
 from datasketch.minhash import _fmix
 
+from pipeline.utf8 import utf8_buffers
 from stages.dedup import documents, kernels, minhash, text
 
 # Characters that act on their neighbours under normalisation: every combining mark, Hangul jamo
@@ -138,7 +139,7 @@ def test_word_hashes_split_as_arrow_and_hash_as_hashlib():
     split = pc.utf8_split_whitespace(array)
     words = [w for w in pc.list_flatten(split).to_pylist() if w]
     expected_counts = [sum(1 for w in ws if w) for ws in split.to_pylist()]
-    offsets, data = text.utf8_buffers(array)
+    offsets, data = utf8_buffers(array)
     hashes, counts = kernels.word_hashes(data, offsets[:-1], offsets[1:], False)
     assert counts.tolist() == expected_counts
     assert hashes.tolist() == [blake2b_64(w) for w in words]
@@ -148,7 +149,7 @@ def test_code_points_are_the_characters_but_spaces():
     rng = random.Random(10)
     alphabet = [" ", "\t", "a", "é", "中", "\U0001F600", "\u0301", "\u3000"]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
-    offsets, data = text.utf8_buffers(pa.array(texts, pa.string()))
+    offsets, data = utf8_buffers(pa.array(texts, pa.string()))
     points, counts = kernels.code_points(data, offsets[:-1], offsets[1:], False)
     expected = [[ord(c) for c in t if c != " "] for t in texts]
     assert counts.tolist() == [len(e) for e in expected]

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.utf8 import utf8_buffers
+
 SPACE = "\u2581"  # sentencepiece's escaped space; a literal one in the text reads the same
 _SPACE_BYTES = SPACE.encode()
 
@@ -67,11 +69,7 @@ def encode_segments(processor, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]
     another. The model must have ``independent_segments``."""
     texts = pc.fill_null(texts, "")
     offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    _, offsets_buffer, data_buffer = texts.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[texts.offset:texts.offset + len(texts) + 1].astype(np.int64)
-    b = (np.zeros(0, dtype=np.uint8) if data_buffer is None
-         else np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]])
-    offsets -= offsets[0]
+    offsets, b = utf8_buffers(texts)
     starts = segment_starts(b, offsets)
     # Segments tile the text, so one string array over the same bytes holds them all.
     segments = pa.Array.from_buffers(texts.type, starts.size, [

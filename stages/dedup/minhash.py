@@ -28,6 +28,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 from datasketch.minhash import _fmix
 
+from pipeline.utf8 import utf8_buffers
 from stages.dedup import kernels, text
 
 # Scripts written without spaces between words: their documents are shingled by characters.
@@ -91,7 +92,7 @@ def shingle_hash(tokens: tuple[str, ...]) -> int:
 def tokens(simplified: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray]:
     """Token hashes of simplified texts, concatenated, and the number of tokens per text: by words,
     the ``token_hash`` of each piece between whitespace; by characters, of each character but spaces."""
-    offsets, data = text.utf8_buffers(pc.fill_null(simplified, ""))
+    offsets, data = utf8_buffers(pc.fill_null(simplified, ""))
     if by_chars:
         points, counts = kernels.code_points(data, offsets[:-1], offsets[1:], False)
         return _char_hashes(points), counts
@@ -111,7 +112,7 @@ def text_tokens(texts: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray
     result against ``tokens(simplify(texts))``, with every such character next to every
     combining mark among others.
     """
-    offsets, data = text.utf8_buffers(pc.fill_null(texts, ""))
+    offsets, data = utf8_buffers(pc.fill_null(texts, ""))
     items, text_items, piece_data, piece_offsets, plain = kernels.pieces(data, offsets, _CUT_BYTES, by_chars)
     pool, first, size = _piece_tokens(piece_data, piece_offsets, plain, by_chars)
     ideographs = _char_hashes((-1 - items[items < 0]).astype(np.uint32))
@@ -159,7 +160,7 @@ def _simplified(texts: pa.Array) -> pa.Array:
 
 
 def _reclassed(texts: pa.Array, marks: bool) -> pa.Array:
-    offsets, data = text.utf8_buffers(texts)
+    offsets, data = utf8_buffers(texts)
     reclassed, new_offsets, unknown = kernels.reclass(data, offsets, _CLASSES, marks)
     if len(unknown):
         _learn(unknown)

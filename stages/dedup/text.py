@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.utf8 import utf8_buffers
 from stages.dedup import kernels
 
 
@@ -100,22 +101,6 @@ def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
     four = longer[lead[longer] >= 0xF0]
     points[four] = (lead[four] & 0x07) << 18 | (points[four] & 0xFFF) << 6 | (data[leads[four] + 3] & 0x3F)
     return points
-
-
-def utf8_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Where each string of a null-free string array starts in the UTF-8 bytes of them all (``len + 1``
-    int64 offsets, the first 0), and those bytes (uint8), read from the array's buffers."""
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
-    width = np.int64 if pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type) \
-        else np.int32
-    _, offset_buffer, data_buffer = strings.buffers()
-    if not len(strings):
-        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
-    offsets = np.frombuffer(offset_buffer, width)[strings.offset:strings.offset + len(strings) + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]] if data_buffer is not None \
-        else np.zeros(0, dtype=np.uint8)
-    return offsets - offsets[0], data
 
 
 def normalised_digests(texts: pa.Array) -> np.ndarray:
