@@ -42,11 +42,20 @@ def report_path(config: PipelineConfig) -> str:
 
 
 def write_html_report(config: PipelineConfig, limits: Limits = Limits(),
-                      log: Callable[[str], None] = print) -> str:
+                      log: Callable[[str], None] = print, executor=None) -> str:
     """Collect, render and atomically write ``<work_dir>/report.html``; returns its path. A write
-    that cannot succeed (disk full, no permission) is a PipelineError naming the path."""
+    that cannot succeed (disk full, no permission) is a PipelineError naming the path.
+
+    ``executor``: reads the run's files in one of its tasks (``pipeline.executor``) instead of this
+    process. Reading a sample of every stage's shards is a few hundred MB of transient buffers
+    that the allocator keeps (about 370 MB of driver peak at 4x corpus-dev, 573 at 30x); in a task
+    the driver stays at its planning size. None: this process."""
     started = time.perf_counter()
-    page = render(collect(config, limits))
+    if executor is None:
+        data = collect(config, limits)
+    else:
+        data = executor.map(_collect_task, [(config, limits)], label="report")[0]
+    page = render(data)
     path = report_path(config)
     fs, local = storage.resolve(path)
     try:
@@ -55,6 +64,10 @@ def write_html_report(config: PipelineConfig, limits: Limits = Limits(),
         raise PipelineError(f"report: {error}") from None
     log(f"report: {storage.shown(path)} ({len(page) / 1e3:,.0f} kB) in {time.perf_counter() - started:.2f} s")
     return path
+
+
+def _collect_task(item: tuple[PipelineConfig, Limits]) -> dict:
+    return collect(*item)
 
 
 def report_is_current(config: PipelineConfig) -> bool:

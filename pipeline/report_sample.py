@@ -65,7 +65,7 @@ def sample_side(fs, directory: str, files: list[dict], max_files: int, rows_per_
             found = [name for name in schema.names if is_score_column(name, schema.field(name).type)]
             scores.update(dict.fromkeys(found))
             columns = [name for name in (*META_COLUMNS, *found) if name in schema.names]
-            batch = next(parquet.iter_batches(batch_size=rows_per_file, columns=columns), None)
+            batch = first_rows(parquet, rows_per_file, columns)
         sample.files_read += 1
         if batch is None:
             continue
@@ -76,6 +76,17 @@ def sample_side(fs, directory: str, files: list[dict], max_files: int, rows_per_
     return sample
 
 
+def first_rows(parquet: pq.ParquetFile, rows: int, columns: list[str]) -> pa.RecordBatch | None:
+    """The first ``rows`` rows of ``columns``, reading only the row groups that hold them, one at a
+    time: ``iter_batches`` over the whole file reads row groups ahead on several threads, and a
+    64 MB shard's text then costs the driver tens of MB for a few hundred characters."""
+    groups, covered = [], 0
+    while covered < rows and len(groups) < parquet.metadata.num_row_groups:
+        covered += parquet.metadata.row_group(len(groups)).num_rows
+        groups.append(len(groups))
+    return next(parquet.iter_batches(batch_size=rows, row_groups=groups, columns=columns, use_threads=False), None)
+
+
 def attach_text(fs, rows: list[dict], rows_per_file: int) -> None:
     """Add ``text`` (its first TEXT_CHARS characters) to ``rows`` picked from ``sample_side`` rows,
     reading the text column of each shard involved once."""
@@ -84,7 +95,7 @@ def attach_text(fs, rows: list[dict], rows_per_file: int) -> None:
         by_file.setdefault(row["_file"], []).append(row)
     for path, picked in by_file.items():
         with fs.open_input_file(path) as source:
-            batch = next(pq.ParquetFile(source).iter_batches(batch_size=rows_per_file, columns=["text"]), None)
+            batch = first_rows(pq.ParquetFile(source), rows_per_file, ["text"])
         texts = batch.column("text") if batch is not None else pa.array([], pa.string())
         for row in picked:
             text = texts[row["_row"]].as_py() if row["_row"] < len(texts) else None

@@ -81,6 +81,24 @@ def test_run_writes_a_self_contained_report_with_every_section(sample_run):
     assert "Table 1: corpus composition by category" in page and "Phase pretrain" in page
 
 
+def test_the_report_read_in_a_ray_task_is_the_page_read_in_process(sample_run, tmp_path):
+    """``run`` collects the report's data in a task (the driver keeps none of the sample's buffers);
+    the page must not depend on where it was read. A run that starts no Ray reads in process."""
+    from pipeline.executor import LazyRayExecutor, RayExecutor
+    from pipeline.report_step import STEP
+
+    work_dir, config, _ = sample_run
+    write_html_report(config, log=lambda _: None)
+    in_process = (work_dir / "report.html").read_text(encoding="utf-8")
+    write_html_report(config, log=lambda _: None, executor=RayExecutor(config.ray))
+    assert (work_dir / "report.html").read_text(encoding="utf-8") == in_process
+
+    lazy = LazyRayExecutor(config.ray)
+    STEP.run(config, None, lazy, True, lambda _: None)
+    assert lazy.started is None  # not worth starting Ray for
+    assert (work_dir / "report.html").read_text(encoding="utf-8") == in_process
+
+
 def test_report_command_writes_the_page_and_prints_where(sample_run, tmp_path, capsys):
     work_dir, _, _ = sample_run
     raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
