@@ -78,6 +78,8 @@ BAD_LINES = [
     ({"id": "notext", "title": "no text field"}, "missing_text"),
     ({"id": "number", "text": 42}, "non_string_text"),
     ({"id": "blank", "text": "   \n "}, "empty_text"),
+    ({"id": "nuls", "text": " \x00 \x00\n"}, "empty_text"),
+    ({"id": "nul and a word", "text": "\x00 word \x00"}, None),
     (b'{"id": "surrogate", "text": "\\ud800 lone half"}', "invalid_utf8"),
     (b'["a", "list"]', "not_an_object"),
     ({"id": "huge", "text": "y" * 5000}, "too_large"),
@@ -92,7 +94,7 @@ def test_bad_input_is_quarantined_with_reason_and_location(tmp_path):
                                               "category": "web", "id_field": "id"}], max_doc_bytes=1000))
     run_pipeline(config, use_ray=False, log=lambda _: None)
     kept, removed = _read(tmp_path, "kept"), _read(tmp_path, "removed")
-    assert [row["id"] for row in kept] == ["b/good"]
+    assert [row["id"] for row in kept] == ["b/good", "b/nul and a word"]
     assert len(kept) + len(removed) == len(BAD_LINES)
     expected = [(number, reason) for number, (_, reason) in enumerate(BAD_LINES, start=1) if reason]
     got = [(json.loads(row["meta"])["_ingest"]["line"], row["reason"]) for row in removed]
