@@ -14,6 +14,7 @@ the placeholder, which forwards each call to the compiled one.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any, Callable
 
@@ -39,6 +40,27 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
 def _compile_pending() -> None:
     import numba
 
+    modules: dict[str, Any] = {}
     while _PENDING:
         function, options = _PENDING.pop()
-        setattr(sys.modules[function.__module__], function.__name__, numba.njit(**options)(function))
+        compiled = numba.njit(**options)(function)
+        setattr(sys.modules[function.__module__], function.__name__, compiled)
+        if options.get("cache"):
+            modules[function.__module__] = compiled
+    first = sorted(module for module, compiled in modules.items() if not _ever_cached(module, compiled))
+    if first:
+        # The first run on a machine spends up to a minute compiling with nothing else to show for it.
+        print(f"numba: compiling the loops of {', '.join(first)} for this machine, once: the first run "
+              "takes up to a minute longer; later runs load the cached machine code", file=sys.stderr, flush=True)
+
+
+def _ever_cached(module: str, compiled: Any) -> bool:
+    """Whether numba's cache directory holds any function of ``module``: a module whose loops were
+    compiled on this machine before (stale entries, after the code changed, recompile silently)."""
+    try:
+        directory = compiled._cache._cache_path
+    except AttributeError:  # another numba's internals: assume cached rather than say something wrong
+        return True
+    stem = module.rsplit(".", 1)[-1] + "."
+    return any(name.startswith(stem) and name.endswith(".nbi") for name in os.listdir(directory)) \
+        if os.path.isdir(directory) else False
