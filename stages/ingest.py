@@ -47,9 +47,10 @@ import hashlib
 import json
 import posixpath
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from pipeline.config import IngestConfig, InputSource, PipelineConfig
@@ -225,10 +226,14 @@ class Records:
         self.records = 0
         self.stats = Stats()
 
-    def add(self, doc_id: str | None, text: Any, meta: dict, where: str, raw: str) -> None:
-        """Validate one record and file it as kept or quarantined (``raw``: the record as read)."""
+    def add(self, doc_id: str | None, text: Any, meta: dict, where: str, raw: str | Callable[[], str],
+            checked: tuple[str | None, int] | None = None) -> None:
+        """Validate one record and file it as kept or quarantined (``raw``: the record as read, or a
+        function that gives it, called only if the record is quarantined). ``checked``: for a text
+        handed over as a ``TextRef``, what ``text_problem`` says of it, found by the reader on the
+        whole column (``TextRef.checks``)."""
         self.records += 1
-        reason, size = self._problem(doc_id, text)
+        reason, size = self._problem(doc_id, text, checked)
         if reason is None and self._category(meta) not in CATEGORIES:
             reason = "bad_category"
         if reason is None and self.item.source.lang_field:
@@ -240,22 +245,12 @@ class Records:
         else:
             self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where)
 
-    def _problem(self, doc_id: str | None, text: Any) -> tuple[str | None, int]:
+    def _problem(self, doc_id: str | None, text: Any, checked: tuple[str | None, int] | None) -> tuple[str | None, int]:
         if doc_id is None:
             return "missing_id", 0
-        if text is None:
-            return "missing_text", 0
-        if not isinstance(text, str):
-            return "non_string_text", 0
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
-            return "invalid_utf8", 0
-        # NUL is not whitespace to str.strip(), but a text of NULs is no more a document than a blank one.
-        # (strip() returns the text itself when nothing is stripped: no copy of a long text unless it has a NUL.)
-        stripped = text.strip()
-        if not stripped or ("\x00" in stripped and not stripped.replace("\x00", "").strip()):
-            return "empty_text", 0
+        reason, size = text_problem(text) if checked is None else checked
+        if reason is not None:
+            return reason, 0
         if size > self.config.max_doc_bytes:
             return "too_large", 0
         if doc_id in self.seen_ids:
@@ -305,7 +300,7 @@ class Records:
                             f"expected a language code such as en, zh or zh-Hant")
             detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
-        self._append(self.removed, doc_id, raw, meta)
+        self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta)
         self.removed[REASON_COLUMN].append(reason)
 
     def fallback_id(self, where: str) -> str:
@@ -323,13 +318,81 @@ class Records:
         return self.kept_bytes >= self.config.shard_bytes
 
     def take_kept(self) -> pa.Table:
-        table = pa.Table.from_pydict(self.kept, schema=DOCUMENT_SCHEMA)
+        table = pa.Table.from_pydict({**self.kept, "text": _text_array(self.kept["text"])}, schema=DOCUMENT_SCHEMA)
         self.kept = {name: [] for name in DOCUMENT_SCHEMA.names}
         self.kept_bytes = 0
         return table
 
     def take_removed(self) -> pa.Table:
         return pa.Table.from_pydict(self.removed, schema=REMOVED_SCHEMA)
+
+
+def text_problem(text: Any) -> tuple[str | None, int]:
+    """Why a record's text is no document (``missing_text``, ``non_string_text``, ``invalid_utf8``,
+    ``empty_text``) or None, and its UTF-8 bytes (0 with a reason)."""
+    if text is None:
+        return "missing_text", 0
+    if not isinstance(text, str):
+        return "non_string_text", 0
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
+        return "invalid_utf8", 0
+    # NUL is not whitespace to str.strip(), but a text of NULs is no more a document than a blank one.
+    # (strip() returns the text itself when nothing is stripped: no copy of a long text unless it has a NUL.)
+    stripped = text.strip()
+    if not stripped or ("\x00" in stripped and not stripped.replace("\x00", "").strip()):
+        return "empty_text", 0
+    return None, size
+
+
+# A character that is neither NUL nor whitespace to str.strip() (str.isspace, every one of which is
+# below U+3001): a text holding one is not empty, as ``text_problem`` decides.
+_NOT_BLANK = "[^\\x{0}" + "".join(f"\\x{{{c:x}}}" for c in range(0x3001) if chr(c).isspace()) + "]"
+
+
+class TextRef:
+    """Row ``index`` of a reader's Arrow string array: a text that goes into a shard without
+    becoming a Python string (decoding and re-encoding every text was a third of ingest's time)."""
+
+    __slots__ = ("array", "index")
+
+    def __init__(self, array: pa.Array, index: int):
+        self.array, self.index = array, index
+
+    @staticmethod
+    def checks(texts: pa.Array) -> list[tuple[str | None, int]] | None:
+        """``text_problem`` of every row of a string array, decided on the whole array; None when
+        it is not valid UTF-8 (its rows must then go through Python one by one)."""
+        try:
+            texts.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
+        sizes = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False).tolist()
+        missing = texts.is_null().to_numpy(zero_copy_only=False).tolist()
+        filled = pc.match_substring_regex(texts.fill_null(""), _NOT_BLANK).to_numpy(zero_copy_only=False).tolist()
+        return [("missing_text", 0) if gone else (None, size) if full else ("empty_text", 0)
+                for gone, full, size in zip(missing, filled, sizes)]
+
+
+def _text_array(texts: list) -> pa.Array:
+    """The kept texts as one string array: runs of ``TextRef``s into one array taken from it,
+    Python strings converted."""
+    chunks, run_array, run = [], None, []
+
+    def flush():
+        if run:
+            chunks.append(run_array.take(pa.array(run, pa.int64())) if run_array is not None
+                          else pa.array(run, pa.string()))
+
+    for text in texts:
+        array = text.array if isinstance(text, TextRef) else None
+        if array is not run_array or not run:
+            flush()
+            run_array, run = array, []
+        run.append(text.index if array is not None else text)
+    flush()
+    return pa.concat_arrays([chunk.cast(pa.string()) for chunk in chunks]) if chunks else pa.array([], pa.string())
 
 
 # json.dumps with options builds an encoder per call; one per process is a third of the cost per record.

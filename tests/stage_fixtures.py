@@ -33,11 +33,12 @@ class InjectedFault(RuntimeError):
 
 def task_key(fn, item) -> str:
     """A task's stable name: ``rules/part-000-00003-0000`` for a stage's unit, ``link_partition/7``
-    for a task of a stage's ``prepare`` (function name and item)."""
+    for a task of a stage's ``prepare`` (function name and item), without whitespace (``attempts.log``
+    splits its lines on it; the report's task item prints with spaces)."""
     last = item[-1] if isinstance(item, tuple) else item
     if hasattr(last, "unit"):
         return f"{item[0].name}/{last.unit}"
-    return f"{fn.__name__}/{last}"
+    return "".join(f"{fn.__name__}/{last}".split())
 
 
 def chosen(key: str, percent: float) -> bool:

@@ -294,3 +294,60 @@ def test_langid_takes_a_declared_language_instead_of_classifying(tmp_path):
     langs = [r["lang"] for f in sorted((tmp_path / "ignored" / "02_langid" / "kept").glob("*.parquet"))
              for r in pq.read_table(f).to_pylist()]
     assert langs == ["zh", "fr", "de"]  # the English sentence classified as en, not kept
+
+
+PARQUET_ROWS = [  # (id, text, category): every check ingest makes of a record, on a Parquet row
+    ("good", "a fine document", "web"),
+    ("nul", "\x00 word \x00", "web"),
+    ("blank", " \u3000\x00\n\x85", "web"),
+    ("empty", "", "web"),
+    ("null", None, "web"),
+    ("huge", "y" * 5000, "web"),
+    ("good", "same id again", "web"),
+    (None, "no id", "web"),
+    ("", "empty id", "web"),
+    ("cat", "not a category", "poetry"),
+    ("cat", "the id of a removed row may be used again", "books"),
+    ("wide", "文本 " * 100, None),  # no category in the row: the input's
+]
+
+
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_parquet_texts_kept_as_arrow_are_checked_and_cut_as_python_strings_are(tmp_path, text_type):
+    """A plain text column stays Arrow data from file to shard (``stages.ingest.TextRef``); with a
+    URL list (any, here one that blocks nothing) every record goes through Python. Both must keep,
+    remove and cut the same rows into the same shards."""
+    ids, texts, categories = zip(*[(f"{doc_id}-{copy}" if doc_id else doc_id, text, category)
+                                   for copy in range(200) for doc_id, text, category in PARQUET_ROWS])
+    table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, text_type),
+                      "category": pa.array(categories, pa.string()), "n": list(range(len(ids)))})
+    pq.write_table(table, tmp_path / "rows.parquet", row_group_size=100)
+    (tmp_path / "domains").write_text("blocked.example\n", encoding="utf-8")
+    common = {"path": str(tmp_path / "rows.parquet"), "category": "web", "id_field": "id",
+              "category_field": "category"}
+    config = parse_config(_config(tmp_path, [
+        {"name": "arrow", **common},
+        {"name": "python", **common, "url_filter": {"block_domains": [str(tmp_path / "domains")]}},
+    ], max_doc_bytes=1000, shard_bytes=100_000))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+
+    def by_input(side: str) -> dict[str, list[tuple]]:
+        rows: dict[str, list[tuple]] = {"arrow": [], "python": []}
+        for shard in sorted((tmp_path / "work" / "01_ingest" / side).glob("*.parquet")):
+            for row in pq.read_table(shard).to_pylist():
+                name, _, rest = row["id"].partition("/")
+                rows[name].append((shard.name.split("-", 2)[2], rest, row["text"], row["category"], row["meta"],
+                                   row.get("reason")))
+        return rows
+
+    kept, removed = by_input("kept"), by_input("removed")
+    assert kept["arrow"] == kept["python"] and removed["arrow"] == removed["python"]
+    # shard names hold the unit (one per input here); within each, the same rows in the same shards
+    assert len({shard for shard, *_ in kept["arrow"]}) > 1
+    assert (tmp_path / "rows.parquet").stat().st_size < 100_000  # one unit per input: shards cut by ingest
+    reasons = [row[-1] for row in removed["arrow"][:11]]
+    assert reasons == ["empty_text", "empty_text", "missing_text", "too_large", "duplicate_id", "missing_id",
+                       "missing_id", "bad_category", "empty_text", "empty_text", "missing_text"]
+    assert len(kept["arrow"]) + len(removed["arrow"]) == len(ids)
+    assert [text for _, _, text, *_ in kept["arrow"][:4]] == ["a fine document", "\x00 word \x00",
+                                                             "the id of a removed row may be used again", "文本 " * 100]

@@ -1,6 +1,8 @@
 """Parquet: one record per row, read in batches of 1,000 rows; a file that cannot be decoded keeps
 the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
-``url_filter``, rows go through ``stages.readers.web.add_record``.
+``url_filter``, rows go through ``stages.readers.web.add_record``. Otherwise a string text column is
+checked as a whole (``stages.ingest.TextRef.checks``: the same reasons ``text_problem`` gives a Python
+string) and its texts go into the shards as Arrow data, never decoded into Python strings.
 
 A file larger than a unit is cut at row-group boundaries (``split``) into pieces of about the
 target's uncompressed bytes, each a unit of its own; a piece's rows keep their numbers in the whole
@@ -8,6 +10,7 @@ file, so ids and ``_ingest.row`` do not depend on how the file was cut."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Iterator
 
@@ -16,10 +19,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.readers import InputFile, Reader
+from pipeline.readers import InputFile, Reader, record_id, record_meta
 from pipeline.storage import resolve
 from stages.readers.jsonl import OPTIONS
-from stages.readers.web import add_record
+from stages.ingest import TextRef
+from stages.readers.web import add_record, url_filter
 
 
 def _read_parquet(item: InputFile, records) -> Iterator[None]:
@@ -34,12 +38,26 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             column = getattr(item.source, key)
             if column not in names:
                 raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
+            # A plain text column goes into the shards as Arrow data (``stages.ingest.TextRef``); HTML
+            # to extract, a URL list or a text column that is not a string needs each record in Python.
+            columnar = (not item.source.html_field and url_filter(item.source) is None and column != item.source.id_field
+                        and parquet.schema_arrow.field(column).type in (pa.string(), pa.large_string()))
             for record_batch in parquet.iter_batches(batch_size=1000, row_groups=groups):
-                for record in record_batch.to_pylist():
+                checks = TextRef.checks(record_batch.column(column)) if columnar else None
+                if checks is None:
+                    for record in record_batch.to_pylist():
+                        row += 1
+                        text = record.get(column)
+                        raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
+                        add_record(item, records, record, f"row {row}", "row", row, raw)
+                        yield
+                    continue
+                texts = record_batch.column(column)
+                for index, record in enumerate(record_batch.drop_columns([column]).to_pylist()):
                     row += 1
-                    text = record.get(column)
-                    raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
-                    add_record(item, records, record, f"row {row}", "row", row, raw)
+                    where = f"row {row}"
+                    records.add(record_id(item, record, where), TextRef(texts, index), record_meta(item, record, "row", row),
+                                where, functools.partial(_raw, record_batch, index, column), checks[index])
                     yield
         except (pa.ArrowInvalid, OSError) as error:
             if not _undecodable(fs, error):
@@ -48,6 +66,12 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                     "error": f"unreadable from row {row + 1}: {type(error).__name__}: {error}"}
             records.reject("corrupt_file", "", meta, f"row {row + 1}")
             yield
+
+
+def _raw(batch: pa.RecordBatch, index: int, column: str) -> str:
+    """A quarantined row as the removed side shows it: its text, or without one the whole record as JSON."""
+    text = batch.column(column)[index].as_py()
+    return text if isinstance(text, str) else json.dumps(batch.slice(index, 1).to_pylist()[0], default=str, ensure_ascii=False)
 
 
 def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
