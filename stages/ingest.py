@@ -9,7 +9,9 @@ configured input source declares its category; fields are mapped to the document
   ``<source>/<file path within the source>:<line or row number>`` (``<source>/<file path>`` for a
   .txt file). Stable across reruns, and unique by construction: input names are unique and contain
   no ``/`` (config validation), file paths are unique within a source, and within one file a second
-  record with an id already seen is quarantined as ``duplicate_id``. The file path is in the id of
+  record with an id already seen is quarantined as ``duplicate_id`` (in a piece of a large Parquet
+  file that its reader cut, an id any row of an earlier piece holds counts as seen, kept or not: the
+  piece reads their id column alone, not their text). The file path is in the id of
   a many-file source because checking one id set across all its files would need the whole source's
   ids in one place (memory that grows with the corpus, or a global pass); per file, the set is
   bounded by the file, which one task already holds;
@@ -276,6 +278,11 @@ class Records:
         base, _, rest = value.strip().replace("_", "-").partition("-")
         meta["_lang"] = base.lower() + (f"-{rest}" if rest else "")
         return None
+
+    def seen_before(self, ids) -> None:
+        """Ids that earlier records of the file hold, read by a reader that starts inside the file
+        (a piece of a large Parquet file): a record here with one of them is a ``duplicate_id``."""
+        self.seen_ids.update(ids)
 
     def reject(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that could not even be parsed: count it and quarantine it."""

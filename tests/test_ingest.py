@@ -204,6 +204,27 @@ def test_small_files_share_a_unit_and_a_large_parquet_file_is_cut_at_row_groups(
     assert {r["id"]: r for r in _read(other, "kept")} == grouped
 
 
+def test_ids_stay_unique_in_a_parquet_file_cut_into_pieces(tmp_path):
+    """A large Parquet file is read as several units; an id repeated in a later piece is a
+    ``duplicate_id`` as it is when the file is read whole (each piece reads its earlier pieces' ids)."""
+    ids = [f"d{i % 60}" for i in range(100)]  # rows 60-99 repeat the ids of rows 0-39
+    rows = [f"row {i} " + "x" * 2000 for i in range(100)]
+    pq.write_table(pa.table({"id": ids, "text": rows}), tmp_path / "big.parquet", row_group_size=10)
+    inputs = [{"name": "big", "path": str(tmp_path / "big.parquet"), "category": "books", "id_field": "id"}]
+    results = {}
+    for name, shard_bytes in (("pieces", 50_000), ("whole", 10_000_000)):
+        directory = tmp_path / name
+        directory.mkdir()
+        run_pipeline(parse_config(_config(directory, inputs, shard_bytes=shard_bytes)), use_ray=False, log=lambda _: None)
+        results[name] = (len(_manifest_units(directory)), [r["id"] for r in _read(directory, "kept")],
+                         sorted((r["id"], r["reason"], r["text"]) for r in _read(directory, "removed")))
+    assert results["pieces"][0] > 1 and results["whole"][0] == 1
+    assert results["pieces"][1:] == results["whole"][1:]
+    assert results["pieces"][1] == [f"big/d{i}" for i in range(60)]
+    assert [(doc_id, reason) for doc_id, reason, _ in results["pieces"][2]] == sorted(
+        (f"big/d{i}", "duplicate_id") for i in range(40))
+
+
 def test_a_grouped_unit_cuts_shards_across_files_and_keeps_every_files_bad_records(tmp_path):
     # compressed, so both files are far smaller on disk than the 1,000 text bytes of a shard
     (tmp_path / "in").mkdir()

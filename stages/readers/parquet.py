@@ -40,6 +40,8 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                 raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
             # A plain text column goes into the shards as Arrow data (``stages.ingest.TextRef``); HTML
             # to extract, a URL list or a text column that is not a string needs each record in Python.
+            if item.source.id_field and first_group > 0 and item.source.id_field in names:
+                records.seen_before(_earlier_ids(parquet, item, first_group))
             columnar = (not item.source.html_field and url_filter(item.source) is None and column != item.source.id_field
                         and parquet.schema_arrow.field(column).type in (pa.string(), pa.large_string()))
             for record_batch in parquet.iter_batches(batch_size=1000, row_groups=groups):
@@ -66,6 +68,18 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                     "error": f"unreadable from row {row + 1}: {type(error).__name__}: {error}"}
             records.reject("corrupt_file", "", meta, f"row {row + 1}")
             yield
+
+
+def _earlier_ids(parquet: pq.ParquetFile, item: InputFile, first_group: int) -> Iterator[str]:
+    """The ids of the rows before this piece of the file (its id column alone): a piece of a file
+    holds the ids its earlier pieces hold as already seen, so ids stay unique within the file
+    whatever the cut."""
+    field = item.source.id_field
+    for batch in parquet.iter_batches(batch_size=10_000, row_groups=range(first_group), columns=[field]):
+        for value in batch.column(0).to_pylist():
+            doc_id = record_id(item, {field: value}, "")
+            if doc_id is not None:
+                yield doc_id
 
 
 def _raw(batch: pa.RecordBatch, index: int, column: str) -> str:
