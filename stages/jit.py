@@ -1,8 +1,9 @@
 """``njit`` for the stages' compiled loops, with numba imported on the first call of any of them.
 
 Importing numba (and LLVM with it) costs a process about 110 MB and a tenth of a second. The driver
-imports every stage's module to read its configuration and plan its units but never runs a loop, so
-it should not pay that; a worker pays it once, when its first task calls a kernel.
+imports every stage's module to read its configuration and plan its units but runs no loop (unless it
+trains the quality model), so it should not pay that; a worker pays it once, when its first task
+calls a kernel.
 
 ``@njit(cache=True, ...)`` records the function. On the first call of any recorded function, every
 one recorded so far is handed to ``numba.njit`` with its options and put back into its module in
@@ -50,8 +51,11 @@ def _compile_pending() -> None:
     first = sorted(module for module, compiled in modules.items() if not _ever_cached(module, compiled))
     if first:
         # The first run on a machine spends up to a minute compiling with nothing else to show for it.
-        print(f"numba: compiling the loops of {', '.join(first)} for this machine, once: the first run "
-              "takes up to a minute longer; later runs load the cached machine code", file=sys.stderr, flush=True)
+        # Named: every module with a recorded kernel and nothing cached yet; the calls that follow
+        # compile the kernels they reach, which may be fewer.
+        print(f"numba: nothing of {', '.join(first)} is cached on this machine yet: the loops it runs compile "
+              "on first use (up to a minute, once); later runs load the cached machine code",
+              file=sys.stderr, flush=True)
 
 
 def _ever_cached(module: str, compiled: Any) -> bool:
