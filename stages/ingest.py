@@ -49,6 +49,7 @@ import hashlib
 import json
 import posixpath
 import re
+from itertools import groupby
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -383,22 +384,13 @@ class TextRef:
 
 
 def _text_array(texts: list) -> pa.Array:
-    """The kept texts as one string array: runs of ``TextRef``s into one array taken from it,
-    Python strings converted."""
-    chunks, run_array, run = [], None, []
-
-    def flush():
-        if run:
-            chunks.append(run_array.take(pa.array(run, pa.int64())) if run_array is not None
-                          else pa.array(run, pa.string()))
-
-    for text in texts:
-        array = text.array if isinstance(text, TextRef) else None
-        if array is not run_array or not run:
-            flush()
-            run_array, run = array, []
-        run.append(text.index if array is not None else text)
-    flush()
+    """The kept texts as one string array: each run of ``TextRef``s into one array taken from it,
+    each run of Python strings converted."""
+    chunks = []
+    for _, run in groupby(texts, key=lambda text: id(text.array) if isinstance(text, TextRef) else None):
+        run = list(run)
+        chunks.append(run[0].array.take(pa.array([text.index for text in run], pa.int64()))
+                      if isinstance(run[0], TextRef) else pa.array(run, pa.string()))
     return pa.concat_arrays([chunk.cast(pa.string()) for chunk in chunks]) if chunks else pa.array([], pa.string())
 
 

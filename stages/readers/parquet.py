@@ -45,7 +45,8 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             columnar = (not item.source.html_field and url_filter(item.source) is None and column != item.source.id_field
                         and parquet.schema_arrow.field(column).type in (pa.string(), pa.large_string()))
             for record_batch in parquet.iter_batches(batch_size=1000, row_groups=groups):
-                checks = TextRef.checks(record_batch.column(column)) if columnar else None
+                texts = record_batch.column(column)
+                checks = TextRef.checks(texts) if columnar else None
                 if checks is None:
                     for record in record_batch.to_pylist():
                         row += 1
@@ -54,7 +55,6 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                         add_record(item, records, record, f"row {row}", "row", row, raw)
                         yield
                     continue
-                texts = record_batch.column(column)
                 for index, record in enumerate(record_batch.drop_columns([column]).to_pylist()):
                     row += 1
                     where = f"row {row}"
