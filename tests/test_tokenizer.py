@@ -12,15 +12,19 @@ import random
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
+from pipeline.utf8 import utf8_buffers
 from tokenizer import TokenizerConfig, evaluate_tokenizer, load_tokenizer, train_tokenizer
 from tokenizer.sample import draw_sample, read_sample, split_long_line
-from tokenizer.segments import independent_segments
+from tokenizer import bpe
+from tokenizer.bpe import WordEncoder
+from tokenizer.segments import independent_segments, segment_starts
 from tokenizer.train import trainer_options
 
 SCHEMA = DOCUMENT_SCHEMA.append(pa.field("lang", pa.string()))
@@ -274,6 +278,56 @@ def test_a_model_with_pieces_across_spaces_has_its_documents_encoded_whole(tmp_p
     assert any("\u2581" in piece[1:] for piece in map(tokenizer.processor.id_to_piece, range(tokenizer.vocab_size)))
     assert not independent_segments(tokenizer.processor)
     assert_flat_encoding_is_encode(tokenizer, lines[195:210] + spaced_texts(200, seed=1))
+
+
+def word_list(texts: list[str]) -> list[str]:
+    """The distinct segments (``tokenizer.segments``) of some texts: the words ``WordEncoder`` takes."""
+    array = pa.array(texts)
+    offsets, data = utf8_buffers(array)
+    starts = segment_starts(data, offsets).tolist() + [len(data)]
+    raw = data.tobytes()
+    return sorted({raw[a:b].decode() for a, b in zip(starts, starts[1:])})
+
+
+def assert_words_encode_as_sentencepiece(encoder, processor, words: list[str]):
+    ids, lengths = encoder.encode(pa.array(words))
+    want = processor.encode(words, num_threads=1)
+    assert lengths.tolist() == [len(w) for w in want]
+    assert ids.tolist() == [token for w in want for token in w]
+
+
+def test_compiled_bpe_gives_sentencepiece_ids_on_real_and_adversarial_words(trained, dev_rows):
+    processor = load_tokenizer(trained[2]).processor
+    encoder = WordEncoder.of(processor)
+    assert encoder is not None  # the trainer's models are the ones it is for
+    rng = random.Random(3)
+    letters = list("aaabbe ▁中文的了。！😀é́xyz01") + ["́", "𒀀"]
+    adversarial = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
+    # Runs of one character: equal pairs everywhere, so the leftmost-first order decides every merge;
+    # long ones take the agenda through thousands of entries.
+    runs = [character * k for character in "ae中的0 ▁" for k in (1, 2, 3, 4, 5, 7, 16, 33, 200, 3000)]
+    words = word_list([row["text"] for row in dev_rows] + TRICKY + adversarial) + runs + ["", "\n", "a\nb", "\n\n\n"]
+    assert len(words) > 50_000
+    assert_words_encode_as_sentencepiece(encoder, processor, words)
+    # Characters outside the vocabulary (byte fallback) are encoded by the loop, not handed back.
+    rare = ["😀", "a😀b", " 𒀀𒀀"]
+    lengths = np.empty(len(rare), np.int64)
+    offsets, data = utf8_buffers(pa.array(rare))
+    bpe.encode_words(data, offsets, encoder.char_ids, encoder.byte_ids, processor.unk_id(), encoder.pairs,
+                     encoder.rank, processor.get_piece_size(), np.empty(data.size, np.int64), lengths)
+    assert (lengths > 0).all()
+
+
+def test_models_the_compiled_bpe_does_not_reproduce_are_left_to_sentencepiece(tmp_path):
+    rows = python_source_rows(300_000)
+    texts = [row["text"] for row in rows]
+    config = TokenizerConfig(vocab_size=1200, character_coverage=0.999, export_hf=False, eval_bytes=0,
+                             user_defined_symbols=["<tag>"])
+    shards = write_shards(tmp_path / "kept", rows, 1)
+    train_tokenizer(config, shards, str(tmp_path / "tokenizer"), log=lambda _: None)
+    tokenizer = load_tokenizer(str(tmp_path / "tokenizer"))
+    assert WordEncoder.of(tokenizer.processor) is None  # "<tag>" is matched whole before merging
+    assert_flat_encoding_is_encode(tokenizer, texts[:20] + ["a<tag>b <tag> x<tag>"] + spaced_texts(200, seed=2))
 
 
 def test_evaluation_on_heldout_documents(trained, dev_rows):

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import sentencepiece as spm
 
 from pipeline import storage
-from tokenizer import segments
+from tokenizer import bpe, segments
 
 MODEL_FILE = "tokenizer.model"
 HF_FILE = "tokenizer.json"
@@ -25,7 +25,7 @@ class Tokenizer:
     def __init__(self, model_proto: bytes, eod_token: str):
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self.eod_id = self.processor.piece_to_id(eod_token)
-        self._independent_segments: bool | None = None  # checked on first use of encode_flat
+        self._encode_words = None  # encode_flat's way with words, chosen on its first use (False: none)
         if not self.processor.is_control(self.eod_id):
             raise ValueError(f"end-of-document token {eod_token!r} is not a special token of this model")
 
@@ -41,11 +41,15 @@ class Tokenizer:
     def encode_flat(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of a string array's texts, on this thread: (ids of every text one after another,
         each text's offset into them, one entry more). The same ids as ``encode``, found by encoding each
-        distinct word once (``tokenizer.segments``) when the model allows it."""
-        if self._independent_segments is None:
-            self._independent_segments = segments.independent_segments(self.processor)
-        if self._independent_segments:
-            return segments.encode_segments(self.processor, texts)
+        distinct word once (``tokenizer.segments``), by a compiled BPE loop (``tokenizer.bpe``), when
+        the model allows each."""
+        if self._encode_words is None:
+            self._encode_words = False
+            if segments.independent_segments(self.processor):
+                words = bpe.WordEncoder.of(self.processor)
+                self._encode_words = words.encode if words else segments.encode_words_with(self.processor)
+        if self._encode_words:
+            return segments.encode_segments(self._encode_words, texts)
         encoded = self.processor.encode(pc.fill_null(texts, "").to_pylist(), num_threads=1)
         offsets = np.concatenate(([0], np.cumsum([len(ids) for ids in encoded], dtype=np.int64)))
         return np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(offsets[-1])), offsets

@@ -18,6 +18,7 @@ segments are found by numpy passes over the UTF-8 bytes and numbered by Arrow's 
 from __future__ import annotations
 
 from itertools import chain
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -63,10 +64,13 @@ def segment_starts(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.flatnonzero(start[:n])
 
 
-def encode_segments(processor, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def encode_segments(encode_words: Callable[[pa.Array], tuple[np.ndarray, np.ndarray]],
+                    texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of ``texts`` (a string array; null reads as "") as one int64 array, and each
-    text's offset into it (one entry more): what ``processor.encode`` gives for each text, one after
-    another. The model must have ``independent_segments``."""
+    text's offset into it (one entry more): what the model's ``encode`` gives for each text, one after
+    another. The model must have ``independent_segments``; ``encode_words`` takes a string array of
+    distinct segments and gives their ids one after another and each one's count of them
+    (``tokenizer.bpe.WordEncoder.encode``, or ``encode_words_with`` a processor)."""
     texts = pc.fill_null(texts, "")
     offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     offsets, b = utf8_buffers(texts)
@@ -76,12 +80,21 @@ def encode_segments(processor, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]
         None, pa.py_buffer(np.append(starts, b.size).astype(offset_type)), pa.py_buffer(b)])
     numbered = pc.dictionary_encode(segments)
     number = numbered.indices.to_numpy().astype(np.int64)
-    encoded = processor.encode(numbered.dictionary.to_pylist(), num_threads=1)
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    ids, lengths = encode_words(numbered.dictionary)
     first_id = np.concatenate(([0], np.cumsum(lengths)))
-    ids = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(first_id[-1]))
     # Every segment's ids, copied from its distinct text's, one segment after another.
     segment_lengths = lengths[number]
     before = np.concatenate(([0], np.cumsum(segment_lengths)))
     flat = ids[np.repeat(first_id[number] - before[:-1], segment_lengths) + np.arange(before[-1])]
     return flat, before[np.searchsorted(starts, offsets)]
+
+
+def encode_words_with(processor) -> Callable[[pa.Array], tuple[np.ndarray, np.ndarray]]:
+    """``encode_words`` for ``encode_segments`` by sentencepiece's own encoder."""
+
+    def encode_words(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        encoded = processor.encode(words.to_pylist(), num_threads=1)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        return np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum())), lengths
+
+    return encode_words
