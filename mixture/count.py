@@ -43,7 +43,7 @@ from tokenizer import Tokenizer, load_tokenizer
 UNKNOWN_LANG = "unknown"  # documents of a corpus that never went through langid
 # Text per encode call: words repeat within it (each distinct one is encoded once), and the call's
 # arrays (a few bytes per byte of text) stay small.
-ENCODE_BYTES = 2 << 20
+ENCODE_BYTES = 8 << 20
 ROW_GROUP_ROWS = 512  # token-file rows per Parquet row group
 HISTOGRAM_COLUMNS = ["category", "lang", "bin", "n_tokens", "piece", "pieces"]
 # A piece may end after a token ending in one of these (when no newline token is near the limit).
