@@ -8,7 +8,8 @@ Contract (what the runner, the CLI and the mixture builder use)::
     report = train_tokenizer(config, shard_paths, f"{work_dir}/tokenizer", log=print, executor=None)
     tokenizer = load_tokenizer(f"{work_dir}/tokenizer")
     tokenizer.encode(texts)  # -> list[list[int]]; no bos/eos added
-    tokenizer.encode_flat(array)  # the same ids as one array and offsets, each distinct word encoded once
+    tokenizer.encode_flat(array)  # the same ids as one array and offsets, each distinct word encoded
+                             # once (tokenizer.segments), by a compiled BPE loop (tokenizer.bpe)
     tokenizer.eod_id         # the end-of-document separator for packing
 
 ``shard_paths`` are the kept/ Parquet shards of ``config.input_stage`` (columns id, text, category
