@@ -83,8 +83,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 from common import (  # noqa: E402
-    CATEGORY_NAMES, CORPUS, RESULTS, SHARED, ProcessTreeMonitor, Timer, by_role, corpus_shards, isolated,
-    parquet_texts, save_results, single_core, text_megabytes,
+    CATEGORY_NAMES, CORPUS, RESULTS, SHARED, ProcessTreeMonitor, Timer, by_role, compile_bytecode, corpus_shards,
+    isolated, parquet_texts, save_results, single_core, text_megabytes,
 )
 
 STAGES = ["ingest", "langid", "rules", "quality", "dedup"]
@@ -1138,6 +1138,7 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     ASSETS.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     shards = corpus_shards(Path(args.corpus))[:args.shards]
     # growth sizes (1/4, 1/2 of the corpus shards) only for the corpus itself, not a scaled copy
     counts = sorted({max(1, len(shards) // 4), max(1, len(shards) // 2), len(shards)}) if args.growth else [len(shards)]

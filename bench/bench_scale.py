@@ -108,7 +108,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
-from common import CORPUS, ProcessTreeMonitor, Timer, by_role, isolated, save_results  # noqa: E402
+from common import CORPUS, ProcessTreeMonitor, Timer, by_role, compile_bytecode, isolated, save_results  # noqa: E402
 # corpus_copy, take_bytes and text_bytes: bench_pipeline takes them from here.
 from scale_corpus import build_corpus, corpus_copy, load_corpus, take_bytes, text_bytes  # noqa: E402,F401
 
@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = stage_settings(args.config, args.stages)
     steps = {} if args.no_steps else step_settings(args)
     args.scratch.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     log("building the stages' assets (untimed)")
     assets = isolated(prepare_assets, run_config(args.scratch / "none", args.scratch / "none", stages, {}, args),
                       pin=False)
