@@ -16,7 +16,7 @@ that the machine's load drifts over both alike:
 
 - direct: ``shuffle.gather: never``;
 - two level: ``gather: auto`` with ``gather_above_reads: 0`` and ``gather_block: --block``, i.e. what
-  a corpus above the threshold gets: blocks of min(B, targets / 8) targets (of 2 for the default 16
+  a corpus above the threshold gets: blocks of min(B, targets / 8) targets (of 2 for 16
   partitions), an exchange with fewer than 16 targets staying direct.
 
 Per step: tasks, files opened (through the job's filesystem: each would be a request on an object

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 DRIVER = ["-c", "import sys, stage_fixtures; sys.exit(stage_fixtures.main(sys.argv[1:]))"]
 SLOW = {"rules/": 0.6, "link_partition/": 0.4}  # seconds per task: rules has 10 tasks, the reduce 16
-PARTITIONS = 16  # dedup's default `partitions`: one reduce task each
+PARTITIONS = 16  # dedup's `partitions` here (one reduce task each): enough tasks to be killed among
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,7 @@ def _cluster_config(tmp_path: Path, cluster: LocalCluster) -> tuple[Path, Path]:
     # stage by stage: the faults slow and kill the rules stage's own tasks (with fusion, rules runs
     # inside ingest+langid+rules+quality tasks; tests/test_fusion.py covers fused runs)
     raw.update(tokenizer=None, mixture=None, fuse=False)
+    raw["stages"]["dedup"]["partitions"] = PARTITIONS
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
     return path, work

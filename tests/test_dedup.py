@@ -346,9 +346,9 @@ def real_docs(shared_data) -> list[dict]:
 
 
 def test_same_result_for_any_shard_split(real_docs, tmp_path):
-    one = run(write_shards(tmp_path / "one", real_docs, 1), tmp_path / "s1")
-    five = run(write_shards(tmp_path / "five", real_docs, 5), tmp_path / "s5", partitions=3)
-    assert one == five
+    one = run(write_shards(tmp_path / "one", real_docs, 1), tmp_path / "s1")  # auto: 1 partition
+    five = write_shards(tmp_path / "five", real_docs, 5)
+    assert one == run(five, tmp_path / "s5", partitions=3) == run(five, tmp_path / "s5-16", partitions=16)
     reasons = {v["reason"] for v in one.values()}
     assert {"exact_duplicate", "near_duplicate"} <= reasons
     assert_clusters_keep_a_kept_document(one)
@@ -395,6 +395,24 @@ def test_resumes_after_sigkill(real_docs, tmp_path, survive):
     assert run(inputs, scratch, partitions=4) == run(inputs, tmp_path / "fresh")
     redone = [p for p, mtime in finished_before.items() if p.stat().st_mtime_ns != mtime]
     assert not redone, f"finished tasks were redone: {redone}"
+
+
+def test_auto_partitions_follow_the_shard_count(tmp_path):
+    """``partitions: auto`` is one partition per 4 shards, 1 to 16, fixed by the inputs (so a resumed
+    run finds the partitions its scratch was written with); a number is kept as given."""
+    import pyarrow.fs as pafs
+
+    from stages.dedup.steps import make_job
+
+    def partitions(shards: int, **config) -> int:
+        inputs = {f"part-{i:05d}": f"/in/part-{i:05d}.parquet" for i in range(shards)}
+        return make_job(DedupConfig(**config), inputs, str(tmp_path / f"{shards}-{config}"),
+                        pafs.LocalFileSystem()).config.partitions
+
+    assert [partitions(n) for n in (1, 4, 5, 17, 63, 64, 2_001)] == [1, 1, 2, 5, 16, 16, 16]
+    assert partitions(2_001, partitions=3) == 3 and partitions(1, partitions=16) == 16
+    with pytest.raises(ValueError, match="'auto' or at least 1"):
+        DedupConfig(partitions=0)
 
 
 def test_a_dedup_task_carries_the_same_few_bytes_whatever_the_number_of_shards(tmp_path):

@@ -78,7 +78,7 @@ def test_the_gather_level_is_chosen_by_reads_and_keeps_enough_gather_tasks(tmp_p
     assert between(400, 400, 400).block == 32
     assert exchange.reads(400, 400, 32) == 400 * 13 + 400
     assert between(40_000, 40_000, 15).block is None  # at least 8 gather tasks: blocks of 1, no fewer reads
-    assert between(40_000, 40_000, 16).block == 2  # the default 16 partitions: 8 gather tasks of 2
+    assert between(40_000, 40_000, 16).block == 2  # 16 partitions (auto from 64 shards): 8 gather tasks of 2
     assert between(40_000, 40_000, 128).block == 16  # blocks of 16, not 32
     assert between(10, 10, 10, gather="always", gather_block=3).block == 3
     assert between(10_000, 10_000, 10_000, gather="never").block is None

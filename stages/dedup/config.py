@@ -3,9 +3,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.stage import StageConfig
+
+# partitions: auto. Every exchange reads a slice of each of S files per partition task, about half a
+# millisecond each: on corpus-dev (17 shards) 16 partitions spent a fifth of the stage on them, 4
+# did the same work 0.5-1.4 s sooner. At 64 shards and more, auto is the former default, 16.
+SHARDS_PER_PARTITION = 4
+AUTO_PARTITIONS_MAX = 16
 
 
 class ComponentsConfig(StageConfig):
@@ -58,7 +64,7 @@ class ShuffleConfig(StageConfig):
         10_000, ge=0,
         description="with gather: auto, the file reads of a direct exchange (map files x tasks reading "
         "them) above which it is gathered first: verify's S x S above 100 shards, an exchange between S "
-        "shards and the default 16 partitions above 625. On local disk the exchanges took less task "
+        "shards and 16 partitions (auto from 64 shards on) above 625. On local disk the exchanges took less task "
         "time through the gather level from the smallest size measured on (corpus-dev at 2x in 16 "
         "shards: -19%; in 64: -41%; a synthetic corpus in 256 shards: -81%), and on an object store "
         "every read is also a request (bench/bench_dedup_shuffle.py); below, a small corpus keeps "
@@ -132,9 +138,11 @@ class DedupConfig(StageConfig):
         "Keepers still too short after the last round are kept whole (no line dropped; short_keepers_kept in "
         "summary.json): their duplicates still point at a kept document, and their repeated lines stay",
     )
-    partitions: int = Field(
-        16, ge=1, description="hash partitions of the shuffles (band keys, paragraph hashes, the distributed "
-        "clusters' documents): one reduce task each"
+    partitions: int | Literal["auto"] = Field(
+        "auto", description="hash partitions of the shuffles (band keys, paragraph hashes, the distributed "
+        "clusters' documents): one reduce task each. auto: one per 4 input shards, from 1 to 16 (every "
+        "exchange reads shards x partitions slices, which on a small corpus cost more than the work). "
+        "Set it to at least the cluster's CPUs on a large cluster, and higher with the documents (docs/operations.md)"
     )
     # Left out of the config hash (exclude): it changes how the clusters are found, not what the stage
     # writes, so switching it reruns nothing.
@@ -145,6 +153,19 @@ class DedupConfig(StageConfig):
     # stage writes.
     shuffle: ShuffleConfig = Field(default_factory=ShuffleConfig, exclude=True,
                                    description="how the all-to-all exchanges are read (see ShuffleConfig)")
+
+    @field_validator("partitions")
+    @classmethod
+    def _check_partitions(cls, partitions: int | str) -> int | str:
+        if isinstance(partitions, int) and partitions < 1:
+            raise ValueError(f"must be 'auto' or at least 1, got {partitions}")
+        return partitions
+
+    def with_partitions(self, shards: int) -> "DedupConfig":
+        """This config with ``partitions`` a number: ``auto`` resolved for a corpus of ``shards`` shards."""
+        if self.partitions != "auto":
+            return self
+        return self.model_copy(update={"partitions": min(AUTO_PARTITIONS_MAX, max(1, -(-shards // SHARDS_PER_PARTITION)))})
 
     @model_validator(mode="after")
     def _bands_and_rows(self) -> "DedupConfig":

@@ -93,6 +93,9 @@ def lsh_shape(config: DedupConfig) -> tuple[int, int]:
 
 
 def make_job(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any) -> Job:
+    """The job of a prepare run over ``inputs`` (shard name -> path, in corpus order), with the
+    partitions a number (``partitions: auto`` follows the shard count, which the inputs fix)."""
+    config = config.with_partitions(len(inputs))
     bands, rows = lsh_shape(config)
     return Job(config, filesystem, scratch, Listing(tuple(inputs), filesystem, storage.join(scratch, "shard-names.json")),
                Listing(tuple(inputs.values()), filesystem, storage.join(scratch, "shard-paths.json")), bands, rows)
