@@ -18,14 +18,13 @@ then encodes.
 """
 from __future__ import annotations
 
-from itertools import chain
-
 import numpy as np
 import pyarrow as pa
 from sentencepiece import sentencepiece_model_pb2
 
 from pipeline.utf8 import utf8_buffers
 from stages.jit import njit
+from tokenizer.segments import encode_words_with
 
 SPACE = "\u2581"  # what sentencepiece's normalizer makes of " "
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 1, 2, 3, 4, 6  # ModelProto.SentencePiece.Type
@@ -106,15 +105,13 @@ class WordEncoder:
         left = np.flatnonzero(lengths < 0)
         if not left.size:
             return out[:used], lengths
-        encoded = self.processor.encode(words.take(pa.array(left)).to_pylist(), num_threads=1)
-        lengths[left] = [len(ids) for ids in encoded]
+        slow_ids, lengths[left] = encode_words_with(self.processor)(words.take(pa.array(left)))
         fast = lengths.copy()
         fast[left] = 0
         starts = np.concatenate(([0], np.cumsum(lengths)))
         ids = np.empty(int(starts[-1]), np.int64)
         ids[_positions(starts[:-1], fast)] = out[:used]
-        ids[_positions(starts[left], lengths[left])] = np.fromiter(
-            chain.from_iterable(encoded), np.int64, int(lengths[left].sum()))
+        ids[_positions(starts[left], lengths[left])] = slow_ids
         return ids, lengths
 
 
