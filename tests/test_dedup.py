@@ -3,6 +3,7 @@ identical results across workers, shard splits and Ray, and resume after a real 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -16,11 +17,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
+from datasketch import minhash as datasketch_minhash
 from datasketch.hashfunc import sha1_hash32
 
 from conftest import REPO
 from pipeline.stage import PrepareContext
-from stages.dedup import Dedup, DedupConfig, minhash
+from stages.dedup import Dedup, DedupConfig, kernels, minhash
 
 WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window "
          "history market engine forest number bridge letter summer winter station harbor music "
@@ -113,7 +115,34 @@ def test_permutations_equal_datasketch_with_its_default_hash():
 def test_lsh_shape_equals_datasketch():
     for threshold, num_perm, weight in ((0.7, 128, 0.5), (0.7, 128, 0.9), (0.85, 64, 0.5)):
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - weight, weight))
-        assert minhash.lsh_params(threshold, num_perm, weight) == (lsh.b, lsh.r)
+        config = DedupConfig(threshold=threshold, num_perm=num_perm, false_negative_weight=weight)
+        assert config.lsh_shape == (lsh.b, lsh.r)
+        # It travels with the config to the workers, which never work it out again.
+        assert pickle.loads(pickle.dumps(config.with_partitions(40))).lsh_shape == (lsh.b, lsh.r)
+    assert DedupConfig(bands=4, rows=8).lsh_shape == (4, 8)
+
+
+def test_finalizer_and_permutations_written_out_equal_datasketchs():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 2**64 - 1, 1000, dtype=np.uint64, endpoint=True)
+    assert np.array_equal(minhash.fmix64(values), datasketch_minhash._fmix(values, 64))
+    assert kernels.FMIX_CONSTANTS == {width: tuple(int(c) for c in constants)
+                                      for width, constants in datasketch_minhash._FMIX_CONSTANTS.items()}
+    for num_perm, seed in ((128, 1), (7, 0), (256, 12345)):
+        a, b = minhash.affine32_permutations(num_perm, seed)
+        expected = MinHash(num_perm=num_perm, seed=seed).permutations
+        assert a.dtype == b.dtype == expected.dtype and np.array_equal(np.array([a, b]), expected)
+
+
+def test_workers_running_dedup_never_import_datasketch():
+    # A worker imports the stage's modules and gets the config pickled; importing datasketch (and
+    # scipy.integrate with it) would cost every worker 0.2-0.3 s.
+    config = pickle.dumps(DedupConfig())
+    code = ("import pickle, sys; import stages.dedup; "
+            f"c = pickle.loads({config!r}); assert c.lsh_shape; "
+            "print(sorted(m for m in sys.modules if m.startswith(('datasketch', 'scipy.integrate'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]"
 
 
 def test_band_keys_collide_exactly_when_rows_agree():

@@ -1,9 +1,10 @@
 """The dedup stage's settings: every threshold with its default and what it means."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.stage import StageConfig
 
@@ -12,6 +13,17 @@ from pipeline.stage import StageConfig
 # did the same work 0.5-1.4 s sooner. At 64 shards and more, auto is the former default, 16.
 SHARDS_PER_PARTITION = 4
 AUTO_PARTITIONS_MAX = 16
+
+
+@lru_cache(maxsize=None)
+def lsh_params(threshold: float, num_perm: int, false_negative_weight: float = 0.5) -> tuple[int, int]:
+    """Bands and rows for a Jaccard threshold, exactly as ``datasketch.MinHashLSH`` picks them with
+    ``weights=(1 - false_negative_weight, false_negative_weight)``. Only this imports datasketch (and
+    scipy.integrate with it, 0.2-0.3 s), when a config is read: the workers get the config with its
+    bands and rows worked out (``DedupConfig.lsh_shape``)."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 1 - false_negative_weight, false_negative_weight)
 
 
 class ComponentsConfig(StageConfig):
@@ -154,6 +166,8 @@ class DedupConfig(StageConfig):
     shuffle: ShuffleConfig = Field(default_factory=ShuffleConfig, exclude=True,
                                    description="how the all-to-all exchanges are read (see ShuffleConfig)")
 
+    _lsh_shape: tuple[int, int] = PrivateAttr()
+
     @field_validator("partitions")
     @classmethod
     def _check_partitions(cls, partitions: int | str) -> int | str:
@@ -173,4 +187,11 @@ class DedupConfig(StageConfig):
             raise ValueError("give both bands and rows, or neither (then threshold decides)")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands * rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        self._lsh_shape = (self.bands, self.rows) if self.bands is not None else \
+            lsh_params(self.threshold, self.num_perm, self.false_negative_weight)
         return self
+
+    @property
+    def lsh_shape(self) -> tuple[int, int]:
+        """(bands, rows): explicit, or derived from ``threshold`` as datasketch does."""
+        return self._lsh_shape

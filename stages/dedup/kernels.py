@@ -14,17 +14,21 @@ What the loops must equal, to the bit: ``_digest`` is ``hashlib.blake2b(digest_s
 little-endian integer (RFC 7693, no key); ``_is_space`` is Arrow's whitespace (``utf8_is_space``,
 ``utf8_trim_whitespace``, ``utf8_split_whitespace``); ``_collapse`` then ``_trim`` is what
 ``text.normalise`` did with a regular expression and Arrow; ``reclass`` is ``simplify``'s regular
-expressions; ``shingle_hashes`` and ``min_hashes`` use datasketch's MurmurHash3 finalizers and
-affine32 permutations. The callers in ``stages.dedup.text`` and ``stages.dedup.minhash`` hold the
+expressions; ``shingle_hashes`` and ``min_hashes`` use datasketch's MurmurHash3 finalizers
+(``FMIX_CONSTANTS``) and affine32 permutations (``minhash.affine32_permutations``). The callers in ``stages.dedup.text`` and ``stages.dedup.minhash`` hold the
 definitions the tests check these against. Unicode normalisation and lowercasing stay Arrow's.
 """
 from __future__ import annotations
 
 import numpy as np
-from datasketch.minhash import _FMIX_CONSTANTS
 from stages.jit import njit
 
 U64 = np.uint64
+# MurmurHash3's finalizers, (shift, multiplier, shift, multiplier, shift) for 32 and 64 bits:
+# datasketch's ``_FMIX_CONSTANTS`` (tests/test_dedup.py checks they agree), written out because
+# importing any part of datasketch imports its LSH module and scipy.integrate with it, 0.2 s in every
+# worker that runs dedup.
+FMIX_CONSTANTS = {32: (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16), 64: (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)}
 # BLAKE2b's initial state; the parameter block of an unkeyed 8-byte digest (fanout and depth 1).
 _IV = np.array([0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
                 0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179], dtype=U64)
@@ -32,8 +36,8 @@ _H0 = _IV[0] ^ U64(0x01010008)
 _LAST = U64(0xFFFFFFFFFFFFFFFF)
 _R32, _R24, _R16, _R63, _L40, _L48, _L1 = U64(32), U64(24), U64(16), U64(63), U64(40), U64(48), U64(1)
 _BYTE_SHIFTS = np.arange(0, 64, 8).astype(U64)
-_S1_32, _M1_32, _S2_32, _M2_32, _S3_32 = (U64(c) for c in _FMIX_CONSTANTS[32])
-_S1_64, _M1_64, _S2_64, _M2_64, _S3_64 = (U64(c) for c in _FMIX_CONSTANTS[64])
+_S1_32, _M1_32, _S2_32, _M2_32, _S3_32 = (U64(c) for c in FMIX_CONSTANTS[32])
+_S1_64, _M1_64, _S2_64, _M2_64, _S3_64 = (U64(c) for c in FMIX_CONSTANTS[64])
 _LOW32 = U64(0xFFFFFFFF)
 # CJK Unified Ideographs and Extension A: tokens of their own when shingling by characters.
 IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF))

@@ -3,8 +3,10 @@
 datasketch (2.0, scheme ``affine32``) defines a signature as: hash every shingle to 32 bits with
 ``hashfunc``, pre-mix it with the MurmurHash3 finalizer, apply ``a_k * h + b_k mod 2^32`` for each
 of ``num_perm`` permutations drawn from ``RandomState(seed)``, and keep the minimum per permutation.
-``MinHasher`` does exactly that (the permutations and the finalizer are taken from datasketch itself),
-in one compiled loop over all shingles of a batch. Its ``hashfunc`` is ``shingle_hash``: word
+``MinHasher`` does exactly that in one compiled loop over all shingles of a batch. The permutations and
+the finalizer are datasketch's, written out here (``affine32_permutations``, ``fmix64``,
+``kernels.FMIX_CONSTANTS``): importing any part of datasketch imports its LSH module and scipy.integrate
+with it, 0.2 s in every worker; the tests compare them with datasketch's own. Its ``hashfunc`` is ``shingle_hash``: word
 tokens (or characters, for languages written without spaces) are hashed with BLAKE2b, once per
 distinct piece of text they come from, and an n-gram's hash combines its tokens' hashes with a
 position-dependent multiply-add, so no n-gram string is ever built. ``tests/test_dedup.py`` checks the signatures
@@ -19,14 +21,10 @@ the distinct pieces of a batch, not whole texts. Cutting, hashing and shingling 
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
-from datasketch.minhash import _fmix
 
 from pipeline.utf8 import utf8_buffers
 from stages.dedup import kernels, text
@@ -42,9 +40,28 @@ MAX_NGRAM = 64
 _U64 = np.uint64
 
 
+def fmix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer of each value (datasketch's ``_fmix(values, 64)``); products wrap."""
+    s1, m1, s2, m2, s3 = (_U64(c) for c in kernels.FMIX_CONSTANTS[64])
+    values = values ^ (values >> s1)
+    values = values * m1
+    values = values ^ (values >> s2)
+    values = values * m2
+    return values ^ (values >> s3)
+
+
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``datasketch.MinHash(num_perm, seed=seed).permutations`` in its default scheme, affine32: odd
+    multipliers ``a`` and offsets ``b`` (uint32), drawn from ``RandomState(seed)`` as datasketch draws them."""
+    generator = np.random.RandomState(seed)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
 def _position_multipliers(count: int) -> np.ndarray:
     """Odd 64-bit multipliers, one per position in an n-gram, so that n-grams are order-sensitive."""
-    return _fmix(np.arange(1, count + 1, dtype=_U64), 64) | _U64(1)
+    return fmix64(np.arange(1, count + 1, dtype=_U64)) | _U64(1)
 
 
 POSITION_MULTIPLIERS = _position_multipliers(MAX_NGRAM)
@@ -86,7 +103,7 @@ def shingle_hash(tokens: tuple[str, ...]) -> int:
     total = 0
     for position, token in enumerate(tokens):
         total = (total + token_hash(token) * int(POSITION_MULTIPLIERS[position])) & 0xFFFFFFFFFFFFFFFF
-    return int(_fmix(np.array([total], dtype=_U64), 64)[0] >> _U64(32))
+    return int(fmix64(np.array([total], dtype=_U64))[0] >> _U64(32))
 
 
 def tokens(simplified: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -224,19 +241,12 @@ class MinHasher:
 
     def __init__(self, num_perm: int, seed: int):
         self.num_perm = num_perm
-        self.a, self.b = MinHash(num_perm=num_perm, seed=seed).permutations
+        self.a, self.b = affine32_permutations(num_perm, seed)
 
     def signatures(self, shingle_values: np.ndarray, per_doc: np.ndarray) -> np.ndarray:
         """A (documents x num_perm) uint32 matrix; rows of documents without shingles are all
         0xFFFFFFFF, datasketch's empty MinHash."""
         return kernels.min_hashes(shingle_values.astype(np.uint32), per_doc.astype(np.int64), self.a, self.b)
-
-
-@lru_cache(maxsize=None)
-def lsh_params(threshold: float, num_perm: int, false_negative_weight: float = 0.5) -> tuple[int, int]:
-    """Bands and rows for a Jaccard threshold, exactly as ``datasketch.MinHashLSH`` picks them with
-    ``weights=(1 - false_negative_weight, false_negative_weight)``."""
-    return _optimal_param(threshold, num_perm, 1 - false_negative_weight, false_negative_weight)
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -247,4 +257,4 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         for row in range(rows):
             column = signatures[:, row:bands * rows:rows].astype(_U64)
             keys += column * POSITION_MULTIPLIERS[row]
-    return _fmix(keys, 64)
+    return fmix64(keys)

@@ -74,7 +74,7 @@ import pyarrow.parquet as pq
 
 from pipeline import commit, storage
 from pipeline.listing import Listing
-from stages.dedup import clusters, documents, exchange, minhash, paragraphs, partitioned, star
+from stages.dedup import clusters, documents, exchange, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
 from stages.dedup.shuffle import Job, Step, read_table
 
@@ -85,18 +85,11 @@ DECISION_SCHEMA = pa.schema([
 ])
 
 
-def lsh_shape(config: DedupConfig) -> tuple[int, int]:
-    """(bands, rows): explicit, or derived from the threshold as datasketch does."""
-    if config.bands is not None:
-        return config.bands, config.rows
-    return minhash.lsh_params(config.threshold, config.num_perm, config.false_negative_weight)
-
-
 def make_job(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any) -> Job:
     """The job of a prepare run over ``inputs`` (shard name -> path, in corpus order), with the
     partitions a number (``partitions: auto`` follows the shard count, which the inputs fix)."""
     config = config.with_partitions(len(inputs))
-    bands, rows = lsh_shape(config)
+    bands, rows = config.lsh_shape
     return Job(config, filesystem, scratch, Listing(tuple(inputs), filesystem, storage.join(scratch, "shard-names.json")),
                Listing(tuple(inputs.values()), filesystem, storage.join(scratch, "shard-paths.json")), bands, rows)
 
