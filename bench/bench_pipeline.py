@@ -251,7 +251,10 @@ def start_local_ray(cpus: int) -> None:
     refuses ``num_cpus``. The runner's executor finds Ray initialised and uses it as is."""
     import ray
 
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=True)
+    from pipeline.executor import local_system_config
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=True,
+             _system_config=local_system_config())
 
 
 def ours_run(config_raw: dict, use_ray: bool) -> dict:

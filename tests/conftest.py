@@ -17,8 +17,10 @@ def ray_cluster():
 
     if not ray.is_initialized():
         # address="local": never join a `ray start` cluster that happens to run on this machine
+        from pipeline.executor import local_system_config
+
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, _system_config=local_system_config())
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
     yield address

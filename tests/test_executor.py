@@ -1,13 +1,18 @@
-"""The Ray executor's task order: results always in item order; with ``sizes``, largest started first."""
+"""The Ray executor: results always in item order, with ``sizes`` largest started first; the settings
+of a Ray it starts itself."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from pipeline.config import RayConfig
-from pipeline.executor import RayExecutor, submission_order
+from pipeline.executor import RayExecutor, local_system_config, submission_order
 
 
 def _record_start(item: tuple[str, int]) -> int:
@@ -34,3 +39,25 @@ def test_ray_starts_the_largest_items_first_and_returns_results_in_item_order(ra
     results = executor.map(_record_start, [(str(log), value) for value in range(6)], "order", sizes=sizes)
     assert results == [0, 10, 20, 30, 40, 50]
     assert [int(line) for line in log.read_text().split()] == [1, 3, 5, 2, 4, 0]
+
+
+def test_a_ray_the_executor_starts_gets_its_settings():
+    # local_system_config() spares a local start Ray's 1 s wait for its object store; Ray refuses
+    # system settings from a driver that joins a running cluster, so those must not be passed there.
+    code = ("import json, ray; from pipeline.config import RayConfig; from pipeline.executor import RayExecutor; "
+            "executor = RayExecutor(RayConfig(num_cpus=1)); "
+            "print(json.dumps(ray._private.state.state.get_system_config())); executor.shutdown()")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                            timeout=300, check=True)
+    started = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {key: started.get(key) for key in local_system_config()} == local_system_config()
+
+
+def test_joining_a_running_cluster_passes_no_system_settings(ray_cluster):
+    code = ("import ray; from pipeline.config import RayConfig; from pipeline.executor import RayExecutor; "
+            f"executor = RayExecutor(RayConfig(address={ray_cluster!r})); "
+            "print(executor.workers); executor.shutdown()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            timeout=300, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "2"

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.utf8 import utf8_buffers
-from stages.dedup import kernels, text
+from stages.dedup import kernels
 
 # Scripts written without spaces between words: their documents are shingled by characters.
 CHAR_SCRIPTS = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}]"
