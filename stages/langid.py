@@ -28,7 +28,7 @@ Removed rows get a ``reason``, tested in this order:
 What the model reads: lid.176 was trained on single lines of ordinary text, punctuation and digits
 included, so the text is changed as little as that allows. Each document becomes a one-line view with
 HTML/XML tags and entities, URLs and e-mail addresses blanked, ASCII punctuation blanked only where it
-touches Han or kana, and whitespace folded. A document longer than ``max_chars`` is read through
+touches Han or kana, and newlines turned into spaces. A document longer than ``max_chars`` is read through
 ``windows`` evenly spaced windows (first and last included), not its prefix, so a licence header
 cannot label a book. lid.176 calls short kana-free Chinese ``ja``; as Japanese prose always has kana,
 ``ja`` on Han text without kana is replaced by the model's best other label, with the probability the
@@ -314,8 +314,10 @@ def prediction_view(text: str, max_chars: int, windows: int) -> str:
             text = pattern.sub(" ", text)
     if not text.isascii() and _HAN_OR_KANA.search(text):  # isascii() reads a flag: English costs no scan
         text = _blank_punctuation_at_cjk(text)
-    # bytes.split() splits where fastText's own tokenizer does: ASCII whitespace only.
-    return b" ".join(text.encode().split()).decode()
+    # fastText splits words at every ASCII whitespace character itself, so only a newline, which
+    # would end the line, needs replacing: folding runs of whitespace changed no label or probability
+    # of 240,415 texts (corpus-dev, langid-dev) and cost a third of building the views.
+    return text.replace("\n", " ")
 
 
 def _blank_punctuation_at_cjk(text: str) -> str:

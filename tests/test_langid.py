@@ -208,9 +208,25 @@ def test_stats_count_what_was_labelled(label_all):
 
 def test_prediction_view_is_one_line_without_markup():
     text = "Visit <a href='x'>our site</a> at https://example.org/p?q=1 or mail info@example.org &amp; now\n\tok"
-    assert prediction_view(text, 2000, 3) == "Visit our site at or mail now ok"
+    view = prediction_view(text, 2000, 3)
+    assert "\n" not in view and view.split() == "Visit our site at or mail now ok".split()
     # Addresses glued to CJK text take none of it with them.
-    assert prediction_view("联系我们：info@example.com详见https://x.cn/a", 2000, 3) == "联系我们： 详见"
+    assert prediction_view("联系我们：info@example.com详见https://x.cn/a", 2000, 3).split() == ["联系我们：", "详见"]
+
+
+def test_whitespace_left_unfolded_changes_no_prediction(stage):
+    """fastText splits words at ASCII whitespace itself: the view need not fold it (only a newline
+    would end the line), and the model answers the same to the bit."""
+    texts = [path.read_text(encoding="utf-8") for path in sorted((REPO / "sample_data").glob("*/*.txt"))]
+    texts += ["a\x00b  c", "\t\tword\x0bother\x0cthird\r\nfourth", "混合\u3000文本\xa0here  ", "x\x1cy \x1dz",
+              "  lead and trail  \n", "Ein  Satz\r\nauf   Deutsch\t\tmit Leerraum.", "これは\n\nテスト  です"]
+    views = [prediction_view(text, 2000, 3) for text in texts]
+    folded = [b" ".join(view.encode().split()).decode() for view in views]
+    assert len(texts) > 20 and views != folded
+    unfolded_labels, unfolded_probabilities = stage.model.predict(views, k=3, on_unicode_error="replace")
+    folded_labels, folded_probabilities = stage.model.predict(folded, k=3, on_unicode_error="replace")
+    assert unfolded_labels == folded_labels
+    assert all((a == b).all() for a, b in zip(unfolded_probabilities, folded_probabilities))
 
 
 def test_long_documents_are_read_through_windows_that_include_the_end():
@@ -310,7 +326,7 @@ def test_ascii_punctuation_in_latin_text_reaches_the_model(stage):
 
 
 def test_ascii_punctuation_touching_han_or_kana_is_blanked():
-    assert prediction_view("我们提出了一种方法,该方法(简称ABC)效果好.", 2000, 3) == "我们提出了一种方法 该方法 简称ABC 效果好"
+    assert prediction_view("我们提出了一种方法,该方法(简称ABC)效果好.", 2000, 3) == "我们提出了一种方法 该方法 简称ABC 效果好 "
     assert prediction_view("これは,テスト", 2000, 3) == "これは テスト"
     assert prediction_view("Ce n'est pas (vraiment) ça, non?", 2000, 3) == "Ce n'est pas (vraiment) ça, non?"
     # Korean is written with ASCII punctuation, as the model learned it.
