@@ -3,14 +3,15 @@
 datasketch (2.0, scheme ``affine32``) defines a signature as: hash every shingle to 32 bits with
 ``hashfunc``, pre-mix it with the MurmurHash3 finalizer, apply ``a_k * h + b_k mod 2^32`` for each
 of ``num_perm`` permutations drawn from ``RandomState(seed)``, and keep the minimum per permutation.
-``MinHasher`` does exactly that in one compiled loop over all shingles of a batch. The permutations and
-the finalizer are datasketch's, written out here (``affine32_permutations``, ``fmix64``,
-``kernels.FMIX_CONSTANTS``): importing any part of datasketch imports its LSH module and scipy.integrate
-with it, 0.2 s in every worker; the tests compare them with datasketch's own. Its ``hashfunc`` is ``shingle_hash``: word
-tokens (or characters, for languages written without spaces) are hashed with BLAKE2b, once per
-distinct piece of text they come from, and an n-gram's hash combines its tokens' hashes with a
-position-dependent multiply-add, so no n-gram string is ever built. ``tests/test_dedup.py`` checks the signatures
-against ``datasketch.MinHash(hashfunc=shingle_hash)`` bit for bit.
+``MinHasher`` does exactly that in one compiled loop over all shingles of a batch. The permutations
+and the finalizer are datasketch's, written out here (``affine32_permutations``, ``fmix64``,
+``kernels.FMIX_CONSTANTS``): importing any part of datasketch imports its LSH module and
+scipy.integrate with it, 0.2 s in every worker; the tests compare them with datasketch's own. Its
+``hashfunc`` is ``shingle_hash``: word tokens (or characters, for languages written without spaces)
+are hashed with BLAKE2b, once per distinct piece of text they come from, and an n-gram's hash
+combines its tokens' hashes with a position-dependent multiply-add, so no n-gram string is ever
+built. ``tests/test_dedup.py`` checks the signatures against
+``datasketch.MinHash(hashfunc=shingle_hash)`` bit for bit.
 
 Text is simplified before shingling, as datatrove does for MinHash: compatibility and diacritics
 folded, lowercased, digit runs replaced by ``0``, punctuation, symbols and control characters
