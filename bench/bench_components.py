@@ -76,7 +76,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 from bench_shuffle import CountingOpens, io_counters  # noqa: E402  (the shuffle benchmarks count the same way)
 from common import peak_rss_mb, reset_peak_rss, save_results  # noqa: E402
 from pipeline import storage  # noqa: E402
-from pipeline.executor import local_system_config  # noqa: E402
+from pipeline.executor import start_local_ray  # noqa: E402
 from stages.dedup import DedupConfig, clusters, documents, partitioned, star  # noqa: E402
 from stages.dedup.shuffle import Job, Step  # noqa: E402
 from stages.dedup.steps import make_job  # noqa: E402
@@ -284,8 +284,7 @@ def both_ways(work: Path, graph: str, edges: int, shards: int, partitions: int, 
     for name, way, _ in runs:
         job = jobs[name]
         print(f"  {name}", flush=True)
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}}, _system_config=local_system_config())
+        start_local_ray(workers, log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}})
         steps: list[dict] = []
         started = time.perf_counter()
         if way == "single_task":

@@ -249,12 +249,9 @@ def start_local_ray(cpus: int) -> None:
     """Ray as the runner starts it (``ray.address: null``), but always a new local instance: with
     no address ray.init joins a cluster a ``ray start`` left on the machine, if any, and then
     refuses ``num_cpus``. The runner's executor finds Ray initialised and uses it as is."""
-    import ray
+    from pipeline.executor import start_local_ray as start
 
-    from pipeline.executor import local_system_config
-
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, configure_logging=False, log_to_driver=True,
-             _system_config=local_system_config())
+    start(cpus, configure_logging=False, log_to_driver=True)
 
 
 def ours_run(config_raw: dict, use_ray: bool) -> dict:

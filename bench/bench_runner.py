@@ -27,7 +27,7 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 from common import CORPUS, REPO, save_results  # noqa: E402
 from pipeline import registry  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
-from pipeline.executor import RayExecutor, local_system_config  # noqa: E402
+from pipeline.executor import RayExecutor, start_local_ray  # noqa: E402
 from pipeline.runner import plan_stages, run_stage  # noqa: E402
 
 
@@ -47,8 +47,7 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}}, _system_config=local_system_config())
+    start_local_ray(2, configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}:{BENCH}"}})
     ray.get(ray.remote(lambda: None).remote())  # first task: a worker process exists
     ray_start = time.perf_counter() - started
     results = {"ray_start_seconds": round(ray_start, 2)}

@@ -47,7 +47,7 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 from common import ProcessTreeMonitor, by_role, isolated, save_results  # noqa: E402
-from pipeline.executor import local_system_config  # noqa: E402
+from pipeline.executor import start_local_ray  # noqa: E402
 
 STAGES_READ = "dedup"  # the input_stage of both steps in configs/full.yaml
 
@@ -142,8 +142,7 @@ def measure_step(command: str, config: str) -> dict:
     log = io.StringIO()
     with ProcessTreeMonitor(interval=0.05) as monitor:
         started = time.perf_counter()
-        ray.init(address="local", num_cpus=_load(Path(config)).ray.num_cpus, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False, _system_config=local_system_config())
+        start_local_ray(_load(Path(config)).ray.num_cpus, configure_logging=False, log_to_driver=False)
         ray_start = time.perf_counter() - started
         monitor.mark()
         started = time.perf_counter()

@@ -120,6 +120,16 @@ def local_system_config() -> dict[str, int]:
     return {"raylet_client_connect_timeout_milliseconds": 10, "raylet_client_num_connect_attempts": 1000}
 
 
+def start_local_ray(num_cpus: int | None, **options: Any) -> None:
+    """Start a new local Ray with ``local_system_config()`` and no dashboard; ``options`` go to
+    ``ray.init``. ``address="local"``: a Ray of our own even where `ray start` runs on this machine,
+    which a plain ray.init() would join (it reads the address `ray start` left in Ray's temp dir)."""
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(),
+             **options)
+
+
 class RayExecutor:
     """Runs tasks on Ray: joins ``ray.address`` (or RAY_ADDRESS) when set, else starts Ray locally."""
 
@@ -132,16 +142,10 @@ class RayExecutor:
         self.owns_cluster = not ray.is_initialized()
         if self.owns_cluster:
             address = config.address or os.environ.get("RAY_ADDRESS")
-            ray.init(
-                # "local": a Ray of our own even where `ray start` runs on this machine, which a
-                # plain ray.init() would join (it reads the address `ray start` left in Ray's temp dir)
-                address=address or "local",
-                num_cpus=None if address else config.num_cpus,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=True,
-                **({} if address else {"_system_config": local_system_config()}),
-            )
+            if address:
+                ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
+            else:
+                start_local_ray(config.num_cpus, configure_logging=False, log_to_driver=True)
         self.startup_seconds = time.perf_counter() - started
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = config.num_workers or cluster_cpus

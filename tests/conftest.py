@@ -16,11 +16,10 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        # address="local": never join a `ray start` cluster that happens to run on this machine
-        from pipeline.executor import local_system_config
+        # a Ray of its own, never a `ray start` cluster that happens to run on this machine
+        from pipeline.executor import start_local_ray
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, _system_config=local_system_config())
+        start_local_ray(2, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
     yield address
