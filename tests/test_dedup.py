@@ -519,6 +519,33 @@ def test_nfc_equals_utf8proc():
         assert text.nfc(part).equals(pc.utf8_normalize(part, "NFC"))
 
 
+def test_sorted_scratch_files_have_row_groups_worth_reading_and_no_dictionaries(tmp_path):
+    """A small map file is one row group (one per target made footers larger than the rows), a large
+    one about one per target; its columns are LZ4 without dictionary pages (hashes and document
+    numbers, which a dictionary cannot shorten); every target reads exactly its key range either way."""
+    from stages.dedup import shuffle
+
+    fs = pafs.LocalFileSystem()
+
+    class Job:
+        filesystem = fs
+
+    rng = np.random.default_rng(5)
+    for rows, groups in ((300, 1), (200_000, 40)):  # 16 bytes a row: 4.8 kB, and 3.2 MB over 40 targets
+        table = pa.table({"key": pa.array(rng.integers(0, 40, rows), pa.int64()),
+                          "value": pa.array(rng.integers(0, 1 << 62, rows), pa.int64())})
+        path = str(tmp_path / f"{rows}.parquet")
+        shuffle.write_sorted(Job, path, table, 40)
+        metadata = pq.ParquetFile(path).metadata
+        assert metadata.num_row_groups == groups
+        column = metadata.row_group(0).column(1)
+        assert column.compression.startswith("LZ4") and not column.has_dictionary_page
+        keys, values = table["key"].to_numpy(), table["value"].to_numpy()
+        for target in range(40):
+            got = shuffle.read_range(Job, path, target, target + 1)
+            assert sorted(got["value"].to_pylist()) == sorted(values[keys == target].tolist())
+
+
 def test_scratch_reads_equal_the_storage_layer(tmp_path, monkeypatch):
     """``shuffle.read_table`` and ``read_range`` read what ``storage.read_parquet`` and a filter with
     Arrow's kernels read, cut into the same chunks, whether the file is read whole or not."""

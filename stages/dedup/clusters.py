@@ -35,7 +35,7 @@ from stages.dedup.documents import (
     BARRED, CLUSTER_SCHEMA, CLUSTERS, DOCS, DOCS_SCHEMA, REASON_EXACT, REASON_NEAR, edge_files,
 )
 from stages.dedup.paragraphs import SHORT_SUCCESSORS
-from stages.dedup.shuffle import Job, shard_range
+from stages.dedup.shuffle import Job, shard_range, write_scratch
 
 # clusters/ rows: documents' CLUSTER_SCHEMA and whether paragraph dedup checks the member as a successor
 ROW_SCHEMA = CLUSTER_SCHEMA.append(pa.field("successor", pa.bool_()))
@@ -70,8 +70,8 @@ def cluster_corpus(task: tuple[Job, int]) -> None:
                            components.among(found.doc, earlier_findings(job, SHORT_SUCCESSORS, shards)))
     bounds = np.searchsorted(found.doc, [shard_range(shard)[0] for shard in shards] + [shard_range(len(shards))[0]])
     for shard in shards:
-        storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard),
-                              table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]))
+        write_scratch(job, job.path(CLUSTERS, shard),
+                      table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]))
     summary["edges"] = {"exact": exact_pairs, "near": len(pairs) - exact_pairs}
     summary["keeper_round"] = job.round
     storage.write_json(job.filesystem, summary_path(job), summary)

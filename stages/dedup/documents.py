@@ -14,10 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
 from stages.dedup import exchange, minhash, text
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_sorted
+from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_scratch, write_sorted
 
 EXACT_BAND = -1
 REASON_EXACT = "exact_duplicate"
@@ -78,10 +77,10 @@ def sign_shard(task: tuple[Job, int]) -> None:
             keyed.append(_band_rows(job, band, keys, np.repeat(doc[has_shingles], job.bands)))
             if config.verify:
                 signed.append(_signature_rows(job, doc, signatures))
-    storage.write_parquet(job.filesystem, job.path(DOCS, shard), _concat(docs, DOCS_SCHEMA))
+    write_scratch(job, job.path(DOCS, shard), _concat(docs, DOCS_SCHEMA))
     if config.near_duplicates and config.verify:
         signature_schema = pa.schema([("doc", pa.int64()), ("sig", pa.binary(4 * config.num_perm))])
-        storage.write_parquet(job.filesystem, job.path(SIGNATURES, shard), _concat(signed, signature_schema))
+        write_scratch(job, job.path(SIGNATURES, shard), _concat(signed, signature_schema))
     exchange.write(job, band_exchange(job), shard, _concat(keyed, BANDS_SCHEMA))
 
 
@@ -208,7 +207,7 @@ def verify_shard(task: tuple[Job, int]) -> None:
     keep = pairs["exact"].to_numpy(zero_copy_only=False) | (agreement >= job.config.threshold)
     # One chunk: how Parquet cuts pages depends on the chunks, which depend on how the pairs were read.
     edges = pairs.select(["u", "v", "exact"]).filter(pa.array(keep)).combine_chunks()
-    storage.write_parquet(job.filesystem, job.path(EDGES, shard), edges)
+    write_scratch(job, job.path(EDGES, shard), edges)
 
 
 def _read_signatures(job: Job, shard: int) -> np.ndarray:

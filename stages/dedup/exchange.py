@@ -24,7 +24,8 @@ map files' footers (``write(counts=...)``): the driver reads those, the gathered
 the targets' tasks.
 
 Directly (``shuffle.gather``), every target's task opens every map file: sources x targets reads, S x S
-for verify, and each open parses a footer that lists about one row group per target. Through the
+for verify, and each open parses a footer that lists up to one row group per target (none of less
+than ``shuffle.MIN_GROUP_BYTES``: a small map file is one row group, which every target reads whole). Through the
 gather level, a map file holds one row group per block of B consecutive targets (``write``); one
 gather task per block (``gather_block``) reads that row group from every map file, one coalesced read
 each after a footer of targets / B row groups, and writes one file per target of its block

@@ -21,11 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import storage
 from stages.dedup import exchange, text
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_sorted
+from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_scratch, write_sorted
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
 
@@ -158,10 +157,10 @@ def find_short_keepers(task: tuple[Job, int]) -> None:
     # Successor removals reach only the successors ``select_paragraphs`` found in this shard's
     # clusters: a shard without any (every shard in keeper round 0) has none to read.
     has_successors = clusters.filter(clusters["successor"]).num_rows > 0
-    storage.write_parquet(job.filesystem, job.path(SHORT_SUCCESSORS, shard), _documents(_too_short(
+    write_scratch(job, job.path(SHORT_SUCCESSORS, shard), _documents(_too_short(
         line_drops(job, shard, SUCCESSOR_REMOVALS) if has_successors else {})))
-    storage.write_parquet(job.filesystem, job.path(BARRED, shard),  # last: the task's receipt
-                          _documents(barred[np.isin(barred, keepers)]))
+    write_scratch(job, job.path(BARRED, shard),  # last: the task's receipt
+                  _documents(barred[np.isin(barred, keepers)]))
 
 
 def _too_short(drops: dict[int, tuple[str, list[int], bool]]) -> np.ndarray:

@@ -48,7 +48,7 @@ from stages.dedup import clusters, components, exchange, star
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS, REASON_EXACT, REASON_NEAR
 from stages.dedup.exchange import Exchange
 from stages.dedup.paragraphs import SHORT_SUCCESSORS
-from stages.dedup.shuffle import Job, Step, node_partition, read_counts, shard_range
+from stages.dedup.shuffle import Job, Step, node_partition, read_counts, shard_range, write_scratch
 
 MEMBERS = "cluster-members"  # <shard>.parquet: sorted by the partition of the document's root
 KEEPERS = "cluster-keepers"  # <partition>.parquet: clusters/ rows sorted by doc; counts: the summary's
@@ -204,8 +204,8 @@ def cluster_rows(task: tuple[Job, int]) -> None:
     job, shard = task
     rows = pa.concat_tables([exchange.read(job, keeper_exchange(job), shard),
                              exchange.read(job, giant_exchange(job), shard)])
-    storage.write_parquet(job.filesystem, job.path(CLUSTERS, shard),
-                          rows.sort_by([("doc", "ascending")]).combine_chunks())
+    write_scratch(job, job.path(CLUSTERS, shard),
+                  rows.sort_by([("doc", "ascending")]).combine_chunks())
 
 
 def write_summary(task: tuple[Job, int]) -> None:

@@ -1,13 +1,14 @@
 """What every dedup task shares: the job description, steps, document numbers and shuffle files.
 
-Documents are numbered ``shard_index << 32 | row``, which is corpus order. Shuffle files are
-written sorted by their first column (a partition number or a document number) in several row
-groups, and ``gather`` reads from many of them only the row groups whose min/max statistics overlap
-the wanted range: a reduce task reads its slice of every map output without a file per pair (above
-a size, dedup's own exchanges go through a gather level instead: ``stages.dedup.exchange``). A task
-whose driver needs a few numbers from it (counts for the summary, whether a round changed anything)
-writes them into its output file's metadata (``write_sorted(counts=...)``, ``read_counts``), so the
-file and its counts are committed by the same rename.
+Documents are numbered ``shard_index << 32 | row``, which is corpus order. Shuffle files are written
+sorted by their first column (a partition number or a document number) in row groups of at least
+``MIN_GROUP_BYTES``, LZ4 without dictionaries like every scratch file here, and ``gather`` reads
+from many of them only the row groups whose min/max statistics overlap the wanted range: a reduce
+task reads its slice of every map output without a file per pair (above a size, dedup's own
+exchanges go through a gather level instead: ``stages.dedup.exchange``). A task whose driver needs a
+few numbers from it (counts for the summary, whether a round changed anything) writes them into its
+output file's metadata (``write_sorted(counts=...)``, ``read_counts``), so the file and its counts
+are committed by the same rename.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ COUNTS_KEY = b"dedup_counts"
 # reader does not need costs less than Parquet's read-ahead and threads up to about this size, and a
 # remote file is then one request.
 WHOLE_FILE_BYTES = 1 << 19
+# Decoded bytes a row group of a sorted scratch file holds at least. A row group per target made
+# map files of a few hundred rows with 60 row groups (footers larger than their rows, each parsed by
+# every reader, and a column chunk per group to write); a target now may read rows of its neighbours
+# and drops them. 32, 64, 128 and 256 kB were tried on dedup's exchanges at 4x corpus-dev: 64 kB read
+# and wrote them in the least time.
+MIN_GROUP_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,10 @@ def batches(job: Job, shard: int, wanted: list[str]) -> Iterator[tuple[np.ndarra
 
 
 def write_sorted(job: Job, path: str, table: pa.Table, groups: int, counts: dict | None = None) -> None:
-    """Write ``table`` sorted by its first column, in about ``groups`` row groups, with ``counts``
-    (JSON) in the file's metadata."""
+    """Write ``table`` sorted by its first column, in about ``groups`` row groups but none of less
+    than ``MIN_GROUP_BYTES`` (a small file: one), with ``counts`` (JSON) in the file's metadata."""
     table = sorted_with_counts(table, counts)
+    groups = max(1, min(groups, table.nbytes // MIN_GROUP_BYTES))
     size = max(1, math.ceil(table.num_rows / groups))
     write_row_groups(job, path, table, list(range(size, table.num_rows, size)))
 
@@ -119,14 +127,24 @@ def sorted_with_counts(table: pa.Table, counts: dict | None) -> pa.Table:
 
 
 def write_row_groups(job: Job, path: str, table: pa.Table, bounds: list[int]) -> None:
-    """Write ``table`` as zstd Parquet, atomically, a row group starting at each of ``bounds``.
-    Statistics go on the first column only: readers choose row groups by them, and those of the
-    others (a signature's min and max: 1 kB) would grow the footer that every reader parses."""
+    """Write ``table`` as LZ4 Parquet without dictionaries, atomically, a row group starting at each
+    of ``bounds``. Statistics go on the first column only: readers choose row groups by them, and
+    those of the others (a signature's min and max: 1 kB) would grow the footer that every reader
+    parses. These files are the exchanges' scratch, mostly hashes and document numbers, written and
+    read once or twice: a dictionary tried on every column chunk, and zstd, cost more than the bytes
+    they save (docs/performance.md)."""
     sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, compression="zstd", write_statistics=[table.column_names[0]]) as writer:
+    with pq.ParquetWriter(sink, table.schema, compression="lz4", use_dictionary=False,
+                          write_statistics=[table.column_names[0]]) as writer:
         for start, end in zip([0, *bounds], [*bounds, table.num_rows]):
             writer.write_table(table.slice(start, end - start), row_group_size=max(1, end - start))
     storage.write_bytes(job.filesystem, path, sink.getvalue())
+
+
+def write_scratch(job: Job, path: str, table: pa.Table) -> None:
+    """A scratch file that readers read whole (``read_table``), as ``write_row_groups`` writes them,
+    in row groups of ``storage.ROW_GROUP_ROWS``."""
+    write_row_groups(job, path, table, list(range(storage.ROW_GROUP_ROWS, table.num_rows, storage.ROW_GROUP_ROWS)))
 
 
 def read_counts(job: Job, path: str) -> dict:

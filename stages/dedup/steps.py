@@ -76,7 +76,7 @@ from pipeline import commit, storage
 from pipeline.listing import Listing
 from stages.dedup import clusters, documents, exchange, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job, Step, read_table
+from stages.dedup.shuffle import Job, Step, read_table, write_scratch
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
@@ -254,4 +254,4 @@ def decide_shard(task: tuple[Job, int]) -> None:
     order = sorted(decided)
     table = pa.table({name: [decided[doc][i] for doc in order]
                       for i, name in enumerate(DECISION_SCHEMA.names)}, schema=DECISION_SCHEMA)
-    storage.write_parquet(job.filesystem, decisions_path(job.scratch, job.shards[shard]), table)
+    write_scratch(job, decisions_path(job.scratch, job.shards[shard]), table)
