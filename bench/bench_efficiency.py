@@ -45,16 +45,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 from bench_pipeline import (  # noqa: E402
-    STAGES, corpus_table, ensure_quality_model, load_average, machine, one_arrow_thread, pipeline_config,
+    STAGES, corpus_table, ensure_quality_model, load_average, log, machine, one_arrow_thread, pipeline_config,
     prepare_inputs, start_local_ray, versions,
 )
 from common import CORPUS, RESULTS, compile_bytecode, corpus_shards, isolated, save_results  # noqa: E402
 
 WORK = RESULTS / "efficiency"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------- Ray

@@ -28,9 +28,9 @@ Removed rows get a ``reason``, tested in this order:
 What the model reads: lid.176 was trained on single lines of ordinary text, punctuation and digits
 included, so the text is changed as little as that allows. Each document becomes a one-line view with
 HTML/XML tags and entities, URLs and e-mail addresses blanked, ASCII punctuation blanked only where it
-touches Han or kana, and newlines turned into spaces. A document longer than ``max_chars`` is read through
-``windows`` evenly spaced windows (first and last included), not its prefix, so a licence header
-cannot label a book. lid.176 calls short kana-free Chinese ``ja``; as Japanese prose always has kana,
+touches Han or kana, and newlines turned into spaces. A document longer than ``max_chars`` is read
+through ``windows`` evenly spaced windows (first and last included), not its prefix, so a licence
+header cannot label a book. lid.176 calls short kana-free Chinese ``ja``; as Japanese prose always has kana,
 ``ja`` on Han text without kana is replaced by the model's best other label, with the probability the
 model gave that label (never raised: a short phrase stays unsure and ``min_score`` decides).
 

@@ -23,15 +23,15 @@ The components' exchanges (``stages.dedup.star``, ``partitioned``) keep counts f
 map files' footers (``write(counts=...)``): the driver reads those, the gathered files are only for
 the targets' tasks.
 
-Directly (``shuffle.gather``), every target's task opens every map file: sources x targets reads, S x S
-for verify, and each open parses a footer that lists up to one row group per target (none of less
-than ``shuffle.MIN_GROUP_BYTES``: a small map file is one row group, which every target reads whole). Through the
-gather level, a map file holds one row group per block of B consecutive targets (``write``); one
-gather task per block (``gather_block``) reads that row group from every map file, one coalesced read
-each after a footer of targets / B row groups, and writes one file per target of its block
-(``gathered_path``); a target's task then reads that file alone (``read``). Reads: sources x
-ceil(targets / B) + targets, for writing the exchanged rows once more. ``Exchange.between`` chooses
-the way per exchange, from ``DedupConfig.shuffle``.
+Directly (``shuffle.gather``), every target's task opens every map file: sources x targets reads,
+S x S for verify, and each open parses a footer that lists up to one row group per target (none of
+less than ``shuffle.MIN_GROUP_BYTES``: a small map file is one row group, which every target reads
+whole). Through the gather level, a map file holds one row group per block of B consecutive targets
+(``write``); one gather task per block (``gather_block``) reads that row group from every map file,
+one coalesced read each after a footer of targets / B row groups, and writes one file per target of
+its block (``gathered_path``); a target's task then reads that file alone (``read``). Reads: sources
+x ceil(targets / B) + targets, for writing the exchanged rows once more. ``Exchange.between``
+chooses the way per exchange, from ``DedupConfig.shuffle``.
 
 Either way a target's task gets the same table, the same rows in the same order: its rows of each map
 file in file order (map files are sorted by key), map file after map file. A gathered file holds

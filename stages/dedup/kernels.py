@@ -16,7 +16,8 @@ little-endian integer (RFC 7693, no key); ``_is_space`` is Arrow's whitespace (`
 ``text.normalise`` did with a regular expression and Arrow; ``reclass`` is ``simplify``'s regular
 expressions; ``shingle_hashes`` and ``min_hashes`` use datasketch's MurmurHash3 finalizers
 (``FMIX_CONSTANTS``) and affine32 permutations (``minhash.affine32_permutations``). The callers in
-``stages.dedup.text`` and ``stages.dedup.minhash`` hold the definitions the tests check these against. Unicode normalisation and lowercasing stay Arrow's.
+``stages.dedup.text`` and ``stages.dedup.minhash`` hold the definitions the tests check these
+against. Unicode normalisation and lowercasing stay Arrow's.
 """
 from __future__ import annotations
 

@@ -41,9 +41,12 @@ MAX_NGRAM = 64
 _U64 = np.uint64
 
 
+_FMIX64 = tuple(_U64(c) for c in kernels.FMIX_CONSTANTS[64])
+
+
 def fmix64(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finalizer of each value (datasketch's ``_fmix(values, 64)``); products wrap."""
-    s1, m1, s2, m2, s3 = (_U64(c) for c in kernels.FMIX_CONSTANTS[64])
+    s1, m1, s2, m2, s3 = _FMIX64
     values = values ^ (values >> s1)
     values = values * m1
     values = values ^ (values >> s2)
