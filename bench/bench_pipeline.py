@@ -430,6 +430,7 @@ def limits_run(stage_inputs: dict[str, list[str]], model: str, scratch: str) -> 
 
     from stages.dedup import minhash
     from stages.dedup.config import DedupConfig
+    from stages.fasttext_predict import Classifier
     from stages.langid import LangIDConfig, prediction_view, resolve_model_path
     from stages.quality_model import TextConfig, prepare_texts
 
@@ -456,12 +457,16 @@ def limits_run(stage_inputs: dict[str, list[str]], model: str, scratch: str) -> 
             views = [prediction_view(t, config.max_chars, config.windows) for t in texts]
         with Timer() as predict:
             model_lid.predict(views, k=1, on_unicode_error="replace")
+        compiled = Classifier(resolve_model_path(None))
+        compiled.top(views[:10])  # numba's machine code loaded (or compiled) outside the timing
+        with Timer() as predict_compiled:
+            compiled.top(views)
         full = [t.replace("\n", " ") for t in texts]
         with Timer() as predict_full:
             model_lid.predict(full, k=1, on_unicode_error="replace")
         results["langid"].update(bare="fastText lid.176 predict (k=1) of the stage's views of the classified documents",
                                  bare_s=predict.wall, bare_docs=len(texts), view_s=views_timer.wall,
-                                 bare_full_text_s=predict_full.wall)
+                                 bare_full_text_s=predict_full.wall, compiled_s=predict_compiled.wall)
     if tables.get("rules") is not None:
         texts = tables["rules"]["text"].to_pylist()
         with Timer() as split_timer:
@@ -479,8 +484,13 @@ def limits_run(stage_inputs: dict[str, list[str]], model: str, scratch: str) -> 
             lines = prepare_texts(table["text"], text_config, langs)
         with Timer() as predict:
             model_q.predict(lines, k=1)
+        compiled = Classifier(model)
+        compiled.top(lines[:10])
+        with Timer() as predict_compiled:
+            compiled.top(lines)
         results["quality"].update(bare="fastText predict (k=1) of the quality model on the prepared lines",
-                                  bare_s=predict.wall, bare_docs=len(lines), prepare_s=prepare.wall)
+                                  bare_s=predict.wall, bare_docs=len(lines), prepare_s=prepare.wall,
+                                  compiled_s=predict_compiled.wall)
     if tables.get("dedup") is not None:
         table = tables["dedup"]
         config = DedupConfig()
@@ -844,7 +854,7 @@ def summarise_limits(runs: list[dict], ours: dict) -> dict:
             bare = _median([m["bare_s"] for m in measured])
             row.update(bare=measured[0]["bare"], bare_s=round(bare, 3),
                        bare_mb_per_s=round(mb / bare, 2) if bare else None)
-            for extra in ("view_s", "bare_full_text_s", "prepare_s", "shingle_s"):
+            for extra in ("view_s", "bare_full_text_s", "prepare_s", "shingle_s", "compiled_s"):
                 if extra in measured[0]:
                     row[extra] = round(_median([m[extra] for m in measured]), 3)
         stage = ours["stages"].get(name)
@@ -1027,6 +1037,12 @@ def render_markdown(report: dict) -> str:
                          f"{_fmt(row.get('bare_mb_per_s'), 1)} | {_fmt(row.get('stage_mb_per_s_per_core'))} | "
                          f"{_fmt((row.get('stage_share_of_read_write_limit') or 0) * 100, 1)}% | "
                          f"{_fmt(row['stage_share_of_bare_limit'] * 100, 1) + '%' if row.get('stage_share_of_bare_limit') else '–'} |")
+        lines.append("")
+        for stage, row in limits.items():
+            if row.get("compiled_s"):
+                lines.append(f"- {stage}: the stage's compiled predict (stages/fasttext_predict.py, same labels and "
+                             f"probabilities) took {row['compiled_s']:.2f} s where the bare fastText call took "
+                             f"{row['bare_s']:.2f} s ({row['bare_s'] / row['compiled_s']:.2f}x).")
         lines.append("")
     overhead = report.get("overhead")
     if overhead:

@@ -68,6 +68,7 @@ from pydantic import Field
 from pipeline.config import Category
 from pipeline.stage import Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
+from stages.fasttext_predict import Classifier
 
 UNDETERMINED = "und"
 BYPASSED = "code"
@@ -153,9 +154,9 @@ class LangID(Stage):
 
     def __init__(self, config: LangIDConfig):
         super().__init__(config)
-        import fasttext  # here, not at the top: validating a config must not need the model library
-
-        self.model = fasttext.load_model(resolve_model_path(config.model_path))
+        # lid.176's predict, compiled (stages/fasttext_predict.py); ``model`` is fastText's own.
+        self.classifier = Classifier(resolve_model_path(config.model_path))
+        self.model = self.classifier.model
         _script_patterns()  # built here (a quarter second) rather than inside the first batch
         self.keep = None if config.languages == "all" else frozenset(config.languages)
 
@@ -223,10 +224,9 @@ class LangID(Stage):
         index = [i for i, has_signal in enumerate(signal) if has_signal]
         if not index:
             return results
-        lines = [views[i] for i in index]
-        labels, probabilities = self.model.predict(lines, k=1, on_unicode_error="replace")
-        for i, (label,), (probability,) in zip(index, labels, probabilities):
-            label = self._rename(label)
+        best, probabilities = self.classifier.top([views[i] for i in index])
+        for i, label_index, probability in zip(index, best.tolist(), probabilities.tolist()):
+            label = self._rename(self.classifier.labels[label_index])
             if label == "ja" and is_han_text(views[i]):
                 label, probability = self._best_except_japanese(views[i])
             # fastText's softmax can exceed 1 by a rounding error (1.00003).

@@ -37,6 +37,7 @@ from pydantic import Field
 from pipeline import storage
 from pipeline.stage import StageConfig
 from stages import quality_signals
+from stages.fasttext_predict import Classifier
 from stages.quality_lm import NgramModel, Tokens, char_classes, split_text
 
 GOLD, JUNK = "gold", "junk"
@@ -175,14 +176,15 @@ class QualityModel:
     """The classifier, the language models and the calibration of one trained model."""
 
     def __init__(self, model_path: str, text_config: TextConfig, calibration: dict | None = None):
-        import fasttext
-
         self.text_config = text_config
         with _local_copy(model_path) as local:
-            self.classifier = fasttext.load_model(local)
-        labels = set(self.classifier.get_labels())
+            # Its predict compiled (stages/fasttext_predict.py); ``classifier`` is fastText's own model.
+            self.predictor = Classifier(local)
+        self.classifier = self.predictor.model
+        labels = set(self.predictor.labels)
         if labels != {LABEL_PREFIX + GOLD, LABEL_PREFIX + JUNK}:
             raise ValueError(f"{model_path}: expected labels gold and junk, found {sorted(labels)}")
+        self._gold = self.predictor.labels.index(LABEL_PREFIX + GOLD)
         fs, path = storage.resolve(model_path + LM_SUFFIX)
         with fs.open_input_stream(path) as stream:
             self.lm = NgramModel.from_bytes(stream.read())
@@ -204,16 +206,11 @@ class QualityModel:
         """``signals`` of trimmed texts, all at once."""
         windows = window(texts, self.text_config, langs)
         prepared, tokens = prepare_batch(windows, self.text_config)
-        # fastText's ``predict`` takes str lines, checks each for a newline and appends one; its
-        # binding takes the prepared lines (none has a newline) as UTF-8 bytes with the newline
-        # already there, so no str is built from each line only to be encoded back.
-        binary = pa.large_binary() if pa.types.is_large_string(prepared.type) else pa.binary()
-        lines = pc.binary_join_element_wise(prepared, "", "\n").cast(binary).to_pylist()
-        labels, probs = self.classifier.f.multilinePredict(lines, 1, 0.0, "strict")
-        gold = np.fromiter((label[0] == LABEL_PREFIX + GOLD for label in labels), dtype=bool, count=len(lines))
+        best, top = self.predictor.top(prepared)
+        gold = best == self._gold
         # Two classes under softmax: P(gold) = 1 - P(junk). fastText adds 1e-5 before its log, so the
         # top probability (float32) can read a hair above 1.
-        top = np.minimum(np.concatenate(probs) if probs else np.zeros(0, np.float32), np.float32(1.0))
+        top = np.minimum(top, np.float32(1.0))
         p_gold = np.where(gold, top, np.float32(1.0) - top).astype(np.float64)
         perplexity, known = self.lm.perplexity(tokens, langs)
         result = {"classifier": p_gold, "perplexity": perplexity}
