@@ -122,6 +122,33 @@ def subword_rows(word, length, minn, maxn, bucket, prune_mode, prune_slots, n_wo
     return n_rows
 
 
+@njit(cache=True, nogil=True)
+def word_rows_table(word_bytes, word_offsets, eos, minn, maxn, bucket, prune_mode, prune_slots):
+    """``Dictionary::initNgrams``: each word's rows, its own then its character n-grams' (none for the
+    end-of-sentence word ``eos``), as (offsets, rows)."""
+    n_words = word_offsets.size - 1
+    longest = 0
+    for w in range(n_words):
+        longest = max(longest, word_offsets[w + 1] - word_offsets[w])
+    word = np.empty(longest + 2, dtype=np.uint8)
+    rows = np.empty(n_words + (word_bytes.size + 2 * n_words) * maxn, dtype=np.int64)
+    offsets = np.empty(n_words + 1, dtype=np.int64)
+    n_rows = 0
+    for w in range(n_words):
+        offsets[w] = n_rows
+        rows[n_rows] = w
+        n_rows += 1
+        if maxn > 0 and w != eos:
+            length = word_offsets[w + 1] - word_offsets[w] + 2
+            word[0] = BOW
+            for k in range(word_offsets[w], word_offsets[w + 1]):
+                word[k - word_offsets[w] + 1] = word_bytes[k]
+            word[length - 1] = EOW
+            n_rows = subword_rows(word, length, minn, maxn, bucket, prune_mode, prune_slots, n_words, rows, n_rows)
+    offsets[n_words] = n_rows
+    return offsets, rows[:n_rows].copy()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _std_log(x):
     """fastText's ``std_log``: ``log(x + 1e-5)`` in double, returned as float32."""

@@ -56,10 +56,12 @@ class _Reader:
         self.at += values.nbytes
         return values
 
-    def word(self) -> bytes:
+    def entry(self) -> tuple[bytes, int, int]:
+        """A dictionary entry: the word (up to its NUL), its count (int64) and type (int8)."""
         end = self.data.index(b"\0", self.at)
-        word, self.at = self.data[self.at:end], end + 1
-        return word
+        count, kind = struct.unpack_from("<qb", self.data, end + 1)
+        word, self.at = self.data[self.at:end], end + 10
+        return word, count, kind
 
 
 def _product_quantizer(reader: _Reader) -> tuple[np.ndarray, int, int, int]:
@@ -139,7 +141,7 @@ class Predictor:
         size, n_words, n_labels = reader.take("3i")
         reader.take("q")  # tokens
         prune_size = reader.take("q")
-        entries = [(reader.word(), reader.take("q"), reader.take("b")) for _ in range(size)]
+        entries = [reader.entry() for _ in range(size)]
         prune = dict(reader.take("2i") for _ in range(max(prune_size, 0)))
         quantised_input = reader.take("?")
         input_rows, input_norms = _matrix(reader, quantised_input)
@@ -164,24 +166,12 @@ class Predictor:
                       else kernels.PRUNE_MAP)
         prune_slots = _prune_table(prune)
         eos = words.index(EOS)
-        # ``Dictionary::initNgrams``: a word's rows are its own and its character n-grams' (none for
-        # the end-of-sentence word).
-        rows_of = []
-        for word in range(n_words):
-            own = np.array([word], dtype=np.int64)
-            if maxn > 0 and word != eos:
-                bracketed = np.frombuffer(b"<" + words[word] + b">", dtype=np.uint8)
-                grams = np.empty(bracketed.size * maxn, dtype=np.int64)
-                count = kernels.subword_rows(bracketed, bracketed.size, minn, maxn, bucket, prune_mode, prune_slots,
-                                             n_words, grams, 0)
-                own = np.concatenate([own, grams[:count]])
-            rows_of.append(own)
-        word_row_offsets = np.zeros(n_words + 1, dtype=np.int64)
-        word_row_offsets[1:] = np.cumsum([len(rows) for rows in rows_of])
+        word_row_offsets, word_rows = kernels.word_rows_table(word_bytes, word_offsets, eos, minn, maxn, bucket,
+                                                              prune_mode, prune_slots)
         tree_left, tree_right = (_huffman_tree([count for _, count, _ in entries[n_words:]])
                                  if LOSSES[loss] == kernels.HIERARCHICAL else (np.zeros(0, np.int64),) * 2)
         tables = (
-            SPACE, slots, hashes, word_offsets, word_bytes, word_row_offsets, np.concatenate(rows_of),
+            SPACE, slots, hashes, word_offsets, word_bytes, word_row_offsets, word_rows,
             np.frombuffer(LABEL_PREFIX, dtype=np.uint8), eos, minn, maxn, max(word_ngrams, 1), max(bucket, 1),
             prune_mode, prune_slots, _aligned(input_rows), np.ascontiguousarray(output_rows),
             output_scale, LOSSES[loss], tree_left, tree_right,
