@@ -7,7 +7,7 @@ read a character at a time, a ``std::string`` per character n-gram and a ``std::
 lookup for each (lid.176 is pruned), each row added as soon as it is found.
 ``fasttext_kernels.predict_top`` reads the Arrow buffer of a batch's lines, looks words and n-grams
 up in tables of its own and gathers a line's rows before summing them. On corpus-dev it scores
-langid's views of lid.176 in about a third of fastText's time, and the quality classifier's lines in
+langid's views with lid.176 in about a third of fastText's time, and the quality classifier's lines in
 about four fifths (that model's 12.8 MB of word-bigram rows come from memory either way);
 ``bench/bench_pipeline.py --sections limits`` reports both.
 

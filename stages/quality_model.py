@@ -178,13 +178,12 @@ class QualityModel:
     def __init__(self, model_path: str, text_config: TextConfig, calibration: dict | None = None):
         self.text_config = text_config
         with _local_copy(model_path) as local:
-            # Its predict compiled (stages/fasttext_predict.py); ``classifier`` is fastText's own model.
-            self.predictor = Classifier(local)
-        self.classifier = self.predictor.model
-        labels = set(self.predictor.labels)
+            # Its predict compiled (stages/fasttext_predict.py); fastText's own model is ``classifier.model``.
+            self.classifier = Classifier(local)
+        labels = set(self.classifier.labels)
         if labels != {LABEL_PREFIX + GOLD, LABEL_PREFIX + JUNK}:
             raise ValueError(f"{model_path}: expected labels gold and junk, found {sorted(labels)}")
-        self._gold = self.predictor.labels.index(LABEL_PREFIX + GOLD)
+        self._gold = self.classifier.labels.index(LABEL_PREFIX + GOLD)
         fs, path = storage.resolve(model_path + LM_SUFFIX)
         with fs.open_input_stream(path) as stream:
             self.lm = NgramModel.from_bytes(stream.read())
@@ -206,7 +205,7 @@ class QualityModel:
         """``signals`` of trimmed texts, all at once."""
         windows = window(texts, self.text_config, langs)
         prepared, tokens = prepare_batch(windows, self.text_config)
-        best, top = self.predictor.top(prepared)
+        best, top = self.classifier.top(prepared)
         gold = best == self._gold
         # Two classes under softmax: P(gold) = 1 - P(junk). fastText adds 1e-5 before its log, so the
         # top probability (float32) can read a hair above 1.

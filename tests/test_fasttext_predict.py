@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fasttext
 import numpy as np
 import pyarrow as pa
 import pytest

@@ -305,7 +305,7 @@ def signals_of(texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
 def test_classifier_signal_is_fasttexts_own_predict_of_the_prepared_lines(stage, sample_rows):
     texts = [row["text"] for row in sample_rows["gold"] + sample_rows["junk"]] + ["", "x"]
     langs = ["en"] * len(texts)
-    labels, probs = stage.model.classifier.predict(prepare_texts(texts, TextConfig(), langs), k=1)
+    labels, probs = stage.model.classifier.model.predict(prepare_texts(texts, TextConfig(), langs), k=1)
     want = [min(p[0], 1.0) if label[0] == "__label__gold" else 1.0 - min(p[0], 1.0) for label, p in zip(labels, probs)]
     assert stage.model.signals(texts, langs)["classifier"].tolist() == want
 
