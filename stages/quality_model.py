@@ -39,6 +39,7 @@ from pipeline.stage import StageConfig
 from stages import quality_signals
 from stages.fasttext_predict import Classifier
 from stages.quality_lm import NgramModel, Tokens, char_classes, split_text
+from stages.unicode_fold import nfkc_lower
 
 GOLD, JUNK = "gold", "junk"
 LABEL_PREFIX = "__label__"
@@ -148,7 +149,7 @@ def prepared_array(windows: pa.Array, config: TextConfig) -> pa.Array:
 def prepare_batch(windows: pa.Array, config: TextConfig) -> tuple[pa.Array, Tokens]:
     """The prepared lines of ``windows`` and their tokens (what the language model and the signals
     read), from one pass over the text."""
-    array = pc.utf8_lower(pc.utf8_normalize(windows, form="NFKC"))
+    array = nfkc_lower(windows)
     if config.segmenter == "jieba":
         # Before digits become 0: the same, since jieba sees runs of CJK characters only.
         array = pa.array([_CJK_RUN.sub(_jieba_words, text) for text in array.to_pylist()], type=pa.string())

@@ -23,6 +23,7 @@ from datasketch.hashfunc import sha1_hash32
 from conftest import REPO
 from pipeline.stage import PrepareContext
 from stages.dedup import Dedup, DedupConfig, kernels, minhash
+from stages.unicode_fold import COMPOSES_WITH_PREVIOUS
 
 WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window "
          "history market engine forest number bridge letter summer winter station harbor music "
@@ -485,7 +486,7 @@ def test_nfc_tables_agree_with_unicodedata():
             if unicodedata.combining(chr(second)) == 0:
                 seconds.add(second)
     seconds |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo (algorithmic)
-    assert seconds <= text._COMPOSES_WITH_PREVIOUS
+    assert seconds <= COMPOSES_WITH_PREVIOUS
     stable = list(range(0x300))
     for lead in np.flatnonzero(text._NFC_STABLE_LEAD).tolist():
         low = (lead & 0x1F) << 6 if lead < 0xE0 else (lead & 0x0F) << 12

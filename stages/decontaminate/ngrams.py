@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.unicode_fold import nfkc_lower
+
 # Han (CJK unified ideographs, extension A, compatibility), Hiragana, Katakana (with phonetic
 # extensions and half-width forms), iteration marks. Spelled as explicit ranges so RE2 (Arrow)
 # and Python's re agree on them exactly.
@@ -61,7 +63,7 @@ def _token_digests(tokens: list[str]) -> np.ndarray:
 
 def normalise_tokens(tokens: pa.Array) -> pa.Array:
     """NFKC, then lowercase: full-width letters and ligatures become their plain forms."""
-    return pc.utf8_lower(pc.utf8_normalize(tokens, "NFKC"))
+    return nfkc_lower(tokens)
 
 
 def word_tokens(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:

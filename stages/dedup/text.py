@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from pipeline.utf8 import utf8_buffers
 from stages.dedup import kernels
+from stages.unicode_fold import COMPOSES_WITH_PREVIOUS
 
 
 def normalise(texts: pa.Array) -> pa.Array:
@@ -35,15 +36,8 @@ def normalise(texts: pa.Array) -> pa.Array:
 # NFC changes no string whose characters all have canonical combining class 0 and
 # NFC_Quick_Check=Yes (UAX #15), and Unicode's stability policy keeps such a string unchanged under
 # every later version: so Python's unicodedata can tell which strings the (newer) tables of Arrow's
-# utf8proc would change, provided it knows their characters. Of those characters, these compose
-# with the character before them although their class is 0 (NFC_Quick_Check=Maybe): the Hangul
-# vowel and trailing consonant jamo, and some vowel signs of Indic and Southeast Asian scripts
-# (tests/test_dedup.py derives them from unicodedata).
-_COMPOSES_WITH_PREVIOUS = frozenset([
-    0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57,
-    0x0DCF, 0x0DDF, 0x0FB5, 0x0FB7, 0x102E, 0x1B35, 0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA,
-    0x114BD, 0x115AF, 0x11930, *range(0x1161, 0x1176), *range(0x11A8, 0x11C3),
-])
+# utf8proc would change, provided it knows their characters. Those of class 0 that compose with the
+# character before them are ``unicode_fold.COMPOSES_WITH_PREVIOUS``.
 # Lead bytes 0xCC and above of UTF-8 characters that NFC leaves alone wherever they stand (all
 # assigned, class 0, Quick_Check=Yes), as every character below U+0300 (lead bytes below 0xCC) is:
 # U+03C0-047F and U+04C0-04FF (Greek and Cyrillic), U+0680-06BF (Arabic letters), U+4000-9FFF (CJK
@@ -89,7 +83,7 @@ def _nfc_unstable(point: int) -> bool:
     Unicode version may give them a decomposition)."""
     char = chr(point)
     return (unicodedata.category(char) == "Cn" or unicodedata.combining(char) != 0
-            or point in _COMPOSES_WITH_PREVIOUS or unicodedata.normalize("NFC", char) != char)
+            or point in COMPOSES_WITH_PREVIOUS or unicodedata.normalize("NFC", char) != char)
 
 
 def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
