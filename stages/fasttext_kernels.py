@@ -39,8 +39,9 @@ def word_hash(b, start, end):
 @njit(cache=True, nogil=True)
 def hash_table(b, offsets, size):
     """Open-addressing table of the byte strings at ``offsets``: from slot ``hash & (size - 1)`` on,
-    the string's index, -1 where empty. Returns (slots, each string's ``word_hash``)."""
-    slots = np.full(size, -1, dtype=np.int32)
+    ``hash << 32 | index`` of the string there, -1 where empty. Returns (slots, each string's
+    ``word_hash``)."""
+    slots = np.full(size, -1, dtype=np.int64)
     hashes = np.empty(offsets.size - 1, dtype=np.uint64)
     mask = size - 1
     for i in range(offsets.size - 1):
@@ -49,29 +50,62 @@ def hash_table(b, offsets, size):
         slot = np.int64(h) & mask
         while slots[slot] != -1:
             slot = (slot + 1) & mask
-        slots[slot] = i
+        slots[slot] = np.int64((h << np.uint64(32)) | np.uint64(i))
     return slots, hashes
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _find(slots, hashes, offsets, words, b, start, end, h):
-    """The index of the word equal to ``b[start:end]`` (hash ``h``), -1 if none."""
+def _packed(b, start, end):
+    """Up to the first eight bytes of ``b[start:end]``, little-endian in an int64."""
+    packed = np.int64(0)
+    for k in range(start, min(end, start + 8)):
+        packed |= np.int64(b[k]) << np.int64(8 * (k - start))
+    return packed
+
+
+@njit(cache=True, nogil=True)
+def word_records(word_bytes, word_offsets, word_row_offsets):
+    """What a lookup reads of each word, in one 32-byte record: its bytes ``_packed`` when it has at
+    most eight (else where they start in ``word_bytes``), its length, and where its rows start and
+    end in ``word_rows``."""
+    n_words = word_offsets.size - 1
+    records = np.empty((n_words, 4), dtype=np.int64)
+    for w in range(n_words):
+        start, end = word_offsets[w], word_offsets[w + 1]
+        records[w, 0] = _packed(word_bytes, start, end) if end - start <= 8 else start
+        records[w, 1] = end - start
+        records[w, 2] = word_row_offsets[w]
+        records[w, 3] = word_row_offsets[w + 1]
+    return records
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(slots, records, words, b, start, end, h, packed):
+    """The index of the word equal to ``b[start:end]`` (hash ``h``, first bytes ``packed``), -1 if
+    none: a slot's hash, then the word's length and bytes, from its record (``word_records``)."""
     mask = slots.size - 1
     length = end - start
     slot = np.int64(h) & mask
-    while slots[slot] != -1:
-        word = slots[slot]
-        if hashes[word] == h and offsets[word + 1] - offsets[word] == length:
-            base = offsets[word]
-            same = True
-            for k in range(length):
-                if words[base + k] != b[start + k]:
-                    same = False
-                    break
-            if same:
-                return word
+    while True:
+        entry = slots[slot]
+        if entry == -1:
+            return -1
+        if np.uint64(entry) >> np.uint64(32) == h:
+            word = entry & 0xFFFFFFFF
+            if records[word, 1] == length:
+                if length <= 8:
+                    if records[word, 0] == packed:
+                        return word
+                else:
+                    base = records[word, 0]
+                    same = True
+                    for k in range(length):
+                        if words[base + k] != b[start + k]:
+                            same = False
+                            break
+                    if same:
+                        return word
         slot = (slot + 1) & mask
-    return -1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -156,7 +190,7 @@ def _std_log(x):
 
 
 @njit(cache=True, nogil=True)
-def predict_top(b, offsets, space, slots, word_hashes, word_offsets, word_bytes, word_row_offsets, word_rows,
+def predict_top(b, offsets, space, slots, word_hashes, word_bytes, records, word_rows,
                 label_prefix, eos, minn, maxn, ngrams, bucket, prune_mode, prune_slots,
                 input_matrix, output_matrix, output_scale, loss, tree_left, tree_right):
     """The top label and its probability for each line of UTF-8 ``b`` (lines at int64 ``offsets``):
@@ -165,13 +199,15 @@ def predict_top(b, offsets, space, slots, word_hashes, word_offsets, word_bytes,
 
     The line's tokens are split at fastText's whitespace (``space``) and end with the end-of-sentence
     word ``eos`` (also where a newline or the word itself is met); tokens with the label prefix are
-    skipped. A known word adds its rows (``word_rows``: the word's own and its character n-grams'),
+    skipped. A token is found among the words by its hash in ``slots`` and its ``records`` entry
+    (``hash_table``, ``word_records``). A known word adds its rows (``word_rows``: the word's own and
+    its character n-grams'),
     an unknown one its character n-grams' rows; every word's hash, known or not, goes into the word
     n-grams of up to ``ngrams`` words, whose rows follow. The rows are summed in that order and
     scaled by 1 / their number; the output is the softmax of ``output_matrix`` times that, or the
     best leaf of the label tree (``tree_left``/``tree_right``, leaves first, the root last)."""
     n_lines = offsets.size - 1
-    n_words = word_offsets.size - 1
+    n_words = records.shape[0]
     dim = input_matrix.shape[1]
     n_labels = output_matrix.shape[0] if loss == SOFTMAX else tree_left.size // 2 + 1
     eos_hash = word_hashes[eos]
@@ -186,7 +222,7 @@ def predict_top(b, offsets, space, slots, word_hashes, word_offsets, word_bytes,
     max_tokens = longest // 2 + 2
     most_word_rows = 1
     for w in range(n_words):
-        most_word_rows = max(most_word_rows, word_row_offsets[w + 1] - word_row_offsets[w])
+        most_word_rows = max(most_word_rows, records[w, 3] - records[w, 2])
     hashes = np.empty(max_tokens, dtype=np.int64)
     rows = np.empty(max_tokens * (most_word_rows + ngrams) + (longest + 2 * max_tokens) * maxn, dtype=np.int64)
     word = np.empty(longest + 2, dtype=np.uint8)
@@ -217,8 +253,14 @@ def predict_top(b, offsets, space, slots, word_hashes, word_offsets, word_bytes,
                             break
                 if is_label:
                     continue
-                h = word_hash(b, start, i)
-                found = _find(slots, word_hashes, word_offsets, word_bytes, b, start, i, h)
+                # ``word_hash`` and ``_packed`` in one pass over the bytes
+                h = np.uint64(2166136261)
+                packed = np.int64(0)
+                for k in range(start, i):
+                    h = _mix(h, b[k])
+                    if k - start < 8:
+                        packed |= np.int64(b[k]) << np.int64(8 * (k - start))
+                found = _find(slots, records, word_bytes, b, start, i, h, packed)
                 if found < 0 and maxn > 0:
                     length = i - start + 2
                     word[0] = BOW
@@ -228,7 +270,7 @@ def predict_top(b, offsets, space, slots, word_hashes, word_offsets, word_bytes,
                     n_rows = subword_rows(word, length, minn, maxn, bucket, prune_mode, prune_slots, n_words,
                                           rows, n_rows)
             if found >= 0:
-                for r in range(word_row_offsets[found], word_row_offsets[found + 1]):
+                for r in range(records[found, 2], records[found, 3]):
                     rows[n_rows] = word_rows[r]
                     n_rows += 1
             hashes[n_hashes] = np.int64(np.int32(h))  # fastText keeps word hashes as int32

@@ -170,8 +170,9 @@ class Predictor:
                                                               prune_mode, prune_slots)
         tree_left, tree_right = (_huffman_tree([count for _, count, _ in entries[n_words:]])
                                  if LOSSES[loss] == kernels.HIERARCHICAL else (np.zeros(0, np.int64),) * 2)
+        records = kernels.word_records(word_bytes, word_offsets, word_row_offsets)
         tables = (
-            SPACE, slots, hashes, word_offsets, word_bytes, word_row_offsets, word_rows,
+            SPACE, slots, hashes, word_bytes, records, word_rows,
             np.frombuffer(LABEL_PREFIX, dtype=np.uint8), eos, minn, maxn, max(word_ngrams, 1), max(bucket, 1),
             prune_mode, prune_slots, _aligned(input_rows), np.ascontiguousarray(output_rows),
             output_scale, LOSSES[loss], tree_left, tree_right,
