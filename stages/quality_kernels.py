@@ -21,7 +21,7 @@ from stages.jit import njit
 SPACE, MARK, DIGIT, NOT_ALNUM = 1, 2, 4, 8
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
-EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # no n-gram key reaches it: keys are below (V + 2) ** 3 < 2 ** 63
 
 
 @njit(cache=True, nogil=True)
@@ -124,6 +124,21 @@ def _slot(slots, shift, mask, key):
         if found == EMPTY:
             return -1
         position = (position + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def place_keys(keys, shift, mask):
+    """``quality_lm._HashIndex``'s table of distinct ``keys``: each key in the first empty slot from its
+    home slot on, in key order. Returns (slots, the slot of each key)."""
+    slots = np.full(mask + 1, EMPTY, dtype=np.uint64)
+    slot_of_key = np.empty(keys.size, dtype=np.int64)
+    for k in range(keys.size):
+        position = np.int64((keys[k] * MIX) >> shift)
+        while slots[position] != EMPTY:
+            position = (position + 1) & mask
+        slots[position] = keys[k]
+        slot_of_key[k] = position
+    return slots, slot_of_key
 
 
 @njit(cache=True, nogil=True)

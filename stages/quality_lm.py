@@ -111,10 +111,6 @@ class _Scoring:
         )
 
 
-_MIX = quality_kernels.MIX
-_EMPTY = quality_kernels.EMPTY  # no key reaches it: keys are below (V + 2) ** 3 < 2 ** 63
-
-
 class _HashIndex:
     """Open addressing over sorted unique keys, built at load time: a lookup reads one or two slots
     instead of a binary search's twenty-odd dependent ones. ``find`` returns
@@ -124,22 +120,7 @@ class _HashIndex:
         bits = max(int(keys.size * 2 - 1).bit_length(), 4)
         self.shift = np.uint64(64 - bits)
         self.mask = np.int64((1 << bits) - 1)
-        self.slots = np.full(1 << bits, _EMPTY, dtype=np.uint64)
-        self.slot_of_key = np.zeros(keys.size, dtype=np.int64)
-        rows, pending, position = np.arange(keys.size, dtype=np.int64), keys, self._home(keys)
-        while rows.size:
-            # Every key that finds its slot empty writes itself there; of several writing one slot, one
-            # stays and the others probe on with the keys that found theirs taken. Which one stays
-            # does not matter: a lookup probes from the home slot to an empty one, past any key.
-            free = self.slots[position] == _EMPTY
-            self.slots[position[free]] = pending[free]
-            placed = self.slots[position] == pending  # keys are unique: a slot holding this key is its own
-            self.slot_of_key[rows[placed]] = position[placed]
-            left = ~placed
-            rows, pending, position = rows[left], pending[left], (position[left] + 1) & self.mask
-
-    def _home(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys * _MIX) >> self.shift).astype(np.int64)
+        self.slots, self.slot_of_key = quality_kernels.place_keys(keys, self.shift, self.mask)
 
     def by_slot(self, values: np.ndarray, fill=0.0) -> np.ndarray:
         """``values`` (one per key, in key order) rearranged by slot, with one entry more at the end,
