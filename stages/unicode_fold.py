@@ -98,6 +98,14 @@ def _build_block(block: int) -> None:
     _BYTES = np.concatenate([_BYTES, np.frombuffer(b"".join(pieces), dtype=np.uint8)])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bmp_point(b, i, c):
+    """The code point and width of the two- or three-byte character at ``b[i]`` (lead byte ``c``)."""
+    if c < 0xE0:
+        return (np.int64(c & 0x1F) << 6) | np.int64(b[i + 1] & 0x3F), 2
+    return (np.int64(c & 0x0F) << 12) | (np.int64(b[i + 1] & 0x3F) << 6) | np.int64(b[i + 2] & 0x3F), 3
+
+
 @njit(cache=True, nogil=True)
 def fold_sizes(b, offsets, length, missing):
     """The bytes of each string's fold (strings of UTF-8 ``b`` at int64 ``offsets``), or -1 where a
@@ -117,12 +125,8 @@ def fold_sizes(b, offsets, length, missing):
             if c >= 0xF0:
                 size = -1
                 break
-            if c < 0xE0:
-                point = (np.int64(c & 0x1F) << 6) | np.int64(b[i + 1] & 0x3F)
-                i += 2
-            else:
-                point = (np.int64(c & 0x0F) << 12) | (np.int64(b[i + 1] & 0x3F) << 6) | np.int64(b[i + 2] & 0x3F)
-                i += 3
+            point, width = _bmp_point(b, i, c)
+            i += width
             k = length[point]
             if k >= 0:
                 if size >= 0:
@@ -172,12 +176,8 @@ def fold_write(b, offsets, sizes, start, length, table, folded, folded_offsets):
                 o += 1
                 i += 1
                 continue
-            if c < 0xE0:
-                point = (np.int64(c & 0x1F) << 6) | np.int64(b[i + 1] & 0x3F)
-                i += 2
-            else:
-                point = (np.int64(c & 0x0F) << 12) | (np.int64(b[i + 1] & 0x3F) << 6) | np.int64(b[i + 2] & 0x3F)
-                i += 3
+            point, width = _bmp_point(b, i, c)
+            i += width
             s = start[point]
             for j in range(s, s + length[point]):
                 out[o] = table[j]
