@@ -122,18 +122,21 @@ def prepare_counted(inputs: dict[str, str], scratch: str, config: dict) -> dict:
     from pipeline import storage
     from pipeline.stage import PrepareContext
     from stages.dedup import Dedup, DedupConfig
+    from pipeline.executor import run_group
 
     disk = CountingOpens()
     steps: list[dict] = []
 
     def log(line: str) -> None:
-        found = re.match(r"(.+): (\d+) tasks", line)
+        found = re.match(r"(.+): (\d+) items", line)
         if found:
             steps.append({"step": found.group(1), "tasks": int(found.group(2)), "opens": 0, "max_opens": 0,
                           "reads": 0, "mb_read": 0.0, "task_s": 0.0})
 
     def map_(fn, items):
         step = steps[-1]
+        if fn is run_group:  # counted item by item, as the exchanges predict
+            fn, items = items[0].fn, [item for group in items for item in group.items]
         for item in items:
             disk.opens = 0
             calls, read = io_counters()

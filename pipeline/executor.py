@@ -8,7 +8,9 @@ them in: largest first, so that a large unit does not start last and leave the o
 holds instead: the runner takes the stats out of receipts there), and say with
 ``node_cpus`` how many CPUs one task can have (the largest node's). Ray executes at most
 ``num_workers`` tasks at once, ``cpus`` CPUs each (a task that runs threads of its own, such as the
-tokenizer's trainer, reserves them so that no other task shares its cores); with ``own_process``
+tokenizer's trainer, reserves them so that no other task shares its cores). ``Group`` and
+``run_group`` put several small items of one function into one task, for work whose items take
+about as long as a task costs the driver (a few ms); with ``own_process``
 each task runs in a worker process that exits after it, so the memory a large task held goes back to
 the node and its peak memory is its own. Ray retries a task up to ``max_retries`` times, on any
 node, when its worker process or whole node died (Ray notices a dead node after its missed health
@@ -77,6 +79,33 @@ def _not_retried(fn: Callable) -> Callable:
             return Failure(f"task for {_describe(fn, item)} failed: {type(error).__name__}: {error} "
                            f"(at {where}; not retried: it would fail the same way again)")
     return task
+
+
+@dataclass(frozen=True)
+class Group:
+    """Several items of one function for one task (``run_group``): a task costs the driver a few
+    milliseconds, which is most of the work of an item that takes a few."""
+
+    fn: Callable
+    items: tuple
+
+    def __repr__(self) -> str:  # the task's name in an error message (``_describe``); no spaces
+        return f"{getattr(self.fn, '__name__', 'task')}[{','.join(_last_part(item) for item in self.items)}]"
+
+
+def run_group(group: Group) -> list:
+    """``fn(item)`` for each item of ``group``, in order, and their results. An item that fails in a
+    way retrying cannot fix stops the group with a ``Failure`` naming that item, as its own task
+    would have; any other error fails the whole group, which Ray then retries (its items' outputs are
+    written atomically, so the items done already are redone, not duplicated)."""
+    task = _not_retried(group.fn)
+    results = []
+    for item in group.items:
+        result = task(item)
+        if isinstance(result, Failure):
+            return result
+        results.append(result)
+    return results
 
 
 def _check(result: Any, label: str) -> Any:
@@ -149,6 +178,7 @@ class RayExecutor:
         self.startup_seconds = time.perf_counter() - started
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = config.num_workers or cluster_cpus
+        self.cluster_cpus = cluster_cpus
         self.node_cpus = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]),
                              default=1) or 1
 
@@ -162,10 +192,14 @@ class RayExecutor:
         pending: dict[Any, int] = {}
         order = submission_order(len(items), sizes)
         submitted = 0
+        # Where the cluster's CPUs already cap the tasks running at once at ``workers``, a second
+        # task per worker waits in Ray, which starts it as soon as one ends, without waiting for this
+        # process to take the result and submit the next (a few ms of idle worker per task).
+        in_flight = 2 * self.workers if self.workers * cpus >= self.cluster_cpus else self.workers
         progress = tqdm(total=len(items), desc=label, unit="task", disable=not items, file=sys.stderr, leave=False)
         try:
             while submitted < len(items) or pending:
-                while submitted < len(items) and len(pending) < self.workers:
+                while submitted < len(items) and len(pending) < in_flight:
                     pending[remote.remote(items[order[submitted]])] = order[submitted]
                     submitted += 1
                 done, _ = self.ray.wait(list(pending), num_returns=1)
@@ -209,6 +243,11 @@ def _describe(fn: Callable, item: Any) -> str:
     if getattr(last, "unit", None):
         return f"unit {last.unit}"
     return f"{getattr(fn, '__name__', 'task')} {repr(last)[:200]}"
+
+
+def _last_part(item: Any) -> str:
+    """An item's last part without spaces, e.g. ``7`` for (job, 7) or ``(2,5)`` for (job, (2, 5))."""
+    return "".join(repr(item[-1] if isinstance(item, tuple) and item else item).split())
 
 
 def _cause(error: BaseException) -> str:

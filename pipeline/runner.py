@@ -200,7 +200,7 @@ def _prepare(spec: StageSpec, units: list[Unit], executor, log: Callable[[str], 
     spec.stage_type(spec.config).prepare(PrepareContext(
         inputs={unit.name: unit.source for unit in units}, scratch=spec.scratch, filesystem=spec.filesystem,
         map=lambda fn, items: executor.map(fn, items, label),
-        log=lambda message: log(f"[{spec.label}] {message}")))
+        log=lambda message: log(f"[{spec.label}] {message}"), workers=executor.workers))
 
 
 def _claim_directory(fs: pafs.FileSystem, spec: StageSpec, force: bool, log) -> None:

@@ -120,7 +120,7 @@ class PrepareContext:
 
     ``map(fn, items)`` runs ``fn(item)`` for every item on the executor the run uses (Ray tasks, or
     in-process with ``--no-ray``) and returns the results in item order; ``fn`` must be a picklable
-    module-level function. ``scratch`` is a directory (local path or URI) owned by this stage and
+    module-level function; ``workers`` tasks run at once. ``scratch`` is a directory (local path or URI) owned by this stage and
     this config hash (wiped when the config changes); ``filesystem`` is its pyarrow filesystem.
     ``inputs`` maps shard name -> input Parquet path, in shard order. ``log(message)`` prints progress.
     """
@@ -130,6 +130,7 @@ class PrepareContext:
     filesystem: Any
     map: Any
     log: Any
+    workers: int = 1  # how many of ``map``'s tasks run at once, for a stage that sizes its tasks by it
 
 
 def split(

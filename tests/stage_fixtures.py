@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.executor import run_group
 from pipeline.stage import Stage, StageConfig, StageOutput
 
 
@@ -104,6 +106,9 @@ def with_faults(map_method, faults: dict):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
     def map(self, fn, items, label="", *args, **kwargs):
+        if fn is run_group:  # the faults hit the group's items, each under its own name
+            return map_method(self, fn, [replace(group, fn=faulty(group.fn, faults)) for group in items], label,
+                              *args, **kwargs)
         return map_method(self, faulty(fn, faults), items, label, *args, **kwargs)
     return map
 

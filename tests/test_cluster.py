@@ -173,7 +173,7 @@ def test_driver_killed_mid_stage_and_restarted(cluster, sample_run, tmp_path):
 
     driver = _start_driver(config, faults, logs[2])
     _finish(driver, logs[2])
-    assert re.search(r"\[05 dedup\] candidates: \d+ tasks \(\d+ already done\)", logs[2].read_text())
+    assert re.search(r"\[05 dedup\] candidates: \d+ items \(\d+ already done\)", logs[2].read_text())
     assert_same_contents(work, reference)
     assert_conserved(work)
 

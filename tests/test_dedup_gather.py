@@ -183,7 +183,7 @@ def test_a_rerun_redoes_only_the_gather_blocks_whose_files_are_missing(tmp_path)
         path.unlink()
 
     log = prepare(inputs, scratch, **config)
-    todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) tasks").match, log) if found}
+    todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) items").match, log) if found}
     assert {step: tasks for step, tasks in todo.items() if tasks} == {
         "gather candidate signatures": 1, "gather paragraph removals": 1}
     redone = {p for p, (mtime, _) in before.items() if p.stat().st_mtime_ns != mtime}
@@ -212,7 +212,7 @@ def test_lost_gathered_files_of_the_components_are_written_again_and_their_reade
         path.unlink()
 
     log = prepare(inputs, scratch, **config)
-    todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) tasks").match, log) if found}
+    todo = {found.group(1): int(found.group(2)) for found in map(re.compile(r"(.+): (\d+) items").match, log) if found}
     assert {step: tasks for step, tasks in todo.items() if tasks} == {
         "gather components arcs-1": 1, "components: small star 1": 1, "gather components labels": 1,
         "gather cluster members": 1, "cluster members (keeper round 1)": 1}

@@ -1,5 +1,6 @@
-"""The Ray executor: results always in item order, with ``sizes`` largest started first; the settings
-of a Ray it starts itself."""
+"""The Ray executor: results always in item order, with ``sizes`` largest started first, never more
+tasks at once than ``num_workers``; several items to a task (``Group``) with a failing item named;
+the settings of a Ray it starts itself."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ import pytest
 
 from conftest import REPO
 from pipeline.config import RayConfig
-from pipeline.executor import RayExecutor, local_system_config, submission_order
+from pipeline.errors import TaskFailed
+from pipeline.executor import Group, RayExecutor, local_system_config, run_group, submission_order
 
 
 def _record_start(item: tuple[str, int]) -> int:
@@ -20,6 +22,23 @@ def _record_start(item: tuple[str, int]) -> int:
     with open(log, "a") as handle:
         handle.write(f"{value}\n")
     return value * 10
+
+
+def _record_span(item: tuple[str, int]) -> int:
+    import time
+
+    log, value = item
+    started = time.time()
+    time.sleep(0.15)
+    with open(log, "a") as handle:
+        handle.write(f"{value} {started} {time.time()}\n")
+    return value
+
+
+def _tenth(item: tuple[str, int]) -> float:
+    if item[1] == 3:
+        raise ValueError(f"no tenth of {item[1]}")
+    return item[1] / 10
 
 
 def test_submission_order_is_largest_first_with_ties_in_item_order():
@@ -39,6 +58,34 @@ def test_ray_starts_the_largest_items_first_and_returns_results_in_item_order(ra
     results = executor.map(_record_start, [(str(log), value) for value in range(6)], "order", sizes=sizes)
     assert results == [0, 10, 20, 30, 40, 50]
     assert [int(line) for line in log.read_text().split()] == [1, 3, 5, 2, 4, 0]
+
+
+def test_a_full_cluster_queues_a_task_per_worker_yet_runs_no_more_than_its_workers(ray_cluster, tmp_path: Path):
+    # With num_workers covering the cluster's CPUs the executor keeps a second task per worker
+    # waiting in Ray; Ray's CPUs still hold the tasks running at once to the workers.
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    log = tmp_path / "spans.txt"
+    executor = RayExecutor(RayConfig(num_workers=2))
+    assert executor.map(_record_span, [(str(log), value) for value in range(8)], "spans") == list(range(8))
+    spans = [tuple(map(float, line.split()))[1:] for line in log.read_text().splitlines()]
+    assert len(spans) == 8
+    most = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+    assert most == 2
+
+
+def test_a_group_runs_its_items_in_order_and_a_failing_item_is_named(ray_cluster):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    assert run_group(Group(_tenth, (("x", 1), ("x", 2)))) == [0.1, 0.2]
+    executor = RayExecutor(RayConfig(num_workers=2))
+    groups = [Group(_tenth, (("x", 0), ("x", 1))), Group(_tenth, (("x", 2), ("x", 4)))]
+    assert executor.map(run_group, groups, "tenths") == [[0.0, 0.1], [0.2, 0.4]]
+    assert repr(groups[1]) == "_tenth[2,4]"
+    with pytest.raises(TaskFailed, match=r"tenths: task for _tenth 3 failed: ValueError: no tenth of 3 \(at "):
+        executor.map(run_group, [Group(_tenth, (("x", 2), ("x", 3), ("x", 4)))], "tenths")
 
 
 def test_a_ray_the_executor_starts_gets_its_settings():

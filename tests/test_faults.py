@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -70,15 +71,18 @@ def test_without_retries_an_exception_stops_the_run_naming_the_task_and_a_rerun_
             messages.append(str(error))
     else:
         pytest.fail(f"the run never finished: {messages}")
-    # each fault stopped one run, with a message naming the task; the rerun went on from there
+    # each fault stopped one run, with a message naming the task (or, for a task of several of a
+    # step's items, the items) and the fault; the rerun went on from there
     injected = _injected(tmp_path / "faults")
     assert messages and len(messages) <= len(injected)
     named = []
     for message in messages:
         for key in injected:
             stage_or_function, item = key.split("/")
-            task = f"unit {item}" if item.startswith("part-") else f"{stage_or_function} {item}"
-            if f"task for {task} failed after 0 retries: InjectedFault: injected fault in task {key}" in message:
+            task = re.escape(f"unit {item}" if item.startswith("part-") else f"{stage_or_function} {item}")
+            group = rf"run_group {re.escape(stage_or_function)}\[([^\]]*,)?{re.escape(item)}(,[^\]]*)?\]"
+            if re.search(rf"task for ({task}|{group}) failed after 0 retries: InjectedFault: injected fault in task "
+                         + re.escape(key), message):
                 named.append(key)
     assert len(named) == len(set(named)) == len(messages), messages
     assert_same_contents(tmp_path / "work", reference)

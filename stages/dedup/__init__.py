@@ -73,7 +73,8 @@ class Dedup(Stage):
 
     def prepare(self, context: PrepareContext) -> None:
         storage.remove_temporaries(context.filesystem, context.scratch)
-        run_prepare(self.config, context.inputs, context.scratch, context.filesystem, context.map, context.log)
+        run_prepare(self.config, context.inputs, context.scratch, context.filesystem, context.map, context.log,
+                    context.workers)
 
     def begin_shard(self, shard: str, scratch: str, filesystem) -> None:
         self.scratch, self.filesystem = scratch, filesystem

@@ -72,12 +72,17 @@ class Job:
 
 @dataclass(frozen=True)
 class Step:
-    """One global step: ``fn((job, item))`` for each item whose ``output(item)`` does not exist yet."""
+    """One global step: ``fn((job, item))`` for each item whose ``output(item)`` does not exist yet.
+
+    ``reads_text``: the step reads the input shards' text, seconds of work per item on real shards,
+    so each item is a task of its own. The other steps read scratch files, a few milliseconds per
+    item at small scale, and ``steps.run_step`` runs their items several to a task."""
 
     name: str
     fn: Callable
     items: tuple
     output: Callable[[Any], str]
+    reads_text: bool = False
 
 
 def shard_range(shard: int) -> tuple[int, int]:

@@ -1,11 +1,13 @@
 """The global passes of dedup, in order: each a map over shards or partitions, through files.
 
-``run_prepare`` runs the steps below; every task writes its outputs into the scratch directory
-atomically and a task whose output exists is skipped, so a run killed at any point resumes with
-the first unfinished task. No task holds more than one shard, one partition, or (the single-task
-clusters) the edges with their endpoints' ids.
+``run_prepare`` runs the steps below; every item (a shard or a partition) has its outputs written
+into the scratch directory atomically and an item whose output exists is skipped, so a run killed
+at any point resumes with the first unfinished item. No item holds more than one shard, one
+partition, or (the single-task clusters) the edges with their endpoints' ids. The two steps that
+read the input text run each item as a Ray task of its own; the others run their items several to a
+task, one after another, four tasks per worker (``run_step``).
 
-    step                 task per    reads                          writes
+    step                 item        reads                          writes
     signatures           shard       input shard                    docs/, signatures/, bands/
     candidates           partition   its rows of every bands/ file  candidates/
     attach signatures *  shard       candidates/ with u here        candidates-with-signature/
@@ -73,6 +75,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import commit, storage
+from pipeline.executor import Group, run_group
 from pipeline.listing import Listing
 from stages.dedup import clusters, documents, exchange, paragraphs, partitioned, star
 from stages.dedup.config import DedupConfig
@@ -110,7 +113,7 @@ def document_steps(job: Job) -> list[Step]:
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
-    steps = [Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i))]
+    steps = [Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i), reads_text=True)]
     steps += exchange.steps(job, documents.band_exchange(job))
     steps.append(Step("candidates", documents.link_partition, partitions, lambda p: job.path(documents.CANDIDATES, p)))
     if config.near_duplicates and config.verify:
@@ -121,7 +124,7 @@ def document_steps(job: Job) -> list[Step]:
         steps.append(Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)))
     if config.paragraphs:
         steps.append(Step("paragraph hashes", paragraphs.hash_paragraphs, shards,
-                          lambda i: job.path(paragraphs.PARAGRAPH_HASHES, i)))
+                          lambda i: job.path(paragraphs.PARAGRAPH_HASHES, i), reads_text=True))
     return steps
 
 
@@ -152,32 +155,48 @@ def decision_step(job: Job) -> Step:
     return Step("decisions", decide_shard, shards, lambda i: decisions_path(job.scratch, job.shards[i]))
 
 
-def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None]) -> None:
+# Tasks per worker for a step that does not read text. A task costs the driver a few milliseconds
+# (submitting it, taking its result), about what such a step does per shard at small scale: on 60
+# shards at 4x with 2 workers, a task per shard left the workers idle a fifth of dedup's prepare.
+# Several tasks per worker rather than one keep the workers even when shards differ in size.
+GROUPS_PER_WORKER = 4
+
+
+def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None], workers: int = 1) -> None:
     # a step's output file is its own receipt: written last, by rename, with its counts in its footer
     todo = commit.pending(step.items, lambda item: storage.exists(job.filesystem, step.output(item)))
     done = len(step.items) - len(todo)
-    log(f"{step.name}: {len(todo)} tasks" + (f" ({done} already done)" if done else ""))
-    if todo:
-        map_fn(step.fn, [(job, item) for item in todo])
+    groups = len(todo) if step.reads_text else min(len(todo), GROUPS_PER_WORKER * workers)
+    log(f"{step.name}: {len(todo)} items" + (f" ({done} already done)" if done else "")
+        + (f" in {groups} tasks" if groups < len(todo) else ""))
+    tasks = [(job, item) for item in todo]
+    if not todo:
+        return
+    if groups == len(todo):
+        map_fn(step.fn, tasks)
+    else:
+        bounds = [len(todo) * g // groups for g in range(groups + 1)]
+        map_fn(run_group, [Group(step.fn, tuple(tasks[a:b])) for a, b in zip(bounds, bounds[1:])])
 
 
 def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, filesystem: Any,
-                map_fn: Callable, log: Callable[[str], None]) -> dict:
-    """All steps; returns the corpus-wide summary, also written to ``summary.json``."""
+                map_fn: Callable, log: Callable[[str], None], workers: int = 1) -> dict:
+    """All steps, with ``map_fn`` running ``workers`` tasks at once; returns the corpus-wide
+    summary, also written to ``summary.json``."""
     job = make_job(config, inputs, scratch, filesystem)
     _check_inputs(job)
     if config.near_duplicates:
         log(f"MinHash: {config.num_perm} permutations, {job.bands} bands x {job.rows} rows, "
             f"threshold {config.threshold}" + (", verified" if config.verify else ""))
     for step in document_steps(job):
-        run_step(job, step, map_fn, log)
+        run_step(job, step, map_fn, log, workers)
     distributed = distributed_components(job, log)
     if distributed:
         for step in star.steps(job):
-            run_step(job, step, map_fn, log)
+            run_step(job, step, map_fn, log, workers)
     while True:
         for step in round_steps(job, distributed):
-            run_step(job, step, map_fn, log)
+            run_step(job, step, map_fn, log, workers)
         barred = short_keepers(job)
         if not barred:
             break
@@ -188,7 +207,7 @@ def run_prepare(config: DedupConfig, inputs: dict[str, str], scratch: str, files
         log(f"{barred:,} cluster keepers too short after paragraph dedup: choosing others "
             f"(keeper round {job.round + 1})")
         job = replace(job, round=job.round + 1)
-    run_step(job, decision_step(job), map_fn, log)
+    run_step(job, decision_step(job), map_fn, log, workers)
     summary = storage.read_json(filesystem, clusters.summary_path(job))
     summary["short_keepers_kept"] = barred
     summary["lsh"] = {"num_perm": config.num_perm, "bands": job.bands, "rows": job.rows}
