@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.stage import PrepareContext
-from stages.dedup import Dedup, DedupConfig, paragraphs
+from stages.dedup import Dedup, DedupConfig, steps
 from test_dedup import (
     WORDS, assert_clusters_keep_a_kept_document, doc, edit_each_line, in_process, prose, run, write_shards,
 )
@@ -130,7 +130,7 @@ def test_rounds_after_the_first_read_no_text(tmp_path):
     def map_fn(fn, items):
         ran.append(fn.__name__)
         results = in_process(fn, items)
-        if fn is paragraphs.hash_paragraphs:  # the last step that may read the text
+        if fn is steps.read_shard:  # the only step that reads the text
             for path in inputs.values():
                 os.rename(path, away / Path(path).name)
         return results

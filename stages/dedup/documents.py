@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from stages.dedup import exchange, minhash, text
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_scratch, write_sorted
+from stages.dedup.shuffle import Job, partition, read_table, shard_range, write_scratch, write_sorted
 
 EXACT_BAND = -1
 REASON_EXACT = "exact_duplicate"
@@ -60,28 +60,44 @@ def head_exchange(job: Job) -> Exchange:
 
 # ----------------------------------------------------------------------------- map: signatures
 
-def sign_shard(task: tuple[Job, int]) -> None:
-    """Per shard: document attributes, signatures, and one row per (document, band) key."""
-    job, shard = task
+# Columns of the input shards that signing reads.
+SIGNED_COLUMNS = ["id", "text", "lang", "quality_score"]
+
+
+class Signed:
+    """What ``sign`` finds in the batches of one shard, for ``write_signed``."""
+
+    def __init__(self) -> None:
+        self.docs: list[pa.Table] = []
+        self.keyed: list[pa.Table] = []
+        self.signed: list[pa.Table] = []
+
+
+def sign(job: Job, doc: np.ndarray, batch: pa.Table, lowered: pa.Array, into: Signed) -> None:
+    """Per batch: document attributes, one row per (document, band) key and (when verifying) the
+    signatures; ``lowered`` is the batch's texts ``text.nfc_lower``ed (for the exact key)."""
     config = job.config
-    docs, keyed, signed = [], [], []
-    for doc, batch in batches(job, shard, ["id", "text", "lang", "quality_score"]):
-        docs.append(_doc_attributes(batch, doc))
-        if config.exact_documents:
-            keys = text.normalised_digests(batch["text"])
-            keyed.append(_band_rows(job, np.full(len(doc), EXACT_BAND), keys, doc))
-        if config.near_duplicates:
-            signatures, has_shingles = _signatures(job, batch)
-            keys = minhash.band_keys(signatures[has_shingles], job.bands, job.rows).reshape(-1)
-            band = np.tile(np.arange(job.bands), int(has_shingles.sum()))
-            keyed.append(_band_rows(job, band, keys, np.repeat(doc[has_shingles], job.bands)))
-            if config.verify:
-                signed.append(_signature_rows(job, doc, signatures))
-    write_scratch(job, job.path(DOCS, shard), _concat(docs, DOCS_SCHEMA))
+    into.docs.append(_doc_attributes(batch, doc))
+    if config.exact_documents:
+        keys = text.normalised_digests(lowered)
+        into.keyed.append(_band_rows(job, np.full(len(doc), EXACT_BAND), keys, doc))
+    if config.near_duplicates:
+        signatures, has_shingles = _signatures(job, batch)
+        keys = minhash.band_keys(signatures[has_shingles], job.bands, job.rows).reshape(-1)
+        band = np.tile(np.arange(job.bands), int(has_shingles.sum()))
+        into.keyed.append(_band_rows(job, band, keys, np.repeat(doc[has_shingles], job.bands)))
+        if config.verify:
+            into.signed.append(_signature_rows(job, doc, signatures))
+
+
+def write_signed(job: Job, shard: int, signed: Signed) -> None:
+    """A shard's docs/, signatures/ (when verifying) and bands/ files, the last written last."""
+    config = job.config
+    write_scratch(job, job.path(DOCS, shard), _concat(signed.docs, DOCS_SCHEMA))
     if config.near_duplicates and config.verify:
         signature_schema = pa.schema([("doc", pa.int64()), ("sig", pa.binary(4 * config.num_perm))])
-        write_scratch(job, job.path(SIGNATURES, shard), _concat(signed, signature_schema))
-    exchange.write(job, band_exchange(job), shard, _concat(keyed, BANDS_SCHEMA))
+        write_scratch(job, job.path(SIGNATURES, shard), _concat(signed.signed, signature_schema))
+    exchange.write(job, band_exchange(job), shard, _concat(signed.keyed, BANDS_SCHEMA))
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

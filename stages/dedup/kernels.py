@@ -247,20 +247,21 @@ def squeezed_digests(data, offsets):
 
 
 @njit(cache=True, nogil=True)
-def paragraph_hashes(data, offsets, lowered, lowered_offsets, min_chars, exempt, exempt_offsets):
-    """The lines of each text that are paragraphs: the same line of ``lowered`` (the texts in NFC,
-    lowercased: line for line the same lines), ``_collapse``d and ``_trim``med, has ``min_chars``
-    characters or more and is none of the ``exempt`` strings. Per such line: its text, its index
-    there, the BLAKE2b-64 of its normalised form, and its characters in ``data``."""
-    lines = offsets.size - 1
-    for i in range(lowered.size):
-        lines += lowered[i] == 0x0A
+def paragraph_hashes(data, offsets, lowered, lowered_offsets, rows, min_chars, exempt, exempt_offsets):
+    """The lines of each text at ``rows`` that are paragraphs: the same line of ``lowered`` (the
+    texts in NFC, lowercased: line for line the same lines), ``_collapse``d and ``_trim``med, has
+    ``min_chars`` characters or more and is none of the ``exempt`` strings. Per such line: its text,
+    its index there, the BLAKE2b-64 of its normalised form, and its characters in ``data``."""
+    lines = rows.size
+    for t in rows:
+        for i in range(lowered_offsets[t], lowered_offsets[t + 1]):
+            lines += lowered[i] == 0x0A
     row, index = np.empty(lines, np.int64), np.empty(lines, np.int32)
     hashes, chars = np.empty(lines, U64), np.empty(lines, np.int64)
     h, m, last_block = np.empty(8, U64), np.empty(16, U64), np.empty(128, np.uint8)
     line = np.empty(lowered.size, np.uint8)
     found = 0
-    for t in range(offsets.size - 1):
+    for t in rows:
         i, j, number = offsets[t], lowered_offsets[t], 0
         while True:
             i, characters = _line(data, i, offsets[t + 1])

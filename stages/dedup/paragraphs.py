@@ -1,6 +1,7 @@
-"""Paragraph-level dedup tasks: hash the paragraphs of every document once (map), select each keeper
-round's rows from those hashes (map), find repeats (reduce), find the cluster keepers left too short
-by them (map), and turn them into per-document line drops (map, in ``steps.decide_shard``).
+"""Paragraph-level dedup: hash the paragraphs of every document once (in the signatures step's pass
+over the text, ``steps.read_shard``), select each keeper round's rows from those hashes (map), find
+repeats (reduce), find the cluster keepers left too short by them (map), and turn them into
+per-document line drops (map, in ``steps.decide_shard``).
 
 Paragraph dedup runs over the documents document dedup kept, so a paragraph is never removed because
 it also appeared in a document that was itself dropped as a duplicate. Which documents those are
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from stages.dedup import exchange, text
 from stages.dedup.documents import BARRED, CLUSTERS, DOCS
 from stages.dedup.exchange import Exchange
-from stages.dedup.shuffle import Job, batches, partition, read_table, shard_range, write_scratch, write_sorted
+from stages.dedup.shuffle import Job, partition, read_table, shard_range, write_scratch, write_sorted
 
 REASON_SHORT = "too_short_after_paragraph_dedup"
 
@@ -47,22 +48,22 @@ def removal_exchange(job: Job, directory: str = REMOVALS) -> Exchange:
     return Exchange.between(job, name, directory, job.config.partitions, len(job.shards), to_shards=True)
 
 
-def hash_paragraphs(task: tuple[Job, int]) -> None:
-    """Per shard: one row per paragraph of every document paragraph dedup may see in some round, that
-    is every document outside ``paragraph_skip_categories``, whatever document dedup decides."""
-    job, shard = task
+def hash_paragraphs(job: Job, doc: np.ndarray, batch: pa.Table, texts: pa.Array, lowered: pa.Array) -> pa.Table:
+    """Per batch (its ``texts`` and those ``text.nfc_lower``ed): one row per paragraph of every
+    document paragraph dedup may see in some round, that is every document outside
+    ``paragraph_skip_categories``, whatever document dedup decides."""
     config = job.config
-    skipped_categories = pa.array(config.paragraph_skip_categories, pa.string())
-    parts = []
-    for doc, batch in batches(job, shard, ["text", "category"]):
-        skipped = pc.is_in(pc.fill_null(batch["category"], ""), value_set=skipped_categories)
-        eligible = ~skipped.to_numpy(zero_copy_only=False)
-        found = text.paragraphs(batch["text"].combine_chunks().filter(pa.array(eligible)),
-                                config.paragraph_min_chars, config.paragraph_exempt)
-        parts.append(_paragraph_rows(job, found.hash, doc[eligible][found.row], found.index, found.chars))
+    skipped = pc.is_in(pc.fill_null(batch["category"], ""),
+                       value_set=pa.array(config.paragraph_skip_categories, pa.string()))
+    eligible = np.flatnonzero(~skipped.to_numpy(zero_copy_only=False))
+    found = text.paragraphs(texts, lowered, config.paragraph_min_chars, config.paragraph_exempt, eligible)
+    return _paragraph_rows(job, found.hash, doc[found.row], found.index, found.chars)
+
+
+def write_paragraph_hashes(job: Job, shard: int, parts: list[pa.Table]) -> None:
     table = pa.concat_tables(parts) if parts else _paragraph_rows(
         job, np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
-    write_sorted(job, job.path(PARAGRAPH_HASHES, shard), table, config.partitions)
+    write_sorted(job, job.path(PARAGRAPH_HASHES, shard), table, job.config.partitions)
 
 
 def _paragraph_rows(job: Job, hashes, doc, para, chars) -> pa.Table:

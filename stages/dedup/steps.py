@@ -3,16 +3,16 @@
 ``run_prepare`` runs the steps below; every item (a shard or a partition) has its outputs written
 into the scratch directory atomically and an item whose output exists is skipped, so a run killed
 at any point resumes with the first unfinished item. No item holds more than one shard, one
-partition, or (the single-task clusters) the edges with their endpoints' ids. The two steps that
-read the input text run each item as a Ray task of its own; the others run their items several to a
-task, one after another, four tasks per worker (``run_step``).
+partition, or (the single-task clusters) the edges with their endpoints' ids. Signatures, the one
+step that reads the input text, runs each shard as a Ray task of its own; the others run their items
+several to a task, one after another, four tasks per worker (``run_step``).
 
     step                 item        reads                          writes
-    signatures           shard       input shard                    docs/, signatures/, bands/
+    signatures           shard       input shard                    docs/, signatures/, bands/,
+                                                                    paragraph-hashes/ **
     candidates           partition   its rows of every bands/ file  candidates/
     attach signatures *  shard       candidates/ with u here        candidates-with-signature/
     verify *             shard       ... with v here                edges/
-    paragraph hashes **  shard       input shard                    paragraph-hashes/
     components ***       partition   edges/ (or candidates/)        components/ (``stages.dedup.star``)
     clusters ***         (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
     paragraphs **        shard       paragraph-hashes/, clusters/   paragraphs/
@@ -72,14 +72,15 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import commit, storage
 from pipeline.executor import Group, run_group
 from pipeline.listing import Listing
-from stages.dedup import clusters, documents, exchange, paragraphs, partitioned, star
+from stages.dedup import clusters, documents, exchange, paragraphs, partitioned, star, text
 from stages.dedup.config import DedupConfig
-from stages.dedup.shuffle import Job, Step, read_table, write_scratch
+from stages.dedup.shuffle import Job, Step, batches, read_table, write_scratch
 
 DECISIONS = "decisions"
 DECISION_SCHEMA = pa.schema([
@@ -108,12 +109,13 @@ def plan(job: Job) -> list[Step]:
 
 
 def document_steps(job: Job) -> list[Step]:
-    """Signatures, candidates, (with verify) verification and (with paragraphs) the paragraph hashes:
-    the same in every keeper round, and the only steps that read the input shards' text."""
+    """Signatures (and with paragraphs the paragraph hashes), candidates and (with verify)
+    verification: the same in every keeper round; only the first reads the input shards' text."""
     config = job.config
     shards = tuple(range(len(job.shards)))
     partitions = tuple(range(config.partitions))
-    steps = [Step("signatures", documents.sign_shard, shards, lambda i: job.path(documents.BANDS, i), reads_text=True)]
+    receipt = paragraphs.PARAGRAPH_HASHES if config.paragraphs else documents.BANDS
+    steps = [Step("signatures", read_shard, shards, lambda i: job.path(receipt, i), reads_text=True)]
     steps += exchange.steps(job, documents.band_exchange(job))
     steps.append(Step("candidates", documents.link_partition, partitions, lambda p: job.path(documents.CANDIDATES, p)))
     if config.near_duplicates and config.verify:
@@ -122,10 +124,26 @@ def document_steps(job: Job) -> list[Step]:
                           lambda i: job.path(documents.HEADS, i)))
         steps += exchange.steps(job, documents.head_exchange(job))
         steps.append(Step("verify", documents.verify_shard, shards, lambda i: job.path(documents.EDGES, i)))
-    if config.paragraphs:
-        steps.append(Step("paragraph hashes", paragraphs.hash_paragraphs, shards,
-                          lambda i: job.path(paragraphs.PARAGRAPH_HASHES, i), reads_text=True))
     return steps
+
+
+def read_shard(task: tuple[Job, int]) -> None:
+    """Per shard, the one pass over its text: what ``documents.sign`` finds and, with paragraphs,
+    the paragraph hashes, both from one NFC and lowercasing of each batch. The paragraph hashes are
+    written last, so they are the step's receipt (without paragraphs, the band keys are)."""
+    job, shard = task
+    config = job.config
+    columns = documents.SIGNED_COLUMNS + (["category"] if config.paragraphs else [])
+    signed, hashed = documents.Signed(), []
+    for doc, batch in batches(job, shard, columns):
+        texts = pc.fill_null(batch["text"].combine_chunks(), "")
+        lowered = text.nfc_lower(texts) if config.exact_documents or config.paragraphs else None
+        documents.sign(job, doc, batch, lowered, signed)
+        if config.paragraphs:
+            hashed.append(paragraphs.hash_paragraphs(job, doc, batch, texts, lowered))
+    documents.write_signed(job, shard, signed)
+    if config.paragraphs:
+        paragraphs.write_paragraph_hashes(job, shard, hashed)
 
 
 def round_steps(job: Job, distributed: bool) -> list[Step]:

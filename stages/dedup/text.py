@@ -97,10 +97,16 @@ def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
     return points
 
 
-def normalised_digests(texts: pa.Array) -> np.ndarray:
+def nfc_lower(texts: pa.Array) -> pa.Array:
+    """The first two steps of ``normalise``, NFC then lowercase, nulls as empty strings: what the
+    document keys and the paragraphs are computed from, once per batch for both."""
+    return pc.utf8_lower(nfc(pc.fill_null(texts, "")))
+
+
+def normalised_digests(lowered: pa.Array) -> np.ndarray:
     """The 64-bit BLAKE2b hash of each text's ``normalise``d UTF-8 bytes, as uint64 (its digest read
-    little-endian), without making the normalised strings."""
-    offsets, data = utf8_buffers(pc.utf8_lower(nfc(pc.fill_null(texts, ""))))
+    little-endian), from the texts ``nfc_lower``ed, without making the normalised strings."""
+    offsets, data = utf8_buffers(lowered)
     return kernels.squeezed_digests(data, offsets)
 
 
@@ -114,18 +120,20 @@ class Paragraphs:
     chars: np.ndarray  # int64: its length in characters, as written
 
 
-def paragraphs(texts: pa.Array, min_chars: int, exempt: tuple[str, ...]) -> Paragraphs:
-    """Every line of every text whose normalised form has at least ``min_chars`` characters and is
-    not in ``exempt`` (headings like "References" repeat across documents and must stay).
+def paragraphs(texts: pa.Array, lowered: pa.Array, min_chars: int, exempt: tuple[str, ...],
+               rows: np.ndarray | None = None) -> Paragraphs:
+    """Every line of every text (of those at ``rows``, by default all) whose normalised form has at
+    least ``min_chars`` characters and is not in ``exempt`` (headings like "References" repeat across
+    documents and must stay); ``lowered`` is the texts ``nfc_lower``ed.
 
     NFC and lowercasing run on whole texts, not line by line, with the same result: neither reaches
     across a newline (a starter that composes with nothing) nor makes or removes one."""
-    texts = pc.fill_null(texts, "")
-    offsets, data = utf8_buffers(texts)
-    lowered_offsets, lowered = utf8_buffers(pc.utf8_lower(nfc(texts)))
+    offsets, data = utf8_buffers(pc.fill_null(texts, ""))
+    lowered_offsets, lowered_data = utf8_buffers(lowered)
     exempt_offsets, exempt_data = utf8_buffers(normalise(pa.array(exempt, pa.string())))
+    rows = np.arange(len(texts), dtype=np.int64) if rows is None else rows.astype(np.int64)
     row, index, hashes, chars = kernels.paragraph_hashes(
-        data, offsets, lowered, lowered_offsets, min_chars, exempt_data, exempt_offsets)
+        data, offsets, lowered_data, lowered_offsets, rows, min_chars, exempt_data, exempt_offsets)
     return Paragraphs(row=row, index=index, hash=hashes, chars=chars)
 
 
