@@ -61,6 +61,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Annotated, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -68,6 +69,8 @@ from pydantic import Field
 from pipeline.config import Category
 from pipeline.stage import Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
+from pipeline.utf8 import utf8_buffers
+from stages import langid_kernels
 from stages.fasttext_predict import Classifier
 
 UNDETERMINED = "und"
@@ -98,7 +101,7 @@ _KANA_CHARS = "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
 _HAN_RE = re.compile(f"[{_HAN}]")
 _KANA = re.compile(f"[{_KANA_CHARS}]")
 _HAN_OR_KANA = re.compile(f"[{_HAN}{_KANA_CHARS}]")
-# Runs of ASCII punctuation; blanked only where one touches Han or kana (``_blank_punctuation_at_cjk``).
+# Runs of ASCII punctuation; blanked only where one touches Han or kana (``langid_kernels.blank_punctuation``).
 # lid.176 learned Chinese and Japanese from text written with full-width punctuation and no spaces, so
 # an ASCII comma glued to a Han run makes character n-grams it never saw: on corpus-dev that pulled
 # Chinese abstracts toward cs/eo/ja. Everywhere else ASCII punctuation is what the model was trained
@@ -157,7 +160,7 @@ class LangID(Stage):
         # lid.176's predict, compiled (stages/fasttext_predict.py); ``model`` is fastText's own.
         self.classifier = Classifier(resolve_model_path(config.model_path))
         self.model = self.classifier.model
-        _script_patterns()  # built here (a quarter second) rather than inside the first batch
+        _classes()  # built here (a third of a second) rather than inside the first batch
         self.keep = None if config.languages == "all" else frozenset(config.languages)
 
     def process(self, batch: pa.Table) -> StageOutput:
@@ -166,18 +169,21 @@ class LangID(Stage):
         bypass = set(self.config.bypass_categories)
         declared = self._declared(batch, categories, bypass)
         to_classify = [i for i, category in enumerate(categories) if category not in bypass and i not in declared]
-        views = [prediction_view(texts[i], self.config.max_chars, self.config.windows) for i in to_classify]
+        views = prediction_views([texts[i] for i in to_classify], self.config.max_chars, self.config.windows)
 
         langs: list[str] = [BYPASSED] * batch.num_rows
         scores: list[float | None] = [None] * batch.num_rows
         scripts: list[str | None] = [None] * batch.num_rows
         reasons: list[str | None] = [None] * batch.num_rows
         signal = [has_language_signal(view) for view in views]
-        for i, view, has_signal, (lang, score) in zip(to_classify, views, signal, self._predict(views, signal)):
+        chinese = []
+        for k, (i, has_signal, (lang, score)) in enumerate(zip(to_classify, signal, self._predict(views, signal))):
             langs[i], scores[i] = lang, score
             if lang == "zh":
-                scripts[i] = chinese_script(view)
+                chinese.append(k)
             reasons[i] = self._reason(lang, score) if has_signal else NO_SIGNAL
+        for k, script in zip(chinese, chinese_scripts([views[k] for k in chinese])):
+            scripts[to_classify[k]] = script
         for i, tag in declared.items():
             langs[i], _, subtags = tag.partition("-")
             scripts[i] = next((s for s in ("Hans", "Hant") if s in subtags.split("-")), None) if langs[i] == "zh" else None
@@ -303,8 +309,31 @@ def resolve_model_path(model_path: str | None) -> str:
     return DEFAULT_MODEL
 
 
+def prediction_views(texts: list[str], max_chars: int, windows: int) -> list[str]:
+    """The one-line, markup-free texts the model classifies (see the module docstring), one per text."""
+    views = [_denoised(text, max_chars, windows) for text in texts]
+    # isascii() reads a flag: English costs no scan
+    cjk = [k for k, view in enumerate(views) if not view.isascii() and _HAN_OR_KANA.search(view)]
+    if cjk:
+        offsets, data = utf8_buffers(pa.array([views[k] for k in cjk], pa.large_string()))
+        blanked, new_offsets = langid_kernels.blank_punctuation(data, offsets, _classes())
+        blanked_views = pa.Array.from_buffers(pa.large_string(), len(cjk), [
+            None, pa.py_buffer(new_offsets), pa.py_buffer(blanked)]).to_pylist()
+        for k, view in zip(cjk, blanked_views):
+            views[k] = view
+    # fastText splits words at every ASCII whitespace character itself, so only a newline, which
+    # would end the line, needs replacing: folding runs of whitespace changed no label or probability
+    # of 240,415 texts (corpus-dev, langid-dev) and cost a third of building the views.
+    return [view.replace("\n", " ") for view in views]
+
+
 def prediction_view(text: str, max_chars: int, windows: int) -> str:
-    """The one-line, markup-free text the model classifies (see the module docstring)."""
+    """The ``prediction_views`` of one text."""
+    return prediction_views([text], max_chars, windows)[0]
+
+
+def _denoised(text: str, max_chars: int, windows: int) -> str:
+    """The text's windows, if it is longer than ``max_chars``, with the ``_NOISE`` blanked."""
     if len(text) > max_chars:
         width = max(max_chars // windows, 1)
         step = (len(text) - width) / max(windows - 1, 1)
@@ -312,26 +341,7 @@ def prediction_view(text: str, max_chars: int, windows: int) -> str:
     for guard, pattern in _NOISE:
         if guard in text:
             text = pattern.sub(" ", text)
-    if not text.isascii() and _HAN_OR_KANA.search(text):  # isascii() reads a flag: English costs no scan
-        text = _blank_punctuation_at_cjk(text)
-    # fastText splits words at every ASCII whitespace character itself, so only a newline, which
-    # would end the line, needs replacing: folding runs of whitespace changed no label or probability
-    # of 240,415 texts (corpus-dev, langid-dev) and cost a third of building the views.
-    return text.replace("\n", " ")
-
-
-def _blank_punctuation_at_cjk(text: str) -> str:
-    """Each maximal run of ASCII punctuation that touches a Han or kana character becomes a space.
-    Whole runs are matched once and only their two neighbours looked at, so a long run ("=====") costs
-    its length, and corpus-dev's Chinese documents take half the time a lookaround pattern needs."""
-
-    def blank_if_touching(match: re.Match) -> str:
-        start, end = match.span()
-        if (start and _HAN_OR_KANA.match(text, start - 1)) or _HAN_OR_KANA.match(text, end):
-            return " "
-        return match.group()
-
-    return _PUNCT_RUN.sub(blank_if_touching, text)
+    return text
 
 
 def has_language_signal(view: str) -> bool:
@@ -357,28 +367,42 @@ def is_han_text(text: str) -> bool:
     return _HAN_RE.search(text) is not None and _KANA.search(text) is None
 
 
+def chinese_scripts(texts: list[str]) -> list[str | None]:
+    """Per text: ``Hant`` if more of its characters are traditional-only than simplified-only, ``Hans``
+    if not, None when it has no Han character (pinyin, or a mislabelled text): no script to name."""
+    if not texts:
+        return []
+    offsets, data = utf8_buffers(pa.array(texts, pa.large_string()))
+    votes = langid_kernels.script_votes(data, offsets, _classes())
+    return [None if han == 0 else "Hant" if traditional > simplified else "Hans"
+            for han, simplified, traditional in votes.tolist()]
+
+
 def chinese_script(text: str) -> str | None:
-    """``Hant`` if more characters are traditional-only than simplified-only, ``Hans`` if not, None
-    when the text has no Han character (pinyin, or a mislabelled text): no script to name."""
-    if _HAN_RE.search(text) is None:
-        return None
-    simplified, traditional = _script_patterns()
-    return "Hant" if len(traditional.findall(text)) > len(simplified.findall(text)) else "Hans"
+    """The ``chinese_scripts`` of one text."""
+    return chinese_scripts([text])[0]
 
 
 @lru_cache(maxsize=1)
-def _script_patterns() -> tuple[re.Pattern, re.Pattern]:
-    """Character classes of the CJK Unified Ideographs that only GB 2312 (simplified) or only Big5
-    (traditional) can encode; Python's codecs serve as the two national character tables."""
-    simplified, traditional = [], []
+def _classes() -> np.ndarray:
+    """``langid_kernels``' bits of each code point below U+40000, from this module's own patterns:
+    Han and kana (``_HAN_RE``, ``_KANA``), the ASCII punctuation of ``_PUNCT_RUN``, and the CJK Unified
+    Ideographs that only GB 2312 (simplified) or only Big5 (traditional) can encode, Python's codecs
+    serving as the two national character tables."""
+    classes = np.zeros(0x40000, dtype=np.uint8)
+    every = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, classes.size)))
+    for bit, pattern in ((langid_kernels.HAN, _HAN_RE), (langid_kernels.KANA, _KANA),
+                         (langid_kernels.PUNCTUATION, _PUNCT_RUN)):
+        found = "".join(pattern.findall(every))
+        classes[np.frombuffer(found.encode("utf-32-le"), dtype=np.uint32)] |= bit
     for codepoint in range(0x4E00, 0xA000):
         char = chr(codepoint)
         in_gb, in_big5 = _encodes(char, "gb2312"), _encodes(char, "big5")
         if in_gb and not in_big5:
-            simplified.append(char)
+            classes[codepoint] |= langid_kernels.SIMPLIFIED
         elif in_big5 and not in_gb:
-            traditional.append(char)
-    return re.compile(f"[{''.join(simplified)}]"), re.compile(f"[{''.join(traditional)}]")
+            classes[codepoint] |= langid_kernels.TRADITIONAL
+    return classes
 
 
 def _encodes(char: str, codec: str) -> bool:

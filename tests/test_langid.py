@@ -8,9 +8,11 @@ stage must never be less accurate than bare lid.176 ``predict`` on the raw text,
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -23,8 +25,10 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
+from stages import langid
 from stages.langid import (
-    LangID, LangIDConfig, chinese_script, has_language_signal, prediction_view, resolve_model_path,
+    LangID, LangIDConfig, chinese_script, chinese_scripts, has_language_signal, prediction_view, prediction_views,
+    resolve_model_path,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -333,6 +337,53 @@ def test_ascii_punctuation_touching_han_or_kana_is_blanked():
     assert prediction_view("한국어, 문장입니다.", 2000, 3) == "한국어, 문장입니다."
     # A long run of ASCII punctuation next to Han text is blanked in linear time, not retried per position.
     assert prediction_view("标题" + "=" * 200_000 + "正文", 10**6, 1) == "标题 正文"
+
+
+def _regex_view(text: str, max_chars: int, windows: int) -> str:
+    """``prediction_view`` as regular expressions with a callback per punctuation run wrote it."""
+    text = langid._denoised(text, max_chars, windows)
+    if not text.isascii() and langid._HAN_OR_KANA.search(text):
+        def blank_if_touching(match):
+            start, end = match.span()
+            if (start and langid._HAN_OR_KANA.match(text, start - 1)) or langid._HAN_OR_KANA.match(text, end):
+                return " "
+            return match.group()
+        text = langid._PUNCT_RUN.sub(blank_if_touching, text)
+    return text.replace("\n", " ")
+
+
+@functools.lru_cache(maxsize=1)
+def _script_patterns() -> tuple[re.Pattern, re.Pattern]:
+    chars = [chr(c) for c in range(0x4E00, 0xA000)]
+    simplified = "".join(c for c in chars if langid._encodes(c, "gb2312") and not langid._encodes(c, "big5"))
+    traditional = "".join(c for c in chars if langid._encodes(c, "big5") and not langid._encodes(c, "gb2312"))
+    return re.compile(f"[{simplified}]"), re.compile(f"[{traditional}]")
+
+
+def _regex_script(text: str) -> str | None:
+    """``chinese_script`` as character-class patterns wrote it."""
+    if langid._HAN_RE.search(text) is None:
+        return None
+    simplified, traditional = _script_patterns()
+    return "Hant" if len(traditional.findall(text)) > len(simplified.findall(text)) else "Hans"
+
+
+def test_compiled_views_and_scripts_equal_the_regular_expressions(shared_data, sentences):
+    """Every langid-dev text, every corpus-dev document, and random mixtures of ASCII punctuation
+    with Han (astral ones too), kana, Hangul, Latin, full-width forms, markup and newlines."""
+    texts = [text for unit in sentences.values() for group in unit.values() for text in group]
+    for shard in sorted((shared_data / "corpus-dev").glob("*.parquet")):
+        texts += pq.read_table(shard, columns=["text"])["text"].to_pylist()
+    pieces = list("!,.-=()[]{}~@#:;?'\"/_`|") + ["中", "文", "這", "这", "々", "\U00020000", "\U0003fffd", "か",
+              "カ", "ｶ", "한", "a", "Z", "é", "\n", " ", "\t", "，", "。", "<b>", "&amp;", "1", "\U0001F600"]
+    rng = random.Random(15)
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20_000)]
+    assert prediction_views(texts, 2000, 3) == [_regex_view(text, 2000, 3) for text in texts]
+    assert prediction_views(texts[:3000], 50, 4) == [_regex_view(text, 50, 4) for text in texts[:3000]]
+    scripts = chinese_scripts(texts)
+    reference = [_regex_script(text) for text in texts]
+    assert scripts == reference
+    assert {"Hans", "Hant", None} <= set(reference)
 
 
 def test_japanese_correction_only_fires_on_han_text(label_all):
