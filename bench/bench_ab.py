@@ -4,10 +4,10 @@ inputs, ours only (no datatrove), to measure one change on a noisy machine.
 Each run is a fresh process of the checkout's own ``bench_pipeline.ours_run`` (Ray's start included,
 stage by stage as the main benchmark runs them); the order alternates every pair (A B, B A, ...), and
 the medians of the end-to-end and per-stage walls are printed per worker count. A checkout is a
-directory, e.g. a ``git worktree add /tmp/before <commit>`` of the commit before the change; run each
+directory, e.g. a ``git worktree add ../before <commit>`` of the commit before the change; run each
 once first so that numba's cache of its kernels is warm (``--warm``).
 
-    python bench/bench_ab.py /tmp/before . --scale 4 --layout mixed --workers 1,2 --pairs 3
+    python bench/bench_ab.py ../before . --scale 4 --layout mixed --workers 1,2 --pairs 3
 """
 from __future__ import annotations
 

@@ -187,9 +187,9 @@ def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None],
     groups = len(todo) if step.reads_text else min(len(todo), GROUPS_PER_WORKER * workers)
     log(f"{step.name}: {len(todo)} items" + (f" ({done} already done)" if done else "")
         + (f" in {groups} tasks" if groups < len(todo) else ""))
-    tasks = [(job, item) for item in todo]
     if not todo:
         return
+    tasks = [(job, item) for item in todo]
     if groups == len(todo):
         map_fn(step.fn, tasks)
     else:
