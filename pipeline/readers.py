@@ -103,10 +103,14 @@ def record_id(item: InputFile, record: dict, where: str) -> str | None:
     field = item.source.id_field
     if field is None:
         return f"{item.source.name}/{item.relative}:{where}"
-    value = record.get(field)
-    if value is None or value == "":
-        return None
-    return f"{item.source.name}/{item.relative}#{value}" if item.many_files else f"{item.source.name}/{value}"
+    return record_ids(item, [record.get(field)])[0]
+
+
+def record_ids(item: InputFile, values: list) -> list[str | None]:
+    """``record_id`` of each value of the ``id_field`` column (a source with one): the same ids from
+    a whole column at once."""
+    prefix = f"{item.source.name}/{item.relative}#" if item.many_files else f"{item.source.name}/"
+    return [None if value is None or value == "" else f"{prefix}{value}" for value in values]
 
 
 def record_meta(item: InputFile, record: dict, where_key: str, where: int) -> dict:

@@ -49,6 +49,7 @@ import hashlib
 import json
 import posixpath
 import re
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, Callable, Iterator
 
@@ -218,10 +219,12 @@ class Records:
     """The records of one file, as a reader hands them over: validated, filed as kept or quarantined,
     and handed out in size-bounded tables."""
 
-    def __init__(self, item: InputFile, config: IngestConfig, carried: "Records | None" = None):
+    def __init__(self, item: InputFile, config: IngestConfig, carried: "Records | None" = None,
+                 budget: int | None = None):
         """``carried``: the Records of the file read before this one in the same unit, whose kept
-        rows not yet handed out go on into this file's first shard."""
-        self.item, self.config = item, config
+        rows not yet handed out go on into this file's first shard. ``budget``: the records this
+        file may still give (the unit's ``--limit`` less the earlier files'), None for all."""
+        self.item, self.config, self.budget = item, config, budget
         self.kept: dict[str, list] = carried.kept if carried else {name: [] for name in DOCUMENT_SCHEMA.names}
         self.removed: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
         self.kept_bytes = carried.kept_bytes if carried else 0
@@ -247,6 +250,41 @@ class Records:
             self.kept_bytes += size
         else:
             self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where)
+
+    def add_rows(self, rows: "PreparedRows", start: int) -> int:
+        """Rows ``start...`` of a batch whose ids, texts, meta and checks a reader prepared a column
+        at a time (``PreparedRows``), decided exactly as ``add`` decides each record, until a row
+        fills a shard or the budget is spent (where ``add``'s caller would cut the shard or stop).
+        Returns the row to go on from."""
+        stop = len(rows.ids) if self.budget is None else min(len(rows.ids), start + self.budget - self.records)
+        kept, seen, largest, full = self.kept, self.seen_ids, self.config.max_doc_bytes, self.config.shard_bytes
+        source = self.item.source.name
+        for index in range(start, stop):
+            self.records += 1
+            doc_id, (reason, size), category = rows.ids[index], rows.checks[index], rows.categories[index]
+            if doc_id is None:
+                reason = "missing_id"
+            elif reason is None and size > largest:
+                reason = "too_large"
+            elif reason is None and doc_id in seen:
+                reason = "duplicate_id"
+            if reason is None and category not in CATEGORIES:
+                reason = "bad_category"
+            if reason is not None:
+                where = f"row {rows.first_row + index}"
+                self._quarantine(reason, doc_id or self.fallback_id(where), lambda: rows.raw(index), rows.metas[index],
+                                 where, category=category)
+                continue
+            seen.add(doc_id)
+            kept["id"].append(doc_id)
+            kept["text"].append(TextRef(rows.texts, index))
+            kept["source"].append(source)
+            kept["category"].append(category)
+            kept["meta"].append(rows.metas[index])
+            self.kept_bytes += size
+            if self.kept_bytes >= full:
+                return index + 1
+        return stop
 
     def _problem(self, doc_id: str | None, text: Any, checked: tuple[str | None, int] | None) -> tuple[str | None, int]:
         if doc_id is None:
@@ -296,31 +334,39 @@ class Records:
         self.records += 1
         self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where, bad=False)
 
-    def _quarantine(self, reason: str, doc_id: str, raw: str, meta: dict, where: str, bad: bool = True) -> None:
+    def _quarantine(self, reason: str, doc_id: str, raw: str | Callable[[], str], meta: dict | str, where: str,
+                    bad: bool = True, category: Any = None) -> None:
+        """``meta``: the record's meta, or already as its JSON (``add_rows``, which gives its
+        ``category`` too)."""
+        if isinstance(meta, str):
+            category_value = category
+        else:
+            category_value = meta.get(self.item.source.category_field)
         if bad and self.config.on_bad_input == "fail":
             field = self.item.source.html_field or self.item.source.text_field
             expected = f"; expected a non-empty string in field {field!r}" if reason in TEXT_PROBLEMS else ""
             if reason == "bad_category":
-                expected = (f"; field {self.item.source.category_field!r} is {meta.get(self.item.source.category_field)!r}, "
+                expected = (f"; field {self.item.source.category_field!r} is {category_value!r}, "
                             f"expected one of {', '.join(CATEGORIES)}")
             if reason == "bad_lang":
                 expected = (f"; field {self.item.source.lang_field!r} is {meta.get(self.item.source.lang_field)!r}, "
                             f"expected a language code such as en, zh or zh-Hant")
             detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
-        self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta)
+        self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta, category)
         self.removed[REASON_COLUMN].append(reason)
 
     def fallback_id(self, where: str) -> str:
         return f"{self.item.source.name}/{self.item.relative}:{where}"
 
-    def _append(self, columns: dict, doc_id: str, text: str, meta: dict) -> None:
+    def _append(self, columns: dict, doc_id: str, text: str, meta: dict | str, category: Any = None) -> None:
         columns["id"].append(doc_id)
         columns["text"].append(text)
         columns["source"].append(self.item.source.name)
-        category = self._category(meta)
+        if not isinstance(meta, str):
+            category, meta = self._category(meta), _dump_meta(meta)
         columns["category"].append(category if category in CATEGORIES else None)
-        columns["meta"].append(_dump_meta(meta))
+        columns["meta"].append(meta)
 
     def full(self) -> bool:
         return self.kept_bytes >= self.config.shard_bytes
@@ -389,14 +435,19 @@ def _text_array(texts: list) -> pa.Array:
     chunks = []
     for _, run in groupby(texts, key=lambda text: id(text.array) if isinstance(text, TextRef) else None):
         run = list(run)
-        chunks.append(run[0].array.take(pa.array([text.index for text in run], pa.int64()))
-                      if isinstance(run[0], TextRef) else pa.array(run, pa.string()))
+        if not isinstance(run[0], TextRef):
+            chunks.append(pa.array(run, pa.string()))
+        elif run[-1].index - run[0].index == len(run) - 1:  # consecutive rows (indices only grow): no copy
+            chunks.append(run[0].array.slice(run[0].index, len(run)))
+        else:
+            chunks.append(run[0].array.take(pa.array([text.index for text in run], pa.int64())))
     return pa.concat_arrays([chunk.cast(pa.string()) for chunk in chunks]) if chunks else pa.array([], pa.string())
 
 
 # json.dumps with options builds an encoder per call; one per process is a third of the cost per record.
 _META_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
 _META_JSON_ASCII = json.JSONEncoder(sort_keys=True, default=str).encode
+_JSON_STRING = json.encoder.encode_basestring  # what _META_JSON writes for a str (ensure_ascii=False)
 
 
 def _dump_meta(meta: dict) -> str:
@@ -408,6 +459,43 @@ def _dump_meta(meta: dict) -> str:
     return text
 
 
+def meta_json_rows(item: InputFile, batch: pa.RecordBatch, skip: set, where_key: str, first: int) -> list[str] | None:
+    """``_dump_meta(record_meta(...))`` of every row of ``batch`` (``first``: the first row's number),
+    built a column at a time: JSON with sorted keys is each key's encoded name and value in key
+    order, so encoding each column's values once gives the same text as encoding each record.
+    None when a row's dict would not hold every column (two columns of one name)."""
+    names = [name for name in batch.schema.names if name not in skip and name != "_ingest"]
+    if len(set(names)) != len(names):
+        return None
+    columns = {"_ingest": [f'{{"file": {_JSON_STRING(item.relative)}, "{where_key}": {row}}}'
+                           for row in range(first, first + batch.num_rows)]}
+    for name in names:
+        values = batch.column(name).to_pylist()
+        # Arrow decodes strings strictly, so none holds a lone surrogate: _dump_meta's fallback never applies
+        if pa.types.is_string(batch.schema.field(name).type) or pa.types.is_large_string(batch.schema.field(name).type):
+            columns[name] = ["null" if value is None else _JSON_STRING(value) for value in values]
+        else:
+            columns[name] = [_META_JSON(value) for value in values]
+    keys = sorted(columns)
+    prefixes = [_JSON_STRING(key) + ": " for key in keys]
+    return ["{" + ", ".join(map(str.__add__, prefixes, values)) + "}" for values in zip(*(columns[key] for key in keys))]
+
+
+@dataclass
+class PreparedRows:
+    """One batch of records as columns, for ``Records.add_rows``: each row's id (None: missing),
+    text (row of ``texts``), ``TextRef.checks`` result, meta JSON and category; ``raw(index)`` gives a
+    quarantined row's raw content."""
+
+    ids: list[str | None]
+    texts: pa.Array
+    checks: list[tuple[str | None, int]]
+    metas: list[str]
+    categories: list[Any]
+    first_row: int
+    raw: Callable[[int], str]
+
+
 def read_files(items: tuple[InputFile, ...], config: IngestConfig,
                limit: int | None = None) -> Iterator[tuple[pa.Table, Records | None]]:
     """The files of one unit in order, their kept rows cut into shards across file boundaries:
@@ -415,7 +503,7 @@ def read_files(items: tuple[InputFile, ...], config: IngestConfig,
     it ends (its removed rows and counts are then complete). ``limit``: records of the whole unit."""
     carried, seen = None, 0
     for position, item in enumerate(items):
-        records = Records(item, config, carried)
+        records = Records(item, config, carried, None if limit is None else limit - seen)
         for _ in item.reader.read(item, records):
             if limit is not None and seen + records.records >= limit:
                 break

@@ -2,7 +2,9 @@
 the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
 ``url_filter``, rows go through ``stages.readers.web.add_record``. Otherwise a string text column is
 checked as a whole (``stages.ingest.TextRef.checks``: the same reasons ``text_problem`` gives a Python
-string) and its texts go into the shards as Arrow data, never decoded into Python strings.
+string) and its texts go into the shards as Arrow data, never decoded into Python strings; the rows'
+ids, meta JSON and categories are then built a column at a time (``_prepared``, unless the input has a
+``lang_field``) and filed by ``Records.add_rows``, which decides each row as ``Records.add`` would.
 
 A file larger than a unit is cut at row-group boundaries (``split``) into pieces of about the
 target's uncompressed bytes, each a unit of its own; a piece's rows keep their numbers in the whole
@@ -19,10 +21,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.readers import InputFile, Reader, record_id, record_meta
+from pipeline.readers import InputFile, Reader, record_id, record_ids, record_meta
 from pipeline.storage import resolve
 from stages.readers.jsonl import OPTIONS
-from stages.ingest import TextRef
+from stages.ingest import PreparedRows, TextRef, meta_json_rows
 from stages.readers.web import add_record, url_filter
 
 
@@ -55,11 +57,19 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                         add_record(item, records, record, f"row {row}", "row", row, raw)
                         yield
                     continue
+                prepared = None if item.source.lang_field else _prepared(item, record_batch, texts, checks, row + 1)
+                if prepared is not None:
+                    start = 0
+                    while start < record_batch.num_rows:
+                        start = records.add_rows(prepared, start)
+                        yield
+                    row += record_batch.num_rows
+                    continue
                 for index, record in enumerate(record_batch.drop_columns([column]).to_pylist()):
                     row += 1
                     where = f"row {row}"
                     records.add(record_id(item, record, where), TextRef(texts, index), record_meta(item, record, "row", row),
-                                where, functools.partial(_raw, record_batch, index, column), checks[index])
+                                where, functools.partial(_raw, record_batch, column, index), checks[index])
                     yield
         except (pa.ArrowInvalid, OSError) as error:
             if not _undecodable(fs, error):
@@ -70,19 +80,40 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             yield
 
 
+def _prepared(item: InputFile, batch: pa.RecordBatch, texts: pa.Array, checks: list, first: int) -> PreparedRows | None:
+    """The batch's rows as columns for ``Records.add_rows``: what ``record_id`` and ``record_meta``
+    give each row, without a Python dict per row (those were most of ingest's time). None where
+    the columns do not make one dict per row (``meta_json_rows``)."""
+    source, names = item.source, batch.schema.names
+    skip = {source.text_field, source.id_field}
+    metas = meta_json_rows(item, batch, skip, "row", first)
+    if metas is None or source.category_field == "_ingest":  # that field is the record's origin in meta
+        return None
+    if source.id_field is None:
+        ids = [f"{source.name}/{item.relative}:row {row}" for row in range(first, first + batch.num_rows)]
+    elif source.id_field in names:
+        ids = record_ids(item, batch.column(source.id_field).to_pylist())
+    else:
+        ids = [None] * batch.num_rows
+    field = source.category_field
+    if field and field not in skip and field in names:
+        categories = [source.category if value is None or value == "" else value
+                      for value in batch.column(field).to_pylist()]
+    else:
+        categories = [source.category] * batch.num_rows
+    return PreparedRows(ids, texts, checks, metas, categories, first,
+                        functools.partial(_raw, batch, source.text_field))
+
+
 def _earlier_ids(parquet: pq.ParquetFile, item: InputFile, first_group: int) -> Iterator[str]:
     """The ids of the rows before this piece of the file (its id column alone): a piece of a file
     holds the ids its earlier pieces hold as already seen, so ids stay unique within the file
     whatever the cut."""
-    field = item.source.id_field
-    for batch in parquet.iter_batches(batch_size=10_000, row_groups=range(first_group), columns=[field]):
-        for value in batch.column(0).to_pylist():
-            doc_id = record_id(item, {field: value}, "")
-            if doc_id is not None:
-                yield doc_id
+    for batch in parquet.iter_batches(batch_size=10_000, row_groups=range(first_group), columns=[item.source.id_field]):
+        yield from (doc_id for doc_id in record_ids(item, batch.column(0).to_pylist()) if doc_id is not None)
 
 
-def _raw(batch: pa.RecordBatch, index: int, column: str) -> str:
+def _raw(batch: pa.RecordBatch, column: str, index: int) -> str:
     """A quarantined row as the removed side shows it: its text, or without one the whole record as JSON."""
     text = batch.column(column)[index].as_py()
     return text if isinstance(text, str) else json.dumps(batch.slice(index, 1).to_pylist()[0], default=str, ensure_ascii=False)
