@@ -1,5 +1,6 @@
-"""The quality stage's two hot loops, compiled with numba: splitting prepared text into lines and
-tokens, and the n-gram model's per-token probabilities.
+"""The quality stage's hot loops, compiled with numba: splitting prepared text into lines and
+tokens, the n-gram model's per-token probabilities, looking tokens up in a set of strings (the
+model's vocabulary, the stop words) and the line signals of the scored windows.
 
 Why compiled: both were chains of a dozen or more numpy passes over every byte or token, each
 allocating and re-reading whole arrays; one loop that visits each byte or token once costs a fifth
@@ -10,7 +11,13 @@ The loops do what their numpy predecessors did, to the byte and to the bit: ``sp
 same per-character tables (``quality_lm.CharClasses``), and ``interpolated_probs`` performs the same
 floating-point operations in the same order (the logarithm stays numpy's). Their callers,
 ``quality_lm.split_text`` and ``quality_lm.token_log_probs``, hold the definitions they are tested
-against.
+against. ``find_strings`` answers what ``pc.index_in`` answered, and ``line_counts`` counts what
+``pc.split_pattern``, ``pc.utf8_trim_whitespace``, ``pc.utf8_length``, the terminal-punctuation
+regular expression and ``pc.dictionary_encode`` counted (``quality_signals``, whose tables say which
+characters are trimmed and terminal; ``tests/test_quality_speed.py`` holds the Arrow definitions).
+
+Helpers are inlined from this module only: numba's disk cache keys a function on its own file, so a
+change to a helper inlined from another module would leave stale machine code behind.
 """
 from __future__ import annotations
 
@@ -22,6 +29,12 @@ SPACE, MARK, DIGIT, NOT_ALNUM = 1, 2, 4, 8
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)  # no n-gram key reaches it: keys are below (V + 2) ** 3 < 2 ** 63
+# Flags of a code point in ``quality_signals``' line table: trimmed as whitespace (``pc.utf8_trim_whitespace``),
+# terminal punctuation at the end of a line (``quality_signals._TERMINAL``).
+TRIM, TERMINAL = 1, 2
+# Eight bytes at a time: each byte's low bit, each byte's high bit, a newline in every byte.
+LOW_BITS, HIGH_BITS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 
 
 @njit(cache=True, nogil=True)
@@ -187,3 +200,310 @@ def interpolated_probs(ids, offsets, base, unigram_p, seen1, scale1, total1,
             v = w
             context2 = bigram
     return p_out
+
+
+# ---------------------------------------------------------------------------------------------
+# Strings: hashing, a set lookup, and the line signals
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load8(b, i):
+    """The eight bytes ``b[i:i + 8]`` as a little-endian integer. The index is made unsigned so that
+    numba adds no negative-index fix-up to each byte's read and LLVM joins the eight into one load
+    (signed, the loop over a batch's tokens took seven times as long)."""
+    i = np.uint64(i)
+    return (np.uint64(b[i]) | (np.uint64(b[i + np.uint64(1)]) << np.uint64(8))
+            | (np.uint64(b[i + np.uint64(2)]) << np.uint64(16)) | (np.uint64(b[i + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(b[i + np.uint64(4)]) << np.uint64(32)) | (np.uint64(b[i + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(b[i + np.uint64(6)]) << np.uint64(48)) | (np.uint64(b[i + np.uint64(7)]) << np.uint64(56)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _word(b, start, end):
+    """The first (up to) eight bytes of ``b[start:end]`` as a little-endian integer, zero above them:
+    a string of at most eight bytes is this number and its length."""
+    n = end - start
+    if start + 8 <= b.size:
+        w = _load8(b, start)
+        if n < 8:
+            w &= (np.uint64(1) << (np.uint64(n) << np.uint64(3))) - np.uint64(1)
+        return w
+    w = np.uint64(0)
+    for k in range(min(n, 8)):
+        w |= np.uint64(b[start + k]) << np.uint64(8 * k)
+    return w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_bytes(b, start, end):
+    """A 64-bit hash of ``b[start:end]``, eight bytes a step. Only a hint: equal hashes are confirmed
+    by comparing the bytes (``_same_bytes``), so no answer depends on a collision."""
+    h = np.uint64(end - start) * MIX
+    i = start
+    while end - i > 8:
+        h = (h ^ _load8(b, i)) * MIX
+        h ^= h >> np.uint64(29)
+        i += 8
+    h = (h ^ _word(b, i, end)) * MIX
+    return h ^ (h >> np.uint64(32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _same_bytes(a, a_start, a_end, b, b_start, b_end):
+    """``a[a_start:a_end] == b[b_start:b_end]``, eight bytes a step."""
+    n = a_end - a_start
+    if n != b_end - b_start:
+        return False
+    k = 0
+    while k < n:
+        if _word(a, a_start + k, a_end) != _word(b, b_start + k, b_end):
+            return False
+        k += 8
+    return True
+
+
+# ``StringIndex`` tables: per slot, the string's tag (a string of at most eight bytes: ``_word``, the
+# string itself; a longer one: its hash) and ``(index + 1) << 8 | length`` (length ``LONG`` above
+# eight bytes); 0 there: an empty slot.
+LONG = np.uint64(255)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _short_slot(tag, n, seed, shift):
+    """Home slot of a string of at most eight bytes (``seed`` lets the caller try other placements)."""
+    return ((tag ^ (np.uint64(n) * seed)) * MIX) >> shift
+
+
+@njit(cache=True, nogil=True)
+def place_strings(data, offsets, shift, mask, seed):
+    """The table of ``quality_lm.StringIndex``: string ``k`` (UTF-8 ``data`` at int64 ``offsets``) in
+    the first empty slot from its home slot on, in order; a string equal to an earlier one is left out,
+    so a lookup finds the first, as ``pc.index_in`` does. Returns the table and whether every string
+    has at most eight bytes and lies in its home slot (then one slot read answers a lookup)."""
+    table = np.zeros((mask + np.uint64(1), 2), dtype=np.uint64)
+    single = True
+    for k in range(offsets.size - 1):
+        start = offsets[k]
+        end = offsets[k + 1]
+        n = end - start
+        if n <= 8:
+            tag = _word(data, start, end)
+            position = _short_slot(tag, n, seed, shift)
+            length = np.uint64(n)
+        else:
+            tag = _hash_bytes(data, start, end)
+            position = (tag * MIX) >> shift
+            length = LONG
+            single = False
+        home = position
+        duplicate = False
+        while table[position, 1] != 0:
+            entry = table[position, 1]
+            if (entry & LONG) == length and table[position, 0] == tag:
+                other = np.int64(entry >> np.uint64(8)) - 1
+                if n <= 8 or _same_bytes(data, offsets[other], offsets[other + 1], data, start, end):
+                    duplicate = True
+                    break
+            position = (position + np.uint64(1)) & mask
+        if not duplicate:
+            single = single and position == home
+            table[position, 0] = tag
+            table[position, 1] = (np.uint64(k + 1) << np.uint64(8)) | length
+    return table, single
+
+
+@njit(cache=True, nogil=True)
+def find_strings(table, shift, mask, seed, single, key_data, key_offsets, data, offsets, starts, counts):
+    """The index among the table's strings (``place_strings`` of ``key_data`` at ``key_offsets``) of
+    each string ``starts[r]``, ..., ``starts[r] + counts[r] - 1`` of ``data`` at int64 ``offsets``,
+    range after range; -1 where it is none of them.
+
+    ``single`` (every string of the table short and in its home slot): the home slot holds the
+    string or none equal to it, so the answer is read without a branch on it: most tokens are not
+    stop words, but which are is not predictable, and a mispredicted branch cost more than the read."""
+    result = np.empty(counts.sum(), dtype=np.int64)
+    out = 0
+    for r in range(starts.size):
+        for s in range(starts[r], starts[r] + counts[r]):
+            start = offsets[s]
+            end = offsets[s + 1]
+            n = end - start
+            if single:
+                tag = _word(data, start, end)
+                position = _short_slot(tag, n, seed, shift)
+                entry = table[position, 1]
+                same = ((entry & LONG) == np.uint64(n)) & (table[position, 0] == tag)
+                result[out] = np.int64(entry >> np.uint64(8)) * np.int64(same) - 1
+                out += 1
+                continue
+            found = -1
+            if n <= 8:
+                tag = _word(data, start, end)
+                position = _short_slot(tag, n, seed, shift)
+                while True:
+                    entry = table[position, 1]
+                    if entry == 0:
+                        break
+                    if (entry & LONG) == np.uint64(n) and table[position, 0] == tag:
+                        found = np.int64(entry >> np.uint64(8)) - 1
+                        break
+                    position = (position + np.uint64(1)) & mask
+            else:
+                tag = _hash_bytes(data, start, end)
+                position = (tag * MIX) >> shift
+                while True:
+                    entry = table[position, 1]
+                    if entry == 0:
+                        break
+                    if (entry & LONG) == LONG and table[position, 0] == tag:
+                        k = np.int64(entry >> np.uint64(8)) - 1
+                        if _same_bytes(key_data, key_offsets[k], key_offsets[k + 1], data, start, end):
+                            found = k
+                            break
+                    position = (position + np.uint64(1)) & mask
+            result[out] = found
+            out += 1
+    return result
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _point(b, i):
+    """The code point and width of the UTF-8 character at ``b[i]``."""
+    c = np.int64(b[i])
+    if c < 0x80:
+        return c, 1
+    if c < 0xE0:
+        return ((c & 0x1F) << 6) | np.int64(b[i + 1] & 0x3F), 2
+    if c < 0xF0:
+        return ((c & 0x0F) << 12) | (np.int64(b[i + 1] & 0x3F) << 6) | np.int64(b[i + 2] & 0x3F), 3
+    return ((c & 0x07) << 18) | (np.int64(b[i + 1] & 0x3F) << 12) | (np.int64(b[i + 2] & 0x3F) << 6) \
+        | np.int64(b[i + 3] & 0x3F), 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _point_start(b, start, end):
+    """Where the UTF-8 character that ends at ``b[end]`` (exclusive) begins, not before ``start``."""
+    i = end - 1
+    while i > start and (b[i] & 0xC0) == 0x80:
+        i -= 1
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _line_flags(table, known, needed, block_bits, point):
+    """``table``'s flags of a code point; 0 for one of a block not classified yet (``known``), which
+    is marked in ``needed`` for the caller to classify before it calls again."""
+    block = point >> block_bits
+    if not known[block]:
+        needed[block] = True
+        return 0
+    return table[point]
+
+
+@njit(cache=True, nogil=True)
+def line_counts(b, offsets, table, known, block_bits):
+    """Per document (UTF-8 ``b`` at int64 ``offsets``), over its lines (split at ``\\n``) with the
+    ``TRIM`` characters cut from both ends, the non-empty ones: how many, their characters (code
+    points), how many end in a ``TERMINAL`` character, and the characters of those equal to an
+    earlier line of the document (byte for byte: a hash finds candidates, the bytes decide).
+
+    ``table`` holds the flags by code point for the blocks of ``2 ** block_bits`` code points marked
+    ``known``; a character of another block reads as neither and is marked in the returned ``needed``:
+    the counts are right when nothing is (the caller classifies those blocks and calls again).
+    Returns (lines, characters, terminal lines, repeated characters, needed), int64 per document."""
+    n_docs = offsets.size - 1
+    lines = np.zeros(n_docs, dtype=np.int64)
+    chars = np.zeros(n_docs, dtype=np.int64)
+    terminal = np.zeros(n_docs, dtype=np.int64)
+    repeated = np.zeros(n_docs, dtype=np.int64)
+    needed = np.zeros(known.size, dtype=np.bool_)
+    # One document's non-empty lines, and an open-addressing table of them whose slots belong to the
+    # document that wrote them last (``owner``): no clearing. Sized by the most lines a document has.
+    most = 1
+    for d in range(n_docs):
+        newlines = 0
+        for at in range(np.uint64(offsets[d]), np.uint64(offsets[d + 1])):
+            newlines += b[at] == 10
+        most = max(most, newlines + 1)
+    line_start = np.empty(most, dtype=np.int64)
+    line_end = np.empty(most, dtype=np.int64)
+    line_chars = np.empty(most, dtype=np.int64)
+    line_hash = np.empty(most, dtype=np.uint64)
+    bits = 4
+    while (1 << bits) < 2 * most:
+        bits += 1
+    owner = np.full(1 << bits, -1, dtype=np.int64)
+    slot_line = np.empty(1 << bits, dtype=np.int64)
+    for d in range(n_docs):
+        end = offsets[d + 1]
+        i = offsets[d]
+        k = 0
+        while True:
+            # The line's end and its characters (bytes that do not continue one): eight bytes a step
+            # up to the word holding the newline, then byte by byte.
+            j = i
+            points = 0
+            while j + 8 <= end:
+                w = _load8(b, j)
+                x = w ^ NEWLINES
+                if (x - LOW_BITS) & ~x & HIGH_BITS:
+                    break
+                points += 8 - np.int64((((w & ~(w << np.uint64(1)) & HIGH_BITS) >> np.uint64(7)) * LOW_BITS)
+                                       >> np.uint64(56))
+                j += 8
+            while j < end and b[np.uint64(j)] != 10:
+                points += (b[np.uint64(j)] & 0xC0) != 0x80
+                j += 1
+            first = i
+            while first < j:
+                point, width = _point(b, first)
+                if not _line_flags(table, known, needed, block_bits, point) & TRIM:
+                    break
+                first += width
+                points -= 1
+            last = j
+            ends_terminal = False
+            while last > first:
+                start = _point_start(b, first, last)
+                flags = _line_flags(table, known, needed, block_bits, _point(b, start)[0])
+                if not flags & TRIM:
+                    ends_terminal = (flags & TERMINAL) != 0
+                    break
+                last = start
+                points -= 1
+            if last > first:
+                line_start[k] = first
+                line_end[k] = last
+                line_chars[k] = points
+                k += 1
+                chars[d] += points
+                terminal[d] += ends_terminal
+            if j >= end:
+                break
+            i = j + 1
+        lines[d] = k
+        if k < 2:
+            continue
+        table_bits = 4
+        while (1 << table_bits) < 2 * k:
+            table_bits += 1
+        shift = np.uint64(64 - table_bits)
+        mask = np.int64((1 << table_bits) - 1)
+        for x in range(k):
+            h = _hash_bytes(b, line_start[x], line_end[x])
+            line_hash[x] = h
+            position = np.int64((h * MIX) >> shift)
+            seen = False
+            while owner[position] == d:
+                y = slot_line[position]
+                if line_hash[y] == h and _same_bytes(b, line_start[y], line_end[y], b, line_start[x], line_end[x]):
+                    seen = True
+                    break
+                position = (position + 1) & mask
+            if seen:
+                repeated[d] += line_chars[x]
+            else:
+                owner[position] = d
+                slot_line[position] = x
+    return lines, chars, terminal, repeated, needed

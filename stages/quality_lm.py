@@ -12,9 +12,11 @@ text have high perplexity.
   continuation counts) backing off to bigrams and an add-half unigram model; words seen once in
   training are ``<unk>``. Trigrams seen once are pruned (the classic size/quality trade-off: the
   model stays a few MB); so are bigrams seen once, their probability mass going to the unigram.
-- Scoring: a batch's tokens are mapped to ids with one Arrow set lookup, n-grams become 64-bit keys,
-  and their counts are found in open-addressing hash tables built at load time (``_HashIndex``),
-  by one compiled loop over the tokens (``quality_kernels.interpolated_probs``).
+- Scoring: a batch's tokens are mapped to ids by one compiled lookup in a hash table of the
+  vocabulary built at load time (``StringIndex``, what ``pc.index_in`` answers, without building
+  Arrow's table of the vocabulary per batch and copying the scored tokens out first); n-grams become
+  64-bit keys, and their counts are found in open-addressing hash tables built at load time
+  (``_HashIndex``), by one compiled loop over the tokens (``quality_kernels.interpolated_probs``).
 - Text is prepared and split into tokens (``split_text``) by one compiled pass over its UTF-8
   bytes (``quality_kernels.split_utf8``), each character classified by a table lookup (``CharClasses``). The table is filled in by the
   definitions themselves (RE2 patterns, Arrow's Unicode whitespace and alphanumerics) run once
@@ -71,6 +73,11 @@ class _Tables:
     def scoring(self) -> "_Scoring":
         """The tables as ``token_log_probs`` reads them (built on first use)."""
         return _Scoring.of(self)
+
+    @cached_property
+    def vocab_index(self) -> "StringIndex":
+        """The vocabulary as ``perplexity`` looks tokens up in it (built on first use)."""
+        return StringIndex(self.vocab)
 
 
 @dataclass
@@ -134,6 +141,45 @@ class _HashIndex:
         return quality_kernels.find_slots(self.slots, self.shift, self.mask, queries)
 
 
+class StringIndex:
+    """Open addressing over the distinct strings of an Arrow array, for looking many tokens up in a
+    set built once (a model's vocabulary, the stop words): ``find`` answers what ``pc.index_in``
+    answers (a token's index in the array; -1, not null, for one not in it) without Arrow's hash
+    table of the set built per call (``quality_kernels.place_strings``, ``find_strings``). A string of
+    at most eight bytes is compared as one number; a longer one by hash, then by its bytes.
+
+    A small set of short strings (the stop words) is placed so that every string lies in its home
+    slot, trying other seeds and sizes for the placement (a few dozen microseconds): a lookup then
+    reads one slot, without branching on what it finds."""
+
+    def __init__(self, strings: pa.Array):
+        self.offsets, self.data = utf8_buffers(strings)
+        bits = max(int(len(strings) * 2 - 1).bit_length(), 4)
+        short = len(strings) <= _SINGLE_SLOT_MAX and bool((np.diff(self.offsets) <= 8).all())
+        tries = [(bits + more, seed) for more in range(4) for seed in _SEEDS] if short else []
+        for bits, seed in tries + [(bits, _SEEDS[0])]:
+            self.shift, self.mask, self.seed = np.uint64(64 - bits), np.uint64((1 << bits) - 1), seed
+            self.table, self.single = quality_kernels.place_strings(
+                self.data, self.offsets, self.shift, self.mask, self.seed)
+            if self.single:
+                break
+
+    def find(self, tokens: "Tokens", starts: np.ndarray | None = None, counts: np.ndarray | None = None) -> np.ndarray:
+        """The index of each token in the strings, -1 where it is none of them (int64): tokens
+        ``starts[r]`` to ``starts[r] + counts[r] - 1``, range after range; all of them by default."""
+        offsets, data = tokens.buffers
+        if starts is None:
+            starts, counts = np.zeros(1, dtype=np.int64), np.array([offsets.size - 1], dtype=np.int64)
+        return quality_kernels.find_strings(
+            self.table, self.shift, self.mask, self.seed, self.single, self.data, self.offsets,
+            data, offsets, starts.astype(np.int64), counts.astype(np.int64))
+
+
+# Sets up to this size are placed for one-slot lookups, trying these seeds at four table sizes.
+_SINGLE_SLOT_MAX = 4096
+_SEEDS = [np.uint64(0x9E3779B97F4A7C15 * (2 * k + 1) % (1 << 64)) for k in range(32)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Splitting text into tokens
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +196,7 @@ _PREFIX_END = 0xF80000
 # Code points above the Basic Multilingual Plane are classified on first sight, this many bits' worth
 # (4,096) at a time: they are 94% of all code points, and a corpus uses a few blocks of them (emoji,
 # rare ideographs), so classifying all of them up front took most of a worker's start-up.
-_BLOCK_BITS = 12
+BLOCK_BITS = 12
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,27 +208,33 @@ class CharClasses:
     table: np.ndarray      # uint8 flags by code point; above U+FFFF only where ``known`` (``flags``)
     by_prefix: np.ndarray  # uint8 flags of the two- and three-byte characters by first three bytes
     ascii_line: np.ndarray  # uint8 by ASCII byte, what the line holds: digits as "0", newline as space
-    known: np.ndarray      # bool per block of 2 ** _BLOCK_BITS code points: its flags are in ``table``
+    known: np.ndarray      # bool per block of 2 ** BLOCK_BITS code points: its flags are in ``table``
     marked: str | None
     digits: str | None
 
     def flags(self, code_points: np.ndarray) -> np.ndarray:
         """The flags of these code points, classifying the blocks not seen before."""
-        blocks = code_points >> _BLOCK_BITS
+        blocks = code_points >> BLOCK_BITS
         new = np.unique(blocks[~self.known[blocks]])
         if new.size:
-            points = _ranges(new.astype(np.int64) << _BLOCK_BITS, np.full(new.size, 1 << _BLOCK_BITS))
+            points = ranges(new.astype(np.int64) << BLOCK_BITS, np.full(new.size, 1 << BLOCK_BITS))
             self.table[points] = _classify(points.astype(np.uint32), self.marked, self.digits)
             self.known[new] = True
         return self.table[code_points]
 
 
-def _classify(code_points: np.ndarray, marked: str | None, digits: str | None) -> np.ndarray:
-    """The flags of these code points (no surrogates), each definition run on each of them."""
+def code_point_strings(code_points: np.ndarray) -> pa.Array:
+    """Each code point (uint32, no surrogates) as a string of its own, for running a definition
+    (an Arrow function, a regular expression) once per character."""
     widths = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)
-    chars = pa.StringArray.from_buffers(
+    return pa.StringArray.from_buffers(
         code_points.size, pa.py_buffer(np.concatenate(([0], np.cumsum(widths))).astype(np.int32)),
         pa.py_buffer(code_points.tobytes().decode("utf-32-le").encode()))
+
+
+def _classify(code_points: np.ndarray, marked: str | None, digits: str | None) -> np.ndarray:
+    """The flags of these code points (no surrogates), each definition run on each of them."""
+    chars = code_point_strings(code_points)
 
     def matches(pattern: str | None) -> np.ndarray:
         if pattern is None:
@@ -208,8 +260,8 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
     bmp = np.concatenate((np.arange(0xD800), np.arange(0xE000, 0x10000))).astype(np.uint32)
     table = np.zeros(0x110000, dtype=np.uint8)
     table[bmp] = _classify(bmp, marked, digits)
-    known = np.zeros(0x110000 >> _BLOCK_BITS, dtype=bool)
-    known[:0x10000 >> _BLOCK_BITS] = True
+    known = np.zeros(0x110000 >> BLOCK_BITS, dtype=bool)
+    known[:0x10000 >> BLOCK_BITS] = True
 
     by_prefix = np.zeros(_PREFIX_END - _PREFIX_BASE, dtype=np.uint8)
     two = np.arange(0x80, 0x800, dtype=np.uint32)
@@ -251,7 +303,7 @@ def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"
     return lines, Tokens(flat, doc_tokens, alnum)
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``start, start + 1, ..., start + length - 1`` for each range, one range after another."""
     return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum(), dtype=np.int64)
 
@@ -279,6 +331,11 @@ class Tokens:
     def words(self) -> np.ndarray:
         """Word (alphanumeric) tokens of each document, as float64."""
         return self.count(self.alnum)
+
+    @cached_property
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """``flat`` as int64 offsets and UTF-8 bytes (``utf8_buffers``), for the compiled lookups."""
+        return utf8_buffers(self.flat)
 
 
 def _ids(flat: pa.Array, vocab: pa.Array) -> np.ndarray:
@@ -396,8 +453,9 @@ class NgramModel:
             if not docs.size:
                 continue
             scored = np.minimum(lengths[docs], MAX_TOKENS)
-            rows = _ranges(tokens.offsets[docs], scored)
-            ids = _ids(tokens.flat.take(pa.array(rows)), tables.vocab)
+            rows = ranges(tokens.offsets[docs], scored)
+            # Vocabulary index + 1, UNK (0) for other words: what ``_ids`` gives those tokens.
+            ids = (tables.vocab_index.find(tokens, tokens.offsets[docs], scored) + 1).astype(np.uint64)
             log_probs = token_log_probs(tables, ids, np.concatenate(([0], np.cumsum(scored))))
             doc_of = np.repeat(np.arange(docs.size), scored)
             sums = np.bincount(doc_of, weights=log_probs, minlength=docs.size)

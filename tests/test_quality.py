@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from pipeline.stage import DOCUMENT_SCHEMA
 from pipeline.stats import Stats, histogram
-from stages import quality_model
+from stages import quality_model, quality_signals
 from stages.quality import HISTOGRAM_EDGES, PERPLEXITY_REASON, REASON, SIGNAL_COLUMNS, Quality, QualityConfig
 from stages.quality_lm import DISCOUNT, NgramModel, Tokens, _classify, _HashIndex, char_classes, token_log_probs
 from stages.quality_metrics import binary_metrics, cross_validated_scores, roc_auc
@@ -528,6 +528,23 @@ def test_scoring_in_pieces_changes_no_value(stage, sample_rows, monkeypatch):
     assert whole.keys() == pieces.keys()
     for name in whole:
         assert whole[name].tobytes() == pieces[name].tobytes(), name
+
+
+def test_signals_are_those_of_the_arrow_passes_the_compiled_ones_replaced(stage, sample_rows, monkeypatch):
+    # tests/test_quality_speed.py compares each pass; here the whole of QualityModel.signals, with the
+    # stage's trained model, on the sample rows and random mixtures, in batches as the stage scores.
+    from test_quality_speed import mixture, random_langs, reference_compute, reference_perplexity
+
+    rows = sample_rows["gold"] + sample_rows["junk"]
+    texts = [r["text"] for r in rows] + mixture(2500, seed=7)
+    langs = [r["lang"] for r in rows] + random_langs(2500, seed=7)
+    got = stage.model.signals(texts, langs)
+    monkeypatch.setattr(quality_signals, "compute", reference_compute)
+    monkeypatch.setattr(NgramModel, "perplexity", reference_perplexity)
+    want = stage.model.signals(texts, langs)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
 
 
 def test_stats_hold_score_histograms_unfiltered_counts_and_examples_near_the_threshold(sample_model, sample_rows):
