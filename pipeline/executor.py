@@ -211,8 +211,7 @@ class RayExecutor:
                         raise TaskFailed(f"{label}: task for {_describe(fn, items[index])} failed after "
                                          f"{self.config.max_retries} retries: {_cause(error)}") from None
                 except TaskFailed:
-                    for ref in pending:  # the run stops: do not leave the other tasks running
-                        self.ray.cancel(ref)
+                    self._stop(list(pending))
                     raise
                 results[index] = on_result(result) if on_result else result
                 progress.update(1)
@@ -220,9 +219,22 @@ class RayExecutor:
             progress.close()
         return results
 
+    def _stop(self, refs: list) -> None:
+        """The run stops: cancel its other tasks and wait for those already running to end, so that
+        a rerun started right away (a retry loop, a test) does not meet one of them still writing.
+        A task that ignores the cancellation for ``STOP_WAIT_S`` is left to finish on its own."""
+        for ref in refs:
+            self.ray.cancel(ref)
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S)
+
     def shutdown(self) -> None:
         if self.owns_cluster:
             self.ray.shutdown()
+
+
+# How long a failing run waits for its cancelled tasks to end before it raises.
+STOP_WAIT_S = 30.0
 
 
 def submission_order(count: int, sizes: Sequence[float] | None) -> list[int]:

@@ -280,4 +280,7 @@ def remove_temporaries(fs: pafs.FileSystem, directory: str) -> None:
         return
     for info in fs.get_file_info(pafs.FileSelector(directory, recursive=True)):
         if info.type == pafs.FileType.File and posixpath.basename(info.path).startswith(TMP_PREFIX):
-            delete_file(fs, info.path)
+            try:
+                delete_file(fs, info.path)
+            except FileNotFoundError:  # its writer removed it (or renamed it into place) since the listing
+                pass

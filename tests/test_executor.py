@@ -41,6 +41,23 @@ def _tenth(item: tuple[str, int]) -> float:
     return item[1] / 10
 
 
+def _slow_unless_first(item: tuple[str, int]) -> int:
+    """Item 0 fails at once; the others run for seconds, marking their start and (however they end) their end."""
+    import time
+
+    folder, value = item
+    if value == 0:
+        time.sleep(0.3)
+        raise ValueError("the first item fails")
+    Path(folder, f"start-{value}").touch()
+    try:
+        for _ in range(100):
+            time.sleep(0.03)
+        return value
+    finally:
+        Path(folder, f"end-{value}").touch()
+
+
 def test_submission_order_is_largest_first_with_ties_in_item_order():
     assert submission_order(5, None) == [0, 1, 2, 3, 4]
     assert submission_order(5, [3, 9, 3, 1, 9]) == [1, 4, 0, 2, 3]
@@ -86,6 +103,20 @@ def test_a_group_runs_its_items_in_order_and_a_failing_item_is_named(ray_cluster
     assert repr(groups[1]) == "_tenth[2,4]"
     with pytest.raises(TaskFailed, match=r"tenths: task for _tenth 3 failed: ValueError: no tenth of 3 \(at "):
         executor.map(run_group, [Group(_tenth, (("x", 2), ("x", 3), ("x", 4)))], "tenths")
+
+
+def test_a_failing_task_stops_the_run_only_after_its_other_running_tasks_have_ended(ray_cluster, tmp_path: Path):
+    # A rerun started right after a failure must not meet a task of the failed run still writing
+    # (a temporary it removes, then the rerun's cleanup cannot find).
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    executor = RayExecutor(RayConfig(num_workers=2))
+    with pytest.raises(TaskFailed, match="the first item fails"):
+        executor.map(_slow_unless_first, [(str(tmp_path), value) for value in range(4)], "stop")
+    started = {path.name.split("-")[1] for path in tmp_path.glob("start-*")}
+    ended = {path.name.split("-")[1] for path in tmp_path.glob("end-*")}
+    assert started and started == ended
 
 
 def test_a_ray_the_executor_starts_gets_its_settings():
