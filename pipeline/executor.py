@@ -23,7 +23,7 @@ retrying cannot fix (bad input, lost rows, a full disk, no permission) returns a
 and any task that raises one of ``DETERMINISTIC_ERRORS`` (a missing module or file, a bad value, a
 bug: the same code on the same input fails the same way) has it turned into a ``Failure`` by the
 wrapper ``map`` puts around every task. The run then stops at once with a one-line message naming
-the task and the error. When a task fails for good, the tasks still in flight are cancelled.
+the task and the error; the other tasks are cancelled and the running ones awaited (``stop_wait_s``).
 
 ``make_executor`` starts Ray lazily, on the first ``map`` with work to do (or the first look at
 ``workers`` or ``node_cpus``), so a command that finds everything up to date never pays Ray's
@@ -137,22 +137,19 @@ def local_system_config() -> dict[str, int]:
     """Ray's settings (``ray.init``'s ``_system_config``) for a Ray this process starts itself; a new
     dict each time, because ray.init adds its own keys to the one it is given.
 
-    The raylet connects to its object store, which it starts on another thread, right away; when the
-    store is not listening yet (8 of 15 starts with 2 CPUs here) it waits Ray's whole retry interval,
-    1 s, before trying again, and the driver, which polls for the node once a second, sees it 1-1.3 s
-    later. A hundred times as many tries, 10 ms apart, keep Ray's 10 s budget without the wait:
-    ray.init's median 3.14 -> 2.21 s over 15 starts each way (docs/performance.md). A cluster started
-    with `ray start` takes the same settings as RAY_raylet_client_connect_timeout_milliseconds and
-    RAY_raylet_client_num_connect_attempts. Ray refuses keys it does not know (its GCS exits and
-    ray.init times out): Ray is pinned in pyproject.toml, and every test that starts Ray would show
-    an upgrade that dropped them."""
+    The raylet connects to its object store, started on another thread, right away; when the store
+    is not listening yet (8 of 15 starts with 2 CPUs here) it waits Ray's whole retry interval, 1 s.
+    A hundred times as many tries, 10 ms apart, keep Ray's 10 s budget without the wait: ray.init's
+    median 3.14 -> 2.21 s over 15 starts each way (docs/performance.md). `ray start` takes the same
+    settings as RAY_raylet_client_connect_timeout_milliseconds and RAY_raylet_client_num_connect_attempts.
+    Ray refuses keys it does not know (its GCS exits): Ray is pinned in pyproject.toml, and every
+    test that starts Ray would show an upgrade that dropped them."""
     return {"raylet_client_connect_timeout_milliseconds": 10, "raylet_client_num_connect_attempts": 1000}
 
 
 def start_local_ray(num_cpus: int | None, **options: Any) -> None:
-    """Start a new local Ray with ``local_system_config()`` and no dashboard; ``options`` go to
-    ``ray.init``. ``address="local"``: a Ray of our own even where `ray start` runs on this machine,
-    which a plain ray.init() would join (it reads the address `ray start` left in Ray's temp dir)."""
+    """Start a new local Ray with ``local_system_config()``, no dashboard and ``options`` for ray.init;
+    ``address="local"``: our own Ray even where a `ray start` cluster runs here, which ray.init() would join."""
     import ray
 
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(),
@@ -161,6 +158,8 @@ def start_local_ray(num_cpus: int | None, **options: Any) -> None:
 
 class RayExecutor:
     """Runs tasks on Ray: joins ``ray.address`` (or RAY_ADDRESS) when set, else starts Ray locally."""
+
+    stop_wait_s = 30.0  # how long a failing run waits for the running tasks it cancelled to end
 
     def __init__(self, config: RayConfig):
         import ray
@@ -210,8 +209,11 @@ class RayExecutor:
                     except self.ray.exceptions.RayError as error:
                         raise TaskFailed(f"{label}: task for {_describe(fn, items[index])} failed after "
                                          f"{self.config.max_retries} retries: {_cause(error)}") from None
-                except TaskFailed:
-                    self._stop(list(pending))
+                except TaskFailed:  # cancel the rest; a rerun started at once must not meet one still writing
+                    for ref in pending:
+                        self.ray.cancel(ref)
+                    if pending:
+                        self.ray.wait(list(pending), num_returns=len(pending), timeout=self.stop_wait_s)
                     raise
                 results[index] = on_result(result) if on_result else result
                 progress.update(1)
@@ -219,22 +221,9 @@ class RayExecutor:
             progress.close()
         return results
 
-    def _stop(self, refs: list) -> None:
-        """The run stops: cancel its other tasks and wait for those already running to end, so that
-        a rerun started right away (a retry loop, a test) does not meet one of them still writing.
-        A task that ignores the cancellation for ``STOP_WAIT_S`` is left to finish on its own."""
-        for ref in refs:
-            self.ray.cancel(ref)
-        if refs:
-            self.ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S)
-
     def shutdown(self) -> None:
         if self.owns_cluster:
             self.ray.shutdown()
-
-
-# How long a failing run waits for its cancelled tasks to end before it raises.
-STOP_WAIT_S = 30.0
 
 
 def submission_order(count: int, sizes: Sequence[float] | None) -> list[int]:
