@@ -257,17 +257,11 @@ class Records:
         fills a shard or the budget is spent (where ``add``'s caller would cut the shard or stop).
         Returns the row to go on from."""
         stop = len(rows.ids) if self.budget is None else min(len(rows.ids), start + self.budget - self.records)
-        kept, seen, largest, full = self.kept, self.seen_ids, self.config.max_doc_bytes, self.config.shard_bytes
-        source = self.item.source.name
+        kept, source = self.kept, self.item.source.name
         for index in range(start, stop):
             self.records += 1
-            doc_id, (reason, size), category = rows.ids[index], rows.checks[index], rows.categories[index]
-            if doc_id is None:
-                reason = "missing_id"
-            elif reason is None and size > largest:
-                reason = "too_large"
-            elif reason is None and doc_id in seen:
-                reason = "duplicate_id"
+            doc_id, category = rows.ids[index], rows.categories[index]
+            reason, size = self._problem(doc_id, None, rows.checks[index])
             if reason is None and category not in CATEGORIES:
                 reason = "bad_category"
             if reason is not None:
@@ -275,14 +269,14 @@ class Records:
                 self._quarantine(reason, doc_id or self.fallback_id(where), lambda: rows.raw(index), rows.metas[index],
                                  where, category=category)
                 continue
-            seen.add(doc_id)
+            self.seen_ids.add(doc_id)
             kept["id"].append(doc_id)
             kept["text"].append(TextRef(rows.texts, index))
             kept["source"].append(source)
             kept["category"].append(category)
             kept["meta"].append(rows.metas[index])
             self.kept_bytes += size
-            if self.kept_bytes >= full:
+            if self.full():
                 return index + 1
         return stop
 
@@ -338,20 +332,17 @@ class Records:
                     bad: bool = True, category: Any = None) -> None:
         """``meta``: the record's meta, or already as its JSON (``add_rows``, which gives its
         ``category`` too)."""
-        if isinstance(meta, str):
-            category_value = category
-        else:
-            category_value = meta.get(self.item.source.category_field)
         if bad and self.config.on_bad_input == "fail":
             field = self.item.source.html_field or self.item.source.text_field
             expected = f"; expected a non-empty string in field {field!r}" if reason in TEXT_PROBLEMS else ""
             if reason == "bad_category":
-                expected = (f"; field {self.item.source.category_field!r} is {category_value!r}, "
+                value = category if isinstance(meta, str) else meta.get(self.item.source.category_field)
+                expected = (f"; field {self.item.source.category_field!r} is {value!r}, "
                             f"expected one of {', '.join(CATEGORIES)}")
             if reason == "bad_lang":
                 expected = (f"; field {self.item.source.lang_field!r} is {meta.get(self.item.source.lang_field)!r}, "
                             f"expected a language code such as en, zh or zh-Hant")
-            detail = f": {meta['error']}" if "error" in meta and reason in ("corrupt_file", "truncated_record") else ""
+            detail = f": {meta['error']}" if reason in ("corrupt_file", "truncated_record") and "error" in meta else ""
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
         self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta, category)
         self.removed[REASON_COLUMN].append(reason)
@@ -470,9 +461,9 @@ def meta_json_rows(item: InputFile, batch: pa.RecordBatch, skip: set, where_key:
     columns = {"_ingest": [f'{{"file": {_JSON_STRING(item.relative)}, "{where_key}": {row}}}'
                            for row in range(first, first + batch.num_rows)]}
     for name in names:
-        values = batch.column(name).to_pylist()
+        values, kind = batch.column(name).to_pylist(), batch.schema.field(name).type
         # Arrow decodes strings strictly, so none holds a lone surrogate: _dump_meta's fallback never applies
-        if pa.types.is_string(batch.schema.field(name).type) or pa.types.is_large_string(batch.schema.field(name).type):
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             columns[name] = ["null" if value is None else _JSON_STRING(value) for value in values]
         else:
             columns[name] = [_META_JSON(value) for value in values]
