@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -222,10 +223,18 @@ class Classifier:
     def __init__(self, path: str):
         import fasttext  # here, not at the top: validating a config must not need the model library
 
+        self.path = path
         self.model = fasttext.load_model(path)
         self.labels: list[str] = list(self.model.get_labels())
-        compiled = Predictor.load(path)
-        self.compiled = compiled if compiled is not None and compiled.labels == self.labels else None
+
+    @cached_property
+    def compiled(self) -> Predictor | None:
+        """The compiled predict, read on the first ``top``. Not in ``__init__``: the driver builds each
+        stage once to check its model (``planning.check_stage_assets``; fastText's load above fails on a
+        missing or broken file), and reading it here would cost the run's start numba's import and the
+        kernels' load (0.7 s), which only workers need."""
+        compiled = Predictor.load(self.path)
+        return compiled if compiled is not None and compiled.labels == self.labels else None
 
     def top(self, lines: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index into ``labels``, float32 probability) of each line (no newlines)."""

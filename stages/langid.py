@@ -160,7 +160,6 @@ class LangID(Stage):
         # lid.176's predict, compiled (stages/fasttext_predict.py); ``model`` is fastText's own.
         self.classifier = Classifier(resolve_model_path(config.model_path))
         self.model = self.classifier.model
-        _classes()  # built here (a third of a second) rather than inside the first batch
         self.keep = None if config.languages == "all" else frozenset(config.languages)
 
     def process(self, batch: pa.Table) -> StageOutput:
