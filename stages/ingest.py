@@ -296,8 +296,7 @@ class Records:
         """The record's category: its ``category_field`` when the input has one (the input's
         ``category`` where the field is empty), else the input's."""
         field = self.item.source.category_field
-        value = meta.get(field) if field else None
-        return self.item.source.category if value is None or value == "" else value
+        return record_category(self.item.source, meta.get(field) if field else None)
 
     def _declare_language(self, meta: dict) -> str | None:
         """Put the record's ``lang_field`` value, normalised, in ``meta["_lang"]``; ``bad_lang`` when
@@ -448,6 +447,12 @@ def _dump_meta(meta: dict) -> str:
     except UnicodeEncodeError:  # a lone surrogate in some field: escape rather than fail the shard
         text = _META_JSON_ASCII(meta)
     return text
+
+
+def record_category(source: Any, value: Any) -> Any:
+    """A record's category from its ``category_field`` value: the input's ``category`` where the
+    value is missing or empty."""
+    return source.category if value is None or value == "" else value
 
 
 def meta_json_rows(item: InputFile, batch: pa.RecordBatch, skip: set, where_key: str, first: int) -> list[str] | None:

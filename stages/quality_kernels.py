@@ -369,7 +369,8 @@ def find_strings(table, shift, mask, seed, single, key_data, key_offsets, data, 
 
 @njit(cache=True, nogil=True, inline="always")
 def _point(b, i):
-    """The code point and width of the UTF-8 character at ``b[i]``."""
+    """The code point and width of the UTF-8 character at ``b[i]``. The same as ``langid_kernels._point``:
+    no kernel module calls another's, because numba's cache checks only a function's own file for changes."""
     c = np.int64(b[i])
     if c < 0x80:
         return c, 1

@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.readers import InputFile, Reader, record_id, record_ids, record_meta
 from pipeline.storage import resolve
 from stages.readers.jsonl import OPTIONS
-from stages.ingest import PreparedRows, TextRef, meta_json_rows
+from stages.ingest import PreparedRows, TextRef, meta_json_rows, record_category
 from stages.readers.web import add_record, url_filter
 
 
@@ -90,15 +90,14 @@ def _prepared(item: InputFile, batch: pa.RecordBatch, texts: pa.Array, checks: l
     if metas is None or source.category_field == "_ingest":  # that field is the record's origin in meta
         return None
     if source.id_field is None:
-        ids = [f"{source.name}/{item.relative}:row {row}" for row in range(first, first + batch.num_rows)]
+        ids = [record_id(item, {}, f"row {row}") for row in range(first, first + batch.num_rows)]
     elif source.id_field in names:
         ids = record_ids(item, batch.column(source.id_field).to_pylist())
     else:
         ids = [None] * batch.num_rows
     field = source.category_field
     if field and field not in skip and field in names:
-        categories = [source.category if value is None or value == "" else value
-                      for value in batch.column(field).to_pylist()]
+        categories = [record_category(source, value) for value in batch.column(field).to_pylist()]
     else:
         categories = [source.category] * batch.num_rows
     return PreparedRows(ids, texts, checks, metas, categories, first,
