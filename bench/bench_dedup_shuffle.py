@@ -57,7 +57,10 @@ from common import isolated, save_results  # noqa: E402
 WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window history "
          "market engine forest number bridge letter summer winter station harbor music island report signal "
          "village paper stone cloud motor table doctor camera valley pocket").split()
-PATHS = {"direct": {"gather": "never"}, "two level": {"gather": "auto", "gather_above_reads": 0}}
+# No kept reads (``stages.dedup.kept_reads``): every task opens its files as a task alone in its process
+# would, as on a cluster of many workers, so the counts are the exchange layouts' own.
+PATHS = {"direct": {"gather": "never", "read_cache_mb": 0},
+         "two level": {"gather": "auto", "gather_above_reads": 0, "read_cache_mb": 0}}
 COMPARED = ("decisions/*", "clusters*/*", "edges/*", "summary.json")  # what later steps and the stage read
 
 

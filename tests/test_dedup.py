@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -527,24 +528,27 @@ def test_sorted_scratch_files_have_row_groups_worth_reading_and_no_dictionaries(
     from stages.dedup import shuffle
 
     fs = pafs.LocalFileSystem()
-
-    class Job:
-        filesystem = fs
-
     rng = np.random.default_rng(5)
     for rows, groups in ((300, 1), (200_000, 40)):  # 16 bytes a row: 4.8 kB, and 3.2 MB over 40 targets
         table = pa.table({"key": pa.array(rng.integers(0, 40, rows), pa.int64()),
                           "value": pa.array(rng.integers(0, 1 << 62, rows), pa.int64())})
         path = str(tmp_path / f"{rows}.parquet")
-        shuffle.write_sorted(Job, path, table, 40)
+        shuffle.write_sorted(scratch_job(fs), path, table, 40)
         metadata = pq.ParquetFile(path).metadata
         assert metadata.num_row_groups == groups
         column = metadata.row_group(0).column(1)
         assert column.compression.startswith("LZ4") and not column.has_dictionary_page
         keys, values = table["key"].to_numpy(), table["value"].to_numpy()
-        for target in range(40):
-            got = shuffle.read_range(Job, path, target, target + 1)
-            assert sorted(got["value"].to_pylist()) == sorted(values[keys == target].tolist())
+        for job in (scratch_job(fs), scratch_job(fs, run=f"kept-{rows}")):  # read as before, and kept
+            for target in range(40):
+                got = shuffle.read_range(job, path, target, target + 1)
+                assert sorted(got["value"].to_pylist()) == sorted(values[keys == target].tolist())
+
+
+def scratch_job(fs: pafs.FileSystem, run: str = "", read_cache_mb: int = 128) -> SimpleNamespace:
+    """What the scratch readers and writers use of a ``shuffle.Job``; with a ``run``, a process keeps
+    the files it read (``stages.dedup.kept_reads``)."""
+    return SimpleNamespace(filesystem=fs, run=run, config=DedupConfig(shuffle={"read_cache_mb": read_cache_mb}))
 
 
 def test_scratch_reads_equal_the_storage_layer(tmp_path, monkeypatch):
@@ -561,18 +565,21 @@ def test_scratch_reads_equal_the_storage_layer(tmp_path, monkeypatch):
                       "name": pa.array([f"n{v}" for v in rng.integers(0, 99, 5000)])})
     path = str(tmp_path / "file.parquet")
     fs = pafs.LocalFileSystem()
-
-    class Job:
-        filesystem = fs
-
-    shuffle.write_row_groups(Job, path, table, [700, 1400, 3000, 4999])
-    for whole in (shuffle.WHOLE_FILE_BYTES, 0):
+    one_group, unsorted = str(tmp_path / "one-group.parquet"), str(tmp_path / "unsorted.parquet")
+    shuffle.write_row_groups(scratch_job(fs), path, table, [700, 1400, 3000, 4999])
+    shuffle.write_row_groups(scratch_job(fs), one_group, table, [])  # kept: read by binary search
+    shuffle.write_row_groups(scratch_job(fs), unsorted, table.take(rng.permutation(5000)), [])
+    for whole, run in ((shuffle.WHOLE_FILE_BYTES, ""), (0, ""), (0, "kept")):
         monkeypatch.setattr(shuffle, "WHOLE_FILE_BYTES", whole)
         assert shuffle.read_table(fs, path).equals(storage.read_parquet(fs, path))
         assert shuffle.read_table(fs, path, ["name"]).equals(storage.read_parquet(fs, path, ["name"]))
-        for low, high in ((0, 1), (5, 17), (12, 13), (39, 60), (41, 50)):
-            expected = pq.ParquetFile(path).read_row_groups(shuffle.overlapping_row_groups(pq.ParquetFile(path), low, high))
-            expected = expected.filter(pc.and_(pc.greater_equal(expected["key"], low), pc.less(expected["key"], high)))
-            got = shuffle.read_range(Job, path, low, high)
-            assert got.equals(expected)
-            assert [len(chunk) for chunk in got["key"].chunks] == [len(chunk) for chunk in expected["key"].chunks]
+        for file in (path, one_group, unsorted):
+            for low, high in ((0, 1), (5, 17), (12, 13), (39, 60), (41, 50), (5, 17)):  # the last one again
+                expected = pq.ParquetFile(file).read_row_groups(shuffle.overlapping_row_groups(pq.ParquetFile(file), low, high))
+                expected = expected.filter(pc.and_(pc.greater_equal(expected["key"], low), pc.less(expected["key"], high)))
+                got = shuffle.read_range(scratch_job(fs, run), file, low, high)
+                assert got.equals(expected, check_metadata=True)
+                assert [len(chunk) for chunk in got["key"].chunks] == [len(chunk) for chunk in expected["key"].chunks]
+        if run:  # kept: the sorted one-group file is read by binary search, the others filtered
+            from stages.dedup.kept_reads import _KEPT
+            assert [_KEPT.files[file].keys is not None for file in (path, one_group, unsorted)] == [False, True, False]

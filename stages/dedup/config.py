@@ -89,6 +89,13 @@ class ShuffleConfig(StageConfig):
         "files open, each holding up to 1 MiB of rows not yet written, besides one map file's row "
         "group at a time",
     )
+    read_cache_mb: int = Field(
+        128, ge=0,
+        description="MiB of the scratch files it read that each worker process keeps, for the exchange "
+        "reads that come back to the same file (each target of an exchange reads every file of the step "
+        "before: on corpus-dev at 4x, 12,150 reads of 450 files). Files of the current step stay, older "
+        "steps' files are evicted; 0: keep none (stages/dedup/kept_reads.py)",
+    )
 
 
 class DedupConfig(StageConfig):

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.listing import Listing
 from stages.dedup.config import DedupConfig
+from stages.dedup.kept_reads import kept_file
 
 DOC_BITS = 32
 READ_BATCH_ROWS = 1000
@@ -57,6 +58,7 @@ class Job:
     bands: int
     rows: int
     round: int = 0  # keeper round: which copy of the ROUND_SCOPED directories tasks read and write
+    run: str = ""  # this prepare run's own name (``make_job``): what a process's kept reads belong to
 
     def directory(self, directory: str) -> str:
         """``directory`` as this job's round names it (see ``ROUND_SCOPED``)."""
@@ -186,12 +188,20 @@ def _open_parquet(source: pa.NativeFile) -> tuple[pq.ParquetFile, bool]:
 
 
 def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
-    """Rows of ``path`` whose first column is in ``[low, high)``, reading only overlapping row groups."""
-    with job.filesystem.open_input_file(path) as source:
-        parquet, small = _open_parquet(source)
-        groups = overlapping_row_groups(parquet, low, high)
-        table = parquet.read_row_groups(groups, use_threads=not small) if groups \
-            else parquet.schema_arrow.empty_table()
+    """Rows of ``path`` whose first column is in ``[low, high)``, reading only overlapping row groups
+    (of this process's copy of the file, when it keeps one: ``stages.dedup.kept_reads``)."""
+    kept = kept_file(job.filesystem, path, job.run, job.config.shuffle.read_cache_mb << 20)
+    if kept is not None and (rows := kept.sorted_range(low, high)) is not None:
+        return rows
+    if kept is not None:
+        groups = kept.overlapping(low, high)
+        table = kept.row_groups(groups) if groups else kept.parquet.schema_arrow.empty_table()
+    else:
+        with job.filesystem.open_input_file(path) as source:
+            parquet, small = _open_parquet(source)
+            groups = overlapping_row_groups(parquet, low, high)
+            table = parquet.read_row_groups(groups, use_threads=not small) if groups \
+                else parquet.schema_arrow.empty_table()
     # The mask in numpy, chunk by chunk as Arrow's kernels would cut it: a few times cheaper on the
     # small tables of one row group.
     keys = (chunk.to_numpy() for chunk in table.column(0).chunks)

@@ -68,6 +68,7 @@ point at a kept document; their repeated lines stay in the corpus. The summary c
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -95,7 +96,8 @@ def make_job(config: DedupConfig, inputs: dict[str, str], scratch: str, filesyst
     config = config.with_partitions(len(inputs))
     bands, rows = config.lsh_shape
     return Job(config, filesystem, scratch, Listing(tuple(inputs), filesystem, storage.join(scratch, "shard-names.json")),
-               Listing(tuple(inputs.values()), filesystem, storage.join(scratch, "shard-paths.json")), bands, rows)
+               Listing(tuple(inputs.values()), filesystem, storage.join(scratch, "shard-paths.json")), bands, rows,
+               run=uuid.uuid4().hex)
 
 
 def decisions_path(scratch: str, shard: str) -> str:
