@@ -42,7 +42,6 @@ class KeptFile:
     parquet: pq.ParquetFile
     nbytes: int  # what keeping it costs: its bytes, and the decoded rows of a one-group file
     rows: pa.Table | None = None  # a one-group file's rows, as ``read_row_groups([0])`` returns them
-    bounds: list[tuple[Any, Any] | None] = field(default_factory=list)  # per row group: first column's min, max
     keys: np.ndarray | None = None  # ``rows``' first column (signed integers) where one chunk in ascending order
 
     def sorted_range(self, low: int, high: int) -> pa.Table | None:
@@ -52,11 +51,6 @@ class KeptFile:
             return None
         start, end = np.searchsorted(self.keys, np.array([low, high], np.int64)).tolist()
         return self.rows.slice(start, end - start)
-
-    def overlapping(self, low: int, high: int) -> list[int]:
-        """``shuffle.overlapping_row_groups``, from the statistics read once."""
-        return [group for group, bound in enumerate(self.bounds)
-                if bound is None or (bound[0] < high and bound[1] >= low)]
 
     def row_groups(self, groups: list[int]) -> pa.Table:
         if self.rows is not None and groups == [0]:
@@ -107,9 +101,8 @@ def kept_file(filesystem: Any, path: str, run: str, limit_bytes: int) -> KeptFil
             return None
         data = source.read_buffer()
     parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
-    kept = KeptFile(parquet, data.size, bounds=[_bounds(parquet.metadata.row_group(group).column(0).statistics)
-                                                for group in range(parquet.metadata.num_row_groups)])
-    if len(kept.bounds) == 1:
+    kept = KeptFile(parquet, data.size)
+    if parquet.metadata.num_row_groups == 1:
         kept.rows = parquet.read_row_groups([0], use_threads=False)
         kept.nbytes += kept.rows.nbytes
         first = kept.rows.column(0)
@@ -120,7 +113,3 @@ def kept_file(filesystem: Any, path: str, run: str, limit_bytes: int) -> KeptFil
         _KEPT.files[path] = kept
         _KEPT.nbytes += kept.nbytes
     return kept
-
-
-def _bounds(stats: Any) -> tuple[Any, Any] | None:
-    return None if stats is None or not stats.has_min_max else (stats.min, stats.max)

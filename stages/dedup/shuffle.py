@@ -194,7 +194,7 @@ def read_range(job: Job, path: str, low: int, high: int) -> pa.Table:
     if kept is not None and (rows := kept.sorted_range(low, high)) is not None:
         return rows
     if kept is not None:
-        groups = kept.overlapping(low, high)
+        groups = overlapping_row_groups(kept.parquet, low, high)
         table = kept.row_groups(groups) if groups else kept.parquet.schema_arrow.empty_table()
     else:
         with job.filesystem.open_input_file(path) as source:
