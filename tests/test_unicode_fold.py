@@ -58,18 +58,25 @@ def test_random_mixtures_of_every_kind_of_character_sliced_and_large():
     assert len(nfkc_lower(pa.chunked_array([array.slice(0, 10), array.slice(10, 5)]))) == 15
 
 
-def test_only_strings_with_characters_that_need_context_go_to_arrow():
+def test_only_strings_with_characters_that_need_context_go_to_arrow(monkeypatch):
     # ASCII, CJK, Latin with accents, full-width and compatibility forms fold by table; a combining
     # mark, a conjoining jamo, an unassigned code point or a four-byte character sends its string
     # to Arrow (the table must not claim them).
     import numpy as np
     from pipeline.utf8 import utf8_buffers
 
+    monkeypatch.setattr(unicode_fold, "_START", np.zeros(0x10000, dtype=np.int32))
+    monkeypatch.setattr(unicode_fold, "_LENGTH", np.full(0x10000, unicode_fold.UNBUILT, dtype=np.int8))
+    monkeypatch.setattr(unicode_fold, "_BYTES", np.zeros(0, dtype=np.uint8))
     strings = ["Hello", "北京大学，你好！", "Ｈｅｌｌｏ ﬁne café", "e\u0301", "\u1100\u1161", "\u0378", "x\U0001f600"]
-    nfkc_lower(pa.array(strings))  # builds the blocks these use
+    assert nfkc_lower(pa.array(strings)).equals(arrow_fold(pa.array(strings)))  # looks up their characters
     offsets, data = utf8_buffers(pa.array(strings))
-    sizes = unicode_fold.fold_sizes(data, offsets, unicode_fold._LENGTH, np.zeros(256, dtype=np.bool_))
+    missing = np.zeros(0x10000, dtype=np.bool_)
+    sizes = unicode_fold.fold_sizes(data, offsets, unicode_fold._LENGTH, missing)
     assert [size >= 0 for size in sizes] == [True, True, True, False, False, False, False]
+    assert not missing.any()
+    # Only the characters met are built: not the rest of their blocks.
+    assert unicode_fold._LENGTH[ord("北")] >= 0 and unicode_fold._LENGTH[ord("北") + 1] == unicode_fold.UNBUILT
 
 
 def test_real_text_of_the_shared_data_in_many_languages(shared_data):
