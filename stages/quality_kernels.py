@@ -508,3 +508,50 @@ def line_counts(b, offsets, table, known, block_bits):
                 owner[position] = d
                 slot_line[position] = x
     return lines, chars, terminal, repeated, needed
+
+
+@njit(cache=True, nogil=True)
+def trimmed_windows(b, offsets, limits, table, known, block_bits):
+    """Per document (UTF-8 ``b`` at int64 ``offsets``): its first ``limits[d]`` characters (code
+    points) once the ``TRIM`` characters are cut from both its ends, copied out, and the byte length
+    of the whole document so cut: what ``pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(texts), 0,
+    limit)`` and ``pc.binary_length`` of the trimmed texts give, without copying whole texts to trim
+    them. ``table``, ``known`` and the returned ``needed`` as for ``line_counts``: only the
+    characters at the ends are looked up. Returns (window offsets, window bytes, trimmed byte lengths,
+    needed)."""
+    n_docs = offsets.size - 1
+    starts = np.empty(n_docs, dtype=np.int64)
+    window_offsets = np.empty(n_docs + 1, dtype=np.int64)
+    trimmed_bytes = np.empty(n_docs, dtype=np.int64)
+    needed = np.zeros(known.size, dtype=np.bool_)
+    window_offsets[0] = 0
+    for d in range(n_docs):
+        first = offsets[d]
+        last = offsets[d + 1]
+        while first < last:
+            point, width = _point(b, first)
+            if not _line_flags(table, known, needed, block_bits, point) & TRIM:
+                break
+            first += width
+        while last > first:
+            start = _point_start(b, first, last)
+            if not _line_flags(table, known, needed, block_bits, _point(b, start)[0]) & TRIM:
+                break
+            last = start
+        trimmed_bytes[d] = last - first
+        # The window ends before its limit + 1st character: the limit + 1st byte that starts one.
+        end = first
+        points = 0
+        limit = limits[d]
+        while end < last:
+            if (b[end] & 0xC0) != 0x80:
+                if points == limit:
+                    break
+                points += 1
+            end += 1
+        starts[d] = first
+        window_offsets[d + 1] = window_offsets[d] + end - first
+    window = np.empty(window_offsets[n_docs], dtype=np.uint8)
+    for d in range(n_docs):
+        window[window_offsets[d]:window_offsets[d + 1]] = b[starts[d]:starts[d] + window_offsets[d + 1] - window_offsets[d]]
+    return window_offsets, window, trimmed_bytes, needed

@@ -12,8 +12,8 @@ Files, all written by ``train-quality`` (``stages/quality_train.py``) and determ
 The classifier is written last: its presence means the model is complete.
 
 ``prepare_texts(texts, config)`` turns documents into the token lines the classifier and the language
-model read, identically for training and scoring: leading whitespace dropped, whitespace runs
-the first ``max_chars`` characters, NFKC, lower case, digits as ``0``, punctuation split
+model read, identically for training and scoring: leading and trailing whitespace dropped,
+the first ``max_chars`` characters (``cjk_max_chars`` for Chinese and Japanese), NFKC, lower case, digits as ``0``, punctuation split
 off, and Chinese/Japanese characters split into one token each (``chars``) or into jieba words.
 
 ``QualityModel(model_path, text_config).signals(texts, langs)`` gives every signal per document;
@@ -109,31 +109,27 @@ def as_text_array(texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> pa.Array
     return pc.fill_null(texts, "")
 
 
-def trimmed(texts: pa.Array) -> pa.Array:
-    """Texts without leading and trailing whitespace: a page that starts with 3,000 blanks is judged
-    on its words, and blanks do not count as length. (A memory copy, far cheaper than any pass that
-    reads characters.)"""
-    return pc.utf8_trim_whitespace(texts)
-
-
 CJK_LANGS = ("zh", "ja")
 
 
-def window(texts: pa.Array, config: TextConfig, langs: Sequence[str] | None = None) -> pa.Array:
-    """The scored part of each (``trimmed``) text: its first ``max_chars`` characters, or
-    ``cjk_max_chars`` for a Chinese or Japanese document (``langs``; none: every text is not)."""
-    windows = pc.utf8_slice_codeunits(texts, 0, config.max_chars)
-    if langs is None or config.cjk_max_chars >= config.max_chars:
-        return windows
-    cjk = pa.array(np.isin(np.asarray(langs, dtype=object), CJK_LANGS))
-    return pc.if_else(cjk, pc.utf8_slice_codeunits(windows, 0, config.cjk_max_chars), windows)
+def scored_windows(texts: pa.Array, config: TextConfig, langs: Sequence[str] | None = None) -> tuple[pa.Array, np.ndarray]:
+    """The scored part of each text (a null-free string array) and the UTF-8 bytes of the whole text,
+    both without the text's leading and trailing whitespace (what ``pc.utf8_trim_whitespace`` trims):
+    a page that starts with 3,000 blanks is judged on its words, and blanks do not count as length.
+    The part is the first ``max_chars`` characters, or ``cjk_max_chars`` for a Chinese or Japanese
+    document (``langs``; none: every text is not). One compiled pass copies the parts and nothing
+    else (``quality_signals.trimmed_windows``)."""
+    limits = np.full(len(texts), config.max_chars, dtype=np.int64)
+    if langs is not None:
+        limits[np.isin(np.asarray(langs, dtype=object), CJK_LANGS)] = min(config.max_chars, config.cjk_max_chars)
+    return quality_signals.trimmed_windows(texts, limits)
 
 
 def prepare_texts(texts: pa.Array | pa.ChunkedArray | Sequence[str], config: TextConfig,
                   langs: Sequence[str] | None = None) -> list[str]:
     """The line the models see for each text: tokens separated by spaces, no newline. ``langs``: the
     texts' languages, for the shorter Chinese/Japanese window."""
-    return prepare_windows(window(trimmed(as_text_array(texts)), config, langs), config)
+    return prepare_windows(scored_windows(as_text_array(texts), config, langs)[0], config)
 
 
 def prepare_windows(windows: pa.Array, config: TextConfig) -> list[str]:
@@ -195,7 +191,7 @@ class QualityModel:
     def signals(self, texts: pa.Array | pa.ChunkedArray | Sequence[str], langs: Sequence[str]) -> dict[str, np.ndarray]:
         """Every signal of ``FEATURES`` per document (raw values: P(gold) for the classifier,
         perplexity for the language model), plus ``known_words``, float64 arrays."""
-        texts = trimmed(as_text_array(texts))
+        texts = as_text_array(texts)
         langs = list(langs)
         # Every signal is the document's own: scoring in pieces changes no value.
         parts = [self._signals(texts.slice(start, SCORING_CHUNK), langs[start:start + SCORING_CHUNK])
@@ -203,8 +199,8 @@ class QualityModel:
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _signals(self, texts: pa.Array, langs: list[str]) -> dict[str, np.ndarray]:
-        """``signals`` of trimmed texts, all at once."""
-        windows = window(texts, self.text_config, langs)
+        """``signals`` of null-free texts, all at once."""
+        windows, text_bytes = scored_windows(texts, self.text_config, langs)
         prepared, tokens = prepare_batch(windows, self.text_config)
         best, top = self.classifier.top(prepared)
         gold = best == self._gold
@@ -214,7 +210,7 @@ class QualityModel:
         p_gold = np.where(gold, top, np.float32(1.0) - top).astype(np.float64)
         perplexity, known = self.lm.perplexity(tokens, langs)
         result = {"classifier": p_gold, "perplexity": perplexity}
-        result.update(quality_signals.compute(texts, windows, tokens, langs, quality_signals.STOP_WORDS))
+        result.update(quality_signals.compute(text_bytes, windows, tokens, langs, quality_signals.STOP_WORDS))
         result["known_words"] = known
         return result
 

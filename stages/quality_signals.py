@@ -56,11 +56,12 @@ STOP_WORDS = {
 }
 
 
-def compute(texts: pa.Array, window: pa.Array, tokens: "Tokens", langs: list[str],
+def compute(text_bytes: np.ndarray, window: pa.Array, tokens: "Tokens", langs: list[str],
             stop_words: dict[str, list[str]]) -> dict[str, np.ndarray]:
     """Every signal for every document, as float64 arrays.
 
-    ``window`` is each text's scored window (``quality_model.window``), ``tokens`` the prepared
+    ``text_bytes`` is each (trimmed) text's UTF-8 length and ``window`` its scored window
+    (``quality_model.scored_windows`` gives both), ``tokens`` the prepared
     window split into tokens (lower case, punctuation split off, CJK
     characters one token each: ``quality_lm.Tokens``); ``langs`` the documents' languages.
     """
@@ -68,7 +69,7 @@ def compute(texts: pa.Array, window: pa.Array, tokens: "Tokens", langs: list[str
     # would cost more than scoring it, and the estimate is exact for every document under the window.
     window_words = tokens.words  # also the stop-word share's denominator
     window_bytes = pc.binary_length(window).to_numpy(zero_copy_only=False).astype(np.float64)
-    text_bytes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.float64)
+    text_bytes = np.asarray(text_bytes, dtype=np.float64)
     words = window_words * np.where(window_bytes > 0, text_bytes / np.maximum(window_bytes, 1), 0.0)
     return {
         "words": np.log1p(words),
@@ -101,6 +102,24 @@ def _stopword_share(tokens: Tokens, n_words: np.ndarray, langs: list[str],
 @lru_cache(maxsize=8)
 def _string_index(strings: tuple[str, ...]) -> StringIndex:
     return StringIndex(pa.array(strings, type=pa.string()))
+
+
+def trimmed_windows(texts: pa.Array, limits: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Each text's first ``limits[i]`` characters and its UTF-8 length, both once the characters
+    ``pc.utf8_trim_whitespace`` trims are cut from its ends (``quality_kernels.trimmed_windows``,
+    which looks characters up in the table the line signals read)."""
+    offsets, b = utf8_buffers(texts)
+    classes = _line_classes()
+    while True:
+        window_offsets, window, text_bytes, needed = quality_kernels.trimmed_windows(
+            b, offsets, np.asarray(limits, dtype=np.int64), classes.table, classes.known, BLOCK_BITS)
+        if not needed.any():
+            break
+        classes.classify(np.flatnonzero(needed))  # a character above U+FFFF of a new block at an end
+    large = window_offsets[-1] > np.iinfo(np.int32).max
+    windows = pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(texts), [
+        None, pa.py_buffer(window_offsets if large else window_offsets.astype(np.int32)), pa.py_buffer(window)])
+    return windows, text_bytes
 
 
 def _line_signals(window: pa.Array) -> dict[str, np.ndarray]:

@@ -295,11 +295,10 @@ def test_language_model_scores_each_token_by_its_interpolated_formula(sample_row
 
 
 def signals_of(texts: list[str], langs: list[str]) -> dict[str, np.ndarray]:
-    from stages.quality_model import as_text_array, prepare_windows, trimmed, window
+    from stages.quality_model import as_text_array, prepare_windows, scored_windows
 
-    array = trimmed(as_text_array(texts))
-    windows = window(array, TextConfig(), langs)
-    return compute(array, windows, Tokens.from_lines(prepare_windows(windows, TextConfig())), langs, STOP_WORDS)
+    windows, text_bytes = scored_windows(as_text_array(texts), TextConfig(), langs)
+    return compute(text_bytes, windows, Tokens.from_lines(prepare_windows(windows, TextConfig())), langs, STOP_WORDS)
 
 
 def test_classifier_signal_is_fasttexts_own_predict_of_the_prepared_lines(stage, sample_rows):
@@ -533,13 +532,15 @@ def test_scoring_in_pieces_changes_no_value(stage, sample_rows, monkeypatch):
 def test_signals_are_those_of_the_arrow_passes_the_compiled_ones_replaced(stage, sample_rows, monkeypatch):
     # tests/test_quality_speed.py compares each pass; here the whole of QualityModel.signals, with the
     # stage's trained model, on the sample rows and random mixtures, in batches as the stage scores.
-    from test_quality_speed import mixture, random_langs, reference_compute, reference_perplexity
+    from stages import quality_model
+    from test_quality_speed import mixture, random_langs, reference_compute, reference_perplexity, reference_scored_windows
 
     rows = sample_rows["gold"] + sample_rows["junk"]
     texts = [r["text"] for r in rows] + mixture(2500, seed=7)
     langs = [r["lang"] for r in rows] + random_langs(2500, seed=7)
     got = stage.model.signals(texts, langs)
     monkeypatch.setattr(quality_signals, "compute", reference_compute)
+    monkeypatch.setattr(quality_model, "scored_windows", reference_scored_windows)
     monkeypatch.setattr(NgramModel, "perplexity", reference_perplexity)
     want = stage.model.signals(texts, langs)
     assert got.keys() == want.keys()

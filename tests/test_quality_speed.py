@@ -23,7 +23,7 @@ import pytest
 
 from stages import quality_kernels, quality_lm, quality_signals
 from stages.quality_lm import MAX_TOKENS, UNK, NgramModel, StringIndex, Tokens, ranges, token_log_probs
-from stages.quality_model import TextConfig, as_text_array, prepare_batch, prepare_texts, trimmed, window
+from stages.quality_model import CJK_LANGS, TextConfig, as_text_array, prepare_batch, prepare_texts, scored_windows
 from stages.quality_signals import _TERMINAL, STOP_WORDS
 
 SCORING_CHUNK = 2000
@@ -31,11 +31,29 @@ SCORING_CHUNK = 2000
 # --- the Arrow passes as they were -------------------------------------------------------------
 
 
-def reference_compute(texts: pa.Array, window: pa.Array, tokens: Tokens, langs: list[str],
+def reference_trimmed(texts: pa.Array) -> pa.Array:
+    return pc.utf8_trim_whitespace(texts)
+
+
+def reference_window(texts: pa.Array, config: TextConfig, langs: list[str] | None = None) -> pa.Array:
+    """The windows of trimmed texts, as the stage cut them with Arrow before ``scored_windows``."""
+    windows = pc.utf8_slice_codeunits(texts, 0, config.max_chars)
+    if langs is None or config.cjk_max_chars >= config.max_chars:
+        return windows
+    cjk = pa.array(np.isin(np.asarray(langs, dtype=object), CJK_LANGS))
+    return pc.if_else(cjk, pc.utf8_slice_codeunits(windows, 0, config.cjk_max_chars), windows)
+
+
+def reference_scored_windows(texts: pa.Array, config: TextConfig, langs: list[str] | None = None):
+    trimmed = reference_trimmed(texts)
+    return reference_window(trimmed, config, langs), pc.binary_length(trimmed).to_numpy(zero_copy_only=False)
+
+
+def reference_compute(text_bytes: np.ndarray, window: pa.Array, tokens: Tokens, langs: list[str],
                       stop_words: dict[str, list[str]]) -> dict[str, np.ndarray]:
     window_words = tokens.words
     window_bytes = pc.binary_length(window).to_numpy(zero_copy_only=False).astype(np.float64)
-    text_bytes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.float64)
+    text_bytes = text_bytes.astype(np.float64)
     words = window_words * np.where(window_bytes > 0, text_bytes / np.maximum(window_bytes, 1), 0.0)
     return {
         "words": np.log1p(words),
@@ -213,12 +231,22 @@ def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]):
 
 
 def batches(texts: list[str], langs: list[str]):
-    """Scored batches as ``QualityModel._signals`` makes them: trimmed texts, windows and tokens."""
-    array = trimmed(as_text_array(texts))
+    """Scored batches as ``QualityModel._signals`` made them with Arrow: trimmed texts, windows and
+    tokens; each batch's windows are checked against ``scored_windows`` on the way."""
+    array = reference_trimmed(as_text_array(texts))
+    untrimmed = as_text_array(texts)
     for start in range(0, len(texts), SCORING_CHUNK):
         part, part_langs = array.slice(start, SCORING_CHUNK), langs[start:start + SCORING_CHUNK]
-        windows = window(part, TextConfig(), part_langs)
+        windows = reference_window(part, TextConfig(), part_langs)
+        assert_windows_as_before(untrimmed.slice(start, SCORING_CHUNK), part_langs, TextConfig())
         yield part, windows, prepare_batch(windows, TextConfig())[1], part_langs
+
+
+def assert_windows_as_before(texts: pa.Array, langs: list[str] | None, config: TextConfig):
+    got, text_bytes = scored_windows(texts, config, langs)
+    want, want_bytes = reference_scored_windows(texts, config, langs)
+    assert got.to_pylist() == want.to_pylist()
+    assert text_bytes.tolist() == want_bytes.tolist()
 
 
 def fresh(tokens: Tokens) -> Tokens:
@@ -228,8 +256,9 @@ def fresh(tokens: Tokens) -> Tokens:
 
 def assert_signals_as_before(texts: list[str], langs: list[str], stop_words=STOP_WORDS):
     for part, windows, tokens, part_langs in batches(texts, langs):
-        assert_same(quality_signals.compute(part, windows, fresh(tokens), part_langs, stop_words),
-                    reference_compute(part, windows, fresh(tokens), part_langs, stop_words))
+        text_bytes = pc.binary_length(part).to_numpy(zero_copy_only=False)
+        assert_same(quality_signals.compute(text_bytes, windows, fresh(tokens), part_langs, stop_words),
+                    reference_compute(text_bytes, windows, fresh(tokens), part_langs, stop_words))
     # Whole texts as windows too: longer documents, more lines, leading whitespace kept.
     for start in range(0, len(texts), SCORING_CHUNK):
         array = as_text_array(texts[start:start + SCORING_CHUNK])
@@ -253,6 +282,18 @@ def test_signals_on_random_mixtures_are_those_of_the_arrow_passes():
     assert_signals_as_before(texts, langs)
     assert_same(quality_signals._line_signals(pa.array([], pa.string())), reference_line_signals(pa.array([], pa.string())))
     assert_same(quality_signals._line_signals(pa.array(texts, pa.large_string())), want)
+
+
+def test_windows_are_those_of_the_arrow_passes_at_any_limit():
+    # The dev corpus and the mixtures above compare the default windows; here the limits fall inside
+    # and just after multi-byte characters and whitespace, on sliced and large-string arrays too.
+    texts = mixture(3000, seed=7) + ["", " ", "\u3000\n", " 😀 ", "é" * 9, "中文 " * 7, "\n a b \t"]
+    langs = random_langs(len(texts), seed=7)
+    for max_chars, cjk_max_chars in [(1, 1), (2, 1), (5, 3), (7, 40), (60, 30)]:
+        config = TextConfig(max_chars=max_chars, cjk_max_chars=cjk_max_chars)
+        assert_windows_as_before(pa.array(texts), langs, config)
+        assert_windows_as_before(pa.array(texts).slice(5, 900), langs[5:905], config)
+        assert_windows_as_before(pa.array(texts, pa.large_string()), None, config)
 
 
 def test_stop_words_of_any_length_count_as_before():
