@@ -42,7 +42,7 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
 
 
 def prefetch_row(matrix, row):
-    """Start reading row ``row`` of the C-contiguous 2-D ``matrix`` into the cache (``llvm.prefetch``:
+    """Start reading row ``row`` (an integer) of the C-contiguous 2-D ``matrix`` into the cache (``llvm.prefetch``:
     a read, to be kept close). For a loop that gathers row numbers first and sums the rows after:
     rows scattered over a table larger than the cache then arrive while the gathering goes on instead
     of one after another in the sum. A hint only: it changes no value. Compiled code only."""
@@ -60,10 +60,13 @@ def _prefetch_intrinsic() -> Callable:
 
     @intrinsic
     def prefetch(typingctx, matrix, row):
+        if not isinstance(matrix, types.Array) or matrix.ndim != 2 or not isinstance(row, types.Integer):
+            return None  # numba then reports the call as not typable, naming the argument types
         def codegen(context, builder, signature, args):
             array = context.make_array(signature.args[0])(context, builder, args[0])
+            row_index = context.cast(builder, args[1], signature.args[1], types.intp)
             address = cgutils.get_item_pointer(context, builder, signature.args[0], array,
-                                               [args[1], context.get_constant(types.intp, 0)])
+                                               [row_index, context.get_constant(types.intp, 0)])
             byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
             function = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8")
