@@ -1,9 +1,17 @@
 """The UTF-8 bytes of an Arrow string array as numpy arrays, for loops that work on bytes (the
-compiled loops of rules, quality and dedup; the tokenizer's word segments)."""
+compiled loops of rules, quality and dedup; the tokenizer's word segments), and back."""
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
+
+def string_array(offsets: np.ndarray, data: np.ndarray, large: bool = False) -> pa.Array:
+    """The string array of ``len(offsets) - 1`` strings over UTF-8 ``data`` (``utf8_buffers``' inverse):
+    ``large_string`` when ``large`` or when the bytes need 64-bit offsets."""
+    large = large or offsets[-1] > np.iinfo(np.int32).max
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(offsets) - 1, [
+        None, pa.py_buffer(offsets.astype(np.int64 if large else np.int32)), pa.py_buffer(data)])
 
 
 def utf8_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:

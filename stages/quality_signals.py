@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.utf8 import utf8_buffers
+from pipeline.utf8 import string_array, utf8_buffers
 from stages import quality_kernels
 from stages.quality_lm import BLOCK_BITS, StringIndex, Tokens, code_point_strings, ranges
 
@@ -109,31 +109,27 @@ def trimmed_windows(texts: pa.Array, limits: np.ndarray) -> tuple[pa.Array, np.n
     ``pc.utf8_trim_whitespace`` trims are cut from its ends (``quality_kernels.trimmed_windows``,
     which looks characters up in the table the line signals read)."""
     offsets, b = utf8_buffers(texts)
+    window_offsets, window, text_bytes = _classified(
+        quality_kernels.trimmed_windows, b, offsets, np.asarray(limits, dtype=np.int64))
+    return string_array(window_offsets, window), text_bytes
+
+
+def _classified(kernel, *args) -> tuple:
+    """``kernel(*args, table, known, block_bits)`` with ``_line_classes``' table, less the ``needed``
+    blocks it returns last: a character above U+FFFF of a block not seen before was at the end of a
+    line or text, so that block is classified and the kernel runs again (once per block and process)."""
     classes = _line_classes()
     while True:
-        window_offsets, window, text_bytes, needed = quality_kernels.trimmed_windows(
-            b, offsets, np.asarray(limits, dtype=np.int64), classes.table, classes.known, BLOCK_BITS)
+        *result, needed = kernel(*args, classes.table, classes.known, BLOCK_BITS)
         if not needed.any():
-            break
-        classes.classify(np.flatnonzero(needed))  # a character above U+FFFF of a new block at an end
-    large = window_offsets[-1] > np.iinfo(np.int32).max
-    windows = pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(texts), [
-        None, pa.py_buffer(window_offsets if large else window_offsets.astype(np.int32)), pa.py_buffer(window)])
-    return windows, text_bytes
+            return tuple(result)
+        classes.classify(np.flatnonzero(needed))
 
 
 def _line_signals(window: pa.Array) -> dict[str, np.ndarray]:
     """punct_lines, line_length and repetition over each window's non-empty lines."""
     offsets, b = utf8_buffers(window)
-    classes = _line_classes()
-    while True:
-        n_lines, chars, n_terminal, repeated, needed = quality_kernels.line_counts(
-            b, offsets, classes.table, classes.known, BLOCK_BITS)
-        if not needed.any():
-            break
-        # A character above U+FFFF of a block not seen before was at the end of a line: classify the
-        # block and count again (once per block and process).
-        classes.classify(np.flatnonzero(needed))
+    n_lines, chars, n_terminal, repeated = _classified(quality_kernels.line_counts, b, offsets)
     n_lines, chars, n_terminal, repeated = (count.astype(np.float64) for count in (n_lines, chars, n_terminal, repeated))
     with np.errstate(invalid="ignore", divide="ignore"):
         return {

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.utf8 import utf8_buffers
+from pipeline.utf8 import string_array, utf8_buffers
 from stages.jit import njit
 
 # Characters of class 0 that compose with the character before them (NFC_Quick_Check=Maybe): the
@@ -63,9 +63,7 @@ def nfkc_lower(strings: pa.Array) -> pa.Array:
     folded_offsets, folded = utf8_buffers(pc.utf8_lower(pc.utf8_normalize(
         strings.take(pa.array(by_arrow, pa.int64())), "NFKC"))) if by_arrow.size else (np.zeros(1, np.int64), data[:0])
     out_offsets, out = fold_write(data, offsets, sizes, _START, _LENGTH, _BYTES, folded, folded_offsets)
-    large = pa.types.is_large_string(strings.type) or out_offsets[-1] > np.iinfo(np.int32).max
-    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(strings), [
-        None, pa.py_buffer(out_offsets if large else out_offsets.astype(np.int32)), pa.py_buffer(out)])
+    return string_array(out_offsets, out, large=pa.types.is_large_string(strings.type))
 
 
 def _folds_alone(char: str) -> bool:

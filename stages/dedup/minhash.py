@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.utf8 import utf8_buffers
+from pipeline.utf8 import string_array, utf8_buffers
 from stages.dedup import kernels
 
 # Scripts written without spaces between words: their documents are shingled by characters.
@@ -163,7 +163,7 @@ def _piece_tokens(data: np.ndarray, offsets: np.ndarray, plain: np.ndarray,
         plain_hashes = _char_hashes(points)
     else:
         plain_hashes, size[plain] = kernels.word_hashes(data, offsets[:-1][plain], offsets[1:][plain], True)
-    rest_pieces = _string_array(offsets, data).take(pa.array(rest, pa.int64()))
+    rest_pieces = string_array(offsets, data).take(pa.array(rest, pa.int64()))
     rest_hashes, size[rest] = tokens(_simplified(rest_pieces), by_chars)
     first = np.empty(len(plain), dtype=np.int64)
     first[plain] = np.cumsum(size[plain]) - size[plain]
@@ -186,7 +186,7 @@ def _reclassed(texts: pa.Array, marks: bool) -> pa.Array:
     if len(unknown):
         _learn(unknown)
         reclassed, new_offsets, _ = kernels.reclass(data, offsets, _CLASSES, marks)
-    return _string_array(new_offsets, reclassed)
+    return string_array(new_offsets, reclassed)
 
 
 # The class of each code point seen so far by this process (``kernels.MARK`` ...), 0 if not yet
@@ -203,13 +203,6 @@ def _learn(points: np.ndarray) -> None:
         for kind, pattern in ((kernels.SEPARATOR, SEPARATORS), (kernels.DIGIT, DIGITS), (kernels.MARK, MARKS)):
             kinds[pc.match_substring_regex(chars, f"^{pattern}$").to_numpy(zero_copy_only=False)] = kind
         _CLASSES[new] = kinds
-
-
-def _string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
-    """A string array of ``len(offsets) - 1`` strings over UTF-8 ``data``."""
-    large = offsets[-1] >= 2**31
-    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(offsets) - 1, [
-        None, pa.py_buffer(offsets.astype(np.int64 if large else np.int32)), pa.py_buffer(data)])
 
 
 # token_hash of every code point seen so far by this process, indexed by code point. np.zeros takes
