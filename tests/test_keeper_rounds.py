@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.stage import PrepareContext
-from stages.dedup import Dedup, DedupConfig, steps
+from stages.dedup import Dedup, DedupConfig, clusters, steps
 from test_dedup import (
     WORDS, assert_clusters_keep_a_kept_document, doc, edit_each_line, in_process, prose, run, write_shards,
 )
@@ -185,3 +186,33 @@ def test_decisions_are_those_of_one_keeper_per_round(tmp_path, name):
     counts = summary(tmp_path / "scratch")
     assert (counts["keeper_round"], counts["short_keepers_kept"]) == (rounds_now, 0)
     assert outcome_digest(out) == digest
+
+
+def test_later_rounds_take_their_components_from_the_round_before(tmp_path):
+    """Round r > 0 reads round r - 1's ``cluster-components/``, not the edges (gone here once round
+    0 has read them); where the round before left none (a scratch directory from before the file
+    existed), it finds them from the edges again; both ways, the outcome and every round's clusters
+    are the single way's."""
+    docs = families(7)  # six keeper rounds
+    inputs = write_shards(tmp_path / "in", docs, shards=2)
+    config = {**FAMILIES, "keep": "longest", "max_keeper_rounds": 13}
+    expected = run(inputs, tmp_path / "reference", **config)
+
+    def edges_gone_after_round_0(fn, items):
+        results = in_process(fn, items)
+        if fn is clusters.cluster_corpus and items[0][0].round == 0:
+            os.rename(tmp_path / "carried" / "edges", tmp_path / "edges-away")
+        return results
+
+    def nothing_carried(fn, items):
+        if fn is clusters.cluster_corpus and items[0][0].round:
+            os.remove(clusters.carried_path(replace(items[0][0], round=items[0][0].round - 1)))
+        return in_process(fn, items)
+
+    reference = tmp_path / "reference"
+    assert summary(reference)["keeper_round"] == 6
+    for name, map_fn in (("carried", edges_gone_after_round_0), ("found again", nothing_carried)):
+        assert run(inputs, tmp_path / name, map_fn, **config) == expected
+        assert summary(tmp_path / name) == summary(reference)
+        for path in sorted(reference.glob("clusters*/*.parquet")):
+            assert pq.read_table(tmp_path / name / path.relative_to(reference)).equals(pq.read_table(path)), path

@@ -10,7 +10,11 @@ write the same rows (``tests/test_components.py`` checks the stage output is byt
 Which one runs is ``components.method`` in the config (``steps.run_prepare`` decides).
 
 In keeper round r > 0, the keepers that earlier rounds found too short after paragraph dedup
-(``barred``) are not chosen again: each such cluster keeps its next best member. A barred document
+(``barred``) are not chosen again: each such cluster keeps its next best member. The components do
+not change from round to round, only what is barred, so ``cluster_corpus`` hands its components on
+to the next round (``carried_path``: the clustered documents with their labels, attributes and what
+was barred so far); round r + 1 reads that file and round r's findings, not every edge, every
+shard's attributes and the findings of every round before. A barred document
 gets no reason here (paragraph dedup removes it as too short, its own reason) and no ``kept_id``; a
 cluster whose members are all barred keeps nothing and points nowhere.
 
@@ -22,6 +26,7 @@ barred or short, without being chosen first: a run of them goes in one round, no
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Iterable
 
@@ -35,7 +40,7 @@ from stages.dedup.documents import (
     BARRED, CLUSTER_SCHEMA, CLUSTERS, DOCS, DOCS_SCHEMA, REASON_EXACT, REASON_NEAR, edge_files,
 )
 from stages.dedup.paragraphs import SHORT_SUCCESSORS
-from stages.dedup.shuffle import Job, shard_range, write_scratch
+from stages.dedup.shuffle import Job, read_table, shard_range, write_scratch
 
 # clusters/ rows: documents' CLUSTER_SCHEMA and whether paragraph dedup checks the member as a successor
 ROW_SCHEMA = CLUSTER_SCHEMA.append(pa.field("successor", pa.bool_()))
@@ -46,9 +51,47 @@ def summary_path(job: Job) -> str:
     return job.path(CLUSTERS, "_SUCCESS", "json")
 
 
+def carried_path(job: Job) -> str:
+    """What round ``job.round``'s clusters step hands on to the next round (``CARRIED_SCHEMA`` rows,
+    the edge counts in the footer); written before ``summary_path``, its receipt."""
+    return job.path(CARRIED, "components")
+
+
+CARRIED = "cluster-components"  # components.parquet (``shuffle.ROUND_SCOPED``)
+# The clustered documents, sorted, as ``cluster_corpus`` found them, and what round r barred
+# (``barred``, ``short``: the findings of the rounds before r).
+CARRIED_SCHEMA = pa.schema([("doc", pa.int64()), ("label", pa.int64()), ("later_copy", pa.bool_()),
+                            ("id", pa.string()), ("score", pa.float64()), ("barred", pa.bool_()),
+                            ("short", pa.bool_())])
+EDGES_KEY = b"dedup_edges"
+
+
 def cluster_corpus(task: tuple[Job, int]) -> None:
-    """Connected components of all edges in one task; per shard, the fate of each clustered document."""
+    """Connected components of all edges in one task (or the round before's, ``carried_path``);
+    per shard, the fate of each clustered document."""
     job, _ = task
+    shards = range(len(job.shards))
+    carried = _carried(job) or _components(job)
+    found = components.Clusters(carried["doc"].to_numpy(), carried["label"].to_numpy())
+    ids, score = carried["id"].combine_chunks(), carried["score"].to_numpy()
+    later_copy = carried["later_copy"].to_numpy(zero_copy_only=False)
+    barred = carried["barred"].to_numpy(zero_copy_only=False)
+    short = carried["short"].to_numpy(zero_copy_only=False)
+    table, summary = fates(found, ids, later_copy, score, barred, short)
+    bounds = np.searchsorted(found.doc, [shard_range(shard)[0] for shard in shards] + [shard_range(len(shards))[0]])
+    for shard in shards:
+        write_scratch(job, job.path(CLUSTERS, shard),
+                      table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]))
+    write_scratch(job, carried_path(job), carried)
+    summary["edges"] = json.loads(carried.schema.metadata[EDGES_KEY])
+    summary["keeper_round"] = job.round
+    storage.write_json(job.filesystem, summary_path(job), summary)
+
+
+def _components(job: Job) -> pa.Table:
+    """``CARRIED_SCHEMA`` rows from every edge, every shard's attributes and the findings of every
+    round before ``job.round``: round 0's way (and a later round's, when the round before handed on
+    nothing: a scratch directory written before ``carried_path`` existed)."""
     edges = pa.concat_tables([storage.read_parquet(job.filesystem, path, columns=["u", "v", "exact"])
                               for path in edge_files(job)])
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
@@ -57,24 +100,37 @@ def cluster_corpus(task: tuple[Job, int]) -> None:
     doc, u_at, v_at = components.relabelled(u, v)
     del u, v
     pairs = components.pair_keys(u_at, v_at, len(doc))
-    found = components.Clusters(doc, components.labels(len(doc), *np.divmod(pairs, max(len(doc), 1))))
+    label = components.labels(len(doc), *np.divmod(pairs, max(len(doc), 1)))
     # a pair found by several files is one edge, exact if any of its rows is (as ``unique_pairs``)
     exact_pairs = len(components.pair_keys(u_at[exact], v_at[exact], len(doc)))
     later_copy = np.zeros(len(doc), bool)
     later_copy[v_at[exact]] = True
     del u_at, v_at, exact
-    ids, score = _clustered_attributes(job, found.doc)
+    ids, score = _clustered_attributes(job, doc)
     shards = range(len(job.shards))
-    table, summary = fates(found, ids, later_copy, score,
-                           components.among(found.doc, earlier_findings(job, BARRED, shards)),
-                           components.among(found.doc, earlier_findings(job, SHORT_SUCCESSORS, shards)))
-    bounds = np.searchsorted(found.doc, [shard_range(shard)[0] for shard in shards] + [shard_range(len(shards))[0]])
-    for shard in shards:
-        write_scratch(job, job.path(CLUSTERS, shard),
-                      table.slice(bounds[shard], bounds[shard + 1] - bounds[shard]))
-    summary["edges"] = {"exact": exact_pairs, "near": len(pairs) - exact_pairs}
-    summary["keeper_round"] = job.round
-    storage.write_json(job.filesystem, summary_path(job), summary)
+    counts = {"exact": exact_pairs, "near": len(pairs) - exact_pairs}
+    return pa.table([doc, label, later_copy, ids, score,
+                     components.among(doc, earlier_findings(job, BARRED, shards)),
+                     components.among(doc, earlier_findings(job, SHORT_SUCCESSORS, shards))],
+                    schema=CARRIED_SCHEMA.with_metadata({EDGES_KEY: json.dumps(counts)}))
+
+
+def _carried(job: Job) -> pa.Table | None:
+    """The round before's components with its own findings added, or None in round 0 (or when
+    the round before handed on nothing)."""
+    if not job.round:
+        return None
+    before = replace(job, round=job.round - 1)
+    if not storage.exists(job.filesystem, carried_path(before)):
+        return None
+    carried = read_table(job.filesystem, carried_path(before))
+    doc = carried["doc"].to_numpy()
+    shards = range(len(job.shards))
+    for column, directory in (("barred", BARRED), ("short", SHORT_SUCCESSORS)):
+        found = components.among(doc, findings(before, directory, shards))
+        found |= carried[column].to_numpy(zero_copy_only=False)
+        carried = carried.set_column(CARRIED_SCHEMA.get_field_index(column), column, pa.array(found))
+    return carried
 
 
 def fates(found: components.Clusters, ids: pa.Array, later_copy: np.ndarray, score: np.ndarray,
@@ -124,9 +180,15 @@ def _barred_with_short_successors(found: components.Clusters, order: np.ndarray,
 def earlier_findings(job: Job, directory: str, shards: Iterable[int]) -> np.ndarray:
     """The documents of ``shards`` that the keeper rounds before ``job.round`` wrote to ``directory``
     (``BARRED``: keepers too short; ``SHORT_SUCCESSORS``), sorted."""
-    found = [storage.read_parquet(job.filesystem, replace(job, round=r).path(directory, shard))["doc"].to_numpy()
-             for r in range(job.round) for shard in shards]
+    found = [findings(replace(job, round=r), directory, shards) for r in range(job.round)]
     return components.distinct(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+
+def findings(job: Job, directory: str, shards: Iterable[int]) -> np.ndarray:
+    """The documents of ``shards`` that round ``job.round`` wrote to ``directory``, in no order."""
+    found = [read_table(job.filesystem, job.path(directory, shard), columns=["doc"])["doc"].to_numpy()
+             for shard in shards]
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def keep_scores(job: Job, attributes: pa.Table) -> np.ndarray:

@@ -30,8 +30,8 @@ DOC_BITS = 32
 READ_BATCH_ROWS = 1000
 # Directories whose contents depend on which documents are kept as cluster keepers: each keeper round
 # (``stages.dedup.steps``) writes its own, ``<name>`` in round 0 and ``<name>-round<r>`` after.
-ROUND_SCOPED = frozenset({"clusters", "cluster-members", "cluster-keepers", "paragraphs", "paragraph-removals",
-                          "successor-removals", "too-short-keepers", "short-successors"})
+ROUND_SCOPED = frozenset({"clusters", "cluster-components", "cluster-members", "cluster-keepers", "paragraphs",
+                          "paragraph-removals", "successor-removals", "too-short-keepers", "short-successors"})
 COUNTS_KEY = b"dedup_counts"
 # Scratch files up to this size are read whole (``read_table``, ``read_range``): reading the bytes a
 # reader does not need costs less than Parquet's read-ahead and threads up to about this size, and a

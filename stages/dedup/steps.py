@@ -14,7 +14,9 @@ several to a task, one after another, four tasks per worker (``run_step``).
     attach signatures *  shard       candidates/ with u here        candidates-with-signature/
     verify *             shard       ... with v here                edges/
     components ***       partition   edges/ (or candidates/)        components/ (``stages.dedup.star``)
-    clusters ***         (one)       edges/ (or candidates/)        clusters/ + _SUCCESS.json
+    clusters ***         (one)       edges/ (or candidates/); in    clusters/ + _SUCCESS.json,
+                                     round r > 0 round r - 1's      cluster-components/
+                                     cluster-components/, findings
     paragraphs **        shard       paragraph-hashes/, clusters/   paragraphs/
     paragraph removals** partition   its rows of every paragraphs/  successor-removals/, paragraph-removals/
     short keepers **     shard       clusters/, paragraph-removals/ short-successors/, too-short-keepers/
