@@ -131,8 +131,8 @@ def test_word_hashes_split_as_arrow_and_hash_as_hashlib():
     """Every whitespace character Arrow knows (and some it does not) between words of every length.
 
     Arrow's whitespace is ``str.isspace``'s, so ``str.split`` is the reference: pyarrow 26.0.1's
-    ``utf8_split_whitespace`` split the last string here, three spaces, into ``['', ' ']`` in about
-    one full test run in two (never alone), a word that is a space."""
+    ``utf8_split_whitespace`` split the last string here, three spaces, into ``['', ' ']`` in full
+    test runs (never alone), a word that is a space."""
     spaces = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and chr(c).isspace()]
     others = list("abc中é1-") + ["\u200b", "\U0001F600", "\u0301", "\x00"]
     rng = random.Random(9)

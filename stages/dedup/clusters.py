@@ -45,6 +45,14 @@ from stages.dedup.shuffle import Job, read_table, shard_range, write_scratch
 # clusters/ rows: documents' CLUSTER_SCHEMA and whether paragraph dedup checks the member as a successor
 ROW_SCHEMA = CLUSTER_SCHEMA.append(pa.field("successor", pa.bool_()))
 
+CARRIED = "cluster-components"  # components.parquet (``shuffle.ROUND_SCOPED``)
+# The clustered documents, sorted, as ``cluster_corpus`` found them, and what round r barred
+# (``barred``, ``short``: the findings of the rounds before r).
+CARRIED_SCHEMA = pa.schema([("doc", pa.int64()), ("label", pa.int64()), ("later_copy", pa.bool_()),
+                            ("id", pa.string()), ("score", pa.float64()), ("barred", pa.bool_()),
+                            ("short", pa.bool_())])
+EDGES_KEY = b"dedup_edges"
+
 
 def summary_path(job: Job) -> str:
     """The clusters step's last output: the corpus-wide counts, written once every shard's rows are."""
@@ -55,15 +63,6 @@ def carried_path(job: Job) -> str:
     """What round ``job.round``'s clusters step hands on to the next round (``CARRIED_SCHEMA`` rows,
     the edge counts in the footer); written before ``summary_path``, its receipt."""
     return job.path(CARRIED, "components")
-
-
-CARRIED = "cluster-components"  # components.parquet (``shuffle.ROUND_SCOPED``)
-# The clustered documents, sorted, as ``cluster_corpus`` found them, and what round r barred
-# (``barred``, ``short``: the findings of the rounds before r).
-CARRIED_SCHEMA = pa.schema([("doc", pa.int64()), ("label", pa.int64()), ("later_copy", pa.bool_()),
-                            ("id", pa.string()), ("score", pa.float64()), ("barred", pa.bool_()),
-                            ("short", pa.bool_())])
-EDGES_KEY = b"dedup_edges"
 
 
 def cluster_corpus(task: tuple[Job, int]) -> None:
