@@ -233,7 +233,7 @@ def predict_top(b, offsets, space, slots, word_hashes, word_bytes, records, word
     stack_score = np.empty(2 * tree_left.size + 2, dtype=np.float32)
     for line in range(n_lines):
         n_hashes = 0
-        n_rows = 0
+        n_rows = np.int64(0)  # not the literal 0: subword_rows would compile a second time for it
         i = offsets[line]
         end = offsets[line + 1]
         while True:

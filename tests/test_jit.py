@@ -31,3 +31,38 @@ def test_the_first_run_on_a_machine_says_it_compiles_and_later_runs_do_not(tmp_p
     assert second.returncode == 0 and second.stdout.strip() == "3", second.stderr
     assert "numba:" not in second.stderr
     assert list((tmp_path / "__pycache__").glob("tiny_kernels.add-*.nbi"))  # where the machine code went
+
+
+def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_path):
+    """Each signature numba meets is another compile, about a second or more per kernel on a
+    machine's first run (and another copy of the machine code to load on later ones). A whole run of
+    the sample (stages, tokenizer, mixture) in one process calls each kernel with one set of argument
+    types only: read-only byte arrays wherever the bytes come from, int64 where a literal would be its
+    own type."""
+    script = textwrap.dedent(f"""
+        import sys
+        import yaml
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        from conftest import SAMPLE_CONFIG
+        from pipeline.config import parse_config
+        from pipeline.runner import run_pipeline
+
+        raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+        raw["work_dir"] = {str(tmp_path / "work")!r}
+        run_pipeline(parse_config(raw, source=str(SAMPLE_CONFIG)), use_ray=False, log=lambda _: None)
+
+        from numba.core.registry import CPUDispatcher
+        used = 0
+        for name, module in sorted(sys.modules.items()):
+            if name.split(".")[0] in ("stages", "pipeline", "tokenizer", "mixture"):
+                for attribute, value in sorted(vars(module).items()):
+                    if isinstance(value, CPUDispatcher) and value.signatures:
+                        used += 1
+                        if len(value.signatures) > 1:
+                            print("twice", name, attribute, *value.signatures, sep="\\n    ")
+        print("kernels used", used)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "twice" not in done.stdout, done.stdout
+    assert int(done.stdout.split("kernels used")[-1]) >= 20, done.stdout  # the kernels did run here

@@ -5,8 +5,8 @@ MinHash shingles and signatures.
 Why compiled: each was a chain of numpy and Arrow passes over every byte, token or shingle (BLAKE2b
 a Python call per string), allocating and re-reading whole arrays; one loop that visits each once
 costs a fraction of that (``bench/bench_dedup.py speed``). numba compiles the loops on first use
-(about 35 s, most of it the inlined BLAKE2b) and keeps the machine code in ``__pycache__``
-(``cache=True``), so a worker loads them instead, for about 0.3 s and 110 MB once per process. They
+(about 15 s) and keeps the machine code in ``__pycache__`` (``cache=True``), so a worker loads them
+instead, for about 0.3 s and 110 MB once per process. They
 are one module because numba checks only a function's own file before it reuses cached code: a
 helper inlined from another file could change under it unseen.
 
@@ -52,7 +52,11 @@ MARK, DIGIT, SEPARATOR, OTHER = 1, 2, 3, 4
 
 # ----------------------------------------------------------------------------- BLAKE2b-64
 
-@njit(cache=True, nogil=True, inline="always")
+# ``_g`` and ``_digest`` are compiled once each and called, not inlined by numba: numba inlines in
+# its own IR, and did so with _g 96 times per _compress and _compress once in each of three callers,
+# 44 s of the first run's compiling. LLVM inlines ``_g`` all the same (the hashing runs as fast); a
+# call of ``_digest`` costs a few nanoseconds per string.
+@njit(cache=True, nogil=True)
 def _g(a, b, c, d, x, y):
     a = a + b + x
     d ^= a
@@ -116,10 +120,11 @@ def _load_block(source, start, m):
         m[w] = word
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _digest(data, start, end, h, m, last_block):
     """BLAKE2b-64 of ``data[start:end]``; ``h``, ``m``, ``last_block``: scratch of 8, 16 words, 128 bytes.
-    Each caller calls it once, for it calls ``_compress`` once: inlined, that is a lot to compile."""
+    Callers pass ``start`` and ``end`` as int64 variables: a literal (``0``) is another argument type,
+    and numba would compile all of this again for it."""
     h[:] = _IV
     h[0] = _H0
     length, done = end - start, 0
@@ -482,7 +487,7 @@ def word_hashes(data, starts, ends, fold):
                 i += width
                 if i < end:
                     c, width = _decode(data, i)
-            out[found] = _digest(word, 0, size, h, m, last_block)
+            out[found] = _digest(word, np.int64(0), np.int64(size), h, m, last_block)
             counts[s], found = counts[s] + 1, found + 1
     return out[:found].copy(), counts
 

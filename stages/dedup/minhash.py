@@ -135,6 +135,7 @@ def text_tokens(texts: pa.Array, by_chars: bool) -> tuple[np.ndarray, np.ndarray
     """
     offsets, data = utf8_buffers(pc.fill_null(texts, ""))
     items, text_items, piece_data, piece_offsets, plain = kernels.pieces(data, offsets, _CUT_BYTES, by_chars)
+    piece_data.setflags(write=False)  # as utf8_buffers' are: one array type for the kernels to compile for
     pool, first, size = _piece_tokens(piece_data, piece_offsets, plain, by_chars)
     ideographs = _char_hashes((-1 - items[items < 0]).astype(np.uint32))
     return kernels.assemble(items, text_items, first, size, pool, ideographs)

@@ -101,6 +101,7 @@ class C4Cleaner(LineCleaner):
         text = kept.tobytes().decode("utf-32-le", "surrogatepass")
         if text != doc.text:
             # Kept lines hold no line breaks (they come from splitlines), so they are its lines.
+            kept.setflags(write=False)  # as code_points' are: one type for find_words to compile for
             cleaned.doc = Doc(text, doc.lang, doc.cjk, lines=text.split("\n"), points=kept)
         return cleaned
 
