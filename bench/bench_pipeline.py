@@ -36,6 +36,10 @@ Contenders, interleaved within each repeat (medians over ``--repeats``):
   nearly all Chinese text and leave its quality and dedup stages little to do); the first repeat
   also chains datatrove on its own outputs (``datatrove_own_chain``).
 
+Before the first repeat both systems run once, untimed, on every k-th document (about 3 MB of
+text; ``warm_up``): on a machine's first run numba compiles ours' kernels there (about a minute,
+once per machine; the time is reported) instead of in ours' first timed run.
+
 Every process that runs stage code has one Arrow thread, as Ray gives a ``num_cpus=1`` worker
 (OMP_NUM_THREADS=1), so "per core" means the same for all contenders.
 
@@ -698,6 +702,30 @@ def stage_inputs(inputs: dict, work_dir: Path) -> dict[str, list[str]]:
     return found
 
 
+WARMUP_MB = 3.0  # text of the untimed run before the repeats
+
+
+def warm_up(table: pa.Table, tmp: Path, shard_mb: float, tokenizer: str) -> dict:
+    """Both systems once, untimed, on every k-th document of the corpus (about ``WARMUP_MB`` of text),
+    before any repeat. On a machine's first run numba compiles ours' kernels into ``__pycache__`` (a
+    minute or so; later runs load them in a fraction of a second), which would otherwise land in the
+    first repeat of ours alone, and with ``--repeats 1`` in every figure; both systems' libraries
+    and files come into the page cache. Returns the seconds each took, reported beside the results."""
+    step = max(1, round(text_megabytes(table) / WARMUP_MB))
+    inputs = prepare_inputs(table.take(list(range(0, table.num_rows, step))), tmp / "warmup-inputs", shard_mb)
+    log(f"warm-up (untimed): {inputs['docs']:,} documents, {inputs['text_mb']} MB, ours in process, then datatrove")
+    started = time.perf_counter()
+    ours = run_ours(inputs, tmp, "warmup_ours", 1, use_ray=False, keep=True)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    run_datatrove(inputs, tmp, "warmup_datatrove", 1, tokenizer, ours["work_dir"])
+    datatrove_s = time.perf_counter() - started
+    for name in ("warmup_ours", "warmup_datatrove", "warmup-inputs"):
+        shutil.rmtree(tmp / name, ignore_errors=True)
+    return {"docs": inputs["docs"], "text_mb": inputs["text_mb"], "ours_s": round(ours_s, 1),
+            "datatrove_s": round(datatrove_s, 1)}
+
+
 def main_section(args, inputs_by_size: dict[str, dict], tmp: Path, sections: set[str]) -> dict:
     """Interleaved repeats: ours then datatrove (on the same documents) with 1 and 2 workers, ours at
     the smaller sizes, the physical limits on ours' stage inputs."""
@@ -953,7 +981,13 @@ def render_markdown(report: dict) -> str:
               f"{meta['corpus']['files']} input files ({meta['corpus'].get('layout', 'category')} layout, "
               f"{meta['corpus'].get('smallest_shard_mb', '?')}-{meta['corpus'].get('largest_shard_mb', '?')} MB; "
               f"scale {meta['corpus'].get('scale', 1)}x); repeats: {meta['repeats']} (medians); versions: "
-              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
+              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  "]
+    warmup = meta.get("warmup")
+    if warmup:  # results from before the warm-up have none
+        lines += [f"Before the repeats, untimed: both systems once on {warmup['docs']:,} of the documents "
+                  f"({warmup['text_mb']} MB), ours in process {warmup['ours_s']} s (numba compiling its kernels, "
+                  f"on a machine's first run), datatrove {warmup['datatrove_s']} s"]
+    lines.append("")
     main = report.get("main")
     if main:
         for workers in ("1", "2"):
@@ -1158,10 +1192,10 @@ def main() -> None:
     shards = corpus_shards(Path(args.corpus))[:args.shards]
     # growth sizes (1/4, 1/2 of the corpus shards) only for the corpus itself, not a scaled copy
     counts = sorted({max(1, len(shards) // 4), max(1, len(shards) // 2), len(shards)}) if args.growth else [len(shards)]
-    sizes = {}
+    sizes, tables = {}, {}
     for count in counts:
         label = f"{count / counts[0]:g}x"
-        table = corpus_table(shards[:count], args.scale if count == len(shards) else 1)
+        table = tables[label] = corpus_table(shards[:count], args.scale if count == len(shards) else 1)
         sizes[label] = prepare_inputs(table, tmp / f"inputs-{count}", args.shard_mb, args.layout, args.small_file_mb)
         sizes[label]["corpus_shards"] = [s.name for s in shards[:count]]
         sizes[label]["scale"] = args.scale if count == len(shards) else 1
@@ -1170,6 +1204,8 @@ def main() -> None:
     meta["corpus"] = {k: v for k, v in full.items() if k != "by_category"}
     log(f"corpus: {full['docs']:,} docs, {full['text_mb']} MB, {full['files']} shards; sizes {list(sizes)}")
     ensure_quality_model()
+    meta["warmup"] = warm_up(tables[full_name], tmp, args.shard_mb, args.datatrove_tokenizer)
+    del tables
 
     report: dict = {"meta": meta}
     if sections & {"main", "limits"}:
