@@ -432,7 +432,7 @@ def print_tables(runs: list[dict], fits: dict[str, dict]) -> None:
             ks = "".join(f"{shown(fit.get(f'k_{exponent}{suffix}')):>8}" for suffix in ("", "_from_1x", "_vs_input"))
             print(f"{name:<14}{values}{ks}")
 
-    print(f"\ninput MB (a stage's input; a step's: what the last stage kept)")
+    print("\ninput MB (a stage's input; a step's: what the last stage kept)")
     for name, per_size in rows.items():
         print(f"{name:<14}" + "".join(f"{shown(row['mb_in']):>10}" for row in per_size))
     table("wall seconds", "wall_s", "wall_s")
