@@ -8,7 +8,8 @@ corpus grows from a quarter of corpus-dev to several times its size (issue 20, "
     python bench/bench_scale.py --render bench/results/scale.json   # fits and tables again, no runs
 
 On a quiet 2-core machine one pass over 0.25 to 4x takes about 3.5 minutes (4x alone 1.5), after
-an untimed run of the smallest size (numba's kernels compiled there on a machine's first run).
+an untimed run at 0.25x or the smallest size below it (numba's kernels compiled there on a
+machine's first run).
 ``--budget-s`` skips a size whose run, predicted linearly from the run before, would end past it;
 ``--merge FILE`` counts the runs of an earlier results file (same stages, steps and ``--growth``) as repeats.
 
@@ -545,9 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         runs.extend(earlier_runs(args.merge, payload))
     # On a machine's first run numba compiles the kernels (about a minute, once): in an untimed run of
-    # the smallest size, not in the first measured one, whose time the fits would take for growth.
-    warm = run_size(base, min(args.sizes), stages, steps, cache, args)
-    log(f"warm-up (untimed): {min(args.sizes):g}x in {warm['total_wall_s']:.0f} s")
+    # a small size, not in the first measured one, whose time the fits would take for growth.
+    warm_factor = min(0.25, *args.sizes)
+    warm = run_size(base, warm_factor, stages, steps, cache, args)
+    log(f"warm-up (untimed): {warm_factor:g}x in {warm['total_wall_s']:.0f} s")
     began = time.perf_counter()
     # round-robin over the sizes, so that a change in the machine's load hits every size alike
     for _ in range(args.repeats):
