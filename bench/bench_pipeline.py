@@ -1192,10 +1192,10 @@ def main() -> None:
     shards = corpus_shards(Path(args.corpus))[:args.shards]
     # growth sizes (1/4, 1/2 of the corpus shards) only for the corpus itself, not a scaled copy
     counts = sorted({max(1, len(shards) // 4), max(1, len(shards) // 2), len(shards)}) if args.growth else [len(shards)]
-    sizes, tables = {}, {}
+    sizes = {}
     for count in counts:
         label = f"{count / counts[0]:g}x"
-        table = tables[label] = corpus_table(shards[:count], args.scale if count == len(shards) else 1)
+        table = corpus_table(shards[:count], args.scale if count == len(shards) else 1)
         sizes[label] = prepare_inputs(table, tmp / f"inputs-{count}", args.shard_mb, args.layout, args.small_file_mb)
         sizes[label]["corpus_shards"] = [s.name for s in shards[:count]]
         sizes[label]["scale"] = args.scale if count == len(shards) else 1
@@ -1204,8 +1204,8 @@ def main() -> None:
     meta["corpus"] = {k: v for k, v in full.items() if k != "by_category"}
     log(f"corpus: {full['docs']:,} docs, {full['text_mb']} MB, {full['files']} shards; sizes {list(sizes)}")
     ensure_quality_model()
-    meta["warmup"] = warm_up(tables[full_name], tmp, args.shard_mb, args.datatrove_tokenizer)
-    del tables
+    meta["warmup"] = warm_up(table, tmp, args.shard_mb, args.datatrove_tokenizer)  # the last size's: the whole corpus
+    del table
 
     report: dict = {"meta": meta}
     if sections & {"main", "limits"}:
