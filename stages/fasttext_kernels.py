@@ -10,8 +10,8 @@ so that a line gets the label and the float32 probability fastText gives it, to 
 from __future__ import annotations
 
 import numpy as np
-from stages import jit
-from stages.jit import njit
+from pipeline import jit
+from pipeline.jit import njit
 
 SOFTMAX, HIERARCHICAL = 0, 1
 # ``Dictionary::pushHash``: what happens to a subword or word n-gram bucket.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.jit import njit
+from pipeline.jit import njit
 
 HAN, KANA, SIMPLIFIED, TRADITIONAL, PUNCTUATION = 1, 2, 4, 8, 16
 

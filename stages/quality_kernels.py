@@ -22,7 +22,7 @@ change to a helper inlined from another module would leave stale machine code be
 from __future__ import annotations
 
 import numpy as np
-from stages.jit import njit
+from pipeline.jit import njit
 
 # Flags of a character in ``quality_lm.CharClasses.table`` (the same values).
 SPACE, MARK, DIGIT, NOT_ALNUM = 1, 2, 4, 8

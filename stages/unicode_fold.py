@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.utf8 import string_array, utf8_buffers
-from stages.jit import njit
+from pipeline.jit import njit
 
 # Characters of class 0 that compose with the character before them (NFC_Quick_Check=Maybe): the
 # Hangul vowel and trailing consonant jamo, and some vowel signs of Indic and Southeast Asian

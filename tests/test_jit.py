@@ -1,4 +1,4 @@
-"""``stages.jit``: numba loaded on a kernel's first call, and the first run on a machine says it compiles."""
+"""``pipeline.jit``: numba loaded on a kernel's first call, and the first run on a machine says it compiles."""
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +11,7 @@ from conftest import REPO
 def test_the_first_run_on_a_machine_says_it_compiles_and_later_runs_do_not(tmp_path):
     (tmp_path / "tiny_kernels.py").write_text(textwrap.dedent("""
         import sys
-        from stages.jit import njit
+        from pipeline.jit import njit
 
         @njit(cache=True)
         def add(a, b):

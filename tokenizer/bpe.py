@@ -23,7 +23,7 @@ import pyarrow as pa
 from sentencepiece import sentencepiece_model_pb2
 
 from pipeline.utf8 import utf8_buffers
-from stages.jit import njit
+from pipeline.jit import njit
 from tokenizer.segments import encode_words_with
 
 SPACE = "\u2581"  # what sentencepiece's normalizer makes of " "

@@ -22,7 +22,7 @@ against. Unicode normalisation and lowercasing stay Arrow's.
 from __future__ import annotations
 
 import numpy as np
-from stages.jit import njit
+from pipeline.jit import njit
 
 U64 = np.uint64
 # MurmurHash3's finalizers, (shift, multiplier, shift, multiplier, shift) for 32 and 64 bits:

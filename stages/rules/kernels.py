@@ -19,7 +19,7 @@ the regex engine's and ``str``'s own notions of letters, digits and whitespace.
 from __future__ import annotations
 
 import numpy as np
-from stages.jit import njit
+from pipeline.jit import njit
 
 # Flags of a code point in ``document.char_classes``.
 SINGLE = 1  # a Han or kana letter or digit: a CJK word by itself

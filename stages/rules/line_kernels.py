@@ -14,7 +14,7 @@ against a plain-Python C4 cleaner on random texts.
 from __future__ import annotations
 
 import numpy as np
-from stages.jit import njit
+from pipeline.jit import njit
 
 from stages.rules.kernels import BREAK, RUN, SINGLE, SPACE
 

@@ -12,7 +12,7 @@ its hash occurred at an earlier position; ``tests/test_rules.py`` checks each lo
 from __future__ import annotations
 
 import numpy as np
-from stages.jit import njit
+from pipeline.jit import njit
 
 from stages.rules.kernels import BASE
 

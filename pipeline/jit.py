@@ -1,4 +1,5 @@
-"""``njit`` for the stages' compiled loops, with numba imported on the first call of any of them.
+"""``njit`` for the compiled loops of the stages and the tokenizer, with numba imported on the first
+call of any of them.
 
 Importing numba (and LLVM with it) costs a process about 110 MB and a tenth of a second. The driver
 imports every stage's module to read its configuration and plan its units but runs no loop (unless it
