@@ -19,11 +19,13 @@ the same moment, and kernels reach it as ``jit.prefetch_row``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 from typing import Any, Callable
 
 _PENDING: list[tuple[Callable, dict[str, Any]]] = []
+_CACHED_MODULES: set[str] = set()  # of every kernel recorded with cache=True, compiled yet or not
 
 
 def njit(**options: Any) -> Callable[[Callable], Callable]:
@@ -31,6 +33,8 @@ def njit(**options: Any) -> Callable[[Callable], Callable]:
 
     def record(function: Callable) -> Callable:
         _PENDING.append((function, options))
+        if options.get("cache"):
+            _CACHED_MODULES.add(function.__module__)
 
         @functools.wraps(function)
         def placeholder(*args):
@@ -114,3 +118,34 @@ def _ever_cached(module: str, compiled: Any) -> bool:
     stem = module.rsplit(".", 1)[-1] + "."
     return any(name.startswith(stem) and name.endswith(".nbi") for name in os.listdir(directory)) \
         if os.path.isdir(directory) else False
+
+
+def uncached_modules() -> list[str]:
+    """The modules of the recorded kernels (``cache=True``) that have nothing in numba's cache on
+    this machine: a first run, which compiles them on first use. Found without importing numba, for
+    the driver (``pipeline.warmup``): it looks where numba's cache locators look, in their order, for
+    any index file of the module (``<module>.*.nbi``): NUMBA_CACHE_DIR when set, else the module's
+    own ``__pycache__`` and numba's user-wide directory (``$XDG_CACHE_HOME/numba`` or
+    ``~/.cache/numba``, used where ``__pycache__`` is not writable)."""
+    return [module for module in sorted(_CACHED_MODULES)
+            if not any(_has_index(directory, module) for directory in _cache_dirs(module))]
+
+
+def _cache_dirs(module: str) -> list[str]:
+    source = os.path.abspath(sys.modules[module].__file__)
+    parent = os.path.dirname(source)
+    # numba's ``_CacheLocator.get_suitable_cache_subpath``: the parent's name and its path's SHA-1
+    subpath = f"{os.path.basename(parent)}_{hashlib.sha1(parent.encode()).hexdigest()}"
+    user_wide = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "numba")
+    provided = os.environ.get("NUMBA_CACHE_DIR")
+    if provided:
+        return [os.path.join(provided, subpath)]
+    return [os.path.join(parent, "__pycache__"), os.path.join(user_wide, subpath)]
+
+
+def _has_index(directory: str, module: str) -> bool:
+    stem = module.rsplit(".", 1)[-1] + "."
+    try:
+        return any(name.startswith(stem) and name.endswith(".nbi") for name in os.listdir(directory))
+    except OSError:  # no such directory
+        return False

@@ -18,7 +18,9 @@ date before it starts anything: a stage that is done is only reported (no Ray, n
 written). For the stages that do have work it checks, before Ray starts, what would make every task
 fail the same way: the input files exist and each stage can be constructed (its model file is there,
 its packages import), so a missing asset is one ``error:`` line, not a task retried on every node.
-Each stage checks that its input equals what the stage before it kept.
+Each stage checks that its input equals what the stage before it kept. On a machine's first run
+(numba's cache empty) each stage's compiled loops are built once first, the stages split across the
+workers (``pipeline.warmup``).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from pipeline.presentation import StageResult, removed_by_reason, summary_line
 from pipeline.stage import PrepareContext, Stage
 from pipeline.steps import run_steps
 from pipeline.tally import Keys, Tally
+from pipeline.warmup import warm_up
 from pipeline.worker import run_unit
 
 
@@ -53,12 +56,14 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
     specs = plan_stages(config)
     chosen = [spec for spec in specs if spec.name in selected]
     check_upstream_finished(specs, chosen[0], "--only" if only else "--from")
-    check_stage_assets(may_run(specs, chosen, config, force))
+    runnable = may_run(specs, chosen, config, force)
+    check_stage_assets(runnable)
     # Ray starts on the first task, so a run with nothing to do never starts it
     executor = make_executor(config.ray, use_ray, on_start=lambda ray: log(
         f"Ray ready in {ray.startup_seconds:.1f} s, {ray.workers} workers"))
     results = []
     try:
+        warm_up(runnable, executor, log)  # a machine's first run only
         position = 0
         while position < len(chosen):
             group = stage_group(specs, chosen, position, config, force)

@@ -1,4 +1,5 @@
-"""``pipeline.jit``: numba loaded on a kernel's first call, and the first run on a machine says it compiles."""
+"""``pipeline.jit``: numba loaded on a kernel's first call, and the first run on a machine says it compiles;
+``pipeline.warmup``: what that first run compiles ahead."""
 from __future__ import annotations
 
 import subprocess
@@ -17,7 +18,10 @@ def test_the_first_run_on_a_machine_says_it_compiles_and_later_runs_do_not(tmp_p
         def add(a, b):
             return a + b
 
+        from pipeline.jit import uncached_modules
         assert "numba" not in sys.modules  # recording a kernel imports nothing
+        print(uncached_modules())  # nor does looking for it in numba's cache
+        assert "numba" not in sys.modules
         print(add(1, 2))
     """), encoding="utf-8")
 
@@ -26,9 +30,9 @@ def test_the_first_run_on_a_machine_says_it_compiles_and_later_runs_do_not(tmp_p
                               env={"PYTHONPATH": f"{REPO}:{tmp_path}", "PATH": "/usr/bin:/bin"}, timeout=300)
 
     first, second = run(), run()
-    assert first.returncode == 0 and first.stdout.strip() == "3", first.stderr
+    assert first.returncode == 0 and first.stdout.split() == ["['tiny_kernels']", "3"], first.stderr
     assert "numba: nothing of tiny_kernels is cached on this machine yet" in first.stderr
-    assert second.returncode == 0 and second.stdout.strip() == "3", second.stderr
+    assert second.returncode == 0 and second.stdout.split() == ["[]", "3"], second.stderr
     assert "numba:" not in second.stderr
     assert list((tmp_path / "__pycache__").glob("tiny_kernels.add-*.nbi"))  # where the machine code went
 
@@ -47,22 +51,39 @@ def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_
         from pipeline.config import parse_config
         from pipeline.runner import run_pipeline
 
+        from pipeline.planning import plan_stages
+        from pipeline.warmup import warm_stage
+
         raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
         raw["work_dir"] = {str(tmp_path / "work")!r}
-        run_pipeline(parse_config(raw, source=str(SAMPLE_CONFIG)), use_ray=False, log=lambda _: None)
+        config = parse_config(raw, source=str(SAMPLE_CONFIG))
 
         from numba.core.registry import CPUDispatcher
-        used = 0
-        for name, module in sorted(sys.modules.items()):
-            if name.split(".")[0] in ("stages", "pipeline", "tokenizer", "mixture"):
-                for attribute, value in sorted(vars(module).items()):
-                    if isinstance(value, CPUDispatcher) and value.signatures:
-                        used += 1
-                        if len(value.signatures) > 1:
-                            print("twice", name, attribute, *value.signatures, sep="\\n    ")
-        print("kernels used", used)
+
+        def used():
+            found = 0
+            for name, module in sorted(sys.modules.items()):
+                if name.split(".")[0] in ("stages", "pipeline", "tokenizer", "mixture"):
+                    for attribute, value in sorted(vars(module).items()):
+                        if isinstance(value, CPUDispatcher) and value.signatures:
+                            found += 1
+                            if len(value.signatures) > 1:
+                                print("twice", name, attribute, *value.signatures, sep="\\n    ")
+            return found
+
+        # first what a machine's first run compiles ahead (pipeline.warmup), then the run itself
+        for spec in plan_stages(config):
+            if not hasattr(spec.stage_type, "run_unit"):
+                print("warm-up", spec.name, warm_stage(spec))
+        print("kernels warmed", used())
+        run_pipeline(config, use_ray=False, log=lambda _: None)
+        print("kernels used", used())
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "twice" not in done.stdout, done.stdout
-    assert int(done.stdout.split("kernels used")[-1]) >= 20, done.stdout  # the kernels did run here
+    assert [line for line in done.stdout.splitlines() if line.startswith("warm-up")] == [
+        "warm-up langid None", "warm-up rules None", "warm-up quality None", "warm-up dedup None"], done.stdout
+    warmed, used = (int(done.stdout.split(label)[-1].split()[0]) for label in ("kernels warmed", "kernels used"))
+    assert used >= 20, done.stdout  # the kernels did run here
+    assert warmed >= used - 4, done.stdout  # the warm-up reaches the stages' kernels (not the tokenizer's)

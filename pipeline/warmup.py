@@ -1,0 +1,125 @@
+"""A machine's first run: each stage's compiled loops built once, the stages split across the workers.
+
+numba compiles a kernel on its first call and caches the machine code on disk (``pipeline.jit``); later
+runs load it in a fraction of a second. On a machine's first run, though, every Ray worker meets every
+kernel in its own first task of each stage: with two workers both compile the same code at the same
+time, and the run waits for each stage's compiling in turn (about 35 s of the sample's first run on
+2 cores, most of it dedup's and the per-document stages' kernels one after the other).
+
+So before the first stage, when the driver finds kernel modules with nothing cached
+(``jit.uncached_modules``, which does not import numba) and the run has two workers or more, it runs
+one task per stage (``warm_stage``): the stage on a small built-in sample, in process, which compiles
+what the sample reaches and writes it to the cache. The tasks run at once on different workers,
+dedup's first (it compiles the most), so each stage's loops are compiled once and the stages' own
+tasks load them. Later runs find the cache and skip all of this.
+
+The sample is written to a temporary Parquet file and read back, as shards are, so that the kernels
+meet the argument types of a real run (``tests/test_jit.py`` runs the warm-up and then the sample
+corpus in one process and checks that each kernel met one signature). A stage with a global pass
+(``Stage.prepare``: dedup) runs it first, in process. Nothing is written outside a temporary
+directory, and a warm-up that fails only logs a line: the stage's tasks compile what it did not.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.planning import StageSpec
+from pipeline.stage import PrepareContext, Stage
+from pipeline import jit
+
+_PROSE = (
+    "The river rises in the northern hills and runs south through a wide valley of farms and small "
+    "towns. In spring the water is high and fast, and the old stone bridges are closed for a few weeks. "
+    "Most of the people who live along its banks work on the land, as their parents did before them."
+)
+_SHARED = ("The museum is open every day except Monday. Tickets can be bought at the door or online, "
+           "and children under twelve enter free of charge.")
+_ZH = ("长江是中国最长的河流，全长六千三百多公里。它发源于青藏高原，向东流经十一个省份，最后注入东海。"
+       "长江流域人口众多，经济发达，是中国重要的农业和工业地区。沿岸有许多著名的城市，例如重庆、武汉和上海。")
+_WRAPPED = "\n".join([
+    "It was the best of times, it was the worst of times, it was the age of",
+    "wisdom, it was the age of foolishness, it was the epoch of belief, it",
+    "was the epoch of incredulity, it was the season of Light, it was the",
+    "season of Darkness, it was the spring of hope, it was the winter of despair.",
+])
+# (text, category, lang): prose in several scripts, near and exact duplicates, a shared paragraph,
+# hard-wrapped lines, code and boilerplate, so that each stage's main paths run.
+SAMPLE = [
+    ("\n\n".join([_PROSE, _SHARED, _PROSE.replace("river", "stream")]), "web", "en"),
+    ("\n\n".join([_PROSE, _SHARED, _PROSE.replace("river", "stream")]), "web", "en"),
+    ("\n\n".join([_PROSE.replace("farms", "fields"), _SHARED, _PROSE.replace("river", "stream")]), "web", "en"),
+    ("\n\n".join([_SHARED, _WRAPPED, _PROSE.upper()]), "books", "en"),
+    (_ZH + "\n" + _ZH[::-1], "encyclopedia", "zh"),
+    (_ZH.replace("长江", "黄河") + "\n" + _ZH[::-1], "encyclopedia", "zh"),
+    ("東京は日本の首都であり、世界で最も人口の多い都市の一つです。多くの人々が電車で通勤しています。", "web", "ja"),
+    ("Der Fluss entspringt in den nördlichen Hügeln und fließt durch ein weites Tal nach Süden. "
+     "Im Frühling ist das Wasser hoch und schnell.", "papers", "de"),
+    ("Река берёт начало в северных холмах и течёт на юг через широкую долину.", "others", "ru"),
+    ("def add(a, b):\n    return a + b\n\n\nclass Point:\n    def __init__(self, x, y):\n        self.x = x\n"
+     "        self.y = y\n", "code", "code"),
+    ("Click here to accept cookies.\nLorem ipsum dolor sit amet.\nPlease enable JavaScript {to continue}\n"
+     "Home | About | Contact\n" + _SHARED, "web", "en"),
+    ("buy cheap shoes online today " * 40, "web", "en"),
+    ("", "others", "und"),
+]
+
+
+def sample_table() -> pa.Table:
+    """``SAMPLE`` with every column the stages read after ingest, langid and quality."""
+    texts, categories, langs = zip(*SAMPLE)
+    rows = len(texts)
+    return pa.table({
+        "id": [f"warm-up-{i}" for i in range(rows)],
+        "text": list(texts),
+        "source": ["warm-up"] * rows,
+        "category": list(categories),
+        "meta": ["{}"] * rows,
+        "lang": list(langs),
+        "lang_score": pa.array([0.9] * rows, pa.float32()),
+        "script": [None] * rows,
+        "quality_score": pa.array([0.5 + i / 100 for i in range(rows)], pa.float32()),
+    })
+
+
+def warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> None:
+    """On a machine with uncached kernels and a run with two workers or more: ``warm_stage`` for each
+    of ``specs`` that processes shards (not the source stage), a task each, at once."""
+    specs = [spec for spec in specs if not hasattr(spec.stage_type, "run_unit")]
+    uncached = jit.uncached_modules() if specs else []
+    if not uncached or executor.workers < 2:
+        return
+    started = time.perf_counter()
+    log(f"numba: {len(uncached)} modules of compiled loops are not cached on this machine yet: compiling "
+        f"them once, a stage per worker ({', '.join(spec.name for spec in specs)}), before the stages run")
+    # dedup's (a global pass) first: it compiles the most
+    sizes = [2.0 if spec.stage_type.prepare is not Stage.prepare else 1.0 for spec in specs]
+    for spec, error in zip(specs, executor.map(warm_stage, specs, "compile ahead", sizes=sizes)):
+        if error:
+            log(f"numba: compiling ahead for {spec.name} stopped ({error}); its tasks compile the rest")
+    log(f"numba: compiled ahead in {time.perf_counter() - started:.1f} s")
+
+
+def warm_stage(spec: StageSpec) -> str | None:
+    """Run ``spec``'s stage on ``sample_table`` in this process (its global pass first, if any), in a
+    temporary directory; None, or what went wrong (the stage's tasks then compile what is left)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="corpus-pipeline-warm-up-") as directory:
+            path, scratch = os.path.join(directory, "part-00000.parquet"), os.path.join(directory, "scratch")
+            pq.write_table(sample_table(), path)
+            filesystem = pafs.LocalFileSystem()
+            stage = spec.stage_type(spec.config)
+            if spec.stage_type.prepare is not Stage.prepare:
+                stage.prepare(PrepareContext(inputs={"part-00000": path}, scratch=scratch, filesystem=filesystem,
+                                             map=lambda fn, items: [fn(item) for item in items], log=lambda _: None))
+            stage.begin_shard("part-00000", scratch, filesystem)
+            stage.process(pq.read_table(path))
+    except Exception as error:  # an optimisation only: the run goes on without it
+        return f"{type(error).__name__}: {error}"
+    return None
