@@ -120,15 +120,15 @@ def _ever_cached(module: str, compiled: Any) -> bool:
         if os.path.isdir(directory) else False
 
 
-def uncached_modules() -> list[str]:
-    """The modules of the recorded kernels (``cache=True``) that have nothing in numba's cache on
-    this machine: a first run, which compiles them on first use. Found without importing numba, for
-    the driver (``pipeline.warmup``): it looks where numba's cache locators look, in their order, for
-    any index file of the module (``<module>.*.nbi``): NUMBA_CACHE_DIR when set, else the module's
-    own ``__pycache__`` and numba's user-wide directory (``$XDG_CACHE_HOME/numba`` or
-    ``~/.cache/numba``, used where ``__pycache__`` is not writable)."""
-    return [module for module in sorted(_CACHED_MODULES)
-            if not any(_has_index(directory, module) for directory in _cache_dirs(module))]
+def uncached_modules(prefix: str = "") -> list[str]:
+    """The modules (named ``prefix...``) of the recorded kernels (``cache=True``) that have nothing
+    in numba's cache on this machine: a first run, which compiles them on first use. Found without
+    importing numba, for the driver (``pipeline.warmup``): it looks where numba's cache locators
+    look, in their order, for any index file of the module (``<module>.*.nbi``): NUMBA_CACHE_DIR
+    when set, else the module's own ``__pycache__`` and numba's user-wide directory
+    (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``, used where ``__pycache__`` is not writable)."""
+    return [module for module in sorted(_CACHED_MODULES) if module.startswith(prefix)
+            and not any(_has_index(directory, module) for directory in _cache_dirs(module))]
 
 
 def _cache_dirs(module: str) -> list[str]:

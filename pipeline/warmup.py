@@ -6,7 +6,7 @@ kernel in its own first task of each stage: with two workers both compile the sa
 time, and the run waits for each stage's compiling in turn (about 35 s of the sample's first run on
 2 cores, most of it dedup's and the per-document stages' kernels one after the other).
 
-So before the first stage, when the driver finds kernel modules with nothing cached
+So before the first stage, when the driver finds stage kernel modules with nothing cached
 (``jit.uncached_modules``, which does not import numba) and the run has two workers or more, it runs
 one task per stage (``warm_stage``): the stage on a small built-in sample, in process, which compiles
 what the sample reaches and writes it to the cache. The tasks run at once on different workers,
@@ -92,7 +92,9 @@ def warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> Non
     """On a machine with uncached kernels and a run with two workers or more: ``warm_stage`` for each
     of ``specs`` that processes shards (not the source stage), a task each, at once."""
     specs = [spec for spec in specs if not hasattr(spec.stage_type, "run_unit")]
-    uncached = jit.uncached_modules() if specs else []
+    # The stages' modules only: the driver imports the tokenizer's too, which only its step compiles,
+    # and a run without that step would otherwise warm up every time.
+    uncached = jit.uncached_modules("stages.") if specs else []
     if not uncached or executor.workers < 2:
         return
     started = time.perf_counter()
