@@ -43,7 +43,7 @@ from pipeline.presentation import StageResult, removed_by_reason, summary_line
 from pipeline.stage import PrepareContext, Stage
 from pipeline.steps import run_steps
 from pipeline.tally import Keys, Tally
-from pipeline.warmup import warm_up
+from pipeline.warmup import start_warm_up, warm_up
 from pipeline.worker import run_unit
 
 
@@ -51,19 +51,24 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
                  only: str | None = None, force: bool = False, log: Callable[[str], None] = print) -> list[StageResult]:
     """Run the configured stages in order (``start``: from that stage on; ``only``: just that one),
     then, unless ``only`` is given, the configured steps after them (``pipeline.steps``)."""
-    selected = select([spec.name for spec in plan_stages(config, fingerprints=False)], start, only)
-    ensure_assets(config, upto=selected[-1], log=log)
-    specs = plan_stages(config)
-    chosen = [spec for spec in specs if spec.name in selected]
-    check_upstream_finished(specs, chosen[0], "--only" if only else "--from")
-    runnable = may_run(specs, chosen, config, force)
-    check_stage_assets(runnable)
+    unplanned = plan_stages(config, fingerprints=False)
+    selected = select([spec.name for spec in unplanned], start, only)
     # Ray starts on the first task, so a run with nothing to do never starts it
     executor = make_executor(config.ray, use_ray, on_start=lambda ray: log(
         f"Ray ready in {ray.startup_seconds:.1f} s, {ray.workers} workers"))
     results = []
     try:
-        warm_up(runnable, executor, log)  # a machine's first run only
+        # A machine's first run only: the workers compile the stages' loops while the driver trains
+        # a model (``start_warm_up``), or else before the first stage (``warm_up``).
+        compiled = start_warm_up([spec for spec in unplanned if spec.name in selected], executor, log)
+        ensure_assets(config, upto=selected[-1], log=log)
+        specs = plan_stages(config)
+        chosen = [spec for spec in specs if spec.name in selected]
+        check_upstream_finished(specs, chosen[0], "--only" if only else "--from")
+        runnable = may_run(specs, chosen, config, force)
+        check_stage_assets(runnable)
+        compiled()
+        warm_up(runnable, executor, log)
         position = 0
         while position < len(chosen):
             group = stage_group(specs, chosen, position, config, force)

@@ -22,8 +22,9 @@ columns earlier stages added) and returns the rows it keeps, the rows it removes
 retries, receipts, conservation checks and progress. Stages that need a view of the whole corpus
 (deduplication) also implement ``prepare``, which the runner calls once before any ``process`` call.
 Stages whose output depends on a file outside the config (a trained model) implement
-``ensure_assets`` (build it when missing, before the run is planned) and ``fingerprint`` (its
-content hash, which joins the stage's config hash, so a retrained model reruns the stage).
+``ensure_assets`` (build it when missing, before the run is planned), ``assets_missing`` (whether
+it would build something) and ``fingerprint`` (its content hash, which joins the stage's config
+hash, so a retrained model reruns the stage).
 
 Document schema (columns every shard has): ``id`` (stable, unique), ``text``, ``source``,
 ``category`` (web | encyclopedia | books | papers | code | others) and ``meta`` (a JSON string).
@@ -92,6 +93,13 @@ class Stage:
     def ensure_assets(cls, config: StageConfig, log: Any) -> None:
         """Optional: create the files the stage needs and cannot get from its config (train its
         model) when they are missing. Runs in the driver before the run is planned."""
+
+    @classmethod
+    def assets_missing(cls, config: StageConfig) -> bool:
+        """Whether ``ensure_assets`` would build something. The run then has work whatever its outputs
+        hold, and on a machine's first run the workers compile while the driver builds
+        (``pipeline.warmup.start_warm_up``)."""
+        return False
 
     @classmethod
     def fingerprint(cls, config: StageConfig) -> str:

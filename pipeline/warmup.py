@@ -11,7 +11,10 @@ So before the first stage, when the driver finds stage kernel modules with nothi
 one task per stage (``warm_stage``): the stage on a small built-in sample, in process, which compiles
 what the sample reaches and writes it to the cache. The tasks run at once on different workers,
 dedup's first (it compiles the most), so each stage's loops are compiled once and the stages' own
-tasks load them. Later runs find the cache and skip all of this.
+tasks load them. Later runs find the cache and skip all of this. When the driver must first train
+a model (the quality stage's, on a fresh checkout; ``Stage.assets_missing``), which compiles that
+stage's loops in the driver, the other stages' warm-up starts before the training, on a thread
+(``start_warm_up``), so that the workers compile while the driver trains.
 
 The sample is written to a temporary Parquet file and read back, as shards are, so that the kernels
 meet the argument types of a real run (``tests/test_jit.py`` runs the warm-up and then the sample
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from typing import Callable
 
@@ -88,24 +92,52 @@ def sample_table() -> pa.Table:
     })
 
 
+def start_warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> Callable[[], None]:
+    """Before the driver builds the stages' assets: when one of ``specs`` has some to build (a model
+    to train, which compiles its own loops in the driver: ``Stage.assets_missing``), ``warm_up`` of
+    the others starts now, on a thread, so that the workers compile while the driver trains. Returns
+    the call that waits for it (at once when nothing started). Only then: a run whose assets are
+    there may have nothing to do, and must not start Ray for the warm-up before it knows."""
+    building = [spec for spec in specs if spec.stage_type.assets_missing(spec.config)]
+    others = [spec for spec in specs if spec not in building]
+    if not building or not _cold(others, executor):
+        return lambda: None
+    thread = threading.Thread(target=warm_up, args=(others, executor, log), name="warm-up", daemon=True)
+    thread.start()
+    return thread.join
+
+
 def warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> None:
     """On a machine with uncached kernels and a run with two workers or more: ``warm_stage`` for each
     of ``specs`` that processes shards (not the source stage), a task each, at once."""
     specs = [spec for spec in specs if not hasattr(spec.stage_type, "run_unit")]
-    # The stages' modules only: the driver imports the tokenizer's too, which only its step compiles,
-    # and a run without that step would otherwise warm up every time.
-    uncached = jit.uncached_modules("stages.") if specs else []
-    if not uncached or executor.workers < 2:
+    if not _cold(specs, executor):
         return
     started = time.perf_counter()
-    log(f"numba: {len(uncached)} modules of compiled loops are not cached on this machine yet: compiling "
-        f"them once, a stage per worker ({', '.join(spec.name for spec in specs)}), before the stages run")
+    log(f"numba: {len(jit.uncached_modules(STAGES))} modules of compiled loops are not cached on this machine "
+        f"yet: compiling them once, a stage per worker ({', '.join(spec.name for spec in specs)})")
     # dedup's (a global pass) first: it compiles the most
     sizes = [2.0 if spec.stage_type.prepare is not Stage.prepare else 1.0 for spec in specs]
-    for spec, error in zip(specs, executor.map(warm_stage, specs, "compile ahead", sizes=sizes)):
+    try:
+        errors = executor.map(warm_stage, specs, "compile ahead", sizes=sizes)
+    except Exception as error:  # a lost worker, Ray shut down by a failing driver: the run decides
+        log(f"numba: compiling ahead stopped ({type(error).__name__}: {error})")
+        return
+    for spec, error in zip(specs, errors):
         if error:
             log(f"numba: compiling ahead for {spec.name} stopped ({error}); its tasks compile the rest")
     log(f"numba: compiled ahead in {time.perf_counter() - started:.1f} s")
+
+
+# The stages' kernel modules only: the driver imports the tokenizer's too, which only its step
+# compiles, and a run without that step would otherwise warm up every time.
+STAGES = "stages."
+
+
+def _cold(specs: list[StageSpec], executor) -> bool:
+    """Whether to warm ``specs`` up: any of them, stage kernels with nothing cached, two workers or
+    more (the last looked at only then: it starts Ray)."""
+    return bool(specs) and bool(jit.uncached_modules(STAGES)) and executor.workers >= 2
 
 
 def warm_stage(spec: StageSpec) -> str | None:

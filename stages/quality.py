@@ -158,19 +158,19 @@ class Quality(Stage):
     def ensure_assets(cls, config: QualityConfig, log) -> None:
         """Train the model when it does not exist yet, or when it was trained with other text
         settings (it could not score this config's text); warn when only its training differs."""
-        if not model_exists(config.model_path):
-            log(f"quality: no model at {config.model_path}; training one")
+        why = _why_train(config)
+        if why:
+            log(why)
             train_quality_model(config, log=log)
             return
         report = read_report(config.model_path) or {}
-        if report.get("text") != config.text.model_dump(mode="json"):
-            log(f"quality: {config.model_path} was trained with text settings {report.get('text')}, the config "
-                f"says {config.text.model_dump(mode='json')}; retraining it")
-            train_quality_model(config, log=log)
-            return
         if report.get("train") != config.train.model_dump(mode="json"):
             log(f"quality: {config.model_path} was trained with another `train` section; "
                 "using it as is (`python -m pipeline train-quality CONFIG --force` retrains it)")
+
+    @classmethod
+    def assets_missing(cls, config: QualityConfig) -> bool:
+        return _why_train(config) is not None
 
     @classmethod
     def fingerprint(cls, config: QualityConfig) -> str:
@@ -263,3 +263,14 @@ class Quality(Stage):
         if key not in self._thresholds:
             self._thresholds[key] = self.config.threshold(category, lang)
         return self._thresholds[key]
+
+
+def _why_train(config: QualityConfig) -> str | None:
+    """Why ``ensure_assets`` trains the model (what it logs), or None when the model can be used."""
+    if not model_exists(config.model_path):
+        return f"quality: no model at {config.model_path}; training one"
+    report = read_report(config.model_path) or {}
+    if report.get("text") != config.text.model_dump(mode="json"):
+        return (f"quality: {config.model_path} was trained with text settings {report.get('text')}, the config "
+                f"says {config.text.model_dump(mode='json')}; retraining it")
+    return None

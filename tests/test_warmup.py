@@ -10,7 +10,7 @@ from conftest import sample_config
 from pipeline.executor import InProcessExecutor, RayExecutor
 from pipeline.planning import plan_stages
 from pipeline.stage import Stage
-from pipeline.warmup import warm_stage, warm_up
+from pipeline.warmup import start_warm_up, warm_stage, warm_up
 from pipeline import jit
 
 
@@ -65,3 +65,36 @@ def test_a_warm_up_that_fails_says_why_and_the_run_goes_on(specs):
     assert warm_stage(rules) is None
     failing = dataclasses.replace(rules, stage_type=_Failing)
     assert warm_stage(failing) == "ValueError: no such column"
+
+
+def test_while_the_driver_trains_a_model_the_workers_compile_the_other_stages(ray_cluster, specs, tmp_path,
+                                                                             monkeypatch):
+    config, stage_specs = specs
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    quality = next(spec for spec in stage_specs if spec.name == "quality")
+    untrained = dataclasses.replace(quality, config=quality.config.model_copy(
+        update={"model_path": str(tmp_path / "not-trained-yet.bin")}))
+    assert untrained.stage_type.assets_missing(untrained.config)
+    lines = []
+    started = [untrained if spec is quality else spec for spec in stage_specs]
+    wait = start_warm_up(started, RayExecutor(config.ray), lines.append)
+    wait()  # the driver would train the model before this
+    assert "(langid, rules, dedup)" in lines[0], lines  # every stage but the one whose model is missing
+    assert lines[-1].startswith("numba: compiled ahead in "), lines
+
+
+def test_with_its_assets_in_place_nothing_starts_before_the_run_is_planned(sample_run, specs, tmp_path,
+                                                                            monkeypatch):
+    _, stage_specs = specs  # the sample's run trained the model its config names
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    quality = next(spec for spec in stage_specs if spec.name == "quality")
+    assert not quality.stage_type.assets_missing(quality.config)
+
+    class NotStarted:  # the run may have nothing to do: Ray must not start for a warm-up
+        @property
+        def workers(self):
+            raise AssertionError("looked at the workers, which starts Ray")
+
+    lines = []
+    start_warm_up(stage_specs, NotStarted(), lines.append)()
+    assert lines == []
