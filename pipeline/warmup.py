@@ -70,7 +70,7 @@ SAMPLE = [
      "        self.y = y\n", "code", "code"),
     ("Click here to accept cookies.\nLorem ipsum dolor sit amet.\nPlease enable JavaScript {to continue}\n"
      "Home | About | Contact\n" + _SHARED, "web", "en"),
-    ("buy cheap shoes online today " * 40, "web", "en"),
+    ("Buy cheap shoes online today. " * 40, "web", "en"),
     ("", "others", "und"),
 ]
 
