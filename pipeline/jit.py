@@ -115,9 +115,7 @@ def _ever_cached(module: str, compiled: Any) -> bool:
         directory = compiled._cache._cache_path
     except AttributeError:  # another numba's internals: assume cached rather than say something wrong
         return True
-    stem = module.rsplit(".", 1)[-1] + "."
-    return any(name.startswith(stem) and name.endswith(".nbi") for name in os.listdir(directory)) \
-        if os.path.isdir(directory) else False
+    return _has_index(directory, module)
 
 
 def uncached_modules(prefix: str = "") -> list[str]:
