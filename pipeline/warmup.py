@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline import jit
 from pipeline.planning import StageSpec
 from pipeline.stage import PrepareContext, Stage
-from pipeline import jit
 
 _PROSE = (
     "The river rises in the northern hills and runs south through a wide valley of farms and small "
