@@ -98,9 +98,11 @@ def start_warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) 
     the others starts now, on a thread, so that the workers compile while the driver trains. Returns
     the call that waits for it (at once when nothing started). Only then: a run whose assets are
     there may have nothing to do, and must not start Ray for the warm-up before it knows."""
+    if not jit.uncached_modules(STAGES):  # the usual run: no model report read, nothing started
+        return lambda: None
     building = [spec for spec in specs if spec.stage_type.assets_missing(spec.config)]
     others = [spec for spec in specs if spec not in building]
-    if not building or not _cold(others, executor):
+    if not building or not _uncached(others, executor):
         return lambda: None
     thread = threading.Thread(target=warm_up, args=(others, executor, log), name="warm-up", daemon=True)
     thread.start()
@@ -111,10 +113,11 @@ def warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> Non
     """On a machine with uncached kernels and a run with two workers or more: ``warm_stage`` for each
     of ``specs`` that processes shards (not the source stage), a task each, at once."""
     specs = [spec for spec in specs if not hasattr(spec.stage_type, "run_unit")]
-    if not _cold(specs, executor):
+    uncached = _uncached(specs, executor)
+    if not uncached:
         return
     started = time.perf_counter()
-    log(f"numba: {len(jit.uncached_modules(STAGES))} modules of compiled loops are not cached on this machine "
+    log(f"numba: {len(uncached)} modules of compiled loops are not cached on this machine "
         f"yet: compiling them once, a stage per worker ({', '.join(spec.name for spec in specs)})")
     # dedup's (a global pass) first: it compiles the most
     sizes = [2.0 if spec.stage_type.prepare is not Stage.prepare else 1.0 for spec in specs]
@@ -134,10 +137,11 @@ def warm_up(specs: list[StageSpec], executor, log: Callable[[str], None]) -> Non
 STAGES = "stages."
 
 
-def _cold(specs: list[StageSpec], executor) -> bool:
-    """Whether to warm ``specs`` up: any of them, stage kernels with nothing cached, two workers or
-    more (the last looked at only then: it starts Ray)."""
-    return bool(specs) and bool(jit.uncached_modules(STAGES)) and executor.workers >= 2
+def _uncached(specs: list[StageSpec], executor) -> list[str]:
+    """The stage kernel modules with nothing cached, when ``specs`` are to be warmed up (any of them,
+    two workers or more: looked at last, since it starts Ray); else none."""
+    uncached = jit.uncached_modules(STAGES) if specs else []
+    return uncached if uncached and executor.workers >= 2 else []
 
 
 def warm_stage(spec: StageSpec) -> str | None:
