@@ -23,6 +23,11 @@ class ConservationError(Exception):
     """A unit's rows in differ from its rows kept plus removed: a bug in a stage, so never retried."""
 
 
+class OutputError(Exception):
+    """A stage made a table that is not valid Arrow data (a string that is not UTF-8, offsets past
+    their buffer): a bug in the stage, found before anything was written, so never retried."""
+
+
 class InputError(Exception):
     """Bad input under ``on_bad_input: fail``: the message names the file, the line and the problem."""
 

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -25,6 +26,28 @@ class LeakyStage(Stage):
     def process(self, batch: pa.Table) -> StageOutput:
         kept = batch.slice(0, max(batch.num_rows - 1, 0))
         return StageOutput(kept=kept, removed=batch.slice(0, 0).append_column("reason", pa.array([], pa.string())))
+
+
+class GarblingStage(Stage):
+    """Keeps every row with its text cut inside its first character, an emoji's four bytes: not
+    UTF-8, though Arrow builds the array from the buffers without a word."""
+
+    name = "garbling"
+    Config = StageConfig
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        cut = "\U0001F600".encode()[:2]
+        texts = pa.Array.from_buffers(pa.string(), batch.num_rows, [
+            None, pa.py_buffer((np.arange(batch.num_rows + 1) * 2).astype(np.int32)), pa.py_buffer(cut * batch.num_rows)])
+        kept = batch.set_column(batch.schema.get_field_index("text"), "text", texts)
+        return StageOutput(kept=kept, removed=batch.slice(0, 0).append_column("reason", pa.array([], pa.string())))
+
+
+class StreamingGarblingStage(GarblingStage):
+    """The same, the shard streamed to it in batches."""
+
+    name = "garbling_streamed"
+    whole_shard = False
 
 
 # ----------------------------------------------------------- faults, for tests only: never imported by the pipeline

@@ -123,3 +123,25 @@ def test_lost_rows_fail_the_run_loudly(tmp_path, monkeypatch):
     with pytest.raises(TaskFailed, match="stage leaky lost rows in"):
         run_pipeline(config, use_ray=False, log=lambda _: None)
     assert not list((tmp_path / "work").glob("02_leaky/_receipts/*.json"))
+
+
+@pytest.mark.parametrize("stage", ["GarblingStage", "StreamingGarblingStage"])
+def test_a_stage_that_makes_text_that_is_not_utf8_stops_the_run_before_writing_it(tmp_path, monkeypatch, stage):
+    """Arrow builds a string array from any bytes; written, they would reach every later stage and
+    the tokenizer as text. The worker validates each table before it writes it."""
+    from pipeline import registry
+    from pipeline.config import parse_config
+    from pipeline.executor import TaskFailed
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(5)))
+    monkeypatch.setitem(registry.STAGES, "garbling", f"stage_fixtures:{stage}")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    config = parse_config({"work_dir": str(tmp_path / "work"), "stages": {"garbling": {}},
+                           "inputs": [{"name": "t", "path": str(tmp_path / "in.jsonl"), "category": "web"}]})
+    with pytest.raises(TaskFailed, match=r"stage garbling made invalid data for kept/part-000-00000-0000\.parquet, "
+                                         r"not written \(a bug in the stage\): column 'text' at row 0 \(id t/in\.jsonl:1\): "
+                                         r"Invalid UTF8 sequence"):
+        run_pipeline(config, use_ray=False, log=lambda _: None)
+    assert list((tmp_path / "work").glob("01_ingest/kept/*.parquet"))  # the stage before wrote its output
+    assert not list((tmp_path / "work").glob("02_garbling/**/*.parquet"))
+    assert not list((tmp_path / "work").glob("02_garbling/_receipts/*.json"))
