@@ -125,10 +125,12 @@ def test_lost_rows_fail_the_run_loudly(tmp_path, monkeypatch):
     assert not list((tmp_path / "work").glob("02_leaky/_receipts/*.json"))
 
 
+@pytest.mark.parametrize("fuse", [True, False])
 @pytest.mark.parametrize("stage", ["GarblingStage", "StreamingGarblingStage"])
-def test_a_stage_that_makes_text_that_is_not_utf8_stops_the_run_before_writing_it(tmp_path, monkeypatch, stage):
+def test_a_stage_that_makes_text_that_is_not_utf8_stops_the_run_before_writing_it(tmp_path, monkeypatch, stage, fuse):
     """Arrow builds a string array from any bytes; written, they would reach every later stage and
-    the tokenizer as text. The worker validates each table before it writes it."""
+    the tokenizer as text. The worker validates each table before it writes it, whether the stage
+    runs in ingest's task (``fuse``) or in tasks of its own, reading its shard whole or streamed."""
     from pipeline import registry
     from pipeline.config import parse_config
     from pipeline.executor import TaskFailed
@@ -136,7 +138,7 @@ def test_a_stage_that_makes_text_that_is_not_utf8_stops_the_run_before_writing_i
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(5)))
     monkeypatch.setitem(registry.STAGES, "garbling", f"stage_fixtures:{stage}")
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    config = parse_config({"work_dir": str(tmp_path / "work"), "stages": {"garbling": {}},
+    config = parse_config({"work_dir": str(tmp_path / "work"), "stages": {"garbling": {}}, "fuse": fuse,
                            "inputs": [{"name": "t", "path": str(tmp_path / "in.jsonl"), "category": "web"}]})
     with pytest.raises(TaskFailed, match=r"stage garbling made invalid data for kept/part-000-00000-0000\.parquet, "
                                          r"not written \(a bug in the stage\): column 'text' at row 0 \(id t/in\.jsonl:1\): "
