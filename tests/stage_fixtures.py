@@ -29,8 +29,8 @@ class LeakyStage(Stage):
 
 
 class GarblingStage(Stage):
-    """Keeps every row with its text cut inside its first character, an emoji's four bytes: not
-    UTF-8, though Arrow builds the array from the buffers without a word."""
+    """Keeps every row, its text replaced by the first two of an emoji's four bytes: not UTF-8,
+    though Arrow builds the array from the buffers without a word."""
 
     name = "garbling"
     Config = StageConfig
@@ -46,7 +46,6 @@ class GarblingStage(Stage):
 class StreamingGarblingStage(GarblingStage):
     """The same, the shard streamed to it in batches."""
 
-    name = "garbling_streamed"
     whole_shard = False
 
 
