@@ -79,8 +79,10 @@ class InputSource(_Strict):
 
 class IngestConfig(StageConfig):
     shard_bytes: int = Field(64_000_000, gt=0, description="target text bytes per output shard; also the size "
-                             "of a unit of ingest work: smaller files of one input are read together up to it, "
-                             "and a reader that can (Parquet, by row groups) cuts a larger file into pieces of it")
+                             "of a unit of ingest work: smaller files of one input are read together up to it "
+                             "by their size on disk (a compressed file holds more text than that), and a reader "
+                             "that can (Parquet, by row groups) cuts a larger file into pieces of about that much "
+                             "text")
     max_files_per_unit: int = Field(1_000, gt=0, description="most files one ingest task reads (1: one task per "
                                     "file); bounds a task's list of files when inputs are tiny")
     max_doc_bytes: int = Field(

@@ -122,7 +122,8 @@ class Ingest(Stage):
         """(name, files, fingerprint) of every unit. A file of at least ``shard_bytes`` is its own
         unit, or several when its reader can cut it (``Reader.split``); consecutive smaller files of
         one input share a unit up to ``shard_bytes`` and ``max_files_per_unit`` files, so 100,000
-        tiny files are neither 100,000 tasks nor 100,000 tiny shards for every later stage."""
+        tiny files are neither 100,000 tasks nor 100,000 tiny shards for every later stage. Sizes
+        here are the files' sizes on disk: a compressed file holds more text than that."""
         target, most = config.ingest.shard_bytes, config.ingest.max_files_per_unit
         units = []
         for source_index, source in enumerate(config.inputs):
