@@ -76,7 +76,7 @@ sys.path[:0] = [str(REPO), str(BENCH)]
 from bench_shuffle import CountingOpens, io_counters  # noqa: E402  (the shuffle benchmarks count the same way)
 from common import peak_rss_mb, reset_peak_rss, save_results  # noqa: E402
 from pipeline import storage  # noqa: E402
-from pipeline.executor import start_local_ray  # noqa: E402
+from pipeline.local_ray import start_local_ray  # noqa: E402
 from stages.dedup import DedupConfig, clusters, documents, partitioned, star  # noqa: E402
 from stages.dedup.shuffle import Job, Step  # noqa: E402
 from stages.dedup.steps import make_job  # noqa: E402

@@ -253,7 +253,7 @@ def start_local_ray(cpus: int) -> None:
     """Ray as the runner starts it (``ray.address: null``), but always a new local instance: with
     no address ray.init joins a cluster a ``ray start`` left on the machine, if any, and then
     refuses ``num_cpus``. The runner's executor finds Ray initialised and uses it as is."""
-    from pipeline.executor import start_local_ray as start
+    from pipeline.local_ray import start_local_ray as start
 
     start(cpus, configure_logging=False, log_to_driver=True)
 

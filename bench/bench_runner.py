@@ -27,7 +27,8 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 from common import CORPUS, REPO, save_results  # noqa: E402
 from pipeline import registry  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
-from pipeline.executor import RayExecutor, start_local_ray  # noqa: E402
+from pipeline.executor import RayExecutor  # noqa: E402
+from pipeline.local_ray import start_local_ray  # noqa: E402
 from pipeline.runner import plan_stages, run_stage  # noqa: E402
 
 

@@ -47,7 +47,7 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(BENCH)]
 
 from common import ProcessTreeMonitor, by_role, isolated, save_results  # noqa: E402
-from pipeline.executor import start_local_ray  # noqa: E402
+from pipeline.local_ray import start_local_ray  # noqa: E402
 
 STAGES_READ = "dedup"  # the input_stage of both steps in configs/full.yaml
 

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from pipeline.config import RayConfig
 from pipeline.errors import TaskFailed
+from pipeline.local_ray import start_local_ray
 
 
 @dataclass(frozen=True)
@@ -131,29 +132,6 @@ class InProcessExecutor:
 
     def shutdown(self) -> None:
         pass
-
-
-def local_system_config() -> dict[str, int]:
-    """Ray's settings (``ray.init``'s ``_system_config``) for a Ray this process starts itself; a new
-    dict each time, because ray.init adds its own keys to the one it is given.
-
-    The raylet connects to its object store, started on another thread, right away; when the store
-    is not listening yet (8 of 15 starts with 2 CPUs here) it waits Ray's whole retry interval, 1 s.
-    A hundred times as many tries, 10 ms apart, keep Ray's 10 s budget without the wait: ray.init's
-    median 3.14 -> 2.21 s over 15 starts each way (docs/performance.md). `ray start` takes the same
-    settings as RAY_raylet_client_connect_timeout_milliseconds and RAY_raylet_client_num_connect_attempts.
-    Ray refuses keys it does not know (its GCS exits): Ray is pinned in pyproject.toml, and every
-    test that starts Ray would show an upgrade that dropped them."""
-    return {"raylet_client_connect_timeout_milliseconds": 10, "raylet_client_num_connect_attempts": 1000}
-
-
-def start_local_ray(num_cpus: int | None, **options: Any) -> None:
-    """Start a new local Ray with ``local_system_config()``, no dashboard and ``options`` for ray.init;
-    ``address="local"``: our own Ray even where a `ray start` cluster runs here, which ray.init() would join."""
-    import ray
-
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=local_system_config(),
-             **options)
 
 
 class RayExecutor:

@@ -17,7 +17,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         # a Ray of its own, never a `ray start` cluster that happens to run on this machine
-        from pipeline.executor import start_local_ray
+        from pipeline.local_ray import start_local_ray
 
         start_local_ray(2, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     address = ray.get_runtime_context().gcs_address

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.executor import local_system_config
+from pipeline.local_ray import local_system_config
 
 RAY = str(Path(sys.executable).with_name("ray"))
 OBJECT_STORE_BYTES = 80_000_000  # per node; Ray's minimum is about 75 MB
@@ -35,7 +35,7 @@ def cluster_env(**extra: str) -> dict[str, str]:
     """
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", **extra)
-    # What ``pipeline.executor.local_system_config`` gives a local Ray: no 1 s wait for a node's object store.
+    # What ``pipeline.local_ray.local_system_config`` gives a local Ray: no 1 s wait for a node's object store.
     env.update({f"RAY_{key}": str(value) for key, value in local_system_config().items()})
     return env
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import REPO
 from pipeline.config import RayConfig
 from pipeline.errors import TaskFailed
-from pipeline.executor import Group, RayExecutor, local_system_config, run_group, submission_order
+from pipeline.executor import Group, RayExecutor, run_group, submission_order
+from pipeline.local_ray import local_system_config
 
 
 def _record_start(item: tuple[str, int]) -> int:
@@ -119,17 +120,22 @@ def test_a_failing_task_stops_the_run_only_after_its_other_running_tasks_have_en
     assert started and started == ended
 
 
-def test_a_ray_the_executor_starts_gets_its_settings():
+def test_a_ray_the_executor_starts_gets_its_settings_and_leaves_out_what_a_local_run_never_uses():
     # local_system_config() spares a local start Ray's 1 s wait for its object store; Ray refuses
     # system settings from a driver that joins a running cluster, so those must not be passed there.
+    # The API server and the autoscaler's monitor are left out (pipeline/local_ray.py); the log
+    # monitor, which brings what workers print to the console, stays.
     code = ("import json, ray; from pipeline.config import RayConfig; from pipeline.executor import RayExecutor; "
             "executor = RayExecutor(RayConfig(num_cpus=1)); "
-            "print(json.dumps(ray._private.state.state.get_system_config())); executor.shutdown()")
+            "print(json.dumps([ray._private.state.state.get_system_config(), "
+            "sorted(ray._private.worker._global_node.all_processes)])); executor.shutdown()")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
                             timeout=300, check=True)
-    started = json.loads(result.stdout.strip().splitlines()[-1])
+    started, processes = json.loads(result.stdout.strip().splitlines()[-1])
     assert {key: started.get(key) for key in local_system_config()} == local_system_config()
+    assert {"gcs_server", "raylet", "log_monitor"} <= set(processes)
+    assert not {"dashboard", "monitor"} & set(processes)
 
 
 def test_joining_a_running_cluster_passes_no_system_settings(ray_cluster):
