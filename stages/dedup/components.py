@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 @dataclass
@@ -86,6 +84,11 @@ def pair_keys(u_at: np.ndarray, v_at: np.ndarray, nodes: int) -> np.ndarray:
 def labels(nodes: int, u_at: np.ndarray, v_at: np.ndarray) -> np.ndarray:
     """The cluster number of each of ``nodes`` positions, given the edges as distinct pairs of positions
     (a repeated pair would be summed, and the one-byte weights could overflow to zero)."""
+    # scipy here, not at the top: every process that reads a config imports this module (the driver,
+    # every worker), and scipy.sparse costs each 0.07-0.1 s; only the clustering task calls this.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     if not nodes:
         return np.zeros(0, np.int64)
     graph = csr_matrix((np.ones(len(u_at), np.int8), (u_at, v_at)), shape=(nodes, nodes))
