@@ -11,6 +11,7 @@ every floating-point column named ``lang_score`` or starting with ``quality_``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +162,7 @@ def histograms(kept: SideSample, removed: SideSample, column: str, stage: str, c
     perplexity) is cut at its 1st and 99th percentile so that one outlier does not flatten it.
     """
     values = [row[column] for side in (kept, removed) for row in side.rows if row.get(column) is not None]
-    values = [v for v in values if np.isfinite(v)]
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return None
     array = np.asarray(values, dtype=np.float64)
@@ -173,19 +174,20 @@ def histograms(kept: SideSample, removed: SideSample, column: str, stage: str, c
             low, high = float(array.min()), float(array.max()) + 1e-9
     edges = np.linspace(low, high, BINS + 1)
     langs: dict[str, dict] = {}
+    cut: dict[tuple, float | None] = {}  # threshold_for per (category, language): a few, for thousands of rows
     for name, side in (("kept", kept), ("removed", removed)):
-        for row in side.rows:
-            value = row.get(column)
-            if value is None or not np.isfinite(value):
-                continue
+        scored = [row for row in side.rows if row.get(column) is not None and math.isfinite(row[column])]
+        weight = side.weight
+        bins = np.searchsorted(edges, np.array([row[column] for row in scored], dtype=np.float64), side="right") - 1
+        for row, index in zip(scored, np.clip(bins, 0, BINS - 1).tolist()):
             lang = row.get("lang") or "und"
-            entry = langs.setdefault(lang, {"kept": np.zeros(BINS), "removed": np.zeros(BINS), "rows": 0,
-                                            "thresholds": {}, "categories": set()})
-            index = min(max(int(np.searchsorted(edges, value, side="right")) - 1, 0), BINS - 1)
-            entry[name][index] += side.weight
+            entry = langs.get(lang) or langs.setdefault(lang, {"kept": [0.0] * BINS, "removed": [0.0] * BINS,
+                                                               "rows": 0, "thresholds": {}, "categories": set()})
+            entry[name][index] += weight
             entry["rows"] += 1
             entry["categories"].add(row.get("category") or "?")
-            threshold = threshold_for(stage, config, column, row.get("category"), lang)
+            key = (row.get("category"), lang)
+            threshold = cut[key] if key in cut else cut.setdefault(key, threshold_for(stage, config, column, *key))
             if threshold is not None:
                 categories = entry["thresholds"].setdefault(threshold, set())
                 categories.add(row.get("category") or "?")
@@ -194,8 +196,8 @@ def histograms(kept: SideSample, removed: SideSample, column: str, stage: str, c
         "column": column, "stage": stage, "edges": [float(e) for e in edges],
         "sampled": {"kept": len(kept.rows), "removed": len(removed.rows)},
         "total": {"kept": kept.total_rows, "removed": removed.total_rows},
-        "langs": [{"lang": lang, "rows": entry["rows"], "kept": entry["kept"].round(1).tolist(),
-                   "removed": entry["removed"].round(1).tolist(),
+        "langs": [{"lang": lang, "rows": entry["rows"], "kept": np.round(entry["kept"], 1).tolist(),
+                   "removed": np.round(entry["removed"], 1).tolist(),
                    "thresholds": [{"value": value, "categories": sorted(cats),
                                    "all_categories": cats == entry["categories"]}
                                   for value, cats in sorted(entry["thresholds"].items())]}
