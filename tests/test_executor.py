@@ -25,6 +25,20 @@ def _record_start(item: tuple[str, int]) -> int:
     return value * 10
 
 
+def _meet(item: tuple[str, int]) -> int:
+    """Wait (30 s at most) until ``count`` tasks, this one included, have arrived in ``directory``;
+    this worker's process id."""
+    import os
+    import time
+
+    directory, count = item
+    Path(directory, f"arrived-{os.getpid()}").touch()
+    deadline = time.time() + 30
+    while len(list(Path(directory).glob("arrived-*"))) < count and time.time() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def _record_span(item: tuple[str, int]) -> int:
     import time
 
@@ -86,6 +100,9 @@ def test_a_full_cluster_queues_a_task_per_worker_yet_runs_no_more_than_its_worke
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     log = tmp_path / "spans.txt"
     executor = RayExecutor(RayConfig(num_workers=2))
+    # Both worker processes up first: started on demand, on a busy 2-core machine the second one's
+    # start can outlast all eight tasks, which then run one at a time for want of it.
+    assert len(set(executor.map(_meet, [(str(tmp_path), 2)] * 2, "warm-up"))) == 2
     assert executor.map(_record_span, [(str(log), value) for value in range(8)], "spans") == list(range(8))
     spans = [tuple(map(float, line.split()))[1:] for line in log.read_text().splitlines()]
     assert len(spans) == 8
