@@ -56,6 +56,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from functools import lru_cache
@@ -66,6 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from pipeline import table_cache
 from pipeline.config import Category
 from pipeline.stage import Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
@@ -384,6 +386,12 @@ def chinese_script(text: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def _classes() -> np.ndarray:
+    """``_build_classes``, built once per machine and Python version (``pipeline.table_cache``) and
+    read from disk by later processes."""
+    return table_cache.cached_table("langid-classes", _build_classes, sys.modules[__name__], langid_kernels)
+
+
+def _build_classes() -> np.ndarray:
     """``langid_kernels``' bits of each code point below U+40000, from this module's own patterns:
     Han and kana (``_HAN_RE``, ``_KANA``), the ASCII punctuation of ``_PUNCT_RUN``, and the CJK Unified
     Ideographs that only GB 2312 (simplified) or only Big5 (traditional) can encode, Python's codecs

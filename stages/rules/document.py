@@ -13,12 +13,14 @@ points (``kernels.find_words``), which also hashes them and counts their hashed 
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from functools import cache
 from typing import Callable
 
 import numpy as np
 
+from pipeline import table_cache
 from stages.rules import kernels
 from stages.rules.kernels import ALPHA, BREAK, LETTER, MIX, RUN, SINGLE, SPACE
 
@@ -46,9 +48,14 @@ UNDETERMINED = "und"
 
 @cache
 def char_classes() -> np.ndarray:
-    """The classes of every code point, one byte each. Built on the first document, in about 0.2 s:
-    the regex engine finds the letters, digits and spaces among all 1.1 million characters 3x faster
-    than str.isalnum on each (its \\s is str.isspace)."""
+    """The classes of every code point, one byte each: built once per machine and Python version
+    (``pipeline.table_cache``), read from disk by later processes."""
+    return table_cache.cached_table("rules-char-classes", _build_char_classes, sys.modules[__name__], kernels)
+
+
+def _build_char_classes() -> np.ndarray:
+    """``char_classes``, in about 0.1 s: the regex engine finds the letters, digits and spaces among
+    all 1.1 million characters 3x faster than str.isalnum on each (its \\s is str.isspace)."""
     every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
     alnum = [match.start() for match in _WORD_CHAR.finditer(every)]
     is_alpha = np.frombuffer(bytes(map(str.isalpha, map(chr, alnum))), dtype=np.bool_)
