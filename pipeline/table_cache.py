@@ -19,15 +19,18 @@ from __future__ import annotations
 import glob
 import hashlib
 import inspect
+import io
 import os
 import sys
 import tempfile
 import unicodedata
-import uuid
 from types import ModuleType
 from typing import Callable
 
 import numpy as np
+import pyarrow.fs as pafs
+
+from pipeline import storage
 
 ENV = "PIPELINE_CACHE_DIR"
 
@@ -56,16 +59,11 @@ def cached_table(name: str, build: Callable[[], np.ndarray], *modules: ModuleTyp
 
 
 def _write(path: str, table: np.ndarray) -> None:
+    """The table to ``path`` atomically (``storage.write_bytes``), then older versions of its name away."""
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=False)
+    storage.write_bytes(pafs.LocalFileSystem(), path, buffer.getvalue())
     directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
-    try:
-        with open(temporary, "wb") as handle:
-            np.save(handle, table, allow_pickle=False)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     stem = name.rsplit("-", 1)[0]
     for older in glob.glob(os.path.join(directory, f"{glob.escape(stem)}-*.npy")):
         if older != path:  # another version's: a process still reading it keeps its open file
