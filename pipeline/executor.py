@@ -44,6 +44,7 @@ from tqdm import tqdm
 from pipeline.config import RayConfig
 from pipeline.errors import TaskFailed
 from pipeline.local_ray import start_local_ray
+from pipeline.memory_pool import use_jemalloc
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def _not_retried(fn: Callable) -> Callable:
     that raised it; ``--no-ray`` (or ``stage``) runs the same task in-process with the full traceback."""
     @functools.wraps(fn)
     def task(item):
+        use_jemalloc()  # in the worker process, before the task allocates (``pipeline.memory_pool``)
         try:
             return fn(item)
         except DETERMINISTIC_ERRORS as error:
@@ -121,6 +123,9 @@ class InProcessExecutor:
     workers = 1
     startup_seconds = 0.0
     node_cpus = os.cpu_count() or 1
+
+    def __init__(self):
+        use_jemalloc()  # as a Ray task does (``pipeline.memory_pool``)
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
             sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
@@ -275,4 +280,5 @@ class LazyRayExecutor:
 
 def make_executor(config: RayConfig, use_ray: bool, on_start: Callable[[RayExecutor], None] | None = None):
     """The executor of a run: Ray (started on first use) or, with ``use_ray=False``, this process."""
+    use_jemalloc()  # for the driver's own reads too (``pipeline.memory_pool``)
     return LazyRayExecutor(config, on_start) if use_ray else InProcessExecutor()
