@@ -21,13 +21,12 @@ off, and Chinese/Japanese characters split into one token each (``chars``) or in
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import posixpath
 import re
 import tempfile
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -174,9 +173,11 @@ class QualityModel:
 
     def __init__(self, model_path: str, text_config: TextConfig, calibration: dict | None = None):
         self.text_config = text_config
-        with _local_copy(model_path) as local:
-            # Its predict compiled (stages/fasttext_predict.py); fastText's own model is ``classifier.model``.
-            self.classifier = Classifier(local)
+        # The compiled predict reads the file on its first use, not here: a downloaded copy lives as long
+        # as this object does.
+        self._download, local = _local_copy(model_path)
+        # Its predict compiled (stages/fasttext_predict.py); fastText's own model is ``classifier.model``.
+        self.classifier = Classifier(local)
         labels = set(self.classifier.labels)
         if labels != {LABEL_PREFIX + GOLD, LABEL_PREFIX + JUNK}:
             raise ValueError(f"{model_path}: expected labels gold and junk, found {sorted(labels)}")
@@ -251,18 +252,17 @@ def features(signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _local_copy(path: str) -> Iterator[str]:
-    """A local path for ``path``: itself when on local disk, else a temporary download."""
+def _local_copy(path: str) -> tuple[tempfile.TemporaryDirectory | None, str]:
+    """A local path for ``path``, and what keeps it: on local disk, None and ``path`` itself; else a
+    download into a temporary directory, removed when the directory object returned is."""
     fs, resolved = storage.resolve(path)
     if "://" not in path:
-        yield resolved
-        return
-    with tempfile.TemporaryDirectory(prefix="quality-model-") as directory:
-        local = os.path.join(directory, posixpath.basename(resolved))
-        with open(local, "wb") as sink, fs.open_input_stream(resolved) as source:
-            sink.write(source.read())
-        yield local
+        return None, resolved
+    directory = tempfile.TemporaryDirectory(prefix="quality-model-")
+    local = os.path.join(directory.name, posixpath.basename(resolved))
+    with open(local, "wb") as sink, fs.open_input_stream(resolved) as source:
+        sink.write(source.read())
+    return directory, local
 
 
 def report_path(model_path: str) -> str:

@@ -582,6 +582,16 @@ def test_perplexity_cutoff_removes_with_its_own_reason(sample_model, sample_rows
     assert min(out.removed.column("quality_perplexity").to_pylist()) > percentile * 0.999
 
 
+def test_a_model_read_through_a_uri_scores_as_the_local_file_does(sample_model, sample_rows):
+    """A model on remote storage is downloaded for fastText; the compiled predict reads that copy on its
+    first use, after the model was built, so the copy must outlive the constructor (it did not)."""
+    texts = [r["text"] for r in sample_rows["junk"][:10] + sample_rows["gold"][:10]]
+    remote = Quality(sample_model.model_copy(update={"model_path": "file://" + sample_model.model_path}))
+    out = remote.process(table(texts, langs=["en"] * len(texts)))
+    assert remote.model.classifier.compiled is not None
+    assert all_rows(out).equals(all_rows(Quality(sample_model).process(table(texts, langs=["en"] * len(texts)))))
+
+
 def test_a_model_trained_with_other_text_settings_is_refused(sample_model):
     other = sample_model.model_copy(update={"text": TextConfig(max_chars=500)})
     with pytest.raises(ValueError, match="text settings"):
