@@ -202,7 +202,7 @@ def pack_inputs(config: Path, directory: Path, rows: int) -> dict:
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "tokens").mkdir(parents=True)
-    phase = {"name": "pack", "shards": 1, "groups": []}
+    phase = {"name": "pack", "shards": 1, "block": 1, "groups": []}
     total, copies, units = 0, 0, []
     while total < wanted:
         for file in files:
