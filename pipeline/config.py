@@ -82,7 +82,8 @@ class IngestConfig(StageConfig):
                              "of a unit of ingest work: smaller files of one input are read together up to it "
                              "by their size on disk (a compressed file holds more text than that), and a reader "
                              "that can (Parquet, by row groups) cuts a larger file into pieces of about that much "
-                             "text")
+                             "text; where the footers tell a unit's text (Parquet), it is cut into the "
+                             "nearest whole number of equal shards")
     max_files_per_unit: int = Field(1_000, gt=0, description="most files one ingest task reads (1: one task per "
                                     "file); bounds a task's list of files when inputs are tiny")
     max_doc_bytes: int = Field(

@@ -23,7 +23,10 @@ record, a 404 page: removed with its reason, never an error), and yields after e
 ``split(item, target_bytes)`` cuts one large file into pieces of about ``target_bytes`` (each an
 ``InputFile`` with its ``piece``, which ``read`` then honours), so a big file is several units of
 work; a reader without it reads a file as one unit, and the source stage groups small files into
-one unit up to the same size. ``options`` are the
+one unit up to the same size. ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
+says about how many text bytes a file (or piece) holds: the source stage then cuts a unit's kept rows
+into shards of equal size, the nearest count to ``shard_bytes`` each, instead of full shards and a
+small last one. ``options`` are the
 optional input keys the reader reads (``text_field``, ``id_field``...); an input that sets another
 one is a config error naming the key.
 """
@@ -72,6 +75,7 @@ class Reader:
     patterns: tuple[str, ...]
     read: Callable[[InputFile, Any], Iterator[None]]
     split: Callable[[InputFile, int], list[InputFile]] | None = None  # None: the file is read whole
+    text_bytes: Callable[[InputFile], int | None] | None = None  # None: unknown before reading
     options: tuple[str, ...] = ("text_field", "id_field")
 
 

@@ -221,11 +221,14 @@ class Records:
     and handed out in size-bounded tables."""
 
     def __init__(self, item: InputFile, config: IngestConfig, carried: "Records | None" = None,
-                 budget: int | None = None):
+                 budget: int | None = None, shard_limit: float | None = None):
         """``carried``: the Records of the file read before this one in the same unit, whose kept
         rows not yet handed out go on into this file's first shard. ``budget``: the records this
-        file may still give (the unit's ``--limit`` less the earlier files'), None for all."""
+        file may still give (the unit's ``--limit`` less the earlier files'), None for all.
+        ``shard_limit``: the kept text bytes that fill the next shard (``shard_limits``),
+        ``shard_bytes`` when not given."""
         self.item, self.config, self.budget = item, config, budget
+        self.shard_limit = config.shard_bytes if shard_limit is None else shard_limit
         self.kept: dict[str, list] = carried.kept if carried else {name: [] for name in DOCUMENT_SCHEMA.names}
         self.removed: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
         self.kept_bytes = carried.kept_bytes if carried else 0
@@ -360,7 +363,7 @@ class Records:
         columns["meta"].append(meta)
 
     def full(self) -> bool:
-        return self.kept_bytes >= self.config.shard_bytes
+        return self.kept_bytes >= self.shard_limit
 
     def take_kept(self) -> pa.Table:
         table = pa.Table.from_pydict({**self.kept, "text": _text_array(self.kept["text"])}, schema=DOCUMENT_SCHEMA)
@@ -498,17 +501,40 @@ def read_files(items: tuple[InputFile, ...], config: IngestConfig,
     """The files of one unit in order, their kept rows cut into shards across file boundaries:
     yields (kept table, None) for each full shard, (empty or last table, records) once per file as
     it ends (its removed rows and counts are then complete). ``limit``: records of the whole unit."""
-    carried, seen = None, 0
+    carried, seen, shards, limits = None, 0, 0, shard_limits(items, config.shard_bytes)
     for position, item in enumerate(items):
-        records = Records(item, config, carried, None if limit is None else limit - seen)
+        records = Records(item, config, carried, None if limit is None else limit - seen, limits(shards))
         for _ in item.reader.read(item, records):
             if limit is not None and seen + records.records >= limit:
                 break
             if records.full():
                 yield records.take_kept(), None
+                shards += 1
+                records.shard_limit = limits(shards)
         seen += records.records
         last = position == len(items) - 1 or (limit is not None and seen >= limit)
         yield (records.take_kept() if last else DOCUMENT_SCHEMA.empty_table()), records
         if last:
             return
         carried = records
+
+
+def shard_limits(items: tuple[InputFile, ...], target: int) -> Callable[[int], float]:
+    """The kept text bytes that fill the n-th shard of this unit: ``target`` (``shard_bytes``), or,
+    where the readers of all its files tell how much text they hold (``Reader.text_bytes``), that
+    total over the nearest whole number of shards. So 9 MB of text at a 5 MB target is two shards
+    of 4.5 MB, not 5 and 4, and 5.6 MB is one shard, not 5 and 0.6: every later stage then runs
+    fewer and evener units. The last of those shards takes at least ``target`` and a quarter more
+    than its share, for text the estimate missed (a dictionary-encoded Parquet column stores a
+    repeated text once), and any shard after it ``target``: an estimate that is far too low cuts
+    no smaller shards than no estimate does. A shard holds 3/4 to 15/8 of the target."""
+    total = 0
+    for item in items:
+        estimate = _has_format(item) and item.reader.text_bytes
+        size = estimate(item) if estimate else None
+        if size is None:
+            return lambda shard: target
+        total += size
+    count = max(1, round(total / target))
+    even = total / count
+    return lambda shard: even if shard < count - 1 else max(even * 1.25, target) if shard == count - 1 else target

@@ -204,6 +204,55 @@ def test_small_files_share_a_unit_and_a_large_parquet_file_is_cut_at_row_groups(
     assert {r["id"]: r for r in _read(other, "kept")} == grouped
 
 
+def _shard_rows(directory: Path) -> list[int]:
+    return [pq.read_metadata(s).num_rows for s in sorted((directory / "work" / "01_ingest" / "kept").glob("*.parquet"))]
+
+
+def test_parquet_units_are_cut_into_even_shards_without_a_small_last_one(tmp_path):
+    """Where the footer tells how much text a unit holds, its shards are the nearest whole number
+    of ``shard_bytes`` and equal: 90 documents of 10 KB at a 500 KB target are about 45 + 45 (JSON
+    lines, whose text is unknown before reading, are still 50 + 40), and 56 are one shard, not 50
+    + 6. A dictionary-encoded column stores a repeated text once, so its footer counts less text
+    than it holds: a few repeats still go into the last shard, and a column of nothing but repeats
+    is cut as if there were no estimate. The same documents in the same order in every case."""
+    def texts(count: int, distinct: int) -> list[str]:
+        return [f"{i % distinct:04d} " + "x" * 9995 for i in range(count)]
+
+    cases = {"even": texts(90, 90), "one": texts(56, 56), "few repeats": texts(56, 50), "repeats": texts(90, 5)}
+    rows = {}
+    for number, (name, docs) in enumerate(cases.items()):
+        (tmp_path / f"in-{number}").mkdir()
+        pq.write_table(pa.table({"text": docs}), tmp_path / f"in-{number}" / "in.parquet")
+        (tmp_path / f"in-{number}" / "in.jsonl").write_bytes(_lines(*({"text": text} for text in docs)))
+        for form in ("parquet", "jsonl"):
+            directory = tmp_path / f"out-{number}-{form}"
+            run_pipeline(parse_config(_config(directory, [
+                {"name": "s", "path": str(tmp_path / f"in-{number}" / f"in.{form}"), "category": "others"}],
+                shard_bytes=500_000)), use_ray=False, log=lambda _: None)
+            rows[name, form] = _shard_rows(directory)
+            assert [r["text"] for r in _read(directory, "kept")] == docs
+    (first, second), even = rows["even", "parquet"], rows["even", "jsonl"]
+    assert abs(first - second) <= 2 and first + second == 90 and even == [50, 40]  # a footer's headers count too
+    assert rows["one", "parquet"] == [56] and rows["one", "jsonl"] == [50, 6]
+    assert rows["few repeats", "parquet"] == [56] and rows["few repeats", "jsonl"] == [50, 6]
+    assert rows["repeats", "parquet"] == rows["repeats", "jsonl"] == [50, 40]
+
+
+def test_a_large_parquet_file_is_cut_into_pieces_of_even_text(tmp_path):
+    """Pieces hold the nearest whole number of targets of text, by the text column alone: 10 row
+    groups of 100 KB at a 250 KB target are 4 pieces of 2-3 groups, not 3 + 3 + 3 + 1, and a wider
+    other column does not make them smaller."""
+    rows = [f"row {i:03d} " + "x" * 9992 for i in range(100)]
+    pq.write_table(pa.table({"text": rows, "other": [f"{i} " + "y" * 20_000 for i in range(100)]}),
+                   tmp_path / "big.parquet", row_group_size=10, compression="none")
+    run_pipeline(parse_config(_config(tmp_path, [{"name": "big", "path": str(tmp_path / "big.parquet"),
+                                                  "category": "books"}], shard_bytes=250_000)),
+                 use_ray=False, log=lambda _: None)
+    assert [u["input_rows"] for u in _manifest_units(tmp_path)] == [30, 20, 30, 20]
+    assert _shard_rows(tmp_path) == [30, 20, 30, 20]
+    assert [r["text"] for r in _read(tmp_path, "kept")] == rows
+
+
 def test_ids_stay_unique_in_a_parquet_file_cut_into_pieces(tmp_path):
     """A large Parquet file is read as several units; an id repeated in a later piece is a
     ``duplicate_id`` as it is when the file is read whole (each piece reads its earlier pieces' ids)."""

@@ -7,8 +7,10 @@ ids, meta JSON and categories are then built a column at a time (``_prepared``, 
 ``lang_field``) and filed by ``Records.add_rows``, which decides each row as ``Records.add`` would.
 
 A file larger than a unit is cut at row-group boundaries (``split``) into pieces of about the
-target's uncompressed bytes, each a unit of its own; a piece's rows keep their numbers in the whole
-file, so ids and ``_ingest.row`` do not depend on how the file was cut."""
+target's text (the text column's uncompressed bytes), each a unit of its own; a piece's rows keep
+their numbers in the whole file, so ids and ``_ingest.row`` do not depend on how the file was cut.
+The footer also tells the source stage how much text a unit holds (``text_bytes``), so it cuts
+shards of even size."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +35,7 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
     first_group, end_group, row = item.piece if item.piece is not None else (0, None, 0)
     with fs.open_input_file(item.path) as source:
         try:
-            parquet = pq.ParquetFile(source)
+            parquet = pq.ParquetFile(source, metadata=_footer(item.source.path, item.path, item.size, item.mtime_ns))
             groups = range(first_group, parquet.num_row_groups if end_group is None else end_group)
             names = parquet.schema_arrow.names
             key = "html_field" if item.source.html_field else "text_field"
@@ -129,26 +131,68 @@ def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
     return fs.type_name == "local"
 
 
-def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
-    """Pieces of whole row groups, each about ``target_bytes`` uncompressed: (first group, end
-    group, rows before the first). A file of one row group, or smaller than the target, is one piece."""
-    fs, _ = resolve(item.source.path)
+@functools.lru_cache(maxsize=1024)
+def _footer(source_path: str, path: str, size: int, mtime_ns: int) -> pq.FileMetaData | None:
+    """A file's footer, or None where it cannot be read (the reader then meets the damage itself).
+    Cached for the size of a unit's file list (``max_files_per_unit``), so the footer that
+    ``_text_bytes`` read before the unit's shards were planned serves its read too (on object
+    storage, a request per file)."""
+    fs, _ = resolve(source_path)
     try:
-        with fs.open_input_file(item.path) as source:
-            metadata = pq.ParquetFile(source).metadata
+        with fs.open_input_file(path) as source:
+            return pq.ParquetFile(source).metadata
     except (pa.ArrowInvalid, OSError):
+        return None
+
+
+def _text_column(metadata: pq.FileMetaData, item: InputFile) -> int | None:
+    """The index of the input's text column among the file's leaf columns, or None: no such
+    column, or an HTML column (extraction keeps a small and unknown share of it)."""
+    if item.source.html_field:
+        return None
+    return next((index for index in range(metadata.num_columns)
+                 if metadata.schema.column(index).path == item.source.text_field), None)
+
+
+def _text_bytes(item: InputFile) -> int | None:
+    """About how many text bytes the file (or piece) holds, from its footer: the text column's size
+    uncompressed, less the 4-byte length each string has in it."""
+    metadata = _footer(item.source.path, item.path, item.size, item.mtime_ns)
+    column = None if metadata is None else _text_column(metadata, item)
+    if column is None:
+        return None
+    first, end, _ = item.piece if item.piece is not None else (0, metadata.num_row_groups, 0)
+    chunks = [metadata.row_group(group).column(column) for group in range(first, end)]
+    return max(0, sum(chunk.total_uncompressed_size - 4 * chunk.num_values for chunk in chunks))
+
+
+def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
+    """Pieces of whole row groups, as many as the file holds ``target_bytes`` of text (the text
+    column's size uncompressed; of all columns where that is unknown), rounded, and of about equal
+    text: (first group, end group, rows before the first). A file of one row group, or of less than
+    one and a half targets, is one piece."""
+    metadata = _footer(item.source.path, item.path, item.size, item.mtime_ns)
+    if metadata is None:
         return [item]  # read whole, where the reader quarantines what it cannot decode
-    pieces, first, rows, size, before = [], 0, 0, 0, 0
-    for index in range(metadata.num_row_groups):
-        group = metadata.row_group(index)
-        rows, size = rows + group.num_rows, size + group.total_byte_size
-        if size >= target_bytes or index == metadata.num_row_groups - 1:
+    column = _text_column(metadata, item)
+    groups = [metadata.row_group(index) for index in range(metadata.num_row_groups)]
+    sizes = [group.total_byte_size if column is None else group.column(column).total_uncompressed_size
+             for group in groups]
+    total = sum(sizes)
+    count = round(total / target_bytes)
+    if count <= 1:
+        return [item]
+    pieces, first, before, done = [], 0, 0, 0
+    for index, size in enumerate(sizes):
+        done += size
+        if done >= total * (len(pieces) + 1) / count or index == len(groups) - 1:
             pieces.append((first, index + 1, before))
-            first, before, size = index + 1, before + rows, 0
-            rows = 0
-    if len(pieces) <= 1:
+            before += sum(group.num_rows for group in groups[first:index + 1])
+            first = index + 1
+    if len(pieces) == 1:  # one row group
         return [item]
     return [dataclasses.replace(item, piece=piece) for piece in pieces]
 
 
-READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS, split=_split)
+READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS, split=_split,
+                text_bytes=_text_bytes)
