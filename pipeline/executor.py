@@ -1,11 +1,13 @@
 """Where tasks run: Ray tasks on a local or remote cluster, or in this process for debugging.
 
 Both executors have one method, ``map(fn, items, label, cpus=1, own_process=False, sizes=None,
-on_result=None)``, which returns results in item order, so nothing downstream can depend on which
-worker finished first (``sizes``, an estimate of each item's work, only changes the order Ray starts
-them in: largest first, so that a large unit does not start last and leave the other workers idle;
-``on_result``, called in the driver on each result as it arrives, in any order, gives what the list
-holds instead: the runner takes the stats out of receipts there), and say with
+on_result=None, more=None)``, which returns results in item order, so nothing downstream can depend
+on which worker finished first (``sizes``, an estimate of each item's work, only changes the order
+Ray starts them in: largest first, so that a large unit does not start last and leave the other
+workers idle; ``on_result``, called in the driver on each result as it arrives, in any order, gives
+what the list holds instead: the runner takes the stats out of receipts there; ``more(result)``,
+called likewise, gives items that can start now, whose results follow the others' in the order they
+were added: the fused runner's tasks for the shards a source task did not hand on), and say with
 ``node_cpus`` how many CPUs one task can have (the largest node's). Ray executes at most
 ``num_workers`` tasks at once, ``cpus`` CPUs each (a task that runs threads of its own, such as the
 tokenizer's trainer, reserves them so that no other task shares its cores). ``Group`` and
@@ -128,11 +130,16 @@ class InProcessExecutor:
         use_jemalloc()  # as a Ray task does (``pipeline.memory_pool``)
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
-        results = []
-        for item in tqdm(items, desc=label, unit="task", disable=not items, file=sys.stderr, leave=False):
-            result = _check(fn(item), label)
-            results.append(on_result(result) if on_result else result)
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None,
+            more: Callable[[Any], Sequence] | None = None) -> list:
+        items, results = list(items), []
+        progress = tqdm(total=len(items), desc=label, unit="task", disable=not items, file=sys.stderr, leave=False)
+        with progress:
+            while len(results) < len(items):
+                result = _check(fn(items[len(results)]), label)
+                results.append(on_result(result) if on_result else result)
+                _add_more(items, progress, more(result) if more else ())
+                progress.update(1)
         return results
 
     def shutdown(self) -> None:
@@ -165,14 +172,15 @@ class RayExecutor:
                              default=1) or 1
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None,
+            more: Callable[[Any], Sequence] | None = None) -> list:
         # retry_exceptions=True: every exception that reaches Ray is one worth another attempt,
         # since _not_retried returned the deterministic ones as a Failure already
         remote = self.ray.remote(num_cpus=cpus, max_retries=self.config.max_retries, retry_exceptions=True,
                                  max_calls=1 if own_process else 0)(_not_retried(fn))
-        results: list[Any] = [None] * len(items)
+        items, results = list(items), [None] * len(items)
         pending: dict[Any, int] = {}
-        order = submission_order(len(items), sizes)
+        order = submission_order(len(items), sizes)  # items that ``more`` adds go after, as they come
         submitted = 0
         # Where the cluster's CPUs already cap the tasks running at once at ``workers``, a second
         # task per worker waits in Ray, which starts it as soon as one ends, without waiting for this
@@ -182,7 +190,8 @@ class RayExecutor:
         try:
             while submitted < len(items) or pending:
                 while submitted < len(items) and len(pending) < in_flight:
-                    pending[remote.remote(items[order[submitted]])] = order[submitted]
+                    position = order[submitted] if submitted < len(order) else submitted
+                    pending[remote.remote(items[position])] = position
                     submitted += 1
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])
@@ -199,6 +208,8 @@ class RayExecutor:
                         self.ray.wait(list(pending), num_returns=len(pending), timeout=self.stop_wait_s)
                     raise
                 results[index] = on_result(result) if on_result else result
+                _add_more(items, progress, more(result) if more else ())
+                results += [None] * (len(items) - len(results))
                 progress.update(1)
         finally:
             progress.close()
@@ -207,6 +218,12 @@ class RayExecutor:
     def shutdown(self) -> None:
         if self.owns_cluster:
             self.ray.shutdown()
+
+
+def _add_more(items: list, progress: tqdm, extra: Sequence) -> None:
+    """Queue the items ``map``'s ``more`` gave for a result; the progress bar counts them."""
+    items += extra
+    progress.total = len(items)
 
 
 def submission_order(count: int, sizes: Sequence[float] | None) -> list[int]:
@@ -268,10 +285,9 @@ class LazyRayExecutor:
         return self._executor().node_cpus
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
-            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None) -> list:
-        if not items:
-            return []
-        return self._executor().map(fn, items, label, cpus, own_process, sizes, on_result)
+            sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None,
+            more: Callable[[Any], Sequence] | None = None) -> list:
+        return self._executor().map(fn, items, label, cpus, own_process, sizes, on_result, more) if items else []
 
     def shutdown(self) -> None:
         if self.started is not None:

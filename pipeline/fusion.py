@@ -10,7 +10,8 @@ The driver (``pipeline.runner``) runs each maximal run of such stages that has w
 one task per unit of its first stage (``run_chain``). The task runs that unit as the worker would;
 the kept file it writes is also handed on in memory to the next stage's unit of the same name, and
 so on down the group, batch by batch where the stages stream (``whole_shard = False``); of a source
-unit's kept files, only the first (``_HandingWriter``). Every stage
+unit's kept files, only the first (``_HandingWriter``): the others get tasks of their own as soon
+as the source task returns (``follow_ups``, through the executor's ``more``). Every stage
 still writes its kept/ and removed/ files (nothing is read back), checks conservation per unit and
 gets one receipt per unit, committed after its files; the driver writes the manifests in stage order.
 
@@ -99,8 +100,9 @@ def fused_tasks(group: list[StageSpec], units: list[Unit],
     """The tasks that bring every stage of ``group`` up to date, given its first stage's ``units``:
     each unit goes down the group through its valid receipts (their kept files are the next stage's
     units) to the first stage without one, where a task starts that runs that stage and the rest.
-    The driver asks again after each round of tasks: a source unit's kept files after its first are
-    left for the next round. ``seen(spec, receipt)`` is called on each valid receipt, in stage order."""
+    A source unit's kept files after its first get tasks of their own as soon as its task returns
+    (``follow_ups``); the driver asks here again after all of them, in case a task it started did
+    not return. ``seen(spec, receipt)`` is called on each valid receipt, in stage order."""
     tasks = []
     for position, spec in enumerate(group):
         done = spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash)
@@ -110,6 +112,18 @@ def fused_tasks(group: list[StageSpec], units: list[Unit],
         tasks += [(chain, unit) for unit in units if unit.name not in done]
         units = kept_units(spec, [done[unit.name] for unit in units if unit.name in done])
     return tasks
+
+
+def follow_ups(group: list[StageSpec], receipts: list[dict]) -> list[tuple[Chain, Unit]]:
+    """The tasks a returned task leaves: for a source unit's task, one per kept file it wrote and did
+    not hand on (``_HandingWriter``), down the rest of the group; none for any other. They can start
+    at once, while other source units are still being read."""
+    source = next((r for r in receipts if r["stage"] == group[0].name), None)
+    if source is None or len(group) < 2 or not _reads_own_input(group[0]):
+        return []
+    handed = {r["unit"] for r in receipts if r["stage"] == group[1].name}
+    chain = Chain(tuple(group[1:]))
+    return [(chain, unit) for unit in kept_units(group[0], [source]) if unit.name not in handed]
 
 
 def run_chain(task: tuple[Chain, Unit]) -> list[dict] | Failure:
@@ -154,8 +168,8 @@ class _HandingWriter(UnitWriter):
 
     Only the first: a unit of a large input file that cannot be cut (a .jsonl.gz) writes many
     shards, and handing on every one would run the later stages on them one after another in this
-    task. The others wait on disk for tasks of their own, which ``fused_tasks`` finds once this
-    round of tasks is over, and run in parallel, as without fusion."""
+    task. The others wait on disk for tasks of their own, which the driver starts as soon as this
+    task returns (``follow_ups``), and run in parallel, as without fusion."""
 
     def __init__(self, spec: StageSpec, rest: tuple[StageSpec, ...], files: ExitStack, clock: "_Clock"):
         super().__init__(spec)

@@ -36,7 +36,7 @@ from pipeline import commit, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConservationError, PipelineError  # noqa: F401  (re-exported)
 from pipeline.executor import Failure, InProcessExecutor, make_executor
-from pipeline.fusion import Chain, fused_tasks, run_chain, stage_group
+from pipeline.fusion import Chain, follow_ups, fused_tasks, run_chain, stage_group
 from pipeline.planning import (StageSpec, Unit, check_stage_assets, check_upstream_finished, ensure_assets,  # noqa: F401
                                list_units, may_run, plan_stages, read_manifest, select, up_to_date, upstream_of)
 from pipeline.presentation import StageResult, removed_by_reason, summary_line
@@ -151,8 +151,9 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
     keys = Keys([spec.name for spec in group], [unit.name for unit in units])
     tallies = {spec.name: Tally() for spec in group}
     takers = {name: tally.taker(lambda receipt, name=name: keys.key_of(name, receipt)) for name, tally in tallies.items()}
-    # Rounds: a source unit hands on only its first kept file, so its others are the next round's.
-    # Every task commits its first stage and the stages after, so len(group) rounds always suffice.
+    # A source unit hands on only its first kept file; its others' tasks start when it returns
+    # (follow_ups). Rounds after the first only resume what a task that did not return left; every
+    # task commits its first stage and the stages after, so len(group) rounds always suffice.
     for _ in group:
         # the keys of units whose first stages are done come from those stages' receipts
         if not (tasks := fused_tasks(group, units, seen=lambda spec, receipt: keys.key_of(spec.name, receipt))):
@@ -162,7 +163,8 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
                 _discard_manifest(spec)
         sizes = [unit.size * len(chain.specs) for chain, unit in tasks]  # a longer chain does more per byte
         for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label, sizes=sizes,
-                                     on_result=lambda receipts: [takers[r["stage"]](r) for r in receipts]):
+                                     on_result=lambda receipts: [takers[r["stage"]](r) for r in receipts],
+                                     more=lambda receipts: follow_ups(group, receipts)):
             fresh.update(((r["stage"], r["unit"]), r) for r in receipts)
     finished = []
     for spec in group:  # in order: each stage's units are the kept files the manifest before lists

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from pipeline.config import RayConfig
 from pipeline.errors import TaskFailed
-from pipeline.executor import Group, RayExecutor, run_group, submission_order
+from pipeline.executor import Group, InProcessExecutor, RayExecutor, run_group, submission_order
 from pipeline.local_ray import local_system_config
 
 
@@ -108,6 +108,25 @@ def test_a_full_cluster_queues_a_task_per_worker_yet_runs_no_more_than_its_worke
     assert len(spans) == 8
     most = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
     assert most == 2
+
+
+def _plus_ten(result: float) -> list[tuple[str, int]]:
+    """``map``'s ``more`` for ``_tenth``: one item more (ten more) for a result under 1, none for the others."""
+    value = round(result * 10)
+    return [("x", value + 10)] if value < 10 else []
+
+
+def test_more_adds_items_that_run_and_return_after_the_others(ray_cluster):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    executor = RayExecutor(RayConfig(num_workers=2))
+    results = executor.map(_tenth, [("x", 1), ("x", 2), ("x", 4)], "tenths", more=_plus_ten)
+    # the added items' results in the order they were added, which is the order their parents ended
+    assert results[:3] == [0.1, 0.2, 0.4] and sorted(results[3:]) == [1.1, 1.2, 1.4]
+    assert InProcessExecutor().map(_tenth, [("x", 1), ("x", 2)], "tenths", more=_plus_ten) == [0.1, 0.2, 1.1, 1.2]
+    with pytest.raises(TaskFailed, match=r"tenths: task for _tenth 3 failed: ValueError: no tenth of 3"):
+        executor.map(_tenth, [("x", 2)], "tenths", more=lambda result: [("x", 3)])
 
 
 def test_a_group_runs_its_items_in_order_and_a_failing_item_is_named(ray_cluster):

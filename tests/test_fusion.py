@@ -116,6 +116,31 @@ def test_batches_and_empty_files_handed_on_give_the_same_bytes(tmp_path):
     assert empty and empty[0]["kept_files"][0]["rows"] == 0
 
 
+def test_a_source_units_other_shards_start_as_it_returns_not_after_every_source_unit(tmp_path, monkeypatch):
+    """A source unit hands on its first kept file; the others get tasks of their own in the same map
+    of tasks, queued as soon as it returns (``fusion.follow_ups``), not in a second round once every
+    source unit is done. The files are still those of the stage-by-stage run."""
+    rng = random.Random(3)
+    words = "a quiet town by the river where the old mill still grinds wheat every autumn".split()
+    inputs = []
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"id": str(n), "text": " ".join(rng.choice(words) for _ in range(60)) + "."}) + "\n"
+            for n in range(300)))
+        inputs.append({"name": name, "path": str(tmp_path / f"{name}.jsonl"), "category": "web", "id_field": "id"})
+    raw = {"inputs": inputs, "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
+    labels = _labels(monkeypatch)
+    outputs = {}
+    for fuse in (False, True):
+        labels.clear()
+        results = run_pipeline(parse_config({**raw, "work_dir": str(tmp_path / f"work-{fuse}"), "fuse": fuse}),
+                               use_ray=False, log=lambda _: None)
+        outputs[fuse] = _outputs(tmp_path / f"work-{fuse}")
+    assert outputs[True] == outputs[False]
+    assert len(results[0].receipts) == 2 and len(results[1].receipts) == 10  # two source units, ten shards
+    assert labels == ["01 ingest + 02 langid + 03 rules"]
+
+
 def test_a_fused_run_killed_between_two_receipts_redoes_only_what_has_none(unfused_sample, tmp_path):
     work_dir = tmp_path / "work"
     config = sample_config(work_dir, **NO_STEPS)
