@@ -26,7 +26,8 @@ work; a reader without it reads a file as one unit, and the source stage groups 
 one unit up to the same size. ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
 says about how many text bytes a file (or piece) holds: the source stage then cuts a unit's kept rows
 into shards of equal size, the nearest count to ``shard_bytes`` each, instead of full shards and a
-small last one. ``options`` are the
+small last one. It asks only for units of at most ``TEXT_BYTES_FILES`` files, so a reader may keep
+what it read for the answer (a footer) until it reads those files. ``options`` are the
 optional input keys the reader reads (``text_field``, ``id_field``...); an input that sets another
 one is a config error naming the key.
 """
@@ -78,6 +79,9 @@ class Reader:
     text_bytes: Callable[[InputFile], int | None] | None = None  # None: unknown before reading
     options: tuple[str, ...] = ("text_field", "id_field")
 
+
+# the most files of a unit whose text the source stage asks their readers about (``Reader.text_bytes``)
+TEXT_BYTES_FILES = 64
 
 # every input key but these is a reader's option (pipeline.config.InputSource)
 _EVERY_READER = {"name", "path", "category", "format"}

@@ -59,7 +59,7 @@ import pyarrow.fs as pafs
 
 from pipeline.config import IngestConfig, InputSource, PipelineConfig
 from pipeline.errors import InputError  # noqa: F401  (raised here, and by readers)
-from pipeline.readers import InputFile, file_patterns, unread_option
+from pipeline.readers import TEXT_BYTES_FILES, InputFile, file_patterns, unread_option
 from pipeline.stage import CATEGORIES, DOCUMENT_SCHEMA, REASON_COLUMN, Stage
 from pipeline.stats import Stats
 from pipeline.storage import resolve
@@ -527,7 +527,10 @@ def shard_limits(items: tuple[InputFile, ...], target: int) -> Callable[[int], f
     fewer and evener units. The last of those shards takes at least ``target`` and a quarter more
     than its share, for text the estimate missed (a dictionary-encoded Parquet column stores a
     repeated text once), and any shard after it ``target``: an estimate that is far too low cuts
-    no smaller shards than no estimate does. A shard holds 3/4 to 15/8 of the target."""
+    no smaller shards than no estimate does. A shard holds 3/4 to 15/8 of the target. A unit of
+    more than ``TEXT_BYTES_FILES`` files (small ones) is cut at ``target``."""
+    if len(items) > TEXT_BYTES_FILES:
+        return lambda shard: target
     total = 0
     for item in items:
         estimate = _has_format(item) and item.reader.text_bytes

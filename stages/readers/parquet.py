@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.readers import InputFile, Reader, record_id, record_ids, record_meta
+from pipeline.readers import TEXT_BYTES_FILES, InputFile, Reader, record_id, record_ids, record_meta
 from pipeline.storage import resolve
 from stages.readers.jsonl import OPTIONS
 from stages.ingest import PreparedRows, TextRef, meta_json_rows, record_category
@@ -131,12 +131,12 @@ def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
     return fs.type_name == "local"
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=TEXT_BYTES_FILES)
 def _footer(source_path: str, path: str, size: int, mtime_ns: int) -> pq.FileMetaData | None:
     """A file's footer, or None where it cannot be read (the reader then meets the damage itself).
-    Cached for the size of a unit's file list (``max_files_per_unit``), so the footer that
-    ``_text_bytes`` read before the unit's shards were planned serves its read too (on object
-    storage, a request per file)."""
+    Cached for as many files as the source stage asks ``_text_bytes`` about in one unit, so the
+    footer read before the unit's shards were planned serves its read too (on object storage, a
+    request per file), and no more: a large file's footer can take a megabyte."""
     fs, _ = resolve(source_path)
     try:
         with fs.open_input_file(path) as source:
