@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import os
 import random
-import re
 import string
 import sys
 import tempfile

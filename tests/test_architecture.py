@@ -7,10 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pytest
-
-from conftest import REPO, read_stage, sample_config
+from conftest import REPO, read_stage
 
 PACKAGES = ("pipeline", "stages", "tokenizer", "mixture")
 CHECKSUMS = REPO / "tests" / "data" / "sample_checksums.json"

@@ -20,7 +20,7 @@ from pipeline import cli, registry
 from pipeline.config import ConfigError, load_config, parse_config
 from pipeline.executor import TaskFailed
 from pipeline.runner import PipelineError, run_pipeline
-from pipeline.stage import Stage, StageConfig, StageOutput, split
+from pipeline.stage import Stage, StageConfig, StageOutput
 
 
 def _rows(work: Path, stage_dir: str, side: str) -> list[dict]:
