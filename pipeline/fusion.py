@@ -101,8 +101,9 @@ def fused_tasks(group: list[StageSpec], units: list[Unit],
     each unit goes down the group through its valid receipts (their kept files are the next stage's
     units) to the first stage without one, where a task starts that runs that stage and the rest.
     A source unit's kept files after its first get tasks of their own as soon as its task returns
-    (``follow_ups``); the driver asks here again after all of them, in case a task it started did
-    not return. ``seen(spec, receipt)`` is called on each valid receipt, in stage order."""
+    (``follow_ups``); on a resumed run, those a killed run left without one are found here. The
+    driver asks here again once all tasks are done, a check that should find nothing left.
+    ``seen(spec, receipt)`` is called on each valid receipt, in stage order."""
     tasks = []
     for position, spec in enumerate(group):
         done = spec.ledger.done({unit.name: unit.fingerprint for unit in units}, spec.hash)

@@ -152,8 +152,8 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
     tallies = {spec.name: Tally() for spec in group}
     takers = {name: tally.taker(lambda receipt, name=name: keys.key_of(name, receipt)) for name, tally in tallies.items()}
     # A source unit hands on only its first kept file; its others' tasks start when it returns
-    # (follow_ups). Rounds after the first only resume what a task that did not return left; every
-    # task commits its first stage and the stages after, so len(group) rounds always suffice.
+    # (follow_ups), so a second round finds nothing left: it is a check. Every task commits its
+    # first stage and the stages after, so len(group) rounds always suffice.
     for _ in group:
         # the keys of units whose first stages are done come from those stages' receipts
         if not (tasks := fused_tasks(group, units, seen=lambda spec, receipt: keys.key_of(spec.name, receipt))):
