@@ -231,8 +231,8 @@ def test_parquet_units_are_cut_into_even_shards_without_a_small_last_one(tmp_pat
                 shard_bytes=500_000)), use_ray=False, log=lambda _: None)
             rows[name, form] = _shard_rows(directory)
             assert [r["text"] for r in _read(directory, "kept")] == docs
-    (first, second), even = rows["even", "parquet"], rows["even", "jsonl"]
-    assert abs(first - second) <= 2 and first + second == 90 and even == [50, 40]  # a footer's headers count too
+    (first, second), jsonl = rows["even", "parquet"], rows["even", "jsonl"]
+    assert abs(first - second) <= 2 and first + second == 90 and jsonl == [50, 40]  # a footer's headers count too
     assert rows["one", "parquet"] == [56] and rows["one", "jsonl"] == [50, 6]
     assert rows["few repeats", "parquet"] == [56] and rows["few repeats", "jsonl"] == [50, 6]
     assert rows["repeats", "parquet"] == rows["repeats", "jsonl"] == [50, 40]
