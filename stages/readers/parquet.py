@@ -35,7 +35,7 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
     first_group, end_group, row = item.piece if item.piece is not None else (0, None, 0)
     with fs.open_input_file(item.path) as source:
         try:
-            parquet = pq.ParquetFile(source, metadata=_footer(item.source.path, item.path, item.size, item.mtime_ns))
+            parquet = pq.ParquetFile(source, metadata=_footer_of(item))
             groups = range(first_group, parquet.num_row_groups if end_group is None else end_group)
             names = parquet.schema_arrow.names
             key = "html_field" if item.source.html_field else "text_field"
@@ -131,6 +131,10 @@ def _undecodable(fs: pafs.FileSystem, error: Exception) -> bool:
     return fs.type_name == "local"
 
 
+def _footer_of(item: InputFile) -> pq.FileMetaData | None:
+    return _footer(item.source.path, item.path, item.size, item.mtime_ns)
+
+
 @functools.lru_cache(maxsize=TEXT_BYTES_FILES)
 def _footer(source_path: str, path: str, size: int, mtime_ns: int) -> pq.FileMetaData | None:
     """A file's footer, or None where it cannot be read (the reader then meets the damage itself).
@@ -155,28 +159,32 @@ def _text_column(metadata: pq.FileMetaData, item: InputFile) -> int | None:
 
 
 def _text_bytes(item: InputFile) -> int | None:
-    """About how many text bytes the file (or piece) holds, from its footer: the text column's size
-    uncompressed, less the 4-byte length each string has in it."""
-    metadata = _footer(item.source.path, item.path, item.size, item.mtime_ns)
+    """About how many text bytes the file (or piece) holds, from its footer's text column."""
+    metadata = _footer_of(item)
     column = None if metadata is None else _text_column(metadata, item)
     if column is None:
         return None
     first, end, _ = item.piece if item.piece is not None else (0, metadata.num_row_groups, 0)
-    chunks = [metadata.row_group(group).column(column) for group in range(first, end)]
-    return max(0, sum(chunk.total_uncompressed_size - 4 * chunk.num_values for chunk in chunks))
+    return max(0, sum(_chunk_text(metadata.row_group(group).column(column)) for group in range(first, end)))
+
+
+def _chunk_text(chunk: pq.ColumnChunkMetaData) -> int:
+    """About the text bytes of a string column chunk: its size uncompressed, less the 4-byte length
+    each string has in it."""
+    return chunk.total_uncompressed_size - 4 * chunk.num_values
 
 
 def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
-    """Pieces of whole row groups, as many as the file holds ``target_bytes`` of text (the text
-    column's size uncompressed; of all columns where that is unknown), rounded, and of about equal
-    text: (first group, end group, rows before the first). A file of one row group, or of less than
-    one and a half targets, is one piece."""
-    metadata = _footer(item.source.path, item.path, item.size, item.mtime_ns)
+    """Pieces of whole row groups, as many as the file holds ``target_bytes`` of text (as
+    ``_text_bytes`` counts it; all columns' size where there is no text column), rounded, and of
+    about equal text: (first group, end group, rows before the first). A file of one row group, or
+    of less than one and a half targets, is one piece."""
+    metadata = _footer_of(item)
     if metadata is None:
         return [item]  # read whole, where the reader quarantines what it cannot decode
     column = _text_column(metadata, item)
     groups = [metadata.row_group(index) for index in range(metadata.num_row_groups)]
-    sizes = [group.total_byte_size if column is None else group.column(column).total_uncompressed_size
+    sizes = [group.total_byte_size if column is None else _chunk_text(group.column(column))
              for group in groups]
     total = sum(sizes)
     count = round(total / target_bytes)
