@@ -15,6 +15,11 @@ the placeholder, which forwards each call to the compiled one.
 
 ``prefetch_row`` is the one intrinsic (LLVM code of our own) the kernels call; it becomes numba's at
 the same moment, and kernels reach it as ``jit.prefetch_row``.
+
+numba is imported without its check for BLAS (``_import_numba``): when its CPU target loads, numba
+imports ``scipy.linalg`` only to learn whether BLAS exists (0.2 s of every worker's first kernel
+here; scipy's import clones numpy's namespace and imports ``numpy.testing`` and ``numpy.f2py`` with
+it). No kernel here calls BLAS.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import functools
 import hashlib
 import os
 import sys
+import threading
 from typing import Any, Callable
 
 _PENDING: list[tuple[Callable, dict[str, Any]]] = []
@@ -86,6 +92,7 @@ def _prefetch_intrinsic() -> Callable:
 
 
 def _compile_pending() -> None:
+    _import_numba()
     import numba
 
     global prefetch_row
@@ -106,6 +113,35 @@ def _compile_pending() -> None:
         print(f"numba: nothing of {', '.join(first)} is cached on this machine yet: the loops it runs compile "
               "on first use (up to a minute, once); later runs load the cached machine code",
               file=sys.stderr, flush=True)
+
+
+def _import_numba() -> None:
+    """Import numba and its array functions (``numba.np.arraymath``) while ``scipy.linalg`` cannot be
+    imported by this thread (other threads import as usual). That module's import sets
+    ``_HAVE_BLAS`` by trying ``scipy.linalg``; without it, ``np.convolve`` and ``np.correlate`` of
+    floats in compiled code use a loop instead of BLAS's dot, and nothing else changes (``np.dot``
+    imports scipy.linalg when a kernel using it compiles). Where scipy.linalg is already imported,
+    numba finds it as before."""
+    if "numba.np.arraymath" in sys.modules:
+        return
+    finder = _NoScipyLinalg(threading.get_ident())
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _NoScipyLinalg:
+    """An import finder that refuses ``scipy.linalg`` to one thread and answers nothing else."""
+
+    def __init__(self, thread: int):
+        self.thread = thread
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "scipy.linalg" and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError("scipy.linalg is not imported while numba loads (pipeline.jit)", name=name)
+        return None
 
 
 def _ever_cached(module: str, compiled: Any) -> bool:

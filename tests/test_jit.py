@@ -37,6 +37,41 @@ def test_the_first_run_on_a_machine_says_it_compiles_and_later_runs_do_not(tmp_p
     assert list((tmp_path / "__pycache__").glob("tiny_kernels.add-*.nbi"))  # where the machine code went
 
 
+def test_loading_numba_leaves_scipy_linalg_unimported_and_blas_still_works(tmp_path):
+    """numba's BLAS check would import scipy.linalg with the first kernel; a kernel that uses BLAS
+    (np.dot) still compiles, and imports it then. The import is refused to the loading thread only."""
+    (tmp_path / "blas_kernels.py").write_text(textwrap.dedent("""
+        import sys, threading
+        import numpy as np
+        from pipeline import jit
+        from pipeline.jit import njit
+
+        @njit()
+        def total(a):
+            return a.sum()
+
+        @njit()
+        def dot(a):
+            return np.dot(a, a)
+
+        print(total(np.ones(3)), "scipy.linalg" in sys.modules, jit._NoScipyLinalg in map(type, sys.meta_path))
+        print(dot(np.ones(3)), "scipy.linalg" in sys.modules)
+        finder = jit._NoScipyLinalg(threading.get_ident())
+        try:
+            finder.find_spec("scipy.linalg")
+        except ModuleNotFoundError:
+            print("refused here")
+        other = []
+        thread = threading.Thread(target=lambda: other.append(finder.find_spec("scipy.linalg")))
+        thread.start(); thread.join()
+        print(other, finder.find_spec("numpy"))
+    """), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", "import blas_kernels"], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": f"{REPO}:{tmp_path}", "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["3.0 False False", "3.0 True", "refused here", "[None] None"]
+
+
 def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_path):
     """Each signature numba meets is another compile, about a second or more per kernel on a
     machine's first run (and another copy of the machine code to load on later ones). A whole run of
