@@ -155,3 +155,30 @@ def test_models_it_does_not_follow_are_left_to_fasttext(training_file, tmp_path)
     other = tmp_path / "not-a-model.bin"
     other.write_bytes(b"\0" * 64)
     assert Predictor.load(str(other)) is None
+
+
+def test_pruned_buckets_are_found_where_the_compiled_lookup_probes():
+    """``_prune_table``: every kept bucket is found by probing from its home slot (as ``_bucket_row``
+    does), a bucket saved twice keeps its last row (fastText's map), others are not found. With
+    3,000 buckets in 8,192 slots, many share a home slot."""
+    from stages.fasttext_predict import _prune_table
+
+    rng = np.random.default_rng(0)
+    buckets = rng.choice(1 << 20, 3000, replace=False)
+    pairs = np.stack([buckets, np.arange(buckets.size)], axis=1)
+    pairs = np.concatenate([pairs, [[buckets[0], 99_999]]])  # bucket 0 again, a later row
+    slots = _prune_table(pairs)
+    mask = slots.size - 1
+
+    def row(bucket: int) -> int:
+        slot = (bucket * 0x9E3779B1) & mask
+        while slots[slot] != -1:
+            if slots[slot] >> 32 == bucket:
+                return int(slots[slot] & 0xFFFFFFFF)
+            slot = (slot + 1) & mask
+        return -1
+
+    assert row(int(buckets[0])) == 99_999
+    assert [row(int(b)) for b in buckets[1:]] == list(range(1, buckets.size))
+    assert all(row(int(b)) == -1 for b in rng.integers(1 << 20, 1 << 21, 500))
+    assert (slots != -1).sum() == buckets.size
