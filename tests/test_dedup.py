@@ -145,8 +145,7 @@ def test_finalizer_and_permutations_written_out_equal_datasketchs():
 
 def test_reading_a_dedup_config_imports_neither_datasketch_nor_scipy():
     # The driver reads the config before Ray starts, a worker imports the stage's modules and gets it
-    # pickled: datasketch and scipy.integrate would cost each 0.5 s, scipy.sparse (the single-task
-    # clustering's) 0.07-0.1 s.
+    # pickled: datasketch and scipy.integrate would cost each 0.5 s.
     config = pickle.dumps(DedupConfig())
     code = ("import pickle, sys; import stages.dedup; from stages.dedup.config import DedupConfig; "
             f"c = pickle.loads({config!r}); assert c.lsh_shape == (20, 6) and DedupConfig(threshold=0.8).lsh_shape == (14, 9); "

@@ -14,8 +14,8 @@ each reduce task one file (``stages.dedup.exchange``), with the same result:
    near-duplicate pair is then checked against its estimated Jaccard similarity (a two-hop join
    that moves signatures only with candidate pairs);
 3. connected components of the pairs: one document per cluster is kept (``keep``: first in corpus
-   order, longest, or highest quality_score). One task holds every pair (scipy,
-   ``stages.dedup.components``) or, above ``components.distributed_above_edges`` pairs, large-star /
+   order, longest, or highest quality_score). One task holds every pair (a compiled
+   union-find, ``stages.dedup.components``) or, above ``components.distributed_above_edges`` pairs, large-star /
    small-star rounds over partitions of the pairs find them with no task holding all of them
    (``stages.dedup.star``, ``stages.dedup.partitioned``); both give the same clusters and output;
 4. map + reduce over the paragraphs (lines) of the documents still kept, hashed once from the text:

@@ -3,7 +3,8 @@
 Two ways lead here, and both end in ``fates`` on whole clusters with the same attributes, so they
 write the same rows (``tests/test_components.py`` checks the stage output is byte-identical):
 
-- ``cluster_corpus``, one task: every edge in memory, components by scipy (``components.labels``);
+- ``cluster_corpus``, one task: every edge in memory, components by a compiled union-find
+  (``components.labels``);
 - ``stages.dedup.partitioned``, for more edges than one task should hold: components by
   ``stages.dedup.star``, then ``fates`` per partition of the clusters.
 
@@ -98,8 +99,8 @@ def _components(job: Job) -> pa.Table:
     del edges
     doc, u_at, v_at = components.relabelled(u, v)
     del u, v
+    label = components.labels(len(doc), u_at, v_at)
     pairs = components.pair_keys(u_at, v_at, len(doc))
-    label = components.labels(len(doc), *np.divmod(pairs, max(len(doc), 1)))
     # a pair found by several files is one edge, exact if any of its rows is (as ``unique_pairs``)
     exact_pairs = len(components.pair_keys(u_at[exact], v_at[exact], len(doc)))
     later_copy = np.zeros(len(doc), bool)

@@ -2,8 +2,8 @@
 
 Documents are numbered ``shard_index << 32 | row`` (corpus order). In the single-task way
 (``clusters.cluster_corpus``) the edges (one per duplicate pair found by a reducer) are the only
-input held in memory: their endpoints are relabelled to 0..n-1 (``relabelled``) and handed to
-scipy's connected components (``labels``), which is linear in edges and nodes. ``ranked``,
+input held in memory: their endpoints are relabelled to 0..n-1 (``relabelled``) and joined by a
+compiled union-find (``labels``), nearly linear in edges and nodes. ``ranked``,
 ``keepers`` and ``firsts`` serve both ways: the distributed one (``stages.dedup.partitioned``) calls
 them per partition of whole clusters, and ``stages.dedup.star`` finds the components of each
 partition's arcs with ``positions`` and ``labels``.
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.jit import njit
+
 
 @dataclass
 class Clusters:
@@ -29,8 +31,7 @@ class Clusters:
 def cluster(u: np.ndarray, v: np.ndarray) -> Clusters:
     """Connected components of the undirected graph with edges (u[i], v[i])."""
     doc, u_at, v_at = relabelled(u, v)
-    pairs = pair_keys(u_at, v_at, len(doc))
-    return Clusters(doc, labels(len(doc), *np.divmod(pairs, max(len(doc), 1))))
+    return Clusters(doc, labels(len(doc), u_at, v_at))
 
 
 def relabelled(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,17 +83,41 @@ def pair_keys(u_at: np.ndarray, v_at: np.ndarray, nodes: int) -> np.ndarray:
 
 
 def labels(nodes: int, u_at: np.ndarray, v_at: np.ndarray) -> np.ndarray:
-    """The cluster number of each of ``nodes`` positions, given the edges as distinct pairs of positions
-    (a repeated pair would be summed, and the one-byte weights could overflow to zero)."""
-    # scipy here, not at the top: every process that reads a config imports this module (the driver,
-    # every worker), and scipy.sparse costs each 0.07-0.1 s; only the clustering task calls this.
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
+    """The cluster number of each of ``nodes`` positions, given the edges as pairs of positions:
+    clusters numbered in the order of their first position, as scipy's ``connected_components``
+    numbers them (``tests/test_dedup_components.py`` compares the two)."""
+    return _union_find_labels(nodes, np.asarray(u_at, np.int64), np.asarray(v_at, np.int64))
 
-    if not nodes:
-        return np.zeros(0, np.int64)
-    graph = csr_matrix((np.ones(len(u_at), np.int8), (u_at, v_at)), shape=(nodes, nodes))
-    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+# Compiled, not scipy's connected components: the computation is one pass over the edges either way,
+# but importing scipy.sparse.csgraph costs the process that clusters 0.4 s (it imports scipy.linalg),
+# more than clustering a corpus-dev's pairs takes.
+@njit(cache=True, nogil=True)
+def _union_find_labels(nodes, u, v):
+    """Union-find with path halving, each root the smallest position of its set (so a position's
+    parent is never above it), then one ascending pass that numbers the roots."""
+    parent = np.arange(nodes)
+    for i in range(u.size):
+        a, b = u[i], v[i]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    label = np.empty(nodes, np.int64)
+    count = 0
+    for x in range(nodes):
+        if parent[x] == x:
+            label[x] = count
+            count += 1
+        else:
+            label[x] = label[parent[x]]  # the parent is below x: labelled already, in x's cluster
+    return label
 
 
 def distinct(values: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ class ComponentsConfig(StageConfig):
 
     method: Literal["auto", "single_task", "distributed"] = Field(
         "auto",
-        description="single_task: one task loads every edge (scipy); distributed: large-star/small-star "
+        description="single_task: one task loads every edge; distributed: large-star/small-star "
         "rounds over `partitions` partitions of the edges, no task holding more than its partition; "
         "auto: distributed above distributed_above_edges",
     )

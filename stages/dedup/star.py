@@ -7,7 +7,7 @@ the shard that has an edge, with its root, the smallest document of its componen
 corpus order, whose id the cluster takes), and whether it is the second document of an exact edge (a
 later copy); ``by_document`` makes the same of the nodes' and labels' rows of any range of documents.
 The roots depend on the edges only: not on ``partitions``, the number of workers or the order tasks
-finish in. A self-loop alone makes a component of one, as scipy's does.
+finish in. A self-loop alone makes a component of one, as ``components.labels`` does.
 
     step             task per         reads                          writes
     edges            edge file        edges/ (or candidates/)        components/edges/    part (of u, v), u, v, exact
@@ -47,7 +47,7 @@ document of such a component is linked to its smallest document. That does at le
 operation does at each node (whose arcs lie in one such component) and keeps connectivity (a
 component of some arcs lies inside one of the graph), and it joins in one go the stars that the
 partition's unsettled nodes bridge: the chain takes 10 rounds. It costs about twice a plain round
-(a second sort, scipy), so the early rounds stay plain.
+(a second sort, ``components.labels``), so the early rounds stay plain.
 With every node settled, both forms write each node's one arc to its centre, so the stop is the same.
 
 Split nodes. In the last rounds every arc of a component leads to its root, so one task would hold a
