@@ -95,7 +95,8 @@ def labels(nodes: int, u_at: np.ndarray, v_at: np.ndarray) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _union_find_labels(nodes, u, v):
     """Union-find with path halving, each root the smallest position of its set (so a position's
-    parent is never above it), then one ascending pass that numbers the roots."""
+    parent is never above it), then one ascending pass that numbers the roots and writes each
+    position's cluster number over its parent (the parent's slot already holds its number)."""
     parent = np.arange(nodes)
     for i in range(u.size):
         a, b = u[i], v[i]
@@ -109,15 +110,14 @@ def _union_find_labels(nodes, u, v):
             parent[b] = a
         elif b < a:
             parent[a] = b
-    label = np.empty(nodes, np.int64)
     count = 0
     for x in range(nodes):
         if parent[x] == x:
-            label[x] = count
+            parent[x] = count
             count += 1
         else:
-            label[x] = label[parent[x]]  # the parent is below x: labelled already, in x's cluster
-    return label
+            parent[x] = parent[parent[x]]  # the parent is below x: numbered already, in x's cluster
+    return parent
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
