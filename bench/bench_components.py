@@ -1,5 +1,5 @@
 """Dedup's clusters step both ways on synthetic duplicate graphs: the single task (every edge in one
-scipy call) against the distributed one (``stages.dedup.star`` rounds, then ``stages.dedup.partitioned``).
+union-find, ``stages.dedup.components.labels``) against the distributed one (``stages.dedup.star`` rounds, then ``stages.dedup.partitioned``).
 
     python bench/bench_components.py [--edges 1e6,1e7] [--graphs clusters,chain] [--partitions 16]
                                      [--workers 2] [--shards 16] [--ways single_task,distributed]
