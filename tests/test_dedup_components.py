@@ -1,6 +1,6 @@
 """``stages.dedup.components.labels``: the clusters of a duplicate graph, numbered as scipy's
-``connected_components`` numbers them (scipy is installed with datasketch; the pipeline itself no
-longer imports it)."""
+``connected_components`` numbers them (scipy is in the dev extras as this reference; the pipeline
+itself no longer imports it)."""
 from __future__ import annotations
 
 import numpy as np
