@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import os
 import sys
 import threading
@@ -128,7 +129,7 @@ def _import_numba() -> None:
     finder = _NoScipyLinalg(threading.get_ident())
     sys.meta_path.insert(0, finder)
     try:
-        import numba.np.arraymath  # noqa: F401
+        importlib.import_module("numba.np.arraymath")
     finally:
         sys.meta_path.remove(finder)
 
