@@ -193,30 +193,18 @@ class Predictor:
 
 
 def _prune_table(prune: np.ndarray) -> np.ndarray:
-    """A pruned model's kept buckets (``prune``: rows of bucket, input row) as ``_bucket_row`` probes
-    them: entries ``bucket << 32 | row`` from slot ``bucket * 0x9E3779B1`` on, -1 where empty.
-
-    Placed in rounds (tens of thousands of buckets for lid.176, a loop per bucket took 15 ms of each
-    worker's start): each bucket still to place tries its next slot, the first of those trying the
-    same empty slot takes it, and the others move one slot on. A bucket thus passes only taken slots
-    on its way from its first one, which is all a probe needs."""
-    # a bucket saved twice keeps its last row, as fastText's map does
-    last = len(prune) - 1 - np.unique(prune[::-1, 0], return_index=True)[1]
-    prune = prune[np.sort(last)]
-    size = 1 << max(4, (2 * len(prune)).bit_length())
+    """A pruned model's kept buckets (``prune``: rows of bucket, input row; a bucket saved twice keeps
+    its last row, as fastText's map does) as ``_bucket_row`` probes them: entries ``bucket << 32 |
+    row`` from slot ``bucket * 0x9E3779B1`` on, -1 where empty."""
+    kept = dict(zip(prune[:, 0].tolist(), prune[:, 1].tolist()))
+    size = 1 << max(4, (2 * len(kept)).bit_length())
     slots = np.full(size, -1, dtype=np.int64)
     mask = size - 1
-    buckets, rows = prune[:, 0], prune[:, 1]
-    at = (buckets * 0x9E3779B1) & mask
-    waiting = np.arange(len(prune))
-    while waiting.size:
-        tried = at[waiting]
-        empty = slots[tried] == -1
-        _, first = np.unique(tried[empty], return_index=True)
-        placed = waiting[empty][first]
-        slots[at[placed]] = buckets[placed] << 32 | rows[placed]
-        waiting = np.setdiff1d(waiting, placed, assume_unique=True)
-        at[waiting] = (at[waiting] + 1) & mask
+    for bucket, row in kept.items():
+        slot = (bucket * 0x9E3779B1) & mask
+        while slots[slot] != -1:
+            slot = (slot + 1) & mask
+        slots[slot] = bucket << 32 | row
     return slots
 
 
