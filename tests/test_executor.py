@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from conftest import REPO
 from pipeline.config import RayConfig
 from pipeline.errors import TaskFailed
 from pipeline.executor import Group, InProcessExecutor, RayExecutor, run_group, submission_order
-from pipeline.local_ray import local_system_config
+from pipeline.local_ray import AGENT_STUB, local_system_config
 
 
 def _record_start(item: tuple[str, int]) -> int:
@@ -156,22 +157,91 @@ def test_a_failing_task_stops_the_run_only_after_its_other_running_tasks_have_en
     assert started and started == ended
 
 
+def _agents(raylet_pid: int) -> list[str]:
+    """The command lines of the processes ``raylet_pid`` started that run an agent: Ray's (which
+    retitle themselves ``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) or the stub."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if int(parent) == raylet_pid and "agent" in command.lower():
+            found.append(command)
+    return found
+
+
+_REPORT_A_STARTED_RAY = """
+import json, ray, sys
+sys.path.insert(0, "tests")
+from test_executor import _agents
+from pipeline.config import RayConfig
+from pipeline.executor import RayExecutor
+executor = RayExecutor(RayConfig(num_cpus=1))
+node = ray._private.worker._global_node
+raylet = node.all_processes["raylet"][0].process.pid
+ports = {path.name.rsplit("_", 1)[0]: path.read_text() for path in __import__("pathlib").Path(node.get_session_dir_path()).glob("*_port_*")}
+print(json.dumps([ray._private.state.state.get_system_config(), sorted(node.all_processes), _agents(raylet), ports,
+                  executor.map(abs, [-1, -2], "abs")]))
+executor.shutdown()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc (Linux)")
 def test_a_ray_the_executor_starts_gets_its_settings_and_leaves_out_what_a_local_run_never_uses():
     # local_system_config() spares a local start Ray's 1 s wait for its object store; Ray refuses
     # system settings from a driver that joins a running cluster, so those must not be passed there.
-    # The API server and the autoscaler's monitor are left out (pipeline/local_ray.py); the log
-    # monitor, which brings what workers print to the console, stays.
-    code = ("import json, ray; from pipeline.config import RayConfig; from pipeline.executor import RayExecutor; "
-            "executor = RayExecutor(RayConfig(num_cpus=1)); "
-            "print(json.dumps([ray._private.state.state.get_system_config(), "
-            "sorted(ray._private.worker._global_node.all_processes)])); executor.shutdown()")
+    # The API server and the autoscaler's monitor are left out, and the raylet runs the stub in
+    # place of both of Ray's agents (pipeline/local_ray.py); the log monitor, which brings what
+    # workers print to the console, stays. Tasks run; the stubs end with the raylet.
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
-                            timeout=300, check=True)
-    started, processes = json.loads(result.stdout.strip().splitlines()[-1])
+    result = subprocess.run([sys.executable, "-c", _REPORT_A_STARTED_RAY], capture_output=True, text=True, env=env,
+                            cwd=REPO, timeout=300, check=True)
+    started, processes, agents, ports, results = json.loads(result.stdout.strip().splitlines()[-1])
     assert {key: started.get(key) for key in local_system_config()} == local_system_config()
     assert {"gcs_server", "raylet", "log_monitor"} <= set(processes)
     assert not {"dashboard", "monitor"} & set(processes)
+    assert len(agents) == 2 and all(AGENT_STUB in command for command in agents), agents
+    assert {ports[name] for name in ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port")} == {"-1"}
+    assert int(ports["runtime_env_agent_port"]) > 0
+    assert results == [1, 2]
+    sessions = _sessions(agents)
+    deadline = time.monotonic() + 10  # Ray ends its agents at shutdown; a stub polls for its raylet twice a second
+    while _stubs_of(sessions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _stubs_of(sessions)
+
+
+def _sessions(commands: list[str]) -> set[str]:
+    return {part.split("=", 1)[1] for command in commands for part in command.split() if part.startswith("--session-dir=")}
+
+
+def _stubs_of(sessions: set[str]) -> list[str]:
+    """Command lines of running stubs started for any of these Ray sessions."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if AGENT_STUB in command and _sessions([command]) & sessions:
+            found.append(command)
+    return found
+
+
+def test_a_ray_given_a_runtime_env_keeps_ray_s_runtime_env_agent(ray_cluster):
+    # The test session's Ray is started with a runtime_env (conftest.py): its tasks need the real
+    # runtime environment agent, and they run (every other test here is the proof); the dashboard
+    # agent is the stub.
+    import ray
+
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    agents = _agents(raylet)
+    assert len(agents) == 2
+    assert sum(AGENT_STUB in command for command in agents) == 1
+    assert sum("RuntimeEnvAgent" in command or "runtime_env/agent/main.py" in command for command in agents) == 1
 
 
 def test_joining_a_running_cluster_passes_no_system_settings(ray_cluster):
