@@ -119,19 +119,22 @@ def _stubbed(argument: str, agents: list[str]) -> str:
 
 def _once_registered(get_node: Callable[[str, str], dict], timeout_s: float = 30.0) -> Callable[[str, str], dict]:
     """``get_node``, called once the GCS's node table holds the node alive (read every 10 ms, for at
-    most ``timeout_s``; after that Ray's call waits and fails as it would have)."""
+    most ``timeout_s``; after that, or if reading the table fails, Ray's call waits and fails as it
+    would have)."""
     def wait_then_get(gcs_address: str, node_id: str) -> dict:
         from ray._private import services
         from ray._private.state import GlobalState
 
         state = GlobalState()
-        state._initialize_global_state(services._get_gcs_client_options(gcs_address))
         deadline = time.monotonic() + timeout_s
         try:
+            state._initialize_global_state(services._get_gcs_client_options(gcs_address))
             while time.monotonic() < deadline:
                 if any(node["NodeID"] == node_id and node["Alive"] for node in state.node_table()):
                     break
                 time.sleep(0.01)
+        except Exception:  # a shortcut only: Ray's own call below waits, or fails naming why
+            pass
         finally:
             state.disconnect()
         return get_node(gcs_address, node_id)
