@@ -20,8 +20,10 @@ Two waits of the start-up remain, and ``start_local_ray`` shortens both (``_quic
 - the raylet registers its node only once its two agents (the dashboard agent and the runtime
   environment agent) have written their ports, and both import Ray first (about 0.85 s, and that
   much CPU each). A local run uses neither, so ``pipeline/ray_agent_stub.py`` stands in for both
-  and writes what a minimal install's agents write at once; the runtime environment agent stays
-  real where ``ray.init`` is given a ``runtime_env`` (the test suite's Ray is). Nothing the
+  and writes what a minimal install's agents write at once. The runtime environment agent stays
+  real where ``ray.init`` is given a ``runtime_env`` (the test suite's Ray is), the dashboard agent
+  where the dashboard's dependencies are installed (``ray[default]``: it then exports Ray's
+  metrics; the project installs Ray's minimal package). Nothing the
   pipeline does needs them; a task that asked for a runtime environment of its own on such a Ray
   would fail after 30 s, with Ray's message that its runtime environment agent does not answer;
 - ``ray.init`` asks the GCS for the node 0.1 s after starting the raylet and, if it has not
@@ -86,12 +88,15 @@ def _head_without_api_server_or_monitor() -> Iterator[None]:
 @contextmanager
 def _quick_node(runtime_env: bool) -> Iterator[None]:
     """While the block runs, a raylet Ray starts runs ``AGENT_STUB`` in place of its dashboard agent
-    and, unless ``runtime_env``, of its runtime environment agent; and ``ray.init`` asks for the node
+    (with Ray's minimal install, the project's) and, unless ``runtime_env``, of its runtime
+    environment agent; and ``ray.init`` asks for the node
     once the GCS has it (module functions of ``ray._private.services`` of the Ray pinned in
     pyproject.toml; ``tests/test_executor.py`` checks that no agent of Ray's runs and that tasks do)."""
     from ray._private import ray_constants, services
+    from ray._private.utils import get_dashboard_dependency_error
 
-    agents = [os.path.join(services.RAY_PATH, "dashboard", "agent.py")]
+    # With the dashboard's dependencies installed (ray[default]) the agent exports Ray's metrics: kept.
+    agents = [os.path.join(services.RAY_PATH, "dashboard", "agent.py")] if get_dashboard_dependency_error() else []
     if not runtime_env:
         agents.append(os.path.join(services.RAY_PATH, "_private", "runtime_env", "agent", "main.py"))
     saved_start, saved_get_node = services.start_ray_process, services.get_node
