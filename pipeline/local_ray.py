@@ -25,7 +25,7 @@ Two waits of the start-up remain, and ``start_local_ray`` shortens both (``_quic
   where the dashboard's dependencies are installed (``ray[default]``: it then exports Ray's
   metrics; the project installs Ray's minimal package). Nothing the
   pipeline does needs them; a task that asked for a runtime environment of its own on such a Ray
-  would fail after 30 s, with Ray's message that its runtime environment agent does not answer;
+  would stop it: after 30 s the raylet exits, saying its runtime environment agent does not answer;
 - ``ray.init`` asks the GCS for the node 0.1 s after starting the raylet and, if it has not
   registered yet, asks again a whole second later (Ray's ``GlobalStateAccessor::GetNode``). Here
   the GCS's node table is read every 10 ms until the node is there, and only then is Ray's call made.

@@ -10,7 +10,8 @@ nothing (port -1 for the metrics agent, its export port and its HTTP listener), 
 writes at once; the runtime environment agent serves only tasks and jobs that ask for a runtime
 environment, which the pipeline never does (``start_local_ray`` keeps the real one where ``ray.init``
 is given a ``runtime_env``). For it this script reserves a port on which nothing answers, so a task
-that asked for a runtime environment anyway fails with Ray's own message about this agent.
+that asked for a runtime environment anyway stops that Ray with Ray's own message about this agent
+(the raylet exits after 30 s).
 
 The script imports nothing of Ray or the pipeline, and it exits when the raylet that started it is
 gone (Ray kills its agents at shutdown; this covers a raylet that was killed).
