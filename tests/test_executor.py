@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray._private.utils import get_dashboard_dependency_error
 
 from conftest import REPO
 from pipeline.config import RayConfig
@@ -157,24 +158,38 @@ def test_a_failing_task_stops_the_run_only_after_its_other_running_tasks_have_en
     assert started and started == ended
 
 
-def _agents(raylet_pid: int) -> list[str]:
-    """The command lines of the processes ``raylet_pid`` started that run an agent: Ray's (which
-    retitle themselves ``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) or the stub."""
+def _processes() -> list[tuple[int, str]]:
+    """(parent pid, command line) of every process this user can read in /proc."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
             status = (entry / "status").read_text()
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
             continue
-        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
-        if int(parent) == raylet_pid and "agent" in command.lower():
-            found.append(command)
+        parents = [line.split()[1] for line in status.splitlines() if line.startswith("PPid:")]
+        if parents:
+            found.append((int(parents[0]), command))
     return found
 
 
+def _agents(raylet_pid: int) -> list[str]:
+    """The command lines of the processes ``raylet_pid`` started that run an agent: Ray's (which
+    retitle themselves ``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) or the stub."""
+    return [command for parent, command in _processes() if parent == raylet_pid and "agent" in command.lower()]
+
+
+def _stubs_of(sessions: set[str]) -> list[str]:
+    """Command lines of running stubs started for any of these Ray sessions."""
+    return [command for _, command in _processes() if AGENT_STUB in command and _sessions([command]) & sessions]
+
+
+def _sessions(commands: list[str]) -> set[str]:
+    return {part.split("=", 1)[1] for command in commands for part in command.split() if part.startswith("--session-dir=")}
+
+
 _REPORT_A_STARTED_RAY = """
-import json, ray, sys
+import json, pathlib, ray, sys
 sys.path.insert(0, "tests")
 from test_executor import _agents
 from pipeline.config import RayConfig
@@ -182,14 +197,18 @@ from pipeline.executor import RayExecutor
 executor = RayExecutor(RayConfig(num_cpus=1))
 node = ray._private.worker._global_node
 raylet = node.all_processes["raylet"][0].process.pid
-ports = {path.name.rsplit("_", 1)[0]: path.read_text() for path in __import__("pathlib").Path(node.get_session_dir_path()).glob("*_port_*")}
+ports = {path.name.rsplit("_", 1)[0]: path.read_text() for path in pathlib.Path(node.get_session_dir_path()).glob("*_port_*")}
 print(json.dumps([ray._private.state.state.get_system_config(), sorted(node.all_processes), _agents(raylet), ports,
                   executor.map(abs, [-1, -2], "abs")]))
 executor.shutdown()
 """
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc (Linux)")
+# The project installs Ray's minimal package; with ray[default] the dashboard agent stays Ray's.
+MINIMAL_RAY = pytest.mark.skipif(get_dashboard_dependency_error() is None, reason="ray[default] is installed")
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc (Linux)")
+@LINUX_PROC
+@MINIMAL_RAY
 def test_a_ray_the_executor_starts_gets_its_settings_and_leaves_out_what_a_local_run_never_uses():
     # local_system_config() spares a local start Ray's 1 s wait for its object store; Ray refuses
     # system settings from a driver that joins a running cluster, so those must not be passed there.
@@ -214,23 +233,8 @@ def test_a_ray_the_executor_starts_gets_its_settings_and_leaves_out_what_a_local
     assert not _stubs_of(sessions)
 
 
-def _sessions(commands: list[str]) -> set[str]:
-    return {part.split("=", 1)[1] for command in commands for part in command.split() if part.startswith("--session-dir=")}
-
-
-def _stubs_of(sessions: set[str]) -> list[str]:
-    """Command lines of running stubs started for any of these Ray sessions."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if AGENT_STUB in command and _sessions([command]) & sessions:
-            found.append(command)
-    return found
-
-
+@LINUX_PROC
+@MINIMAL_RAY
 def test_a_ray_given_a_runtime_env_keeps_ray_s_runtime_env_agent(ray_cluster):
     # The test session's Ray is started with a runtime_env (conftest.py): its tasks need the real
     # runtime environment agent, and they run (every other test here is the proof); the dashboard
