@@ -23,9 +23,9 @@ Two waits of the start-up remain, and ``start_local_ray`` shortens both (``_quic
   and writes what a minimal install's agents write at once. The runtime environment agent stays
   real where ``ray.init`` is given a ``runtime_env`` (the test suite's Ray is), the dashboard agent
   where the dashboard's dependencies are installed (``ray[default]``: it then exports Ray's
-  metrics; the project installs Ray's minimal package). Nothing the
-  pipeline does needs them; a task that asked for a runtime environment of its own on such a Ray
-  would stop it: after 30 s the raylet exits, saying its runtime environment agent does not answer;
+  metrics; the project installs Ray's minimal package). Nothing the pipeline does needs them; a
+  task that asked for a runtime environment of its own on such a Ray would stop it: after 30 s the
+  raylet exits, saying its runtime environment agent does not answer;
 - ``ray.init`` asks the GCS for the node 0.1 s after starting the raylet and, if it has not
   registered yet, asks again a whole second later (Ray's ``GlobalStateAccessor::GetNode``). Here
   the GCS's node table is read every 10 ms until the node is there, and only then is Ray's call made.
@@ -89,9 +89,9 @@ def _head_without_api_server_or_monitor() -> Iterator[None]:
 def _quick_node(runtime_env: bool) -> Iterator[None]:
     """While the block runs, a raylet Ray starts runs ``AGENT_STUB`` in place of its dashboard agent
     (with Ray's minimal install, the project's) and, unless ``runtime_env``, of its runtime
-    environment agent; and ``ray.init`` asks for the node
-    once the GCS has it (module functions of ``ray._private.services`` of the Ray pinned in
-    pyproject.toml; ``tests/test_executor.py`` checks that no agent of Ray's runs and that tasks do)."""
+    environment agent; and ``ray.init`` asks for the node once the GCS has it (module functions of
+    ``ray._private.services`` of the Ray pinned in pyproject.toml; ``tests/test_executor.py`` checks
+    that no agent of Ray's runs and that tasks do)."""
     from ray._private import ray_constants, services
     from ray._private.utils import get_dashboard_dependency_error
 

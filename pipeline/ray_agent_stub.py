@@ -44,7 +44,6 @@ def main() -> None:
     parser.add_argument("--node-ip-address", default="127.0.0.1")
     parser.add_argument("--runtime-env-agent-port", type=int, default=None)
     args, _ = parser.parse_known_args()
-    reserved = None
     if args.runtime_env_agent_port is None:
         for name in DASHBOARD_PORTS:
             persist_port(args.session_dir, args.node_id, name, -1)
