@@ -122,3 +122,42 @@ def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_
     warmed, used = (int(done.stdout.split(label)[-1].split()[0]) for label in ("kernels warmed", "kernels used"))
     assert used >= 20, done.stdout  # the kernels did run here
     assert warmed >= used - 2, done.stdout  # the warm-up reaches the stages' kernels (not the tokenizer's two)
+
+
+def test_cached_kernels_load_without_numbas_target_refresh_and_a_later_compile_still_refreshes(tmp_path):
+    """A cached kernel loads without numba importing its library of implementations (the target's
+    refresh: typed containers, random generators...), and its machine code still finds what it links
+    against: NRT (an allocated array), the hash secret (str's hash, as CPython's). A kernel that is
+    not cached yet compiles after that, with the library it needs (a typed dict)."""
+    (tmp_path / "light_kernels.py").write_text(textwrap.dedent("""
+        import sys
+        import numpy as np
+        from pipeline.jit import njit
+
+        @njit(cache=True)
+        def cached(text, n):
+            return hash(text), np.arange(n).sum()
+
+        @njit(cache=True)
+        def compiled_later(n):
+            counts = {0: 0}
+            for i in range(n):
+                counts[i % 3] = counts.get(i % 3, 0) + 1
+            return len(counts)
+
+        print(cached("pipeline", 5) == (hash("pipeline"), 10))
+        print("numba.typed.typeddict" in sys.modules, "numba.np.random.generator_core" in sys.modules)
+        if len(sys.argv) > 1:
+            print(compiled_later(10))
+    """), encoding="utf-8")
+
+    def run(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", "import light_kernels", *args], cwd=tmp_path, capture_output=True,
+                              text=True, env={"PYTHONPATH": f"{REPO}:{tmp_path}", "PATH": "/usr/bin:/bin"}, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run() == ["True", "True", "True"]  # the first run compiles: numba's compiler refreshes the target
+    assert run() == ["True", "False", "False"]  # loaded from the cache, nothing of the library imported
+    assert run("later") == ["True", "False", "False", "3"]
+    assert run("later") == ["True", "False", "False", "3"]  # both loaded from the cache now
