@@ -468,6 +468,7 @@ def test_c4_kernels_match_a_python_line_loop():
          "policy_substrings": ["cookie", "", "i\u0307", "ς", "的", "Policy"], "filter_lorem_ipsum": False},
         {"remove_citations": False, "resolve_wiki_conversion": False, "terminal_punctuation": "", "unwrap": False},
         {"citation_regex": r"\s*\[\d*\]|\[", "cjk_terminal_punctuation": "。", "min_words_per_line": 0},
+        {"citation_regex": r"\[\d\]$|^\[", "unwrap": False},  # anchored: matched line by line only
     ]
     for settings in configs:
         config = C4Config(**settings)

@@ -31,6 +31,9 @@ _WIKI_CONVERSION = re.compile(r"-\{(?:([A-Za-z])\|)?(?:[a-z]{2,3}(?:-[a-z]+)?:)?
 LINE_RULES = (None, "too_long_word", "no_terminal_punct", "too_few_words", "javascript", "policy")
 _CODES = {rule: code for code, rule in enumerate(LINE_RULES) if rule}
 _NOT_FORCED = np.zeros(0, dtype=np.int8)
+# What lets a pattern's match depend on the text around it (anchors, word boundaries, lookarounds,
+# inline flags): a pattern without any matches a line's text wherever the line lies in a document.
+_CONTEXT_TOKENS = ("^", "$", "\\b", "\\B", "\\A", "\\Z", "(?")
 
 
 class C4Cleaner(LineCleaner):
@@ -41,6 +44,8 @@ class C4Cleaner(LineCleaner):
     def __init__(self, config: C4Config):
         c = self.config = config
         self.citations = re.compile(c.citation_regex) if c.remove_citations else None
+        self.citations_in_text_tell = self.citations is not None and not any(
+            token in c.citation_regex for token in _CONTEXT_TOKENS)
         self.terminal_points = code_points(c.terminal_punctuation)
         self.cjk_terminal_points = code_points(c.cjk_terminal_punctuation)
         self.policy = tuple(c.policy_substrings) if c.filter_policy else ()
@@ -116,6 +121,10 @@ class C4Cleaner(LineCleaner):
         the text's stripped lines or unwrapped paragraphs (None), which the kernel then strips itself."""
         conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
         marks = self.citations is not None and "[" in doc.text
+        if marks and not conversion and unwrapped is None and self.citations_in_text_tell:
+            # The lines are the text's own, stripped: a mark in one is a match in the text. Most
+            # texts with a "[" have none, and then need no line-by-line pass.
+            marks = self.citations.search(doc.text) is not None
         if not conversion and not marks:
             points = doc.points if unwrapped is None else unwrapped
             return points, points, None
