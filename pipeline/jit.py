@@ -32,6 +32,8 @@ import sys
 import threading
 from typing import Any, Callable
 
+from pipeline import jit_cache
+
 _PENDING: list[tuple[Callable, dict[str, Any]]] = []
 _CACHED_MODULES: set[str] = set()  # of every kernel recorded with cache=True, compiled yet or not
 
@@ -107,7 +109,7 @@ def _compile_pending() -> None:
         setattr(sys.modules[function.__module__], function.__name__, compiled)
         if options.get("cache"):
             modules[function.__module__] = compiled
-            _load_without_refresh(compiled)
+            jit_cache.load_quickly(compiled)
     first = sorted(module for module, compiled in modules.items() if not _ever_cached(module, compiled))
     if first:
         # The first run on a machine spends up to a minute compiling with nothing else to show for it.
@@ -145,33 +147,6 @@ class _NoScipyLinalg:
         if name == "scipy.linalg" and threading.get_ident() == self.thread:
             raise ModuleNotFoundError("scipy.linalg is not imported while numba loads (pipeline.jit)", name=name)
         return None
-
-
-def _load_without_refresh(compiled: Any) -> None:
-    """Have ``compiled`` load its cached machine code without numba's refresh of the CPU target.
-
-    numba's ``Cache.load_overload`` refreshes the target before every load: the first refresh of a
-    process imports numba's whole library of implementations (typed containers, random generators,
-    linear algebra, jitclass, datetimes...) and installs them for the compiler, 0.15-0.25 s of a
-    worker's first kernel, though loading compiled code uses none of it. What that code needs at run
-    time is the symbols it links against: numba's C helpers and exception objects (placed when the
-    target context is made), the hash secret (``numba.cpython.hashing``, imported with numba) and
-    NRT's, which ``rtsys.initialize`` places; it is what the refresh itself does first. A cache miss
-    compiles, and numba's compiler refreshes the target before it compiles, as before. Only this
-    instance's loader changes, so numba's own caching elsewhere in the process is untouched; where
-    numba's internals differ (another version), the loader is left as it is."""
-    cache = getattr(compiled, "_cache", None)
-    if not (hasattr(cache, "_load_overload") and hasattr(cache, "_guard_against_spurious_io_errors")):
-        return
-    from numba.core.runtime import rtsys
-
-    def load_overload(sig: Any, target_context: Any) -> Any:
-        rtsys.initialize(target_context)
-        with cache._guard_against_spurious_io_errors():
-            return cache._load_overload(sig, target_context)
-        return None  # the guard swallowed a spurious I/O error: numba then compiles
-
-    cache.load_overload = load_overload
 
 
 def _ever_cached(module: str, compiled: Any) -> bool:

@@ -124,14 +124,16 @@ def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_
     assert warmed >= used - 2, done.stdout  # the warm-up reaches the stages' kernels (not the tokenizer's two)
 
 
-def test_cached_kernels_load_without_numbas_target_refresh_and_a_later_compile_still_refreshes(tmp_path):
+def test_cached_kernels_load_without_numbas_refresh_or_linking_module_and_later_compiles_still_link(tmp_path):
     """A cached kernel loads without numba importing its library of implementations (the target's
-    refresh: typed containers, random generators...), and its machine code still finds what it links
-    against: NRT (an allocated array), the hash secret (str's hash, as CPython's). A kernel that is
-    not cached yet compiles after that, with the library it needs (a typed dict)."""
+    refresh: typed containers, random generators...) and without parsing the module kept for linking,
+    and its machine code still finds what it links against: NRT (an allocated array), the hash
+    secret (str's hash, as CPython's). A kernel compiled after that gets the library it needs (a
+    typed dict) and links against a loaded one (``callee``)."""
     (tmp_path / "light_kernels.py").write_text(textwrap.dedent("""
         import sys
         import numpy as np
+        from pipeline import jit_cache
         from pipeline.jit import njit
 
         @njit(cache=True)
@@ -139,16 +141,24 @@ def test_cached_kernels_load_without_numbas_target_refresh_and_a_later_compile_s
             return hash(text), np.arange(n).sum()
 
         @njit(cache=True)
+        def callee(n):
+            return np.arange(n).sum() * 2
+
+        @njit(cache=True)
         def compiled_later(n):
             counts = {0: 0}
             for i in range(n):
                 counts[i % 3] = counts.get(i % 3, 0) + 1
-            return len(counts)
+            return len(counts) + callee(n)
 
-        print(cached("pipeline", 5) == (hash("pipeline"), 10))
-        print("numba.typed.typeddict" in sys.modules, "numba.np.random.generator_core" in sys.modules)
-        if len(sys.argv) > 1:
-            print(compiled_later(10))
+        print(cached("pipeline", 5) == (hash("pipeline"), 10), callee(4))
+        print("numba.typed.typeddict" in sys.modules, "numba.np.random.generator_core" in sys.modules,
+              len(jit_cache._PENDING))
+        if sys.argv[1:] == ["link"]:  # what a compile linking against callee asks of its library
+            [loaded] = callee.overloads.values()
+            print(loaded.library._get_module_for_linking() is not None, len(jit_cache._PENDING))
+        if sys.argv[1:] == ["later"]:
+            print(compiled_later(10), len(jit_cache._PENDING))
     """), encoding="utf-8")
 
     def run(*args: str) -> list[str]:
@@ -157,7 +167,9 @@ def test_cached_kernels_load_without_numbas_target_refresh_and_a_later_compile_s
         assert done.returncode == 0, done.stderr
         return done.stdout.split()
 
-    assert run() == ["True", "True", "True"]  # the first run compiles: numba's compiler refreshes the target
-    assert run() == ["True", "False", "False"]  # loaded from the cache, nothing of the library imported
-    assert run("later") == ["True", "False", "False", "3"]
-    assert run("later") == ["True", "False", "False", "3"]  # both loaded from the cache now
+    assert run() == ["True", "12", "True", "True", "0"]  # compiled: numba's compiler refreshes the target
+    assert run() == ["True", "12", "False", "False", "2"]  # loaded, nothing of the library imported or parsed
+    assert run("link") == ["True", "12", "False", "False", "2", "True", "1"]  # parsed when first needed
+    # A compile asks numba's engine about symbols it was not told of: the pending modules are parsed first.
+    assert run("later") == ["True", "12", "False", "False", "2", "93", "0"]
+    assert run("later") == ["True", "12", "False", "False", "2", "93", "3"]  # all three loaded from the cache
