@@ -49,8 +49,8 @@ def load_quickly(compiled: Any) -> None:
         if not hasattr(engine, "_defined_symbols") or not hasattr(codegen, "unserialize_library"):
             return impl.__class__.rebuild(impl, target_context, payload)
         _answer_from_pending(engine)
-        engine._defined_symbols.add(payload[1].llvm_cpython_wrapper_name)  # payload: (library, fndesc, ...)
-        codegen.unserialize_library = lambda state: _unserialize(codegen, state)
+        entry = payload[1].llvm_cpython_wrapper_name  # payload: (library, fndesc, ...)
+        codegen.unserialize_library = lambda state: _unserialize(codegen, state, entry)
         try:
             return impl.__class__.rebuild(impl, target_context, payload)
         finally:
@@ -60,8 +60,9 @@ def load_quickly(compiled: Any) -> None:
     impl.rebuild = rebuild
 
 
-def _unserialize(codegen: Any, state: tuple) -> Any:
-    """numba's ``CPUCodeLibrary._unserialize`` of object code, the linking module left unparsed."""
+def _unserialize(codegen: Any, state: tuple, entry: str) -> Any:
+    """numba's ``CPUCodeLibrary._unserialize`` of object code, the linking module left unparsed;
+    ``entry``, the kernel's entry point, is the symbol of it that numba is told of at once."""
     name, kind, data = state
     if kind != "object":
         return type(codegen).unserialize_library(codegen, state)
@@ -73,6 +74,7 @@ def _unserialize(codegen: Any, state: tuple) -> Any:
     library.enable_object_caching()
     library._set_compiled_object(object_code)
     library._finalize_final_module()
+    codegen._engine._defined_symbols.add(entry)
     _PENDING.append(library)
     return library
 

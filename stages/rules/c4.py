@@ -44,7 +44,7 @@ class C4Cleaner(LineCleaner):
     def __init__(self, config: C4Config):
         c = self.config = config
         self.citations = re.compile(c.citation_regex) if c.remove_citations else None
-        self.citations_in_text_tell = self.citations is not None and not any(
+        self.search_text_for_marks = self.citations is not None and not any(
             token in c.citation_regex for token in _CONTEXT_TOKENS)
         self.terminal_points = code_points(c.terminal_punctuation)
         self.cjk_terminal_points = code_points(c.cjk_terminal_punctuation)
@@ -121,7 +121,7 @@ class C4Cleaner(LineCleaner):
         the text's stripped lines or unwrapped paragraphs (None), which the kernel then strips itself."""
         conversion = self.config.resolve_wiki_conversion and "-{" in doc.text
         marks = self.citations is not None and "[" in doc.text
-        if marks and not conversion and unwrapped is None and self.citations_in_text_tell:
+        if marks and not conversion and unwrapped is None and self.search_text_for_marks:
             # The lines are the text's own, stripped: a mark in one is a match in the text. Most
             # texts with a "[" have none, and then need no line-by-line pass.
             marks = self.citations.search(doc.text) is not None
