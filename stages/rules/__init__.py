@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from pipeline.stage import CATEGORIES, Stage, StageOutput, split
 from pipeline.stats import Stats, histogram
 from stages.rules import c4, code, fineweb, gopher
-from stages.rules.base import Cleaned, LineCleaner, Rule
+from stages.rules.base import Cleaned, LineCleaner, Rule, RuleGroup
 from stages.rules.config import RulesConfig
 from stages.rules.document import Doc, base_lang, cjk_share, guess_cjk_lang
 
@@ -39,7 +39,7 @@ __all__ = ["Rules", "RulesConfig"]
 
 EMPTY = "empty_text"
 SHARE_EDGES = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75]
-Step = Rule | LineCleaner
+Step = Rule | RuleGroup | LineCleaner
 
 
 class Rules(Stage):
@@ -121,6 +121,10 @@ class Rules(Stage):
                 doc = cleaned.doc
                 if not doc.text:
                     return f"{step.name}_emptied", doc, edits
+            elif isinstance(step, RuleGroup):
+                reason = step.first_failing(doc)
+                if reason is not None:
+                    return reason, doc, edits
             elif step.fails(doc):
                 return step.name, doc, edits
         return None, doc, edits

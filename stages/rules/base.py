@@ -1,5 +1,6 @@
-"""The two kinds of unit the stage runs: a ``Rule`` judges a whole document, a ``LineCleaner``
-removes lines from it (and may drop it outright, e.g. on ``lorem ipsum``)."""
+"""The kinds of unit the stage runs: a ``Rule`` judges a whole document (a ``RuleGroup`` runs several
+in one function), a ``LineCleaner`` removes lines from it (and may drop it outright, e.g. on
+``lorem ipsum``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ class Rule:
 
     name: str
     fails: Callable[[Doc], bool]
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    """Consecutive rules checked by one function: ``first_failing(doc)`` is the name of the first
+    rule in order that the document fails (its drop reason), or None."""
+
+    first_failing: Callable[[Doc], str | None]
 
 
 @dataclass
