@@ -43,16 +43,18 @@ def load_quickly(compiled: Any) -> None:
             return cache._load_overload(sig, target_context)
         return None  # the guard swallowed a spurious I/O error: numba then compiles
 
+    numba_rebuild = impl.rebuild
+
     def rebuild(target_context: Any, payload: tuple) -> Any:
         codegen = target_context.codegen()
         engine = getattr(codegen, "_engine", None)
-        if not hasattr(engine, "_defined_symbols") or not hasattr(codegen, "unserialize_library"):
-            return impl.__class__.rebuild(impl, target_context, payload)
+        if not hasattr(engine, "_defined_symbols"):
+            return numba_rebuild(target_context, payload)
         _answer_from_pending(engine)
         entry = payload[1].llvm_cpython_wrapper_name  # payload: (library, fndesc, ...)
         codegen.unserialize_library = lambda state: _unserialize(codegen, state, entry)
         try:
-            return impl.__class__.rebuild(impl, target_context, payload)
+            return numba_rebuild(target_context, payload)
         finally:
             del codegen.unserialize_library
 
