@@ -218,21 +218,30 @@ def test_gopher_ngram_bounds_never_undercount_so_decisions_stay_exact():
     from stages.rules.config import GopherRepetitionConfig
     from stages.rules.document import Doc
 
-    for text, cjk in _repetitive_texts():
+    # Every share of repeated text from none to most, so that limits fall between the n-grams' shares.
+    phrase, phrase_zh = "the harbour lights came on one by one ", "港口的灯一盏一盏地亮了起来"
+    graded = [(ARTICLE + " " + phrase * copies, False) for copies in range(1, 12)]
+    graded += [(ARTICLE_ZH + phrase_zh * copies, True) for copies in range(1, 12)]
+    for text, cjk in _repetitive_texts() + graded:
         doc = Doc(text, "zh" if cjk else "en", cjk)
         for n in range(2, 13):
             assert all(bound >= gopher._top_ngram_chars(doc, n) for bound in gopher._top_ngram_bounds(doc, n))
             assert all(bound >= gopher._dup_ngram_chars(doc, n) for bound in gopher._dup_ngram_bounds(doc, n))
-        for limit in (0.0, 0.03, 0.1, 0.2, 0.5):
+        for limit in (0.0, 0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
             config = GopherRepetitionConfig(
                 dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None, dup_para_char_frac=None,
-                top_n_grams={2: limit, 3: limit, 4: limit}, dup_n_grams={5: limit, 6: limit, 10: limit},
+                # Falling limits for longer n-grams, as the defaults: a longer n cannot rely on a
+                # shorter n's pass alone.
+                top_n_grams={2: limit, 3: limit, 4: limit}, dup_n_grams={5: limit, 6: 0.6 * limit, 10: 0.3 * limit},
             )
-            fresh = Doc(text, doc.lang, cjk)
-            for rule in gopher.repetition_rules(config):
-                n = int(rule.name.split("_")[2].rstrip("grams")) * (config.cjk_n_scale if cjk else 1)
-                exact = gopher._top_ngram_chars if "top" in rule.name else gopher._dup_ngram_chars
-                assert rule.fails(fresh) == (len(text) > 0 and exact(doc, n) / len(text) > limit), rule.name
+            scale = config.cjk_n_scale if cjk else 1
+            exact = [(f"gopher_top_{n}gram", gopher._top_ngram_chars(doc, n * scale), bound)
+                     for n, bound in config.top_n_grams.items()]
+            exact += [(f"gopher_dup_{n}grams", gopher._dup_ngram_chars(doc, n * scale), bound)
+                      for n, bound in config.dup_n_grams.items()]
+            expected = next((name for name, chars, bound in exact if len(text) > 0 and chars / len(text) > bound), None)
+            (group,) = gopher.repetition_rules(config)
+            assert group.first_failing(Doc(text, doc.lang, cjk)) == expected, (text[:40], limit)
 
 
 def test_word_and_ngram_kernels_match_their_numpy_definitions():

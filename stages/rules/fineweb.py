@@ -7,37 +7,31 @@ from __future__ import annotations
 from itertools import repeat
 from operator import le
 
-from stages.rules.base import Rule, ratio
+from stages.rules.base import RuleGroup, ratio
 from stages.rules.config import FineWebConfig
 from stages.rules.document import Doc
 
 
-def rules(config: FineWebConfig) -> list[Rule]:
-    """The enabled FineWeb rules, in datatrove's order."""
+def rules(config: FineWebConfig) -> list[RuleGroup]:
+    """The enabled FineWeb rules, in datatrove's order, as one check (see ``gopher.quality_rules``)."""
     c = config
     if not c.enabled:
         return []
     stop_chars = tuple(c.stop_chars)
-    found = []
-    if c.line_punct_thr is not None:
-        found.append(Rule("fineweb_line_punct", lambda d: _too_few_punctuated(d, stop_chars, c)))
-    if c.short_line_thr is not None:
-        found.append(Rule("fineweb_short_lines", lambda d: _short_line_share(d, c) > c.short_line_thr))
-    if c.char_duplicates_ratio is not None:
-        found.append(
-            Rule(
-                "fineweb_dup_line_chars",
-                lambda d: ratio(d.line_dups[1], len(d.text) - d.text.count("\n")) > c.char_duplicates_ratio,
-            )
-        )
-    if c.new_line_ratio is not None:
-        found.append(
-            Rule(
-                "fineweb_list_ratio",
-                lambda d: ratio(max(len(d.nonblank_lines) - 1, 0), d.n_words) > c.new_line_ratio,
-            )
-        )
-    return found
+    punct, short, duplicates, new_lines = c.line_punct_thr, c.short_line_thr, c.char_duplicates_ratio, c.new_line_ratio
+
+    def first_failing(d: Doc) -> str | None:
+        if punct is not None and _too_few_punctuated(d, stop_chars, c):
+            return "fineweb_line_punct"
+        if short is not None and _short_line_share(d, c) > short:
+            return "fineweb_short_lines"
+        if duplicates is not None and ratio(d.line_dups[1], len(d.text) - d.text.count("\n")) > duplicates:
+            return "fineweb_dup_line_chars"
+        if new_lines is not None and ratio(max(len(d.nonblank_lines) - 1, 0), d.n_words) > new_lines:
+            return "fineweb_list_ratio"
+        return None
+
+    return [RuleGroup(first_failing)]
 
 
 def _too_few_punctuated(doc: Doc, stop_chars: tuple[str, ...], config: FineWebConfig) -> bool:

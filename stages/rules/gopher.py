@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from stages.rules import ngram_kernels
-from stages.rules.base import Rule, RuleGroup, ratio
+from stages.rules.base import RuleGroup, ratio
 from stages.rules.config import GopherQualityConfig, GopherRepetitionConfig
 from stages.rules.document import Doc
 
@@ -72,39 +72,58 @@ def quality_rules(config: GopherQualityConfig) -> list[RuleGroup]:
     return [RuleGroup(first_failing)]
 
 
-def repetition_rules(config: GopherRepetitionConfig) -> list[Rule]:
-    """The enabled Gopher repetition rules, in datatrove's order (paragraphs, lines, n-grams)."""
+def repetition_rules(config: GopherRepetitionConfig) -> list[RuleGroup]:
+    """The enabled Gopher repetition rules, in datatrove's order (paragraphs, lines, top n-grams,
+    duplicate n-grams), as one check: most documents pass every rule on numbers already at hand, and
+    a call per rule cost more than such a check."""
     c = config
     if not c.enabled:
         return []
-    rules = []
-    if c.dup_para_frac is not None:
-        rules.append(
-            Rule(
-                "gopher_dup_paras", lambda d: ratio(d.paragraph_dups[0], len(d.paragraphs)) > c.dup_para_frac
-            )
-        )
-    if c.dup_para_char_frac is not None:
-        rules.append(
-            Rule(
-                "gopher_dup_para_chars",
-                lambda d: ratio(d.paragraph_dups[1], len(d.text)) > c.dup_para_char_frac,
-            )
-        )
-    if c.dup_line_frac is not None:
-        rules.append(
-            Rule("gopher_dup_lines", lambda d: ratio(d.line_dups[0], len(d.nonblank_lines)) > c.dup_line_frac)
-        )
-    if c.dup_line_char_frac is not None:
-        rules.append(
-            Rule("gopher_dup_line_chars", lambda d: ratio(d.line_dups[1], len(d.text)) > c.dup_line_char_frac)
-        )
-    top = np.array(sorted(c.top_n_grams), dtype=np.int64)
-    for n, limit in sorted(c.top_n_grams.items()):
-        rules.append(Rule(f"gopher_top_{n}gram", _top_ngram_rule(n, limit, c.cjk_n_scale, top)))
-    for n, limit in sorted(c.dup_n_grams.items()):
-        rules.append(Rule(f"gopher_dup_{n}grams", _dup_ngram_rule(n, limit, c.cjk_n_scale)))
-    return rules
+    para_frac, para_char_frac = c.dup_para_frac, c.dup_para_char_frac
+    line_frac, line_char_frac = c.dup_line_frac, c.dup_line_char_frac
+    scale = c.cjk_n_scale
+    top = [(n, n * scale, limit, f"gopher_top_{n}gram") for n, limit in sorted(c.top_n_grams.items())]
+    dup = [(n, n * scale, limit, f"gopher_dup_{n}grams") for n, limit in sorted(c.dup_n_grams.items())]
+    every_n = np.array([n for n, *_ in top], dtype=np.int64)
+    every_cjk_n = every_n * scale
+
+    def first_failing(d: Doc) -> str | None:
+        if para_frac is not None and ratio(d.paragraph_dups[0], len(d.paragraphs)) > para_frac:
+            return "gopher_dup_paras"
+        if para_char_frac is not None and ratio(d.paragraph_dups[1], len(d.text)) > para_char_frac:
+            return "gopher_dup_para_chars"
+        if line_frac is not None and ratio(d.line_dups[0], len(d.nonblank_lines)) > line_frac:
+            return "gopher_dup_lines"
+        if line_char_frac is not None and ratio(d.line_dups[1], len(d.text)) > line_char_frac:
+            return "gopher_dup_line_chars"
+        length, cjk = len(d.text), d.cjk
+        for n, cjk_n, limit, name in top:
+            size = cjk_n if cjk else n
+            # The exact count needs a sort of n-grams; the bounds need none and settle most documents.
+            for bound in _top_ngram_bounds(d, size, every_cjk_n if cjk else every_n) if size > 1 else ():
+                if ratio(bound, length) <= limit:
+                    break
+            else:
+                if ratio(_top_ngram_chars(d, size), length) > limit:
+                    return name
+        # Words covered by repeated (n+1)-grams are covered by repeated n-grams too, so an upper bound
+        # found for a shorter n bounds this one: most documents stop at the first n.
+        least = None
+        for n, cjk_n, limit, name in dup:
+            size = cjk_n if cjk else n
+            if least is not None and ratio(least, length) <= limit:
+                continue
+            for bound in _dup_ngram_bounds(d, size) if size > 1 else ():
+                if ratio(bound, length) <= limit:
+                    break
+            else:
+                bound = _dup_ngram_chars(d, size)
+                if ratio(bound, length) > limit:
+                    return name
+            least = bound if least is None else min(least, bound)
+        return None
+
+    return [RuleGroup(first_failing)]
 
 
 def _bullet_share(doc: Doc, bullets: tuple[str, ...]) -> float:
@@ -166,18 +185,17 @@ def _dup_ngram_rule(n: int, limit: float, cjk_scale: int):
     return fails
 
 
-def _top_ngram_bounds(doc: Doc, n: int, sizes: np.ndarray | None = None) -> Iterator[int]:
+def _top_ngram_bounds(doc: Doc, n: int, sizes: np.ndarray | None = None) -> list[int]:
     """Upper bounds on ``_top_ngram_chars`` (n >= 2), the tighter last (see the kernel). ``sizes``:
     the n (n among them) whose bounds to find in the same pass; the document keeps them."""
     if doc.n_words < n:
-        yield 0
-        return
+        return [0]
     found = doc.__dict__.setdefault("_top_ngram_bounds", {})
     if n not in found:
         sizes = np.array([n]) if sizes is None else sizes
         bounds = ngram_kernels.top_ngram_bounds(doc.pair_counts, doc.word_lengths, sizes, doc.cjk, doc.longest_word)
         found.update(zip(sizes.tolist(), bounds.tolist()))
-    yield from found[n]
+    return found[n]
 
 
 def _dup_ngram_bounds(doc: Doc, n: int) -> Iterator[int]:
