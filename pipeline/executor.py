@@ -156,6 +156,7 @@ class RayExecutor:
 
         self.ray = ray
         self.config = config
+        self._remotes: dict[tuple, Any] = {}
         started = time.perf_counter()
         self.owns_cluster = not ray.is_initialized()
         if self.owns_cluster:
@@ -176,8 +177,11 @@ class RayExecutor:
             more: Callable[[Any], Sequence] | None = None) -> list:
         # retry_exceptions=True: every exception that reaches Ray is one worth another attempt,
         # since _not_retried returned the deterministic ones as a Failure already
-        remote = self.ray.remote(num_cpus=cpus, max_retries=self.config.max_retries, retry_exceptions=True,
-                                 max_calls=1 if own_process else 0)(_not_retried(fn))
+        key = (fn, cpus, own_process)  # made once: Ray ships each new remote function to every worker (ms)
+        if key not in self._remotes:
+            self._remotes[key] = self.ray.remote(num_cpus=cpus, max_retries=self.config.max_retries,
+                                                 retry_exceptions=True, max_calls=1 if own_process else 0)(_not_retried(fn))
+        remote = self._remotes[key]
         items, results = list(items), [None] * len(items)
         pending: dict[Any, int] = {}
         order = submission_order(len(items), sizes)  # items that ``more`` adds go after, as they come
@@ -276,13 +280,8 @@ class LazyRayExecutor:
                 self.on_start(self.started)
         return self.started
 
-    @property
-    def workers(self) -> int:
-        return self._executor().workers
-
-    @property
-    def node_cpus(self) -> int:
-        return self._executor().node_cpus
+    workers = property(lambda self: self._executor().workers)
+    node_cpus = property(lambda self: self._executor().node_cpus)
 
     def map(self, fn: Callable, items: Sequence, label: str = "", cpus: int = 1, own_process: bool = False,
             sizes: Sequence[float] | None = None, on_result: Callable[[Any], Any] | None = None,

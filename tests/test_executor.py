@@ -131,6 +131,27 @@ def test_more_adds_items_that_run_and_return_after_the_others(ray_cluster):
         executor.map(_tenth, [("x", 2)], "tenths", more=lambda result: [("x", 3)])
 
 
+def _pid(_item: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_maps_of_one_function_share_its_remote_function_yet_own_process_still_gets_a_process_per_task(ray_cluster):
+    # Ray ships every new remote function to each worker before its first task: a dedup step's few
+    # milliseconds. So a function's remote is made once per executor, with its own per setting.
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    executor = RayExecutor(RayConfig(num_workers=1))
+    executor.map(_pid, [0, 1, 2], "pids")
+    executor.map(_pid, [3, 4], "pids again")
+    assert len(executor._remotes) == 1
+    own = executor.map(_pid, [0, 1, 2], "own processes", own_process=True)
+    assert len(executor._remotes) == 2
+    assert len(set(own)) == 3  # each of those processes exited after its task
+
+
 def test_a_group_runs_its_items_in_order_and_a_failing_item_is_named(ray_cluster):
     import ray.cloudpickle
 
