@@ -418,9 +418,10 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
-# 4 shards, 4 partitions: tasks 0-3 signatures, 4-7 candidates, 8-11 attach, 12-15 verify,
-# 16 clusters, 17-20 paragraphs, 21-24 paragraph removals, 25-28 short keepers, 29-32 decisions.
-@pytest.mark.parametrize("survive", [2, 13, 16, 22])
+# 4 shards, 4 partitions, one worker: a task per shard for signatures (0-3), then two tasks of two
+# items per step (``steps.MIN_GROUP_ITEMS``): 4-5 candidates, 6-7 attach, 8-9 verify, 10 clusters,
+# 11-12 paragraphs, 13-14 paragraph removals, 15-16 short keepers, 17-18 decisions.
+@pytest.mark.parametrize("survive", [2, 9, 10, 13])
 def test_resumes_after_sigkill(real_docs, tmp_path, survive):
     inputs = write_shards(tmp_path / "in", real_docs, 4)
     scratch = tmp_path / "scratch"

@@ -238,9 +238,11 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
-# 6 shards, 4 partitions, blocks of 3: tasks 0-5 signatures, 6-7 gather bands, 8-11 candidates, 12-13 gather
-# candidates, 14-19 attach, 20-21 gather candidate signatures, 22-27 verify, ..., then the rounds' gathers.
-@pytest.mark.parametrize("survive", [7, 13, 21, 45])
+# 6 shards, 4 partitions, blocks of 3 (2 blocks), a task per three items at most (``steps.MIN_GROUP_ITEMS``):
+# tasks 0-5 signatures, 6 gather bands, 7-8 candidates, 9 gather candidates, 10-11 attach, 12 gather
+# candidate signatures, 13-14 verify, 15 clusters, 16-17 paragraphs, 18 gather paragraphs, 19-20 paragraph
+# removals, 21-22 gather removals and successor removals, 23-24 short keepers, then keeper round 1 (25-34).
+@pytest.mark.parametrize("survive", [7, 12, 22, 32])
 def test_resumes_after_sigkill_with_the_gather_level(tmp_path, survive):
     from test_dedup import run
 

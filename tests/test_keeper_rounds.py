@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.executor import run_group
 from pipeline.stage import PrepareContext
 from stages.dedup import Dedup, DedupConfig, clusters, steps
 from test_dedup import (
@@ -129,7 +130,7 @@ def test_rounds_after_the_first_read_no_text(tmp_path):
     ran = []
 
     def map_fn(fn, items):
-        ran.append(fn.__name__)
+        ran.append(items[0].fn.__name__ if fn is run_group else fn.__name__)
         results = in_process(fn, items)
         if fn is steps.read_shard:  # the only step that reads the text
             for path in inputs.values():

@@ -5,7 +5,8 @@ into the scratch directory atomically and an item whose output exists is skipped
 at any point resumes with the first unfinished item. No item holds more than one shard, one
 partition, or (the single-task clusters) the edges with their endpoints' ids. Signatures, the one
 step that reads the input text, runs each shard as a Ray task of its own; the others run their items
-several to a task, one after another, four tasks per worker (``run_step``).
+several to a task, one after another: up to four tasks per worker, of three items or more where the
+step has that many (``run_step``).
 
     step                 item        reads                          writes
     signatures           shard       input shard                    docs/, signatures/, bands/,
@@ -180,15 +181,18 @@ def decision_step(job: Job) -> Step:
 # Tasks per worker for a step that does not read text. A task costs the driver a few milliseconds
 # (submitting it, taking its result), about what such a step does per shard at small scale: on 60
 # shards at 4x with 2 workers, a task per shard left the workers idle a fifth of dedup's prepare.
-# Several tasks per worker rather than one keep the workers even when shards differ in size.
+# Several tasks per worker rather than one keep the workers even when shards differ in size, but
+# not fewer than three items a task: on corpus-dev's 12 shards with 2 workers, 8 tasks of one or
+# two shards each made the steps after signatures 10-15% slower than 4 tasks of three.
 GROUPS_PER_WORKER = 4
+MIN_GROUP_ITEMS = 3
 
 
 def run_step(job: Job, step: Step, map_fn: Callable, log: Callable[[str], None], workers: int = 1) -> None:
     # a step's output file is its own receipt: written last, by rename, with its counts in its footer
     todo = commit.pending(step.items, lambda item: storage.exists(job.filesystem, step.output(item)))
     done = len(step.items) - len(todo)
-    groups = len(todo) if step.reads_text else min(len(todo), GROUPS_PER_WORKER * workers)
+    groups = len(todo) if step.reads_text else min(len(todo), GROUPS_PER_WORKER * workers, -(-len(todo) // MIN_GROUP_ITEMS))
     log(f"{step.name}: {len(todo)} items" + (f" ({done} already done)" if done else "")
         + (f" in {groups} tasks" if groups < len(todo) else ""))
     if not todo:
