@@ -5,7 +5,8 @@ Each run is a fresh process of the checkout's own ``bench_pipeline.ours_run`` (R
 stage by stage as the main benchmark runs them); the order alternates every pair (A B, B A, ...), and
 the medians of the end-to-end and per-stage walls are printed per worker count. A checkout is a
 directory, e.g. a ``git worktree add ../before <commit>`` of the commit before the change; run each
-once first so that numba's cache of its kernels is warm (``--warm``).
+once first so that numba's cache of its kernels and the checkout's own copies of the tables
+``pipeline.table_cache`` keeps are warm (``--warm``).
 
     python bench/bench_ab.py ../before . --scale 4 --layout mixed --workers 1,2 --pairs 3
 """
@@ -38,11 +39,14 @@ print("RESULT " + json.dumps({"end_to_end_s": result["end_to_end_wall_s"],
 '''
 
 
-def run(root: Path, config: Path, workers: int, scratch: Path) -> dict:
+def run(root: Path, config: Path, workers: int, scratch: Path, tables: Path) -> dict:
+    """One run of checkout ``root``; ``tables``: its own ``pipeline.table_cache`` directory, since
+    checkouts that define a table differently would each replace the other's copy at every run."""
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    environment = {**os.environ, "PYTHONPATH": str(root), "PIPELINE_CACHE_DIR": str(tables)}
     done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(config), str(workers), str(scratch / "run")],
-                          capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+                          capture_output=True, text=True, cwd=root, env=environment)
     found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not found:
         raise SystemExit(f"run of {root} with {workers} workers failed:\n{done.stderr[-3000:]}")
@@ -75,13 +79,13 @@ def main() -> None:
         roots = {"A": args.before.resolve(), "B": args.after.resolve()}
         workers = [int(w) for w in args.workers.split(",")]
         if args.warm:
-            for root in roots.values():
-                run(root, config, workers[0], tmp / "work")
+            for name, root in roots.items():
+                run(root, config, workers[0], tmp / "work", tmp / f"tables-{name}")
         results: dict[tuple[str, int], list[dict]] = {}
         for pair in range(args.pairs):
             for count in workers:
                 for name in ("A", "B") if pair % 2 == 0 else ("B", "A"):
-                    result = run(roots[name], config, count, tmp / "work")
+                    result = run(roots[name], config, count, tmp / "work", tmp / f"tables-{name}")
                     results.setdefault((name, count), []).append(result)
                     print(f"pair {pair + 1} {name} {count} workers: {result['end_to_end_s']:.2f} s "
                           + ", ".join(f"{s} {w:.2f}" for s, w in result["stages"].items()), flush=True)

@@ -21,7 +21,10 @@ bit for bit, on lid.176 over all of langid-dev and on models trained with each o
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import table_cache
 from pipeline.utf8 import utf8_buffers
 from stages import fasttext_kernels as kernels
 
@@ -181,6 +185,18 @@ class Predictor:
         )
         return cls(labels, tables)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The labels and every table (a number as a 0-d array), for ``from_arrays``."""
+        arrays = {str(i): np.asarray(table) for i, table in enumerate(self.tables)}
+        arrays["labels"] = np.array(self.labels, dtype=str)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Predictor":
+        tables = [arrays[str(i)] if arrays[str(i)].ndim else arrays[str(i)][()] for i in range(len(arrays) - 1)]
+        tables[_INPUT_ROWS] = _aligned(tables[_INPUT_ROWS])  # a read array starts where the allocator put it
+        return cls(arrays["labels"].tolist(), tuple(tables))
+
     def predict(self, lines: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index into ``labels``, float32 probability) of each line, as fastText's
         ``predict(line, k=1)``: Arrow strings or Python strings, without newlines."""
@@ -190,6 +206,9 @@ class Predictor:
             lines = lines.combine_chunks()
         offsets, data = utf8_buffers(pc.fill_null(lines, ""))
         return kernels.predict_top(data, offsets.astype(np.int64), *self.tables)
+
+
+_INPUT_ROWS = 14  # the input rows' place in ``Predictor.tables``
 
 
 def _prune_table(prune: np.ndarray) -> np.ndarray:
@@ -219,25 +238,46 @@ def _aligned(matrix: np.ndarray) -> np.ndarray:
 
 
 class Classifier:
-    """A fastText model file, loaded by fastText, whose ``top`` is ``predict(line, k=1)``: compiled when
-    ``Predictor.load`` takes the model, else fastText's own call. ``model`` is fastText's, for the
-    rest of its API."""
+    """A fastText model file whose ``top`` is ``predict(line, k=1)``: compiled when ``Predictor.load``
+    takes the model, else fastText's own call. ``model`` is fastText's, for the rest of its API
+    (loaded on first use). ``labels``: the model's labels."""
 
     def __init__(self, path: str):
+        self.path = path
+        # A process after the first on this machine reads the compiled predict's tables back
+        # (``pipeline.table_cache``: 0.02-0.03 s less of a worker's first task) and loads
+        # neither fastText nor the file; a missing file still fails here (its stamp).
+        name, key, modules = self._cache_key()
+        arrays = table_cache.read_arrays(name, key, *modules)
+        if arrays is not None:
+            self.__dict__["compiled"] = Predictor.from_arrays(arrays)
+            self.labels: list[str] = self.compiled.labels
+        else:
+            self.labels = list(self.model.get_labels())  # fastText's load fails on a broken file
+
+    @cached_property
+    def model(self):
         import fasttext  # here, not at the top: validating a config must not need the model library
 
-        self.path = path
-        self.model = fasttext.load_model(path)
-        self.labels: list[str] = list(self.model.get_labels())
+        return fasttext.load_model(self.path)
 
     @cached_property
     def compiled(self) -> Predictor | None:
-        """The compiled predict, read on the first ``top``. Not in ``__init__``: the driver builds each
-        stage once to check its model (``planning.check_stage_assets``; fastText's load above fails on a
-        missing or broken file), and reading it here would cost the run's start numba's import and the
-        kernels' load (0.7 s), which only workers need."""
+        """The compiled predict, read on the first ``top`` and kept for this machine's later processes.
+        Not in ``__init__``: the driver builds each stage once to check its model
+        (``planning.check_stage_assets``), and reading it here would cost the run's start numba's
+        import and the kernels' load (0.7 s), which only workers need."""
         compiled = Predictor.load(self.path)
-        return compiled if compiled is not None and compiled.labels == self.labels else None
+        if compiled is None or compiled.labels != self.labels:
+            return None
+        name, key, modules = self._cache_key()
+        table_cache.write_arrays(name, key, compiled.to_arrays(), *modules)
+        return compiled
+
+    def _cache_key(self) -> tuple[str, str, tuple]:
+        """``table_cache``'s name, key and defining modules of this file's tables."""
+        name = "fasttext-" + hashlib.sha1(os.path.realpath(self.path).encode()).hexdigest()[:12]
+        return name, table_cache.file_stamp(self.path), (sys.modules[__name__], kernels)
 
     def top(self, lines: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index into ``labels``, float32 probability) of each line (no newlines)."""

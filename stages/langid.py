@@ -159,10 +159,14 @@ class LangID(Stage):
 
     def __init__(self, config: LangIDConfig):
         super().__init__(config)
-        # lid.176's predict, compiled (stages/fasttext_predict.py); ``model`` is fastText's own.
+        # lid.176's predict, compiled (stages/fasttext_predict.py); ``classifier.model`` is fastText's own.
         self.classifier = Classifier(resolve_model_path(config.model_path))
-        self.model = self.classifier.model
         self.keep = None if config.languages == "all" else frozenset(config.languages)
+
+    @property
+    def model(self):
+        """fastText's own lid.176 (loaded on first use: the compiled predict needs none of it)."""
+        return self.classifier.model
 
     def process(self, batch: pa.Table) -> StageOutput:
         texts = batch.column("text").to_pylist()

@@ -29,7 +29,10 @@ deterministically (sorted arrays, no timestamps).
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -37,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import table_cache
 from pipeline.utf8 import utf8_buffers
 from stages import quality_kernels
 
@@ -118,6 +122,25 @@ class _Scoring:
         )
 
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every table by name (``from_arrays`` rebuilds this from them)."""
+        arrays = {name: getattr(self, name) for name in _SCORING_TERMS}
+        for name in ("bigrams", "trigrams"):
+            index = getattr(self, name)
+            arrays.update({f"{name}.slots": index.slots, f"{name}.shift": np.asarray(index.shift),
+                           f"{name}.mask": np.asarray(index.mask)})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "_Scoring":
+        indexes = {name: _HashIndex.placed(arrays[f"{name}.slots"], arrays[f"{name}.shift"][()],
+                                           arrays[f"{name}.mask"][()]) for name in ("bigrams", "trigrams")}
+        return cls(**indexes, **{name: arrays[name] for name in _SCORING_TERMS})
+
+
+_SCORING_TERMS = ("unigram_p", "seen1", "scale1", "total1", "discounted2", "seen2", "scale2", "total2", "discounted3")
+
+
 class _HashIndex:
     """Open addressing over sorted unique keys, built at load time: a lookup reads one or two slots
     instead of a binary search's twenty-odd dependent ones. ``find`` returns
@@ -128,6 +151,13 @@ class _HashIndex:
         self.shift = np.uint64(64 - bits)
         self.mask = np.int64((1 << bits) - 1)
         self.slots, self.slot_of_key = quality_kernels.place_keys(keys, self.shift, self.mask)
+
+    @classmethod
+    def placed(cls, slots: np.ndarray, shift: np.uint64, mask: np.int64) -> "_HashIndex":
+        """An index whose slots were placed before (for lookups only: ``by_slot`` needs the keys' slots)."""
+        index = cls.__new__(cls)
+        index.slots, index.shift, index.mask, index.slot_of_key = slots, shift, mask, None
+        return index
 
     def by_slot(self, values: np.ndarray, fill=0.0) -> np.ndarray:
         """``values`` (one per key, in key order) rearranged by slot, with one entry more at the end,
@@ -163,6 +193,19 @@ class StringIndex:
                 self.data, self.offsets, self.shift, self.mask, self.seed)
             if self.single:
                 break
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The placement (``from_arrays`` takes the strings again)."""
+        return {"table": self.table, "shift": np.asarray(self.shift), "mask": np.asarray(self.mask),
+                "seed": np.asarray(self.seed), "single": np.asarray(self.single)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], strings: pa.Array) -> "StringIndex":
+        index = cls.__new__(cls)
+        index.offsets, index.data = utf8_buffers(strings)
+        index.table, index.single = arrays["table"], bool(arrays["single"])
+        index.shift, index.mask, index.seed = arrays["shift"][()], arrays["mask"][()], arrays["seed"][()]
+        return index
 
     def find(self, tokens: "Tokens", starts: np.ndarray | None = None, counts: np.ndarray | None = None) -> np.ndarray:
         """The index of each token in the strings, -1 where it is none of them (int64): tokens
@@ -255,8 +298,18 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
     character (None: no character), whitespace is what ``pc.utf8_split_whitespace`` splits at
     (``pc.utf8_is_space``) and alphanumeric what ``pc.utf8_is_alnum`` accepts. Each is evaluated
     once per code point by that very function, so a split decides as they would on the text
-    (the Basic Multilingual Plane up front, in a few hundredths of a second, once per process and
-    pattern; other code points when a text first has one of their block)."""
+    (the Basic Multilingual Plane up front, in a few hundredths of a second, once per machine and
+    pattern: later processes read it back, ``pipeline.table_cache``; other code points when a
+    text first has one of their block)."""
+    patterns = f"{marked}\0{digits}"
+    name = "quality-char-classes-" + hashlib.sha1(patterns.encode()).hexdigest()[:12]
+    arrays = table_cache.cached_arrays(name, patterns, lambda: _bmp_classes(marked, digits),
+                                       sys.modules[__name__], quality_kernels)
+    return CharClasses(arrays["table"], arrays["by_prefix"], arrays["ascii_line"], arrays["known"], marked, digits)
+
+
+def _bmp_classes(marked: str | None, digits: str | None) -> dict[str, np.ndarray]:
+    """``CharClasses``' tables with the Basic Multilingual Plane classified."""
     bmp = np.concatenate((np.arange(0xD800), np.arange(0xE000, 0x10000))).astype(np.uint32)
     table = np.zeros(0x110000, dtype=np.uint8)
     table[bmp] = _classify(bmp, marked, digits)
@@ -275,7 +328,7 @@ def char_classes(marked: str | None = None, digits: str | None = None) -> CharCl
     line = np.arange(128)
     line[table[:128] & _DIGIT > 0] = ord("0")
     line[ord("\n")] = ord(" ")
-    return CharClasses(table, by_prefix, line.astype(np.uint8), known, marked, digits)
+    return {"table": table, "by_prefix": by_prefix, "ascii_line": line.astype(np.uint8), "known": known}
 
 
 def split_text(text: pa.Array, classes: CharClasses) -> tuple[pa.Array, "Tokens"]:
@@ -465,6 +518,38 @@ class NgramModel:
         return perplexity, known
 
     def to_bytes(self) -> bytes:
+        sink = io.BytesIO()
+        # numpy writes fixed zip timestamps, so the same model gives the same bytes.
+        np.savez_compressed(sink, **self._arrays())
+        return sink.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "NgramModel":
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        return cls._from_arrays({key: loaded[key] for key in loaded.files})
+
+    @classmethod
+    def load(cls, path: str) -> "NgramModel":
+        """The model in the local file ``path``, each language's scoring tables built. A worker process
+        reads them back from this machine's copy (``pipeline.table_cache``: uncompressed, beside the
+        counts) rather than decompressing the counts and building them, 0.07 s of its first quality
+        task on corpus-dev's model; the first process after the model changes builds and writes it."""
+        def build() -> dict[str, np.ndarray]:
+            with open(path, "rb") as handle:
+                model = cls.from_bytes(handle.read())
+            arrays = model._arrays()
+            for lang, t in model.tables.items():
+                arrays.update({f"{lang}/scoring.{name}": array for name, array in t.scoring.to_arrays().items()})
+                arrays.update({f"{lang}/index.{name}": array for name, array in t.vocab_index.to_arrays().items()})
+            return arrays
+
+        name = "quality-lm-" + hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
+        # The counts are mapped, not read: scoring reads only the vocabulary of them.
+        return cls._from_arrays(table_cache.cached_arrays(
+            name, table_cache.file_stamp(path), build, sys.modules[__name__], quality_kernels,
+            mapped=lambda field: "/scoring." not in field and "/index." not in field))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
         for lang, t in sorted(self.tables.items()):
             # The vocabulary as UTF-8 bytes and offsets: a fixed-width numpy string array would pad
@@ -475,24 +560,26 @@ class NgramModel:
             for name in ("unigram", "ctx1_total", "ctx1_types", "bigram_keys", "bigram_counts",
                          "ctx2_total", "ctx2_types", "trigram_keys", "trigram_counts"):
                 arrays[f"{lang}/{name}"] = getattr(t, name)
-        sink = io.BytesIO()
-        # numpy writes fixed zip timestamps, so the same model gives the same bytes.
-        np.savez_compressed(sink, **arrays)
-        return sink.getvalue()
+        return arrays
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "NgramModel":
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    def _from_arrays(cls, arrays: dict[str, np.ndarray]) -> "NgramModel":
+        """The model of ``_arrays``, with the scoring tables of ``load``'s copy where it has them."""
         by_lang: dict[str, dict] = {}
-        for key in loaded.files:
+        for key, array in arrays.items():
             lang, name = key.split("/", 1)
-            by_lang.setdefault(lang, {})[name] = loaded[key]
+            by_lang.setdefault(lang, {})[name] = array
         tables = {}
         for lang, fields in by_lang.items():
+            scoring = {name[8:]: fields.pop(name) for name in list(fields) if name.startswith("scoring.")}
+            index = {name[6:]: fields.pop(name) for name in list(fields) if name.startswith("index.")}
             offsets, data = fields.pop("vocab_offsets"), fields.pop("vocab_bytes")
             fields["vocab"] = pa.StringArray.from_buffers(
                 len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.tobytes()))
             tables[lang] = _Tables(**fields)
+            if scoring:  # the cached_properties, as they would be built
+                tables[lang].__dict__["scoring"] = _Scoring.from_arrays(scoring)
+                tables[lang].__dict__["vocab_index"] = StringIndex.from_arrays(index, fields["vocab"])
         return cls(tables)
 
     @classmethod

@@ -183,8 +183,11 @@ class QualityModel:
             raise ValueError(f"{model_path}: expected labels gold and junk, found {sorted(labels)}")
         self._gold = self.classifier.labels.index(LABEL_PREFIX + GOLD)
         fs, path = storage.resolve(model_path + LM_SUFFIX)
-        with fs.open_input_stream(path) as stream:
-            self.lm = NgramModel.from_bytes(stream.read())
+        if "://" in model_path:
+            with fs.open_input_stream(path) as stream:
+                self.lm = NgramModel.from_bytes(stream.read())
+        else:  # with its scoring tables, from this machine's copy of them when there is one
+            self.lm = NgramModel.load(path)
         if calibration is None:
             calibration = (read_report(model_path) or {}).get("calibration")
         self.calibration = calibration

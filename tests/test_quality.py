@@ -548,6 +548,40 @@ def test_signals_are_those_of_the_arrow_passes_the_compiled_ones_replaced(stage,
         assert got[name].tobytes() == want[name].tobytes(), name
 
 
+def test_a_model_s_tables_read_back_score_as_the_file_does(sample_model, tmp_path, monkeypatch):
+    """The quality classifier's compiled predict and its language model, from their copies: the same
+    labels, probabilities and perplexities, to the bit, with neither fastText nor the counts loaded."""
+    from pipeline import table_cache
+    from stages.fasttext_predict import _INPUT_ROWS, Classifier
+    from stages.quality_model import LM_SUFFIX
+
+    monkeypatch.setenv(table_cache.ENV, str(tmp_path))
+    model = sample_model.model_path
+    texts = ["The lighthouse keeper wrote every evening about the weather and the ships.",
+             "BUY CHEAP WATCHES best price best price click here", "灯塔看守人每天晚上都写下天气和过往船只。"]
+    langs = ["en", "en", "zh"]
+    lines = pa.array(prepare_texts(texts, TextConfig(), langs))
+    first = Classifier(model)
+    want = first.top(lines)  # builds the tables and writes their copy
+    again = Classifier(model)
+    assert "model" not in again.__dict__ and "compiled" in again.__dict__ and again.labels == first.labels
+    assert again.compiled.tables[_INPUT_ROWS].ctypes.data % 64 == 0  # the rows' alignment, as Predictor.load's
+    got = again.top(lines)
+    assert got[0].tolist() == want[0].tolist() and got[1].tobytes() == want[1].tobytes()
+
+    path = model + LM_SUFFIX
+    with open(path, "rb") as handle:
+        built = NgramModel.from_bytes(handle.read())
+    tokens = Tokens.from_lines(lines)
+    parsed = []
+    monkeypatch.setattr(NgramModel, "from_bytes", classmethod(lambda cls, data: parsed.append(1) or built))
+    for reads in (1, 1):  # the first load parses the file and writes the copy, the second reads the copy
+        loaded = NgramModel.load(path)
+        assert len(parsed) == reads and all("scoring" in tables.__dict__ for tables in loaded.tables.values())
+        for got, want in zip(loaded.perplexity(tokens, langs), built.perplexity(tokens, langs)):
+            assert got.tobytes() == want.tobytes()
+
+
 def test_stats_hold_score_histograms_unfiltered_counts_and_examples_near_the_threshold(sample_model, sample_rows):
     config = sample_model.model_copy(update={"thresholds": {"web": 0.5, "books": None}, "example_margin": 0.3})
     rows = sample_rows["gold"][:30] + sample_rows["junk"][:30]

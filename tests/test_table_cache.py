@@ -1,5 +1,5 @@
-"""pipeline.table_cache: a per-code-point table built once per machine, read back by later
-processes, rebuilt when what defines it changes or its file is unreadable."""
+"""pipeline.table_cache: a per-code-point table, or a model's tables, built once per machine, read back by
+later processes as they were built, rebuilt when what defines them changes or their copy is unreadable."""
 from __future__ import annotations
 
 import csv
@@ -65,3 +65,39 @@ def test_the_stages_tables_read_back_equal_their_definitions(tmp_path):
                                 cwd=REPO, env=env)
         assert result.stdout.split() == ["True", "True"]
     assert sorted(path.name.split("-")[0] for path in tmp_path.iterdir()) == ["langid", "rules"]
+
+
+def _arrays_build(calls: list):
+    def build() -> dict[str, np.ndarray]:
+        calls.append(1)
+        frozen = np.arange(5, dtype=np.uint8)
+        frozen.setflags(write=False)
+        return {"big": np.arange(100_000, dtype=np.float64), "frozen": frozen, "number": np.asarray(np.uint64(7)),
+                "words": np.array(["gold", "junk"])}
+    return build
+
+
+def test_arrays_come_back_as_built_and_a_changed_key_or_broken_copy_builds_anew(tmp_path, monkeypatch):
+    monkeypatch.setenv(table_cache.ENV, str(tmp_path))
+    calls: list = []
+    built = table_cache.cached_arrays("m", "stamp 1", _arrays_build(calls), json)
+    for mapped in (None, lambda field: field == "big"):
+        read = table_cache.cached_arrays("m", "stamp 1", _arrays_build(calls), json, mapped=mapped)
+        assert len(calls) == 1 and read.keys() == built.keys()
+        for field, array in built.items():
+            # dtype, shape and read-only or not decide which compiled loop takes an array: all as built
+            assert read[field].dtype == array.dtype and read[field].shape == array.shape, field
+            assert read[field].flags.writeable == array.flags.writeable and np.array_equal(read[field], array), field
+        assert type(read["big"]) is np.ndarray and read["number"][()] == np.uint64(7)
+    read["big"][0] = -1  # a mapped array is copy on write: the copy on disk keeps its value
+    assert table_cache.cached_arrays("m", "stamp 1", _arrays_build(calls), json, mapped=bool)["big"][0] == 0
+
+    (first,) = tmp_path.iterdir()
+    table_cache.cached_arrays("m", "stamp 2", _arrays_build(calls), json)  # the model file changed
+    (second,) = tmp_path.iterdir()
+    assert len(calls) == 2 and second != first
+    (second / "index.json").write_text("[")  # broken: rebuilt, and the copy replaced
+    assert np.array_equal(table_cache.cached_arrays("m", "stamp 2", _arrays_build(calls), json)["big"], built["big"])
+    assert len(calls) == 3 and table_cache.read_arrays("m", "stamp 2", json) is not None
+    assert [path.name for path in tmp_path.iterdir()] == [second.name]
+
