@@ -34,7 +34,7 @@ import tempfile
 import unicodedata
 import uuid
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -71,19 +71,22 @@ def cached_arrays(name: str, key: str, build: Callable[[], dict[str, np.ndarray]
     return arrays
 
 
-def read_arrays(name: str, key: str, *modules: ModuleType,
-                mapped: Callable[[str], bool] | None = None) -> dict[str, np.ndarray] | None:
-    """The arrays ``write_arrays`` wrote under ``name``, ``key`` and ``modules``, as they were (dtype,
-    shape, read-only or not), or None when there are none (or they cannot be read). Those ``mapped``
-    names are mapped from the file rather than read (copy on write), for arrays a process seldom
-    reads: a mapped array costs nothing until read, but its pages are the page cache's small ones,
-    and a table read at random from them ran 5-10% slower than from memory (huge pages)."""
+def read_arrays(name: str, key: str, *modules: ModuleType, mapped: Callable[[str], bool] | None = None,
+                only: Collection[str] | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays ``write_arrays`` wrote under ``name``, ``key`` and ``modules`` (``only`` those names,
+    when given), as they were (dtype, shape, read-only or not), or None when there are none (or they
+    cannot be read). Those ``mapped`` names are mapped from the file rather than read (copy on
+    write), for arrays a process seldom reads: a mapped array costs nothing until read, but its
+    pages are the page cache's small ones, and with all its large tables mapped the quality stage
+    ran 5-10% slower than with them in memory, which numpy gives huge pages."""
     path = _path(name, key, modules, "")
     try:
         with open(os.path.join(path, _INDEX)) as handle:
             index = json.load(handle)
         arrays = {}
         for i, (field, writeable) in enumerate(index):
+            if only is not None and field not in only:
+                continue
             mode = "c" if mapped is not None and mapped(field) else None
             array = np.asarray(np.load(os.path.join(path, f"{i}.npy"), allow_pickle=False, mmap_mode=mode))
             array.flags.writeable = writeable  # as built: a compiled loop's types tell the two apart

@@ -244,16 +244,14 @@ class Classifier:
 
     def __init__(self, path: str):
         self.path = path
-        # A process after the first on this machine reads the compiled predict's tables back
-        # (``pipeline.table_cache``: 0.02-0.03 s less of a worker's first task) and loads
-        # neither fastText nor the file; a missing file still fails here (its stamp).
+        # A process after the first on this machine reads the labels, and at the first ``top`` the
+        # compiled predict's tables, back from this machine's copy (``pipeline.table_cache``:
+        # 0.035 s less of a quality worker's first task), loading neither fastText nor the file; a
+        # missing file still fails here (its stamp).
         name, key, modules = self._cache_key()
-        arrays = table_cache.read_arrays(name, key, *modules)
-        if arrays is not None:
-            self.__dict__["compiled"] = Predictor.from_arrays(arrays)
-            self.labels: list[str] = self.compiled.labels
-        else:
-            self.labels = list(self.model.get_labels())  # fastText's load fails on a broken file
+        stored = table_cache.read_arrays(name, key, *modules, only={"labels"})
+        # fastText's load fails on a broken file (which has another stamp than the one stored)
+        self.labels: list[str] = stored["labels"].tolist() if stored else list(self.model.get_labels())
 
     @cached_property
     def model(self):
@@ -263,14 +261,17 @@ class Classifier:
 
     @cached_property
     def compiled(self) -> Predictor | None:
-        """The compiled predict, read on the first ``top`` and kept for this machine's later processes.
-        Not in ``__init__``: the driver builds each stage once to check its model
-        (``planning.check_stage_assets``), and reading it here would cost the run's start numba's
-        import and the kernels' load (0.7 s), which only workers need."""
+        """The compiled predict, read on the first ``top``: from this machine's copy, else from the file
+        (and then kept for later processes). Not in ``__init__``: the driver builds each stage once to
+        check its model (``planning.check_stage_assets``), and only workers need the tables (from the
+        file, numba's import and the kernels' load come with them: 0.7 s)."""
+        name, key, modules = self._cache_key()
+        stored = table_cache.read_arrays(name, key, *modules)
+        if stored is not None:
+            return Predictor.from_arrays(stored)
         compiled = Predictor.load(self.path)
         if compiled is None or compiled.labels != self.labels:
             return None
-        name, key, modules = self._cache_key()
         table_cache.write_arrays(name, key, compiled.to_arrays(), *modules)
         return compiled
 
