@@ -25,7 +25,8 @@ text have high perplexity.
   exactly as those definitions would.
 
 The model is a ``.npz`` file beside the classifier (``<model_path>.lm.npz``), written
-deterministically (sorted arrays, no timestamps).
+deterministically (sorted arrays, no timestamps). A worker reads it with its hash tables built from
+this machine's copy of them (``NgramModel.load``, ``pipeline.table_cache``).
 """
 from __future__ import annotations
 
@@ -120,7 +121,6 @@ class _Scoring:
             total2=bigrams.by_slot(np.where(total2 > 0, total2, 1.0), 1.0),
             discounted3=trigrams.by_slot(np.maximum(t.trigram_counts.astype(np.float64) - DISCOUNT, 0)),
         )
-
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Every table by name (``from_arrays`` rebuilds this from them)."""
