@@ -80,9 +80,10 @@ def read_arrays(name: str, key: str, *modules: ModuleType, mapped: Callable[[str
     pages are the page cache's small ones, and with all its large tables mapped the quality stage
     ran 5-10% slower than with them in memory, which numpy gives huge pages."""
     path = _path(name, key, modules, "")
+    index = _index(path)
+    if index is None:
+        return None
     try:
-        with open(os.path.join(path, _INDEX)) as handle:
-            index = json.load(handle)
         arrays = {}
         for i, (field, writeable) in enumerate(index):
             if only is not None and field not in only:
@@ -92,7 +93,7 @@ def read_arrays(name: str, key: str, *modules: ModuleType, mapped: Callable[[str
             array.flags.writeable = writeable  # as built: a compiled loop's types tell the two apart
             arrays[field] = array
         return arrays
-    except (OSError, ValueError):  # none yet, or unreadable
+    except (OSError, ValueError, TypeError):  # a file gone or unreadable
         return None
 
 
@@ -110,7 +111,10 @@ def write_arrays(name: str, key: str, arrays: dict[str, np.ndarray], *modules: M
             json.dump([[field, bool(array.flags.writeable)] for field, array in arrays.items()], handle)
         try:
             os.rename(temporary, path)
-        except OSError:  # a copy is there already: one that could not be read, or as good as this one
+        except OSError:  # a copy is there already: another process's, kept, or one that cannot be read
+            if _index(path) is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+                return
             stale = f"{path}.{storage.TMP_PREFIX}{uuid.uuid4().hex[:12]}"
             os.rename(path, stale)
             os.rename(temporary, path)
@@ -122,6 +126,15 @@ def write_arrays(name: str, key: str, arrays: dict[str, np.ndarray], *modules: M
 
 
 _INDEX = "index.json"  # [[name, writeable], ...] in file order; written last: a copy with it is whole
+
+
+def _index(path: str) -> list | None:
+    """The index of the copy at ``path``, None where there is none or it cannot be read."""
+    try:
+        with open(os.path.join(path, _INDEX)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 def file_stamp(path: str) -> str:

@@ -92,6 +92,9 @@ def test_arrays_come_back_as_built_and_a_changed_key_or_broken_copy_builds_anew(
     read["big"][0] = -1  # a mapped array is copy on write: the copy on disk keeps its value
     assert table_cache.cached_arrays("m", "stamp 1", _arrays_build(calls), json, mapped=bool)["big"][0] == 0
 
+    # Two processes that built at once: the copy that got there first is kept.
+    table_cache.write_arrays("m", "stamp 1", {**built, "big": built["big"] + 1}, json)
+    assert table_cache.read_arrays("m", "stamp 1", json)["big"][1] == 1
     (first,) = tmp_path.iterdir()
     table_cache.cached_arrays("m", "stamp 2", _arrays_build(calls), json)  # the model file changed
     (second,) = tmp_path.iterdir()
