@@ -78,7 +78,7 @@ def read_arrays(name: str, key: str, *modules: ModuleType, mapped: Callable[[str
     cannot be read). Those ``mapped`` names are mapped from the file rather than read (copy on
     write), for arrays a process seldom reads: a mapped array costs nothing until read, but its
     pages are the page cache's small ones, and with all its large tables mapped the quality stage
-    ran 5-10% slower than with them in memory, which numpy gives huge pages."""
+    ran about 5% slower than with them in memory, which numpy gives huge pages."""
     path = _path(name, key, modules, "")
     index = _index(path)
     if index is None:
