@@ -11,7 +11,7 @@ version of what defines it, and later processes load the ``.npy`` file (about a 
 stage's language model with its hash tables, the compiled fastText predict's tables, the quality
 split's character classes: 0.09 s of a quality worker's first task on corpus-dev's model), in a
 directory of ``.npy`` files; ``key`` names what else defines them, such as the model file's
-``file_stamp``.
+version (``file_entry``).
 
 The key is a digest of the source of ``modules`` (the code that builds the table) and of this
 module, the Python version (its ``re``, ``str`` methods and codecs), its Unicode database's
@@ -56,7 +56,7 @@ def cached_table(name: str, build: Callable[[], np.ndarray], *modules: ModuleTyp
     except (OSError, ValueError):  # none yet, or unreadable: built and written below
         pass
     table = build()
-    _write(path, lambda buffer: np.save(buffer, table, allow_pickle=False))
+    _write(path, table)
     return table
 
 
@@ -137,11 +137,14 @@ def _index(path: str) -> list | None:
         return None
 
 
-def file_stamp(path: str) -> str:
-    """What tells a local file's versions apart for ``cached_arrays``' key: its size, modification time
-    and inode (a model rewritten in place or replaced by rename gets a new one)."""
-    status = os.stat(path)
-    return f"{os.path.realpath(path)}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ino}"
+def file_entry(prefix: str, path: str) -> tuple[str, str]:
+    """``cached_arrays``' name and key for the tables a local file is turned into: a name per path,
+    so that two models' copies do not replace each other, and a key that tells the file's versions
+    apart by its size, modification time and inode (a model rewritten in place or replaced by
+    rename gets a new one)."""
+    real, status = os.path.realpath(path), os.stat(path)
+    name = f"{prefix}-{hashlib.sha1(real.encode()).hexdigest()[:12]}"
+    return name, f"{real}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ino}"
 
 
 def _path(name: str, key: str, modules: tuple[ModuleType, ...], suffix: str) -> str:
@@ -154,11 +157,11 @@ def _path(name: str, key: str, modules: tuple[ModuleType, ...], suffix: str) -> 
     return os.path.join(cache_dir(), f"{name}-{digest.hexdigest()[:24]}{suffix}")
 
 
-def _write(path: str, save: Callable[[io.BytesIO], None]) -> None:
-    """What ``save`` writes to ``path`` atomically (``storage.write_bytes``), then older versions of its
-    name away; a directory that cannot be written leaves nothing behind."""
+def _write(path: str, table: np.ndarray) -> None:
+    """The table to ``path`` atomically (``storage.write_bytes``), then older versions of its name
+    away; a directory that cannot be written leaves nothing behind."""
     buffer = io.BytesIO()
-    save(buffer)
+    np.save(buffer, table, allow_pickle=False)
     try:
         storage.write_bytes(pafs.LocalFileSystem(), path, buffer.getvalue())
     except OSError:

@@ -21,8 +21,6 @@ bit for bit, on lid.176 over all of langid-dev and on models trained with each o
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import struct
 import sys
 from dataclasses import dataclass
@@ -277,8 +275,7 @@ class Classifier:
 
     def _cache_key(self) -> tuple[str, str, tuple]:
         """``table_cache``'s name, key and defining modules of this file's tables."""
-        name = "fasttext-" + hashlib.sha1(os.path.realpath(self.path).encode()).hexdigest()[:12]
-        return name, table_cache.file_stamp(self.path), (sys.modules[__name__], kernels)
+        return *table_cache.file_entry("fasttext", self.path), (sys.modules[__name__], kernels)
 
     def top(self, lines: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(label index into ``labels``, float32 probability) of each line (no newlines)."""

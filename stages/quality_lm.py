@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -543,10 +542,10 @@ class NgramModel:
                 arrays.update({f"{lang}/index.{name}": array for name, array in t.vocab_index.to_arrays().items()})
             return arrays
 
-        name = "quality-lm-" + hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
+        name, key = table_cache.file_entry("quality-lm", path)
         # The counts are mapped, not read: scoring reads only the vocabulary of them.
         return cls._from_arrays(table_cache.cached_arrays(
-            name, table_cache.file_stamp(path), build, sys.modules[__name__], quality_kernels,
+            name, key, build, sys.modules[__name__], quality_kernels,
             mapped=lambda field: "/scoring." not in field and "/index." not in field))
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -571,8 +570,9 @@ class NgramModel:
             by_lang.setdefault(lang, {})[name] = array
         tables = {}
         for lang, fields in by_lang.items():
-            scoring = {name[8:]: fields.pop(name) for name in list(fields) if name.startswith("scoring.")}
-            index = {name[6:]: fields.pop(name) for name in list(fields) if name.startswith("index.")}
+            scoring = {name.removeprefix("scoring."): fields.pop(name) for name in list(fields)
+                       if name.startswith("scoring.")}
+            index = {name.removeprefix("index."): fields.pop(name) for name in list(fields) if name.startswith("index.")}
             offsets, data = fields.pop("vocab_offsets"), fields.pop("vocab_bytes")
             fields["vocab"] = pa.StringArray.from_buffers(
                 len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.tobytes()))
