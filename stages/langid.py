@@ -82,17 +82,19 @@ SCORE_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 # lid.176.ftz (fastText, CC BY-SA 3.0) ships inside this package: see assets/NOTICE.md.
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "lid.176.ftz")
 
-# (cheap substring guard, pattern). Tags and entities go first: a URL pattern run first would eat the
-# `">` closing an <a href="..."> and the word after it, and leave the rest of the tag in the view.
-# Addresses are matched as ASCII only, so the Chinese or Japanese text that often touches them without
-# a space survives; and no pattern may start a match inside a run of CJK characters, because those runs
-# are long and a per-position retry would be quadratic.
+# (cheap substring guard, pattern), each match blanked in this order. Tags and entities go first: a URL
+# pattern run first would eat the `">` closing an <a href="..."> and the word after it, and leave the
+# rest of the tag in the view. Addresses are matched as ASCII only, so the Chinese or Japanese text that
+# often touches them without a space survives; and no pattern may start a match inside a run of CJK
+# characters, because those runs are long and a per-position retry would be quadratic.
+_URL = re.compile(r"(?:https?|ftp)://[!-~]+")
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _NOISE = [
     ("<", re.compile(r"<[^<>]{0,300}>")),
     ("&", re.compile(r"&#?\w{1,10};")),
-    ("://", re.compile(r"(?:https?|ftp)://[!-~]+")),
+    ("://", _URL),
     ("www.", re.compile(r"www\.[!-~]+")),
-    ("@", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
+    ("@", _EMAIL),
 ]
 # Han ideographs (with the radicals, 々 and 〇) and kana, as character-class bodies.
 _HAN = (
@@ -102,7 +104,6 @@ _HAN = (
 _KANA_CHARS = "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
 _HAN_RE = re.compile(f"[{_HAN}]")
 _KANA = re.compile(f"[{_KANA_CHARS}]")
-_HAN_OR_KANA = re.compile(f"[{_HAN}{_KANA_CHARS}]")
 # Runs of ASCII punctuation; blanked only where one touches Han or kana (``langid_kernels.blank_punctuation``).
 # lid.176 learned Chinese and Japanese from text written with full-width punctuation and no spaces, so
 # an ASCII comma glued to a Han run makes character n-grams it never saw: on corpus-dev that pulled
@@ -317,15 +318,16 @@ def resolve_model_path(model_path: str | None) -> str:
 def prediction_views(texts: list[str], max_chars: int, windows: int) -> list[str]:
     """The one-line, markup-free texts the model classifies (see the module docstring), one per text."""
     views = [_denoised(text, max_chars, windows) for text in texts]
-    # isascii() reads a flag: English costs no scan
-    cjk = [k for k, view in enumerate(views) if not view.isascii() and _HAN_OR_KANA.search(view)]
-    if cjk:
-        offsets, data = utf8_buffers(pa.array([views[k] for k in cjk], pa.large_string()))
-        blanked, new_offsets = langid_kernels.blank_punctuation(data, offsets, _classes())
-        blanked_views = pa.Array.from_buffers(pa.large_string(), len(cjk), [
-            None, pa.py_buffer(new_offsets), pa.py_buffer(blanked)]).to_pylist()
-        for k, view in zip(cjk, blanked_views):
-            views[k] = view
+    # isascii() reads a flag: English costs no scan, and has no Han or kana to blank punctuation by
+    wide = [k for k, view in enumerate(views) if not view.isascii()]
+    if wide:
+        offsets, data = utf8_buffers(pa.array([views[k] for k in wide], pa.large_string()))
+        blanked, new_offsets, changed = langid_kernels.blank_punctuation(data, offsets, _classes())
+        rows = np.flatnonzero(changed)
+        blanked_views = pa.Array.from_buffers(pa.large_string(), len(wide), [
+            None, pa.py_buffer(new_offsets), pa.py_buffer(blanked)]).take(pa.array(rows)).to_pylist()
+        for k, view in zip(rows.tolist(), blanked_views):
+            views[wide[k]] = view
     # fastText splits words at every ASCII whitespace character itself, so only a newline, which
     # would end the line, needs replacing: folding runs of whitespace changed no label or probability
     # of 240,415 texts (corpus-dev, langid-dev) and cost a third of building the views.
@@ -345,8 +347,52 @@ def _denoised(text: str, max_chars: int, windows: int) -> str:
         text = " ".join(text[int(k * step) : int(k * step) + width] for k in range(windows))
     for guard, pattern in _NOISE:
         if guard in text:
-            text = pattern.sub(" ", text)
+            text = _BLANK.get(pattern, pattern.sub)(" ", text)
     return text
+
+
+# ``_URL`` and ``_EMAIL`` as ``re`` cannot run them fast: it tries them at every position of the text
+# (half of the time ``_denoised`` took on corpus-dev). Each match holds a literal, "://" or "@", which
+# ``re`` does find fast; the functions below find the literal and work out the match around it.
+_URL_TAIL = re.compile(r"://[!-~]+")
+_SCHEMES = ("https", "http", "ftp")
+_EMAIL_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+
+
+def _blank_urls(blank: str, text: str) -> str:
+    """``_URL.sub(blank, text)``: a match is a scheme right before a "://", the "://" and what follows."""
+    pieces, last, position = [], 0, 0
+    while (tail := _URL_TAIL.search(text, position)) is not None:
+        colon = tail.start()
+        start = next((colon - len(scheme) for scheme in _SCHEMES
+                      if colon - len(scheme) >= last and text.startswith(scheme, colon - len(scheme))), None)
+        if start is None:  # no scheme here; a later "://" inside this tail may have one
+            position = colon + 1
+            continue
+        pieces += (text[last:start], blank)
+        last = position = tail.end()
+    return "".join(pieces) + text[last:] if pieces else text
+
+
+def _blank_emails(blank: str, text: str) -> str:
+    """``_EMAIL.sub(blank, text)``: a match is the whole run of local-part characters before an "@"
+    (the lookbehind), when that run starts after the previous match and is not empty, the "@" and
+    the domain after it."""
+    pieces, last, position = [], 0, 0
+    while (tail := _EMAIL_TAIL.search(text, position)) is not None:
+        at = start = tail.start()
+        while start > 0 and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        if not last <= start < at:
+            position = at + 1
+            continue
+        pieces += (text[last:start], blank)
+        last = position = tail.end()
+    return "".join(pieces) + text[last:] if pieces else text
+
+
+_BLANK = {_URL: _blank_urls, _EMAIL: _blank_emails}
 
 
 def has_language_signal(view: str) -> bool:

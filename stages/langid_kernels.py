@@ -34,33 +34,49 @@ def _cjk(classes, point):
     return point < classes.size and (classes[point] & (HAN | KANA)) != 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _cjk_before(b, start, i, classes):
+    """Whether the character that ends right before ``b[i]`` (none before ``start``) is Han or kana."""
+    if i == start:
+        return False
+    k = i - 1
+    while k > start and (b[k] & 0xC0) == 0x80:  # back over continuation bytes to the lead byte
+        k -= 1
+    return _cjk(classes, _point(b, k)[0])
+
+
 @njit(cache=True, nogil=True)
 def blank_punctuation(b, offsets, classes):
     """Each string (UTF-8 ``b`` at int64 ``offsets``) with every maximal run of ``PUNCTUATION``
     characters (all ASCII) that has a Han or kana character right before or right after it replaced
-    by one space. Returns the bytes and int64 offsets of the strings."""
+    by one space. Returns the bytes (a view of a buffer as long as ``b``), the int64 offsets of the
+    strings, and whether each string changed. Only the characters around a run are decoded, and the
+    bytes between blanked runs are copied in one piece."""
     out, new_offsets, o = np.empty(b.size, np.uint8), np.zeros_like(offsets), 0
+    changed = np.zeros(offsets.size - 1, np.bool_)
     for t in range(offsets.size - 1):
-        i, end, previous = offsets[t], offsets[t + 1], False
+        start, end = offsets[t], offsets[t + 1]
+        copied = i = start
         while i < end:
-            if b[i] < 0x80 and classes[b[i]] & PUNCTUATION:
-                j = i + 1
-                while j < end and b[j] < 0x80 and classes[b[j]] & PUNCTUATION:
-                    j += 1
-                if previous or (j < end and _cjk(classes, _point(b, j)[0])):
-                    out[o] = 0x20
-                    o += 1
-                else:
-                    out[o:o + j - i] = b[i:j]
-                    o += j - i
-                i, previous = j, False
+            if b[i] >= 0x80 or not classes[b[i]] & PUNCTUATION:
+                i += 1
                 continue
-            point, width = _point(b, i)
-            previous = _cjk(classes, point)
-            out[o:o + width] = b[i:i + width]
-            o, i = o + width, i + width
+            j = i + 1
+            while j < end and b[j] < 0x80 and classes[b[j]] & PUNCTUATION:
+                j += 1
+            # Runs are maximal, so the character before one is never punctuation.
+            if _cjk_before(b, start, i, classes) or (j < end and _cjk(classes, _point(b, j)[0])):
+                out[o:o + i - copied] = b[copied:i]
+                o += i - copied
+                out[o] = 0x20
+                o += 1
+                copied = j
+                changed[t] = True
+            i = j
+        out[o:o + end - copied] = b[copied:end]
+        o += end - copied
         new_offsets[t + 1] = o
-    return out[:o].copy(), new_offsets
+    return out[:o], new_offsets, changed
 
 
 @njit(cache=True, nogil=True)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -339,17 +340,36 @@ def test_ascii_punctuation_touching_han_or_kana_is_blanked():
     assert prediction_view("标题" + "=" * 200_000 + "正文", 10**6, 1) == "标题 正文"
 
 
+_HAN_OR_KANA = re.compile(f"[{langid._HAN}{langid._KANA_CHARS}]")
+
+
 def _regex_view(text: str, max_chars: int, windows: int) -> str:
-    """``prediction_view`` as regular expressions with a callback per punctuation run wrote it."""
-    text = langid._denoised(text, max_chars, windows)
-    if not text.isascii() and langid._HAN_OR_KANA.search(text):
+    """``prediction_view`` as regular expressions wrote it: each of ``_NOISE`` by its ``sub``, a
+    callback per punctuation run."""
+    with mock.patch.dict(langid._BLANK, clear=True):
+        text = langid._denoised(text, max_chars, windows)
+    if not text.isascii() and _HAN_OR_KANA.search(text):
         def blank_if_touching(match):
             start, end = match.span()
-            if (start and langid._HAN_OR_KANA.match(text, start - 1)) or langid._HAN_OR_KANA.match(text, end):
+            if (start and _HAN_OR_KANA.match(text, start - 1)) or _HAN_OR_KANA.match(text, end):
                 return " "
             return match.group()
         text = langid._PUNCT_RUN.sub(blank_if_touching, text)
     return text.replace("\n", " ")
+
+
+def test_addresses_found_from_their_literal_are_what_the_patterns_match():
+    """``_URL`` and ``_EMAIL`` are blanked from each "://" and "@" rather than by ``re`` trying them
+    at every position: the same matches, on texts dense with schemes, addresses, local-part
+    characters and overlapping candidates."""
+    pieces = ["a", "Z", "0", ".", "_", "%", "+", "-", "@", "@@", ":", "/", "://", "http", "https", "ftp", "s",
+              "h", "t", " ", "中", "é", "x.y", "@a.b", "www.", "\n", "!", "~", "ftp://", "http://a", "me@ex.com"]
+    rng = random.Random(7)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(50_000)]
+    for pattern in (langid._URL, langid._EMAIL):
+        expected = [pattern.sub(" ", text) for text in texts]
+        assert [langid._BLANK[pattern](" ", text) for text in texts] == expected
+        assert sum(e != t for e, t in zip(expected, texts)) > 20_000  # most texts hold a match
 
 
 @functools.lru_cache(maxsize=1)
@@ -374,8 +394,9 @@ def test_compiled_views_and_scripts_equal_the_regular_expressions(shared_data, s
     texts = [text for unit in sentences.values() for group in unit.values() for text in group]
     for shard in sorted((shared_data / "corpus-dev").glob("*.parquet")):
         texts += pq.read_table(shard, columns=["text"])["text"].to_pylist()
-    pieces = list("!,.-=()[]{}~@#:;?'\"/_`|") + ["中", "文", "這", "这", "々", "\U00020000", "\U0003fffd", "か",
-              "カ", "ｶ", "한", "a", "Z", "é", "\n", " ", "\t", "，", "。", "<b>", "&amp;", "1", "\U0001F600"]
+    pieces = list("!,.-=()[]{}~@#:;?'\"/_`|%+") + ["中", "文", "這", "这", "々", "\U00020000", "\U0003fffd", "か",
+              "カ", "ｶ", "한", "a", "Z", "é", "\n", " ", "\t", "，", "。", "<b>", "&amp;", "1", "\U0001F600",
+              "http", "https", "ftp", "://", "www.", "me@x.org"]
     rng = random.Random(15)
     texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20_000)]
     assert prediction_views(texts, 2000, 3) == [_regex_view(text, 2000, 3) for text in texts]
