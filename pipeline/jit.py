@@ -25,6 +25,7 @@ calls BLAS.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import importlib
 import os
@@ -110,6 +111,7 @@ def _compile_pending() -> None:
         if options.get("cache"):
             modules[function.__module__] = compiled
             jit_cache.load_quickly(compiled)
+    gc.freeze()  # numba's objects live as long as the process: out of the collector's scans (``worker.stage_instance``)
     first = sorted(module for module, compiled in modules.items() if not _ever_cached(module, compiled))
     if first:
         # The first run on a machine spends up to a minute compiling with nothing else to show for it.

@@ -173,3 +173,42 @@ def test_cached_kernels_load_without_numbas_refresh_or_linking_module_and_later_
     # A compile asks numba's engine about symbols it was not told of: the pending modules are parsed first.
     assert run("later") == ["True", "12", "False", "False", "2", "93", "0"]
     assert run("later") == ["True", "12", "False", "False", "2", "93", "3"]  # all three loaded from the cache
+
+
+def test_a_workers_stages_and_numba_are_kept_out_of_the_garbage_collectors_scans():
+    """What lives as long as a worker process (a stage built with its models, numba's objects once
+    a kernel is first called) is frozen (``gc.freeze``), so a full collection does not rescan it;
+    a frozen object is still freed by reference counting."""
+    script = textwrap.dedent(f"""
+        import gc, sys, weakref
+        import numpy as np
+        import yaml
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        from conftest import SAMPLE_CONFIG
+        from pipeline.config import parse_config
+        from pipeline.planning import plan_stages
+        from pipeline import worker
+        from pipeline.jit import njit
+
+        raw = yaml.safe_load(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+        raw["work_dir"] = "unused"
+        spec = next(s for s in plan_stages(parse_config(raw)) if s.name == "langid")
+        frozen = gc.get_freeze_count()
+        stage = worker.stage_instance(spec)
+        print(gc.get_freeze_count() > frozen, any(o is stage for o in gc.get_objects()))
+
+        @njit()
+        def add_one(a):
+            return a + 1
+
+        frozen = gc.get_freeze_count()
+        print(add_one(np.int64(1)), gc.get_freeze_count() > frozen)
+        from numba.core import types
+        print(any(o is types.int64 for o in gc.get_objects()))
+        class Box: pass
+        box = Box(); gone = weakref.ref(box); gc.freeze(); del box
+        print(gone() is None)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False", "2", "True", "False", "True"], done.stdout
