@@ -340,15 +340,22 @@ def prediction_view(text: str, max_chars: int, windows: int) -> str:
 
 
 def _denoised(text: str, max_chars: int, windows: int) -> str:
-    """The text's windows, if it is longer than ``max_chars``, with the ``_NOISE`` blanked."""
-    if len(text) > max_chars:
-        width = max(max_chars // windows, 1)
-        step = (len(text) - width) / max(windows - 1, 1)
-        text = " ".join(text[int(k * step) : int(k * step) + width] for k in range(windows))
+    """The text's ``_windows`` with the ``_NOISE`` blanked."""
+    text = _windows(text, max_chars, windows)
     for guard, pattern in _NOISE:
         if guard in text:
             text = _BLANK.get(pattern, pattern.sub)(" ", text)
     return text
+
+
+def _windows(text: str, max_chars: int, windows: int) -> str:
+    """The text, or if it is longer than ``max_chars``, its ``windows`` evenly spaced windows joined
+    by spaces (first and last included)."""
+    if len(text) <= max_chars:
+        return text
+    width = max(max_chars // windows, 1)
+    step = (len(text) - width) / max(windows - 1, 1)
+    return " ".join(text[int(k * step) : int(k * step) + width] for k in range(windows))
 
 
 # ``_URL`` and ``_EMAIL`` as ``re`` cannot run them fast: it tries them at every position of the text

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -346,8 +345,10 @@ _HAN_OR_KANA = re.compile(f"[{langid._HAN}{langid._KANA_CHARS}]")
 def _regex_view(text: str, max_chars: int, windows: int) -> str:
     """``prediction_view`` as regular expressions wrote it: each of ``_NOISE`` by its ``sub``, a
     callback per punctuation run."""
-    with mock.patch.dict(langid._BLANK, clear=True):
-        text = langid._denoised(text, max_chars, windows)
+    text = langid._windows(text, max_chars, windows)
+    for guard, pattern in langid._NOISE:
+        if guard in text:
+            text = pattern.sub(" ", text)
     if not text.isascii() and _HAN_OR_KANA.search(text):
         def blank_if_touching(match):
             start, end = match.span()
