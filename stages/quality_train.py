@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -88,7 +88,7 @@ class TrainingConfig(StageConfig):
     lr: float = Field(0.5, gt=0)
     dim: int = Field(16, gt=0, description="embedding size; model bytes ~ 4 * dim * (bucket + words)")
     word_ngrams: int = Field(
-        2, ge=1, description="word (and, for CJK, character) n-grams; 1 has diverged to NaN on tiny sets"
+        2, ge=1, description="word (and, for CJK, character) n-grams; 1: words only, no hash buckets"
     )
     bucket: int = Field(200_000, ge=0, description="hash buckets for word n-grams")
     min_count: int = Field(2, ge=1, description="words seen fewer times are dropped from the vocabulary")
@@ -473,20 +473,40 @@ def write_fasttext_file(examples: Sequence[Example], path: str, text_config: Tex
 
 
 def fit_in_subprocess(train_file: str, model_file: str, training: TrainingConfig) -> float:
-    """``fit`` in a fresh Python process; return its training seconds.
-
-    fastText's Python binding (fasttext-numpy2 0.10.4) trains reliably only once per process: a
-    second train_supervised in the same process usually fails with "Encountered NaN", whatever the
-    data and learning rate. A child process per training also keeps the trainer's memory out of
-    long-lived drivers.
-    """
+    """``fit`` in a fresh Python process whose memory allocator hands out zeroed memory
+    (``trainer_environment``); return its training seconds. A child process per training also keeps
+    the trainer's memory out of long-lived drivers."""
     repo = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    env = trainer_environment(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "stages.quality_train", train_file, model_file, training.model_dump_json()]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"quality: fastText training failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+# fastText's Python binding (fasttext-numpy2 0.10.4) allocates its matrices without initialising them
+# (``posix_memalign``; upstream fastText's ``std::vector`` starts at zero), and with one thread its
+# ``DenseMatrix::uniform`` fills only the first tenth of the input matrix (ten blocks, one per
+# thread). The other rows, most word-pair buckets, start as whatever the memory held: zero pages
+# in a fresh process's first large allocation, old data where memory is reused: a second training
+# in one process, a small matrix (``word_ngrams`` 1 has no buckets), or MALLOC_PERTURB_ set. Such a
+# model differs from run to run or diverges to NaN. glibc fills every block it hands out with
+# ``perturb ^ 0xff``, zero here; its per-thread cache, which hands blocks back unfilled, is off.
+ZEROED_ALLOCATIONS = {"glibc.malloc.perturb": "255", "glibc.malloc.tcache_count": "0"}
+
+
+def trainer_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for a process that trains with fastText: glibc's ``ZEROED_ALLOCATIONS`` tunables
+    in place of any the caller set for them (and of MALLOC_PERTURB_), so the model is the same
+    whatever memory the process reuses, and the same as upstream fastText's. Other C libraries ignore
+    them (a fresh process's large blocks are fresh zero pages there too)."""
+    env = {key: value for key, value in environ.items() if key != "MALLOC_PERTURB_"}
+    kept = [item for item in environ.get("GLIBC_TUNABLES", "").split(":")
+            if item and item.split("=", 1)[0] not in ZEROED_ALLOCATIONS]
+    env["GLIBC_TUNABLES"] = ":".join(kept + [f"{name}={value}" for name, value in ZEROED_ALLOCATIONS.items()])
+    return env
 
 
 def fit(train_file: str, model_file: str, training: TrainingConfig) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from stages.fasttext_predict import Classifier, Predictor
 from stages.langid import resolve_model_path
+from stages.quality_train import trainer_environment
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data" / "quality"
@@ -87,8 +89,9 @@ def many_labels_file(tmp_path_factory) -> Path:
 
 
 def train(training_file: Path, directory: Path, name: str, quantize: dict | None = None, **options) -> str:
-    """A model trained (and quantised) by fastText in a child process of its own: a second
-    ``train_supervised`` in one process fails with "Encountered NaN" (see ``quality_train``)."""
+    """A model trained (and quantised) by fastText in a child process of its own, with the allocator
+    settings the quality stage trains with (``quality_train.trainer_environment``: fastText starts
+    most of its matrix from memory it never wrote)."""
     path = str(directory / name)
     script = (
         "import json, sys, fasttext\n"
@@ -100,7 +103,7 @@ def train(training_file: Path, directory: Path, name: str, quantize: dict | None
         "model.save_model(sys.argv[2])\n"
     )
     subprocess.run([sys.executable, "-c", script, str(training_file), path, json.dumps(options), json.dumps(quantize)],
-                   check=True)
+                   check=True, env=trainer_environment(os.environ))
     return path
 
 

@@ -30,7 +30,8 @@ from stages.quality_model import (
 )
 from stages.quality_signals import STOP_WORDS, compute
 from stages.quality_train import (
-    Example, TrainingConfig, balance, cap_junk, even_quotas, read_examples, read_run_examples, train_quality_model,
+    ZEROED_ALLOCATIONS, Example, TrainingConfig, balance, cap_junk, even_quotas, read_examples, read_run_examples,
+    train_quality_model, trainer_environment,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -418,16 +419,36 @@ def test_run_sample_takes_web_as_negatives_and_curated_as_gold_whatever_the_shar
     assert {e.id for e in read_run_examples(shards[::-1], 12, 1)} == {e.id for e in sample}
 
 
-def test_training_twice_gives_the_same_files(tmp_path, sample_sources):
+@pytest.mark.parametrize("word_ngrams", [2, 1])
+def test_training_twice_gives_the_same_files_whatever_memory_the_trainer_reuses(
+        tmp_path, sample_sources, monkeypatch, word_ngrams):
+    """fastText starts most of its input matrix from memory it never wrote (``trainer_environment``):
+    the second training here runs where glibc fills every block it hands out with 0x5a bytes, large
+    ones too, as reused memory would hold. Same files both times; with word_ngrams 1 (a matrix small
+    enough to come from reused memory) the training diverged to NaN before."""
     digests = []
     for run in ("a", "b"):
-        config = QualityConfig(model_path=str(tmp_path / run / "q.bin"), train={"sources": sample_sources, "epoch": 5})
+        if run == "b":
+            monkeypatch.setenv("MALLOC_PERTURB_", "165")
+            monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.perturb=165:glibc.malloc.mmap_threshold=33554432")
+        config = QualityConfig(model_path=str(tmp_path / run / "q.bin"),
+                               train={"sources": sample_sources, "epoch": 5, "word_ngrams": word_ngrams})
         train_quality_model(config, **QUIET)
         report = json.loads(Path(model_files(config.model_path)[0]).read_text())
         assert report.pop("model_path") == config.model_path  # the one field that names the run
         digests.append([json.dumps(report, sort_keys=True)] +
                        [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in model_files(config.model_path)[1:]])
     assert digests[0] == digests[1]
+    assert report["held_out"]["overall"]["f1"] > 0.5
+
+
+def test_trainer_environment_zeroes_allocations_and_keeps_other_tunables():
+    env = trainer_environment({"PATH": "/bin", "MALLOC_PERTURB_": "165",
+                               "GLIBC_TUNABLES": "glibc.malloc.perturb=7:glibc.malloc.arena_max=2"})
+    assert "MALLOC_PERTURB_" not in env and env["PATH"] == "/bin"
+    assert env["GLIBC_TUNABLES"].split(":") == [
+        "glibc.malloc.arena_max=2", *(f"{name}={value}" for name, value in ZEROED_ALLOCATIONS.items())]
+    assert trainer_environment({})["GLIBC_TUNABLES"] == ":".join(f"{k}={v}" for k, v in ZEROED_ALLOCATIONS.items())
 
 
 def test_ensure_assets_trains_only_when_missing_and_the_fingerprint_follows_the_files(tmp_path, sample_sources):
