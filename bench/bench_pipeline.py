@@ -213,7 +213,7 @@ def pipeline_config(inputs: dict, work_dir: Path, workers: int, shard_bytes: int
         "work_dir": str(work_dir),
         "ray": {"num_cpus": workers, "max_retries": 0},
         # stage by stage: the per-stage figures compare each stage with its datatrove counterpart
-        # (fused stages share one wall time); fusion's own effect: docs/performance.md
+        # (fused stages share one wall time); fusion's own effect: docs/performance.md, "Choices the code rests on"
         "fuse": False,
         "inputs": [{"name": category, "path": str(Path(files[0]).parent), "category": category,
                     "format": "parquet", "id_field": "id"} for category, files in inputs["by_category"].items()],

@@ -11,7 +11,7 @@ out (``Node.start_api_server`` and ``Node.start_monitor`` are skipped while ``ra
   keeps the state ``ray status`` shows.
 
 Without them ``ray.init`` took a median 1.85 s against 2.6 s here (2 CPUs, 4 starts each, this
-session's ``docs/performance.md``). The job, state and dashboard APIs and ``ray status`` are
+session's ``docs/performance-history.md``). The job, state and dashboard APIs and ``ray status`` are
 therefore not available on a Ray the pipeline started; the log monitor stays, so what workers print
 still reaches the console. A cluster the run joins is used as it is.
 
@@ -32,7 +32,7 @@ Two waits of the start-up remain, and ``start_local_ray`` shortens both (``_quic
 
 Each alone saves nothing (the node registers after the agents, or the second ask comes a second
 later anyway); with both, ``ray.init`` took a median 1.06 s against 1.81 s here (2 CPUs, 8 starts
-each way, alternately; docs/performance.md).
+each way, alternately; docs/performance-history.md).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def local_system_config() -> dict[str, int]:
     The raylet connects to its object store, started on another thread, right away; when the store
     is not listening yet (8 of 15 starts with 2 CPUs here) it waits Ray's whole retry interval, 1 s.
     A hundred times as many tries, 10 ms apart, keep Ray's 10 s budget without the wait: ray.init's
-    median 3.14 -> 2.21 s over 15 starts each way (docs/performance.md). `ray start` takes the same
+    median 3.14 -> 2.21 s over 15 starts each way (docs/performance-history.md). `ray start` takes the same
     settings as RAY_raylet_client_connect_timeout_milliseconds and RAY_raylet_client_num_connect_attempts.
     Ray refuses keys it does not know (its GCS exits): Ray is pinned in pyproject.toml, and every
     test that starts Ray would show an upgrade that dropped them."""

@@ -6,7 +6,7 @@ on first touch. Every unit reads a shard into new buffers and writes its outputs
 that cost recurs on every read and write: the quality stage over corpus-dev in one process took 65
 such page faults with mimalloc and 15 with jemalloc. In process, on corpus-dev and on its 4x mixed
 copy, each stage's units ran 4-17% faster with jemalloc, and each process peaked 50-90 MB lower
-(``docs/performance.md``). The choice changes no output byte.
+(``docs/performance-history.md``, seventeenth session). The choice changes no output byte.
 
 ``ARROW_DEFAULT_MEMORY_POOL``, Arrow's own setting (``jemalloc``, ``mimalloc`` or ``system``), wins when
 set, so a machine where another allocator does better can say so without a code change. Builds of

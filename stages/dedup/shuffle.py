@@ -139,7 +139,7 @@ def write_row_groups(job: Job, path: str, table: pa.Table, bounds: list[int]) ->
     those of the others (a signature's min and max: 1 kB) would grow the footer that every reader
     parses. These files are the exchanges' scratch, mostly hashes and document numbers, written and
     read once or twice: a dictionary tried on every column chunk, and zstd, cost more than the bytes
-    they save (docs/performance.md)."""
+    they save (docs/performance-history.md)."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, compression="lz4", use_dictionary=False,
                           write_statistics=[table.column_names[0]]) as writer:
