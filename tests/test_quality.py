@@ -423,9 +423,10 @@ def test_run_sample_takes_web_as_negatives_and_curated_as_gold_whatever_the_shar
 def test_training_twice_gives_the_same_files_whatever_memory_the_trainer_reuses(
         tmp_path, sample_sources, monkeypatch, word_ngrams):
     """fastText starts most of its input matrix from memory it never wrote (``trainer_environment``):
-    the second training here runs where glibc fills every block it hands out with 0x5a bytes, large
-    ones too, as reused memory would hold. Same files both times; with word_ngrams 1 (a matrix small
-    enough to come from reused memory) the training diverged to NaN before."""
+    the second training inherits an environment that asks glibc to fill every block it hands out
+    with 0x5a bytes, large ones too, as reused memory would hold. Same files both times; with
+    word_ngrams 1 (a matrix small enough to come from reused memory) the training diverged to NaN
+    before."""
     digests = []
     for run in ("a", "b"):
         if run == "b":
