@@ -501,7 +501,8 @@ def trainer_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` for a process that trains with fastText: glibc's ``ZEROED_ALLOCATIONS`` tunables
     in place of any the caller set for them (and of MALLOC_PERTURB_), so the model is the same
     whatever memory the process reuses, and the same as upstream fastText's. Other C libraries ignore
-    them (a fresh process's large blocks are fresh zero pages there too)."""
+    them; there the model depends, as it did here before, on a fresh process's large blocks being
+    fresh zero pages, which they usually are."""
     env = {key: value for key, value in environ.items() if key != "MALLOC_PERTURB_"}
     kept = [item for item in environ.get("GLIBC_TUNABLES", "").split(":")
             if item and item.split("=", 1)[0] not in ZEROED_ALLOCATIONS]
