@@ -87,8 +87,13 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets
 # rest of the tag in the view. Addresses are matched as ASCII only, so the Chinese or Japanese text that
 # often touches them without a space survives; and no pattern may start a match inside a run of CJK
 # characters, because those runs are long and a per-position retry would be quadratic.
-_URL = re.compile(r"(?:https?|ftp)://[!-~]+")
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# The address patterns are built from their parts, which ``_blank_urls`` and ``_blank_emails`` use too.
+_SCHEMES = ("https", "http", "ftp")
+_URL_TAIL = re.compile(r"://[!-~]+")
+_EMAIL_LOCAL_CLASS = "A-Za-z0-9._%+-"
+_EMAIL_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_URL = re.compile(f"(?:{'|'.join(_SCHEMES)}){_URL_TAIL.pattern}")
+_EMAIL = re.compile(f"(?<![{_EMAIL_LOCAL_CLASS}])[{_EMAIL_LOCAL_CLASS}]+{_EMAIL_TAIL.pattern}")
 _NOISE = [
     ("<", re.compile(r"<[^<>]{0,300}>")),
     ("&", re.compile(r"&#?\w{1,10};")),
@@ -361,10 +366,7 @@ def _windows(text: str, max_chars: int, windows: int) -> str:
 # ``_URL`` and ``_EMAIL`` as ``re`` cannot run them fast: it tries them at every position of the text
 # (half of the time ``_denoised`` took on corpus-dev). Each match holds a literal, "://" or "@", which
 # ``re`` does find fast; the functions below find the literal and work out the match around it.
-_URL_TAIL = re.compile(r"://[!-~]+")
-_SCHEMES = ("https", "http", "ftp")
-_EMAIL_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_EMAIL_LOCAL = frozenset(c for c in map(chr, range(128)) if re.fullmatch(f"[{_EMAIL_LOCAL_CLASS}]", c))
 
 
 def _blank_urls(blank: str, text: str) -> str:
