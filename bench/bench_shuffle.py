@@ -78,7 +78,7 @@ def write_scatter(directory: Path, inputs: int, shards: int, runs: int, tokens: 
     """``inputs`` scatter files of phase ``p`` (``scatter/p/unit-NNNNN.parquet``), each with about
     ``runs`` runs per training shard, in row groups of ``block`` training shards, as scatter writes
     them; returns the input shard names."""
-    from mixture.packing import _row_group_per_block, scatter_path
+    from mixture.packing import _row_group_per_block, run_bytes, scatter_path
 
     rng = np.random.default_rng(0)
     units = [f"unit-{number:05d}" for number in range(inputs)]
@@ -94,8 +94,8 @@ def write_scatter(directory: Path, inputs: int, shards: int, runs: int, tokens: 
             "pieces": pa.array(np.ones(count, np.int32)), "category": ["web"] * count,
             "epoch": pa.array(np.zeros(count, np.int32)), "key": pa.array(keys),
             "n_tokens": pa.array(lengths, pa.int64()),
-            "tokens": pa.LargeListArray.from_arrays(pa.array(offsets),
-                                                    pa.array(rng.integers(4, 60_000, offsets[-1], dtype=np.uint16))),
+            "tokens": run_bytes(pa.LargeListArray.from_arrays(
+                pa.array(offsets), pa.array(rng.integers(4, 60_000, offsets[-1], dtype=np.uint16)))),
             "shard": pa.array(shard)}).sort_by([("shard", "ascending"), ("key", "ascending"), ("id", "ascending")])
         path = Path(scatter_path(str(directory), "p", unit))
         path.parent.mkdir(parents=True, exist_ok=True)

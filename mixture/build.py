@@ -34,7 +34,7 @@ from tokenizer.step import tokenizer_dir
 
 MIXTURE_DIR = "mixture"
 MANIFEST = "manifest.json"
-COUNT_VERSION = 3  # bump when count_shard's output changes meaning
+COUNT_VERSION = 4  # bump when count_shard's output changes meaning
 PACK_VERSION = 3  # bump when scatter/pack output changes meaning
 SCATTER_VERSION = 2  # bump when scatter (and so gather) files change layout: a resumed run deals them again
 HISTOGRAM_FILES_PER_TASK = 64

@@ -1,7 +1,8 @@
 """Step 1, per input shard: tokenize every document once, count exactly, split long documents.
 
 ``count_shard`` writes ``tokens/<unit>.parquet`` (one row per piece of a document, in document and
-piece order: id, piece, pieces, category, lang, bytes, n_tokens, bin, tokens) and then its receipt
+piece order: id, piece, pieces, category, lang, bytes, n_tokens, bin, and tokens: the piece's ids as
+one string of their little-endian bytes, ``mixture.packing.run_bytes``) and then its receipt
 ``tokens/_receipts/<unit>.json`` with exact document, piece, byte and token counts per category,
 language and (category, language). Later steps read the token ids from here instead of tokenizing
 again. ``sum_histograms`` folds the ``bin`` and ``n_tokens`` columns of several token files into
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mixture.hashing import first_bins, piece_bins
+from mixture.packing import run_bytes
 from pipeline import storage
 from pipeline.commit import Ledger
 from pipeline.stats import Stats
@@ -143,7 +145,7 @@ def count_shard(task: CountTask) -> dict:
     if task.tokenizer_sha256 not in _BOUNDARIES:  # 0.26 CPU-s for a 65,536 vocabulary: once per worker
         _BOUNDARIES[task.tokenizer_sha256] = boundaries(tokenizer)
     marks = _BOUNDARIES[task.tokenizer_sha256]
-    ids_type = pa.large_list(token_type(tokenizer.vocab_size))
+    ids_type = token_type(tokenizer.vocab_size)
     lang = (documents.column("lang").fill_null(UNKNOWN_LANG) if "lang" in documents.column_names
             else pa.array([UNKNOWN_LANG] * documents.num_rows, pa.string()))
     parts = []
@@ -152,7 +154,7 @@ def count_shard(task: CountTask) -> dict:
         # On this thread: a task holds one CPU, and the executor runs one task per CPU.
         ids, offsets = tokenizer.encode_flat(batch.column("text").combine_chunks())
         parts.append(_rows(batch, lang.slice(start, stop - start), ids, offsets, marks, task, ids_type))
-    table = pa.concat_tables(parts) if parts else empty_token_table(ids_type)
+    table = pa.concat_tables(parts) if parts else empty_token_table()
     storage.write_parquet(fs, token_path(directory, task.unit), table, row_group_size=ROW_GROUP_ROWS)
     receipt = {
         "unit": task.unit, "input_fingerprint": task.fingerprint, "step_hash": task.step_hash,
@@ -198,7 +200,7 @@ def _rows(batch: pa.Table, lang: pa.Array, ids: np.ndarray, offsets: np.ndarray,
     first = first_bins(task.seed, doc_ids.to_pylist(), counts, task.bins)
     # The rows cover the batch's ids in order: the list offsets are the cuts.
     cut_offsets = np.asarray(cuts, np.int64)
-    tokens = pa.LargeListArray.from_arrays(pa.array(cut_offsets), pa.array(ids).cast(ids_type.value_type))
+    tokens = run_bytes(pa.LargeListArray.from_arrays(pa.array(cut_offsets), pa.array(ids).cast(ids_type)))
     return pa.table({
         "id": doc_ids,
         "piece": pa.array(pieces, pa.int32()),
@@ -221,14 +223,14 @@ def _read_documents(source: str) -> pa.Table:
         return parquet.read(columns=wanted)
 
 
-def empty_token_table(ids_type: pa.DataType) -> pa.Table:
+def empty_token_table() -> pa.Table:
     """A token file without rows (an empty input shard), with the full schema."""
     return pa.table({
         "id": pa.array([], pa.string()), "piece": pa.array([], pa.int32()),
         "pieces": pa.array([], pa.int32()), "category": pa.array([], pa.string()),
         "lang": pa.array([], pa.string()), "bytes": pa.array([], pa.int64()),
         "n_tokens": pa.array([], pa.int64()), "bin": pa.array([], pa.int32()),
-        "tokens": pa.array([], ids_type),
+        "tokens": pa.array([], pa.large_binary()),
     })
 
 

@@ -141,7 +141,8 @@ def _deal(table: pa.Table, rows: np.ndarray, epochs: np.ndarray, seed: int, phas
     """The selected pieces joined into runs (consecutive pieces of one document in one epoch), with
     their document's shuffle key and training shard, sorted by both. The runs are ordered on their
     small columns first and their token ids copied once, in that order: a run's pieces are
-    consecutive rows of the token file, so its ids are those rows' ids, concatenated."""
+    consecutive rows of the token file, so its ids (as ``run_bytes`` strings) are those rows',
+    concatenated."""
     order = np.lexsort((rows, epochs))  # token files list a document's pieces consecutively, in order
     rows, epochs = rows[order], epochs[order]
     piece = table.column("piece").to_numpy()
@@ -177,9 +178,15 @@ def _deal(table: pa.Table, rows: np.ndarray, epochs: np.ndarray, seed: int, phas
     pieces = (lasts - firsts + 1)[ranked]
     starts = np.cumsum(pieces) - pieces
     token_rows = np.repeat(rows[firsts][ranked] - starts, pieces) + np.arange(len(rows))
-    values = pc.list_flatten(table.column("tokens").take(pa.array(token_rows, pa.int64())).combine_chunks())
-    offsets = np.concatenate([[0], np.cumsum(run_tokens[ranked])]).astype(np.int64)
-    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
+    taken = table.column("tokens").take(pa.array(token_rows, pa.int64())).combine_chunks()
+    if len(taken):
+        _, row_offsets, data = taken.buffers()
+        ends = np.frombuffer(row_offsets, np.int64)[taken.offset: taken.offset + len(taken) + 1]
+        # A run's bytes are its rows' bytes one after another: the taken rows' data, cut where runs begin.
+        bounds = pa.py_buffer(ends[np.append(starts, len(token_rows))])
+        tokens = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(starts), [None, bounds, data])
+    else:
+        tokens = pa.array([], pa.large_binary())
     return runs.add_column(runs.column_names.index("shard"), "tokens", tokens)
 
 
@@ -192,9 +199,7 @@ def partial_runs(runs: pa.Table) -> int:
 
 def _row_group_per_block(table: pa.Table, block: int) -> pa.Buffer:
     """Parquet bytes with one row group per ``block`` consecutive training shards (the runs are sorted
-    by shard), so that ``pack_shard`` (block 1) or ``gather_block`` reads only its own. Each run's
-    token ids are stored as one string of their little-endian bytes (``run_bytes``)."""
-    table = table.set_column(table.column_names.index("tokens"), "tokens", run_bytes(table.column("tokens")))
+    by shard), so that ``pack_shard`` (block 1) or ``gather_block`` reads only its own."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
         blocks = table.column("shard").to_numpy() // block
@@ -206,13 +211,14 @@ def _row_group_per_block(table: pa.Table, block: int) -> pa.Buffer:
     return sink.getvalue()
 
 
-def run_bytes(tokens: pa.ChunkedArray) -> pa.LargeBinaryArray:
-    """Runs' token ids (a large_list of uint16 or uint32), each run as the string of its ids'
-    little-endian bytes: the same buffers, not copied on a little-endian machine. Parquet encodes a
-    list column with levels per token id, a string column with one length per run: on corpus-dev's
-    dealt tokens this writes 2.8x and reads 1.9x as fast, in 11% fewer bytes (``run_token_ids``
-    reads them back)."""
-    tokens = tokens.combine_chunks()
+def run_bytes(tokens: pa.Array | pa.ChunkedArray) -> pa.LargeBinaryArray:
+    """Lists of token ids (a large_list of uint16 or uint32: a run's, or a piece's in the token
+    files), each as the string of its ids' little-endian bytes: the same buffers, not copied on a
+    little-endian machine. Parquet encodes a list column with levels per token id, a string column
+    with one length per list: on corpus-dev's dealt tokens this writes 2.8x and reads 1.9x as fast,
+    in 11% fewer bytes (``run_token_ids`` reads them back)."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
     values = tokens.values.to_numpy()
     values = values.astype(values.dtype.newbyteorder("<"), copy=False)
     offsets = tokens.offsets.to_numpy() * values.itemsize

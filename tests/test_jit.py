@@ -121,7 +121,8 @@ def test_every_kernel_compiles_for_one_argument_type_in_a_run_of_the_sample(tmp_
         "warm-up langid None", "warm-up rules None", "warm-up quality None", "warm-up dedup None"], done.stdout
     warmed, used = (int(done.stdout.split(label)[-1].split()[0]) for label in ("kernels warmed", "kernels used"))
     assert used >= 20, done.stdout  # the kernels did run here
-    assert warmed >= used - 2, done.stdout  # the warm-up reaches the stages' kernels (not the tokenizer's two)
+    # the warm-up reaches the stages' kernels, not the tokenizer's four (segments, their ids, BPE's two)
+    assert warmed >= used - 4, done.stdout
 
 
 def test_cached_kernels_load_without_numbas_refresh_or_linking_module_and_later_compiles_still_link(tmp_path):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from conftest import sample_config
 from mixture import MixtureConfig, run_mixture
 from mixture.hashing import first_bins, piece_bins, sampling_bins, shuffle_keys
+from mixture.packing import run_bytes, run_token_ids
 from mixture.phases import plan_phases
 from pipeline.config import ConfigError
 from pipeline.executor import InProcessExecutor, RayExecutor
@@ -84,7 +85,10 @@ def token_rows(work_dir: Path) -> dict[tuple[str, int], dict]:
     """Every row of the mixture's token files (a piece of a document; a short document is one piece)
     by (document id, piece)."""
     table = pq.read_table(sorted((work_dir / "mixture" / "tokens").glob("*.parquet")))
-    rows = table.select(["id", "piece", "pieces", "category", "lang", "n_tokens", "bin", "tokens"]).to_pylist()
+    rows = table.select(["id", "piece", "pieces", "category", "lang", "n_tokens", "bin"]).to_pylist()
+    ids, starts = run_token_ids(table.column("tokens").combine_chunks(), np.uint16)
+    for row, start, end in zip(rows, starts[:-1], starts[1:]):
+        row["tokens"] = ids[start:end].tolist()
     return {(row["id"], row["piece"]): row for row in rows}
 
 
@@ -622,20 +626,26 @@ def test_scatter_joins_the_consecutive_pieces_of_a_document_into_runs():
         "id": ["a"] * 5 + ["b"] + ["c"] * 3, "piece": pa.array([0, 1, 2, 3, 4, 0, 0, 1, 2], pa.int32()),
         "pieces": pa.array([5] * 5 + [1] + [3] * 3, pa.int32()), "category": ["web"] * 9,
         "n_tokens": pa.array([2, 2, 2, 2, 1, 3, 1, 1, 1], pa.int64()),
-        "tokens": pa.array([[1, 2], [3, 4], [5, 6], [7, 8], [9], [10, 11, 12], [13], [14], [15]],
-                           pa.large_list(pa.uint16()))})
+        "tokens": run_bytes(pa.array([[1, 2], [3, 4], [5, 6], [7, 8], [9], [10, 11, 12], [13], [14], [15]],
+                                     pa.large_list(pa.uint16())))})
     rows = np.array([8, 1, 2, 5, 4, 6, 7, 0]); epochs = np.array([0, 0, 0, 0, 0, 1, 1, 1], np.int32)
     runs = _deal(table, rows, epochs, 0, {"name": "p", "shards": 1})
+    ids, starts = run_token_ids(runs.column("tokens").combine_chunks(), np.uint16)
+    run_tokens = [ids[start:end].tolist() for start, end in zip(starts[:-1], starts[1:])]
     got = {(label, epoch): tokens for label, epoch, tokens in zip(
         segment_labels(*(runs.column(name).to_pylist() for name in ("id", "first_piece", "last_piece", "pieces"))),
-        runs.column("epoch").to_pylist(), runs.column("tokens").to_pylist())}
+        runs.column("epoch").to_pylist(), run_tokens)}
     assert got == {("a#1-2", 0): [3, 4, 5, 6], ("a#4-4", 0): [9], ("b", 0): [10, 11, 12],
                    ("c#2-2", 0): [15], ("a#0-0", 1): [1, 2], ("c#0-1", 1): [13, 14]}
     order = [(doc, first) for doc, first, epoch in zip(runs.column("id").to_pylist(),
                                                        runs.column("first_piece").to_pylist(),
                                                        runs.column("epoch").to_pylist()) if epoch == 0 and doc == "a"]
     assert order == [("a", 1), ("a", 4)]
-    assert runs.column("n_tokens").to_pylist() == [len(tokens) for tokens in runs.column("tokens").to_pylist()]
+    assert runs.column("n_tokens").to_pylist() == [len(tokens) for tokens in run_tokens]
+    # Pieces without ids deal into empty runs.
+    empty = table.set_column(table.column_names.index("tokens"), "tokens",
+                             run_bytes(pa.array([[]] * table.num_rows, pa.large_list(pa.uint16()))))
+    assert _deal(empty, rows, epochs, 0, {"name": "p", "shards": 1}).column("tokens").to_pylist() == [b""] * len(got)
     # Pieces go to consecutive bins; a document of more pieces than bins wraps around the tape.
     first = first_bins(0, ["x", "y"], [3, 20], 16)
     assert 0 <= first[0] <= 13 and list(piece_bins(np.full(20, first[1]), np.arange(20), 16)) == [
@@ -709,7 +719,7 @@ def scatter_files(directory: Path, files: int, runs: int, tokens_per_run: int) -
             "last_piece": pa.array(np.zeros(runs, np.int32)), "pieces": pa.array(np.ones(runs, np.int32)),
             "category": ["web"] * runs, "epoch": pa.array(np.zeros(runs, np.int32)), "key": pa.array(keys),
             "n_tokens": pa.array(np.full(runs, tokens_per_run, np.int64)),
-            "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            "tokens": run_bytes(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))),
             "shard": pa.array(np.zeros(runs, np.int32))})
         path = directory / f"part-{number}.parquet"
         path.write_bytes(_row_group_per_block(table, 1).to_pybytes())

@@ -179,7 +179,7 @@ def write_scatter(directory: Path, files: int, shards: int, runs: int, tokens: i
     """Scatter files written by ``mixture.packing``'s writer (runs sorted by training shard, then key;
     one row group per ``block`` training shards), with random ids; every third file leaves shard 1
     empty, and no file has a run of the last shard."""
-    from mixture.packing import _row_group_per_block
+    from mixture.packing import _row_group_per_block, run_bytes
 
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
@@ -197,8 +197,8 @@ def write_scatter(directory: Path, files: int, shards: int, runs: int, tokens: i
             "last_piece": pa.array(np.zeros(runs, np.int32)), "pieces": pa.array(np.ones(runs, np.int32)),
             "category": ["web"] * runs, "epoch": pa.array(np.zeros(runs, np.int32)), "key": pa.array(keys[order]),
             "n_tokens": pa.array(lengths, pa.int64()),
-            "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(rng.integers(4, 60_000, offsets[-1],
-                                                                                              dtype=np.uint16))),
+            "tokens": run_bytes(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(
+                rng.integers(4, 60_000, offsets[-1], dtype=np.uint16)))),
             "shard": pa.array(shard[order])})
         path = directory / f"unit-{number}.parquet"
         path.write_bytes(_row_group_per_block(table, block).to_pybytes())

@@ -12,8 +12,8 @@ model's pieces; ``Tokenizer.encode_flat`` encodes documents whole where it does 
 Words repeat (an English megabyte holds a tenth as many distinct words as words), so encoding each
 distinct segment once and copying its ids to every occurrence replaces most of sentencepiece's work
 with array copies; and it encodes a short segment faster per byte than a whole document. The
-segments are found by numpy passes over the UTF-8 bytes and numbered by Arrow's hash
-(``dictionary_encode``), with no Python loop per segment.
+segments are found by a compiled pass over the UTF-8 bytes, numbered by Arrow's hash
+(``dictionary_encode``), and their ids copied by a compiled loop: no Python loop per segment.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.jit import njit
 from pipeline.utf8 import utf8_buffers
 
 SPACE = "\u2581"  # sentencepiece's escaped space; a literal one in the text reads the same
-_SPACE_BYTES = SPACE.encode()
 
 
 def independent_segments(processor) -> bool:
@@ -47,21 +47,52 @@ def segment_starts(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The byte offsets where segments of the documents ``b[offsets[d]:offsets[d + 1]]`` start:
     at each document's start, where a run of newlines starts or ends, and where a run of spaces starts
     after any other character."""
-    n = b.size
-    newline = b == 0x0A
-    space_start = b == 0x20
-    in_space = space_start.copy()
-    lead = np.flatnonzero(b[:-2] == _SPACE_BYTES[0])
-    lead = lead[(b[lead + 1] == _SPACE_BYTES[1]) & (b[lead + 2] == _SPACE_BYTES[2])]
-    space_start[lead] = True
-    for k in range(3):
-        in_space[lead + k] = True
-    other = ~(newline | in_space)
-    start = np.zeros(n + 1, dtype=bool)
-    start[offsets] = True
-    start[1:n] |= newline[1:] != newline[:-1]
-    start[1:n] |= space_start[1:] & other[:-1]
-    return np.flatnonzero(start[:n])
+    return _segment_starts(b, offsets)
+
+
+_OTHER, _SPACE, _NEWLINE = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _segment_starts(b, offsets):
+    starts = np.empty(b.size, np.int64)
+    count = 0
+    for document in range(offsets.size - 1):
+        at, high = offsets[document], offsets[document + 1]
+        before = -1  # the kind of the character before; none at the document's start
+        while at < high:
+            byte, width = b[at], 1
+            if byte > 0x20 and byte != 0xE2:  # most bytes: of a character that is neither
+                kind = _OTHER
+            elif byte == 0x0A:
+                kind = _NEWLINE
+            elif byte == 0x20:
+                kind = _SPACE
+            elif byte == 0xE2 and at + 2 < high and b[at + 1] == 0x96 and b[at + 2] == 0x81:  # U+2581
+                kind, width = _SPACE, 3
+            else:
+                kind = _OTHER
+            if kind != before and not (kind == _OTHER and before == _SPACE):
+                starts[count] = at
+                count += 1
+            before = kind
+            at += width
+    return starts[:count]
+
+
+@njit(cache=True, nogil=True)
+def _copy_ids(ids, first_id, lengths, number, total):
+    """Every segment's ids (segment ``s`` is distinct word ``number[s]``, whose ids are
+    ``ids[first_id[w]:first_id[w] + lengths[w]]``), one segment after another."""
+    out = np.empty(total, np.int64)
+    at = 0
+    for segment in range(number.size):
+        word = number[segment]
+        start = first_id[word]
+        for k in range(lengths[word]):
+            out[at + k] = ids[start + k]
+        at += lengths[word]
+    return out
 
 
 def encode_segments(encode_words: Callable[[pa.Array], tuple[np.ndarray, np.ndarray]],
@@ -82,10 +113,8 @@ def encode_segments(encode_words: Callable[[pa.Array], tuple[np.ndarray, np.ndar
     number = numbered.indices.to_numpy().astype(np.int64)
     ids, lengths = encode_words(numbered.dictionary)
     first_id = np.concatenate(([0], np.cumsum(lengths)))
-    # Every segment's ids, copied from its distinct text's, one segment after another.
-    segment_lengths = lengths[number]
-    before = np.concatenate(([0], np.cumsum(segment_lengths)))
-    flat = ids[np.repeat(first_id[number] - before[:-1], segment_lengths) + np.arange(before[-1])]
+    before = np.concatenate(([0], np.cumsum(lengths[number])))
+    flat = _copy_ids(ids, first_id, lengths, number, before[-1])
     return flat, before[np.searchsorted(starts, offsets)]
 
 
