@@ -105,20 +105,11 @@ class WordEncoder:
         left = np.flatnonzero(lengths < 0)
         if not left.size:
             return out[:used], lengths
+        lengths[left] = 0
+        fast_before = np.cumsum(lengths) - lengths  # where each word's ids begin in ``out``
         slow_ids, lengths[left] = encode_words_with(self.processor)(words.take(pa.array(left)))
-        fast = lengths.copy()
-        fast[left] = 0
-        starts = np.concatenate(([0], np.cumsum(lengths)))
-        ids = np.empty(int(starts[-1]), np.int64)
-        ids[_positions(starts[:-1], fast)] = out[:used]
-        ids[_positions(starts[left], lengths[left])] = slow_ids
-        return ids, lengths
-
-
-def _positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1`` for every i, in order."""
-    before = np.concatenate(([0], np.cumsum(counts)))
-    return np.repeat(starts - before[:-1], counts) + np.arange(before[-1])
+        # The few words sentencepiece encoded (a batch's newline runs), put in their place.
+        return np.insert(out[:used], np.repeat(fast_before[left], lengths[left]), slow_ids), lengths
 
 
 def _pair_table(entries: np.ndarray) -> np.ndarray:
