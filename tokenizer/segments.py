@@ -43,18 +43,14 @@ def independent_segments(processor) -> bool:
     return True
 
 
-def segment_starts(b: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The byte offsets where segments of the documents ``b[offsets[d]:offsets[d + 1]]`` start:
-    at each document's start, where a run of newlines starts or ends, and where a run of spaces starts
-    after any other character."""
-    return _segment_starts(b, offsets)
-
-
 _OTHER, _SPACE, _NEWLINE = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _segment_starts(b, offsets):
+def segment_starts(b, offsets):
+    """The byte offsets where segments of the documents ``b[offsets[d]:offsets[d + 1]]`` start:
+    at each document's start, where a run of newlines starts or ends, and where a run of spaces starts
+    after any other character."""
     starts = np.empty(b.size, np.int64)
     count = 0
     for document in range(offsets.size - 1):
