@@ -19,6 +19,14 @@ version and numpy's: a change to any of them builds and writes the table anew, a
 of that name is removed. The directory is ``$PIPELINE_CACHE_DIR`` or ``<temp dir>/corpus-pipeline-<uid>``,
 on each machine's own disk. A copy that cannot be read is rebuilt; a directory that cannot be
 written leaves the table built in the process, as before.
+
+The directory stays bounded (``_prune``, after each copy written). A model's copy is named after
+its file's path, so every model file at a new path added one for good: 60 MB for a quality model's
+language model, 13 MB for its classifier, and a day of test runs left 11 GB of them behind. So a
+copy whose model file is gone or has changed is removed, as is a writer's temporary abandoned for
+an hour; past ``$PIPELINE_CACHE_MAX_MB`` (default 2048) in all, the least recently read copies go
+first. A read marks its copy as used (its time); a process holding a copy it read or mapped keeps
+it, and a copy removed under a process about to read it is rebuilt there.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import unicodedata
 import uuid
 from types import ModuleType
@@ -42,6 +51,9 @@ import pyarrow.fs as pafs
 from pipeline import storage
 
 ENV = "PIPELINE_CACHE_DIR"
+MAX_MB_ENV = "PIPELINE_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
+ABANDONED_S = 3600  # a temporary older than this is no writer's any more
 
 
 def cache_dir() -> str:
@@ -52,9 +64,12 @@ def cached_table(name: str, build: Callable[[], np.ndarray], *modules: ModuleTyp
     """The table ``build()`` returns, read from this machine's copy when there is one."""
     path = _path(name, "", modules, ".npy")
     try:
-        return np.load(path, allow_pickle=False)
+        table = np.load(path, allow_pickle=False)
     except (OSError, ValueError):  # none yet, or unreadable: built and written below
         pass
+    else:
+        _touch(path)
+        return table
     table = build()
     _write(path, table)
     return table
@@ -92,9 +107,10 @@ def read_arrays(name: str, key: str, *modules: ModuleType, mapped: Callable[[str
             array = np.asarray(np.load(os.path.join(path, f"{i}.npy"), allow_pickle=False, mmap_mode=mode))
             array.flags.writeable = writeable  # as built: a compiled loop's types tell the two apart
             arrays[field] = array
-        return arrays
     except (OSError, ValueError, TypeError):  # a file gone or unreadable
         return None
+    _touch(os.path.join(path, _INDEX))
+    return arrays
 
 
 def write_arrays(name: str, key: str, arrays: dict[str, np.ndarray], *modules: ModuleType) -> None:
@@ -107,6 +123,8 @@ def write_arrays(name: str, key: str, arrays: dict[str, np.ndarray], *modules: M
         os.makedirs(temporary)
         for i, array in enumerate(arrays.values()):
             np.save(os.path.join(temporary, f"{i}.npy"), array, allow_pickle=False)
+        with open(os.path.join(temporary, _KEY), "w") as handle:
+            json.dump({"key": key, "bytes": _size(temporary)}, handle)
         with open(os.path.join(temporary, _INDEX), "w") as handle:
             json.dump([[field, bool(array.flags.writeable)] for field, array in arrays.items()], handle)
         try:
@@ -123,9 +141,11 @@ def write_arrays(name: str, key: str, arrays: dict[str, np.ndarray], *modules: M
         shutil.rmtree(temporary, ignore_errors=True)
         return
     _remove_older(path)
+    _prune(path)
 
 
 _INDEX = "index.json"  # [[name, writeable], ...] in file order; written last: a copy with it is whole
+_KEY = "key.json"  # {"key": what else defines the arrays, "bytes": the copy's size}
 
 
 def _index(path: str) -> list | None:
@@ -142,9 +162,14 @@ def file_entry(prefix: str, path: str) -> tuple[str, str]:
     so that two models' copies do not replace each other, and a key that tells the file's versions
     apart by its size, modification time and inode (a model rewritten in place or replaced by
     rename gets a new one)."""
-    real, status = os.path.realpath(path), os.stat(path)
+    real = os.path.realpath(path)
     name = f"{prefix}-{hashlib.sha1(real.encode()).hexdigest()[:12]}"
-    return name, f"{real}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ino}"
+    return name, _file_stamp(real)
+
+
+def _file_stamp(real: str) -> str:
+    status = os.stat(real)
+    return f"{real}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ino}"
 
 
 def _path(name: str, key: str, modules: tuple[ModuleType, ...], suffix: str) -> str:
@@ -167,6 +192,7 @@ def _write(path: str, table: np.ndarray) -> None:
     except OSError:
         return
     _remove_older(path)
+    _prune(path)
 
 
 def _remove_older(path: str) -> None:
@@ -175,12 +201,99 @@ def _remove_older(path: str) -> None:
     directory, name = os.path.split(path)
     stem, suffix = name.rsplit("-", 1)[0], os.path.splitext(name)[1]
     for older in glob.glob(os.path.join(directory, f"{glob.escape(stem)}-*{suffix}")):
-        if older == path or storage.TMP_PREFIX in os.path.basename(older):
+        if older != path and storage.TMP_PREFIX not in os.path.basename(older):
+            _remove(older)
+
+
+def _prune(written: str) -> None:
+    """Keep the directory of ``written`` (just written, never removed here) bounded: copies of model
+    files that are gone or changed and abandoned temporaries away, then the least recently read
+    copies until all of them together are within ``$PIPELINE_CACHE_MAX_MB``."""
+    try:
+        entries = [entry for entry in os.scandir(os.path.dirname(written)) if entry.path != written]
+        total = _size(written)
+    except OSError:
+        return
+    remaining = []
+    for entry in entries:
+        try:
+            if storage.TMP_PREFIX in entry.name:
+                if time.time() - entry.stat().st_mtime > ABANDONED_S:
+                    _remove(entry.path)
+                continue
+            recorded = _recorded(entry.path) if entry.is_dir() else {}
+            if _stale(recorded.get("key", "")):
+                _remove(entry.path)
+                continue
+            size = recorded.get("bytes") if isinstance(recorded.get("bytes"), int) else _size(entry.path)
+        except OSError:  # removed meanwhile by another process
             continue
-        if os.path.isdir(older):
-            shutil.rmtree(older, ignore_errors=True)
-        else:
-            try:
-                os.remove(older)
-            except OSError:
-                pass
+        remaining.append((_last_read(entry), size, entry.path))
+        total += size
+    limit = _max_bytes()
+    for _, size, path in sorted(remaining):
+        if total <= limit:
+            break
+        _remove(path)
+        total -= size
+
+
+def _recorded(path: str) -> dict:
+    """A copy's ``_KEY`` record; {} where it has none (a copy of an older layout) or it is unreadable."""
+    try:
+        with open(os.path.join(path, _KEY)) as handle:
+            recorded = json.load(handle)
+        return recorded if isinstance(recorded, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stale(key: str) -> bool:
+    """Whether ``key`` is a model file's stamp (``file_entry``) that the file no longer has."""
+    parts = key.split("\0")
+    if len(parts) != 4 or not os.path.isabs(parts[0]):
+        return False
+    try:
+        return _file_stamp(parts[0]) != key
+    except OSError:
+        return True
+
+
+def _last_read(entry: os.DirEntry) -> float:
+    """When a copy was last read or written: its index's time (a file's own); 0 for a copy without one."""
+    try:
+        return os.stat(os.path.join(entry.path, _INDEX) if entry.is_dir() else entry.path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _max_bytes() -> float:
+    try:
+        return float(os.environ.get(MAX_MB_ENV) or DEFAULT_MAX_MB) * 1e6
+    except ValueError:  # not a number: the default, rather than a worker failing over a cache
+        return DEFAULT_MAX_MB * 1e6
+
+
+def _size(path: str) -> int:
+    """Bytes in the file ``path``, or in the files of the directory ``path``."""
+    if not os.path.isdir(path):
+        return os.stat(path).st_size
+    return sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+
+
+def _touch(path: str) -> None:
+    """Mark a copy as just read (its time), for ``_prune``'s order; a read-only directory leaves it."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass

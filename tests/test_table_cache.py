@@ -3,9 +3,11 @@ later processes as they were built, rebuilt when what defines them changes or th
 from __future__ import annotations
 
 import csv
+import os
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -104,3 +106,57 @@ def test_arrays_come_back_as_built_and_a_changed_key_or_broken_copy_builds_anew(
     assert len(calls) == 3 and table_cache.read_arrays("m", "stamp 2", json) is not None
     assert [path.name for path in tmp_path.iterdir()] == [second.name]
 
+
+
+def _model_copy(tmp_path, name: str, megabytes: float = 0.0) -> tuple[str, str, str]:
+    """A model file at ``tmp_path/name`` and its copy of ``megabytes`` written: (file, copy name, key)."""
+    model = tmp_path / "models" / name
+    model.parent.mkdir(exist_ok=True)
+    model.write_bytes(name.encode())
+    entry, key = table_cache.file_entry("model", str(model))
+    table_cache.write_arrays(entry, key, {"table": np.zeros(int(megabytes * 1e6), dtype=np.uint8)}, json)
+    return str(model), entry, key
+
+
+def test_copies_of_model_files_that_are_gone_or_changed_go_at_the_next_write(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(table_cache.ENV, str(cache))
+    gone, gone_entry, _ = _model_copy(tmp_path, "a.bin")
+    changed, changed_entry, changed_key = _model_copy(tmp_path, "b.bin")
+    _, kept_entry, kept_key = _model_copy(tmp_path, "c.bin")
+    table_cache.cached_table("t", _counting_build([]), json)  # not a model's: never stale
+    os.remove(gone)
+    with open(changed, "ab") as handle:
+        handle.write(b"retrained")
+    assert table_cache.read_arrays(changed_entry, changed_key, json) is not None  # stale only to a new key
+    _model_copy(tmp_path, "d.bin")
+    names = sorted(path.name.rsplit("-", 1)[0] for path in cache.iterdir())
+    assert names == sorted([kept_entry, f"model-{_path_hash(tmp_path / 'models' / 'd.bin')}", "t"])
+    assert table_cache.read_arrays(kept_entry, kept_key, json) is not None
+
+
+def _path_hash(path) -> str:
+    return table_cache.file_entry("model", str(path))[0].split("-", 1)[1]
+
+
+def test_past_the_size_limit_the_least_recently_read_copies_go_and_abandoned_temporaries_too(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(table_cache.ENV, str(cache))
+    monkeypatch.setenv(table_cache.MAX_MB_ENV, "2.5")
+    copies = [_model_copy(tmp_path, f"{i}.bin", megabytes=1.0) for i in range(2)]
+    abandoned = cache / f"model-x.{table_cache.storage.TMP_PREFIX}abandoned"
+    fresh = cache / f"model-y.{table_cache.storage.TMP_PREFIX}writing"
+    for temporary in (abandoned, fresh):
+        temporary.mkdir()
+    os.utime(abandoned, (time.time() - table_cache.ABANDONED_S - 60,) * 2)
+    for i, (_, entry, key) in enumerate(copies):  # the first copy read last: the second is least recent
+        index = next(cache.glob(f"{entry}-*")) / "index.json"
+        os.utime(index, (time.time() - 100 + 10 * i,) * 2)
+    table_cache.read_arrays(copies[0][1], copies[0][2], json)
+    _, newest, _ = _model_copy(tmp_path, "2.bin", megabytes=1.0)  # 3 MB in all: over 2.5
+    left = sorted(path.name.rsplit("-", 1)[0] for path in cache.iterdir() if path != fresh)
+    assert left == sorted([copies[0][1], newest]) and fresh.exists() and not abandoned.exists()
+    monkeypatch.setenv(table_cache.MAX_MB_ENV, "0.5")  # under the newest copy alone: that one stays
+    _model_copy(tmp_path, "3.bin", megabytes=1.0)
+    assert [path.name.rsplit("-", 1)[0] for path in cache.iterdir() if path != fresh] == [
+        table_cache.file_entry("model", str(tmp_path / "models" / "3.bin"))[0]]
