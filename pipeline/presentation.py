@@ -55,3 +55,25 @@ def summary_line(result: StageResult) -> str:
     return (f"[{result.spec.label}] {len(receipts)} units{reuse} | {docs_in:,} in, {kept:,} kept, "
             f"{docs_in - kept:,} removed ({removed or 'none'}) | {megabytes:.1f} MB, "
             f"{result.wall_seconds:.1f} s, {speed}, {per_core}")
+
+
+def parallelism_note(result: StageResult, executor, shard_bytes: int) -> str | None:
+    """A line after a run's ingest when it made fewer shards than four per Ray worker, else None.
+
+    Every later stage runs one task per shard, so with fewer shards than workers some workers wait
+    through every stage, and with a few each a stage waits on its largest shards: at the default
+    64 MB, corpus-dev (59 MB in 5 inputs) made 5 shards of 1.2-22.3 MB, and with 2 workers its
+    quality and dedup stages took 0.82 s and 1.50 s against 0.63 s and 1.20 s with 12 shards of
+    5 MB. The shard size it suggests makes about six per worker. Said only where Ray ran the stage
+    (``executor.started``: the number of workers is known)."""
+    ray = getattr(executor, "started", None)
+    if result.spec.name != "ingest" or result.up_to_date or ray is None:
+        return None
+    shards = sum(len(receipt["kept_files"]) for receipt in result.receipts)
+    text = sum(receipt["kept_bytes"] for receipt in result.receipts)
+    if shards >= 4 * ray.workers or not text:
+        return None
+    suggested = max(1, int(float(f"{text / (6 * ray.workers):.2g}")))
+    return (f"note: ingest made {shards} shards for {ray.workers} workers, fewer than four each; every later "
+            f"stage runs a task per shard, so workers will wait. `ingest.shard_bytes: {suggested}` (now "
+            f"{shard_bytes}) would make about six each.")

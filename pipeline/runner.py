@@ -39,7 +39,7 @@ from pipeline.executor import Failure, InProcessExecutor, make_executor
 from pipeline.fusion import Chain, follow_ups, fused_tasks, run_chain, stage_group
 from pipeline.planning import (StageSpec, Unit, check_stage_assets, check_upstream_finished, ensure_assets,  # noqa: F401
                                list_units, may_run, plan_stages, read_manifest, select, up_to_date, upstream_of)
-from pipeline.presentation import StageResult, removed_by_reason, summary_line
+from pipeline.presentation import StageResult, parallelism_note, removed_by_reason, summary_line
 from pipeline.stage import PrepareContext, Stage
 from pipeline.steps import run_steps
 from pipeline.tally import Keys, Tally
@@ -78,6 +78,8 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
                 done = run_group(group, specs, config, executor, force=force, log=log)
             for result in done:
                 log(summary_line(result))
+                if note := parallelism_note(result, executor, config.ingest.shard_bytes):
+                    log(note)
             results += done
             position += len(group)
         if only is None:

@@ -61,6 +61,28 @@ def test_one_and_two_workers_give_identical_output(sample_run, tmp_path):
     assert _contents(one) == _contents(work_dir)
 
 
+def test_too_few_shards_for_the_workers_are_pointed_out_with_a_shard_size_that_gives_more(sample_run, tmp_path):
+    _, config, _ = sample_run
+    lines: list[str] = []
+    encyclopedia = [source.model_dump(exclude_unset=True) for source in config.inputs if source.name == "encyclopedia"]
+    few = sample_config(tmp_path / "few", inputs=encyclopedia,
+                        ingest={**config.ingest.model_dump(), "shard_bytes": 50_000_000})
+    (result,) = run_pipeline(few, use_ray=True, only="ingest", log=lines.append)
+    shards = sum(len(receipt["kept_files"]) for receipt in result.receipts)
+    (note,) = [line for line in lines if line.startswith("note:")]
+    assert f"ingest made {shards} shards for 2 workers" in note and "(now 50000000)" in note
+    suggested = int(note.split("`ingest.shard_bytes: ")[1].split("`")[0])
+    many = sample_config(tmp_path / "many", inputs=encyclopedia,
+                         ingest={**config.ingest.model_dump(), "shard_bytes": suggested})
+    lines.clear()
+    (result,) = run_pipeline(many, use_ray=True, only="ingest", log=lines.append)
+    assert sum(len(receipt["kept_files"]) for receipt in result.receipts) >= 8 and lines
+    assert not [line for line in lines if line.startswith("note:")]
+    lines.clear()
+    run_pipeline(few, use_ray=True, only="ingest", log=lines.append)  # up to date: nothing ran, nothing said
+    assert not [line for line in lines if line.startswith("note:")]
+
+
 def test_killed_run_resumes_to_identical_output(sample_run, ray_cluster, tmp_path):
     work_dir, _, _ = sample_run
     resumed = tmp_path / "work"
