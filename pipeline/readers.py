@@ -34,6 +34,7 @@ one is a config error naming the key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 from pipeline import registry
@@ -55,7 +56,7 @@ class InputFile:
     mtime_ns: int = -1
     piece: Any = None  # the part of the file this unit reads, when its reader splits it (``Reader.split``)
 
-    @property
+    @cached_property  # asked several times per file by planning and ingest: 100,000 files are common
     def format(self) -> str:
         if self.source.format != "auto":
             return self.source.format

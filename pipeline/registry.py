@@ -51,11 +51,17 @@ COMMANDS: dict[str, Any] = {
 
 
 def load(target: Any) -> Any:
-    """The object a table entry names: ``"module:attribute"`` is imported; anything else is itself."""
+    """The object a table entry names: ``"module:attribute"`` is imported (once per process: ingest
+    asks for the readers several times per input file); anything else is itself."""
     if not isinstance(target, str):
         return target
-    module_name, attribute = target.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    if target not in _LOADED:
+        module_name, attribute = target.split(":")
+        _LOADED[target] = getattr(importlib.import_module(module_name), attribute)
+    return _LOADED[target]
+
+
+_LOADED: dict[str, Any] = {}
 
 
 def register(table: dict[str, Any], name: str, target: Any) -> None:
