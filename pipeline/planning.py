@@ -10,6 +10,7 @@ ingest): its units are input files; every later stage's units are the kept shard
 from __future__ import annotations
 
 import posixpath
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -97,18 +98,31 @@ def read_manifest(fs, spec: StageSpec) -> dict | None:
 
 
 def list_units(spec: StageSpec, upstream: StageSpec | None, config: PipelineConfig) -> list[Unit]:
-    """The units of a stage: the source stage's input files, or the upstream stage's kept shards."""
+    """The units of a stage: the source stage's input files, or the upstream stage's kept shards.
+
+    The source stage's are listed once per ``spec`` object, that is once per run (``plan_stages``
+    makes new ones each run): a run asks for them three times while it plans, and listing 20,000
+    input files took 0.2 s each time (one request per thousand files on object storage)."""
     if upstream is None:
+        listed = _SOURCE_UNITS.get(id(spec))
+        if listed is not None and listed[0]() is spec:
+            return list(listed[1])
         try:
-            return [Unit(name, item, fingerprint, size=_source_bytes(item))
-                    for name, item, fingerprint in spec.stage_type.units(config)]
+            units = [Unit(name, item, fingerprint, size=_source_bytes(item))
+                     for name, item, fingerprint in spec.stage_type.units(config)]
         except InputError as error:
             raise PipelineError(str(error)) from None
+        key = id(spec)
+        _SOURCE_UNITS[key] = (weakref.ref(spec, lambda _: _SOURCE_UNITS.pop(key, None)), units)
+        return list(units)
     manifest = read_manifest(spec.filesystem, upstream)
     if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != upstream.hash:
         raise PipelineError(f"stage {spec.name} needs the finished output of {upstream.name}, which is "
                             f"missing or stale; run `python -m pipeline run CONFIG --from {upstream.name}`")
     return kept_units(upstream, manifest["units"])
+
+
+_SOURCE_UNITS: dict[int, tuple[weakref.ref, list[Unit]]] = {}
 
 
 def kept_units(upstream: StageSpec, receipts: list[dict]) -> list[Unit]:

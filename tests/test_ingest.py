@@ -223,6 +223,26 @@ def test_listed_files_are_named_relative_to_their_input_as_relpath_names_them(tm
         assert items and all(item.relative == posixpath.relpath(item.path, root) for item in items), path
 
 
+def test_a_run_lists_its_input_files_once_and_the_next_run_lists_them_anew(tmp_path, monkeypatch):
+    """Planning asks for the source stage's units three times (which stages may run, which run
+    together, the stage itself); the files are listed once per run, and a later run sees a new file."""
+    from stages.ingest import Ingest
+
+    listed = []
+    units = Ingest.units
+    monkeypatch.setattr(Ingest, "units", staticmethod(lambda config: listed.append(1) or units(config)))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_bytes(_lines({"id": "a", "text": "first text"}))
+    config = parse_config({**_config(tmp_path, [{"name": "n", "path": str(inputs), "category": "web"}]),
+                           "stages": {"langid": {}}})
+    run_pipeline(config, use_ray=False, only="ingest", log=lambda _: None)
+    assert len(listed) == 1 and [r["text"] for r in _read(tmp_path, "kept")] == ["first text"]
+    (inputs / "b.jsonl").write_bytes(_lines({"id": "b", "text": "second text"}))
+    run_pipeline(config, use_ray=False, only="ingest", log=lambda _: None)
+    assert len(listed) == 2 and sorted(r["text"] for r in _read(tmp_path, "kept")) == ["first text", "second text"]
+
+
 def _shard_rows(directory: Path) -> list[int]:
     return [pq.read_metadata(s).num_rows for s in sorted((directory / "work" / "01_ingest" / "kept").glob("*.parquet"))]
 
