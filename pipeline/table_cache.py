@@ -20,22 +20,22 @@ of that name is removed. The directory is ``$PIPELINE_CACHE_DIR`` or ``<temp dir
 on each machine's own disk. A copy that cannot be read is rebuilt; a directory that cannot be
 written leaves the table built in the process, as before.
 
-The directory stays bounded (``_prune``, after each copy written). A model's copy is named after
-its file's path, so every model file at a new path added one for good: 60 MB for a quality model's
-language model, 13 MB for its classifier, and a day of test runs left 11 GB of them behind. So a
-copy whose model file is gone or has changed is removed, as is a writer's temporary abandoned for
-an hour; past ``$PIPELINE_CACHE_MAX_MB`` (default 2048) in all, the least recently read copies go
-first. A read marks its copy as used (its time); a process holding a copy it read or mapped keeps
-it, and a copy removed under a process about to read it is rebuilt there.
+The directory stays bounded (``_prune``, after each copy written): a model's copies are named after
+its file's path (a quality model's take 73 MB), and a day of test runs once left 11 GB of them. A
+copy whose model file is gone or changed goes, as does a temporary abandoned for an hour; past
+``$PIPELINE_CACHE_MAX_MB`` (default 2048) the least recently read copies (a read touches its copy)
+go first. Only names of this module's making are touched; a copy removed under a reader is rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import inspect
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -216,6 +216,8 @@ def _prune(written: str) -> None:
         return
     remaining = []
     for entry in entries:
+        if not _OURS.search(entry.name):  # a directory shared with other files: only copies are pruned
+            continue
         try:
             if storage.TMP_PREFIX in entry.name:
                 if time.time() - entry.stat().st_mtime > ABANDONED_S:
@@ -230,12 +232,20 @@ def _prune(written: str) -> None:
             continue
         remaining.append((_last_read(entry), size, entry.path))
         total += size
-    limit = _max_bytes()
+    try:
+        limit = float(os.environ.get(MAX_MB_ENV) or DEFAULT_MAX_MB) * 1e6
+    except ValueError:  # not a number: the default, rather than a worker failing over a cache
+        limit = DEFAULT_MAX_MB * 1e6
     for _, size, path in sorted(remaining):
         if total <= limit:
             break
         _remove(path)
         total -= size
+
+
+# A copy's name (``_path``), or a temporary of one: ``<copy>.tmp-<id>`` (``write_arrays``) or
+# ``.tmp-<id>-<copy>.npy`` (``storage.write_bytes``).
+_OURS = re.compile(r"-[0-9a-f]{24}(\.npy$|$|\.\.tmp-[0-9a-f]{12}$)")
 
 
 def _recorded(path: str) -> dict:
@@ -267,13 +277,6 @@ def _last_read(entry: os.DirEntry) -> float:
         return 0.0
 
 
-def _max_bytes() -> float:
-    try:
-        return float(os.environ.get(MAX_MB_ENV) or DEFAULT_MAX_MB) * 1e6
-    except ValueError:  # not a number: the default, rather than a worker failing over a cache
-        return DEFAULT_MAX_MB * 1e6
-
-
 def _size(path: str) -> int:
     """Bytes in the file ``path``, or in the files of the directory ``path``."""
     if not os.path.isdir(path):
@@ -283,17 +286,13 @@ def _size(path: str) -> int:
 
 def _touch(path: str) -> None:
     """Mark a copy as just read (its time), for ``_prune``'s order; a read-only directory leaves it."""
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)
-    except OSError:
-        pass
 
 
 def _remove(path: str) -> None:
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(path)
-        except OSError:
-            pass

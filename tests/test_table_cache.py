@@ -144,8 +144,9 @@ def test_past_the_size_limit_the_least_recently_read_copies_go_and_abandoned_tem
     monkeypatch.setenv(table_cache.ENV, str(cache))
     monkeypatch.setenv(table_cache.MAX_MB_ENV, "2.5")
     copies = [_model_copy(tmp_path, f"{i}.bin", megabytes=1.0) for i in range(2)]
-    abandoned = cache / f"model-x.{table_cache.storage.TMP_PREFIX}abandoned"
-    fresh = cache / f"model-y.{table_cache.storage.TMP_PREFIX}writing"
+    # writers' temporaries as write_arrays names them: one abandoned, one still being written
+    abandoned = cache / f"model-{'a' * 12}-{'0' * 24}.{table_cache.storage.TMP_PREFIX}{'1' * 12}"
+    fresh = cache / f"model-{'b' * 12}-{'0' * 24}.{table_cache.storage.TMP_PREFIX}{'2' * 12}"
     for temporary in (abandoned, fresh):
         temporary.mkdir()
     os.utime(abandoned, (time.time() - table_cache.ABANDONED_S - 60,) * 2)
@@ -156,7 +157,15 @@ def test_past_the_size_limit_the_least_recently_read_copies_go_and_abandoned_tem
     _, newest, _ = _model_copy(tmp_path, "2.bin", megabytes=1.0)  # 3 MB in all: over 2.5
     left = sorted(path.name.rsplit("-", 1)[0] for path in cache.iterdir() if path != fresh)
     assert left == sorted([copies[0][1], newest]) and fresh.exists() and not abandoned.exists()
+    # A directory shared with other files (PIPELINE_CACHE_DIR=~/.cache, say): only copies are pruned.
+    foreign = [cache / "notes.txt", cache / "other-tool", cache / f".tmp-{'0' * 12}-someone-else.bin"]
+    foreign[0].write_bytes(b"x" * 3_000_000)
+    foreign[1].mkdir()
+    foreign[2].write_bytes(b"")
+    for path in foreign:
+        os.utime(path, (time.time() - table_cache.ABANDONED_S - 60,) * 2)
     monkeypatch.setenv(table_cache.MAX_MB_ENV, "0.5")  # under the newest copy alone: that one stays
     _model_copy(tmp_path, "3.bin", megabytes=1.0)
-    assert [path.name.rsplit("-", 1)[0] for path in cache.iterdir() if path != fresh] == [
+    assert sorted(path.name.rsplit("-", 1)[0] for path in cache.iterdir() if path not in (fresh, *foreign)) == [
         table_cache.file_entry("model", str(tmp_path / "models" / "3.bin"))[0]]
+    assert all(path.exists() for path in foreign)
