@@ -63,9 +63,9 @@ def parallelism_note(result: StageResult, executor, shard_bytes: int) -> str | N
     Every later stage runs one task per shard, so with fewer shards than workers some workers wait
     through every stage, and with a few each a stage waits on its largest shards: at the default
     64 MB, corpus-dev (59 MB in 5 inputs) made 5 shards of 1.2-22.3 MB, and with 2 workers its
-    quality and dedup stages took 0.82 s and 1.50 s against 0.63 s and 1.20 s with 12 shards of
-    5 MB. The shard size it suggests makes about six per worker. Said only where Ray ran the stage
-    (``executor.started``: the number of workers is known)."""
+    quality and dedup stages took 0.93 s and 1.61 s against 0.71 s and 1.40 s with 12 shards of
+    4.9 MB (medians of 3). The shard size it suggests makes about six per worker. Said only where
+    Ray ran the stage (``executor.started``: the number of workers is known)."""
     ray = getattr(executor, "started", None)
     if result.spec.name != "ingest" or result.up_to_date or ray is None:
         return None
