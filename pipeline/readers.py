@@ -91,13 +91,22 @@ _EVERY_READER = {"name", "path", "category", "format"}
 def unread_option(source: Any, reader: Reader) -> str | None:
     """``"<key>: ..."`` for the first key the input sets that its reader does not read (for a reader
     that takes ``html_field``, ``extractor`` without one), else None."""
-    unread = sorted(source.model_fields_set - _EVERY_READER - set(reader.options))
+    given = _given(source)
+    unread = sorted(given - _EVERY_READER - set(reader.options))
     if unread:
         takes = ", ".join(reader.options) or "none of the optional keys"
         return f"{unread[0]}: not read by the {reader.name} reader (it takes {takes}); remove it"
-    if "extractor" in source.model_fields_set and "html_field" in reader.options and source.html_field is None:
+    if "extractor" in given and "html_field" in reader.options and source.html_field is None:
         return f"extractor: the {reader.name} reader extracts only an html_field's HTML; set html_field or remove it"
     return None
+
+
+def _given(source: Any) -> set[str]:
+    """The keys an input sets to something other than their default: one given its default reads as
+    not given, so a config written out whole (``model_dump()``, every default in it) loads again."""
+    fields = type(source).model_fields
+    return {key for key in source.model_fields_set
+            if getattr(source, key) != fields[key].get_default(call_default_factory=True)}
 
 
 def file_patterns(format: str) -> tuple[str, ...]:
