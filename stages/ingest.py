@@ -130,10 +130,13 @@ class Ingest(Stage):
         for source_index, source in enumerate(config.inputs):
             groups: list[list[InputFile]] = []
             group_bytes = target  # no open group yet
+            checked: set[str] = set()  # the formats this input's keys were checked against
             for item in list_input_files(source):
                 known = _has_format(item)
-                if known and source.format == "auto" and (problem := unread_option(source, item.reader)):
-                    raise InputError(f"input {source.name!r}, {item.relative}: {problem}")
+                if known and source.format == "auto" and item.format not in checked:
+                    if problem := unread_option(source, item.reader):
+                        raise InputError(f"input {source.name!r}, {item.relative}: {problem}")
+                    checked.add(item.format)
                 split = item.reader.split if known else None
                 if item.size >= target:
                     groups.extend([piece] for piece in (split(item, target) if split else [item]))
@@ -158,7 +161,7 @@ class Ingest(Stage):
                     removed.append(rows)
                 read += records.records
                 stats.merge(records.stats)
-        removed_rows = pa.concat_tables(removed) if removed else REMOVED_SCHEMA.empty_table()
+        removed_rows = pa.concat_tables(removed) if removed else _NO_REMOVED
         removed_files = [writer.write("removed", f"part-{unit.name}", removed_rows)] if removed_rows.num_rows else []
         read_bytes = sum(f["bytes"] for f in kept_files + removed_files)
         return UnitOutput(read, read_bytes, kept_files, removed_files, stats)
