@@ -3,8 +3,8 @@ later processes as they were built, rebuilt when what defines them changes or th
 from __future__ import annotations
 
 import csv
-import os
 import json
+import os
 import subprocess
 import sys
 import time
