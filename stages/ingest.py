@@ -76,6 +76,7 @@ REASONS = {
     "empty_text": "the text is empty or only whitespace (or NUL characters)",
     "too_large": "the text is larger than ingest.max_doc_bytes",
     "missing_id": "the record has no value in the configured id_field",
+    "invalid_id": "the id_field's value is not valid Unicode (a JSON escape of a lone surrogate, such as \\ud800)",
     "duplicate_id": "an earlier record of the same file has the same id",
     "corrupt_file": "the file is truncated or corrupt from here on",
     "bad_category": "the record's category_field is empty (and the input has no category) or not a category",
@@ -266,7 +267,7 @@ class Records:
             self._append(self.kept, doc_id, text, meta)
             self.kept_bytes += size
         else:
-            self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where)
+            self._quarantine(reason, self._shown_id(doc_id, where), raw, meta, where)
 
     def add_rows(self, rows: "PreparedRows", start: int) -> int:
         """Rows ``start...`` of a batch whose ids, texts, meta and checks a reader prepared a column
@@ -283,7 +284,7 @@ class Records:
                 reason = "bad_category"
             if reason is not None:
                 where = f"row {rows.first_row + index}"
-                self._quarantine(reason, doc_id or self.fallback_id(where), lambda: rows.raw(index), rows.metas[index],
+                self._quarantine(reason, self._shown_id(doc_id, where), lambda: rows.raw(index), rows.metas[index],
                                  where, category=category)
                 continue
             self.seen_ids.add(doc_id)
@@ -300,6 +301,8 @@ class Records:
     def _problem(self, doc_id: str | None, text: Any, checked: tuple[str | None, int] | None) -> tuple[str | None, int]:
         if doc_id is None:
             return "missing_id", 0
+        if not _writable(doc_id):
+            return "invalid_id", 0
         reason, size = text_problem(text) if checked is None else checked
         if reason is not None:
             return reason, 0
@@ -336,13 +339,13 @@ class Records:
     def reject(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that could not even be parsed: count it and quarantine it."""
         self.records += 1
-        self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where)
+        self._quarantine(reason, self._shown_id(doc_id, where), raw, meta, where)
 
     def skip(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that is not a document by design (a WARC request record, a 404 page, a blocked
         URL): count it and remove it with its reason, whatever ``on_bad_input`` says."""
         self.records += 1
-        self._quarantine(reason, doc_id or self.fallback_id(where), raw, meta, where, bad=False)
+        self._quarantine(reason, self._shown_id(doc_id, where), raw, meta, where, bad=False)
 
     def _quarantine(self, reason: str, doc_id: str, raw: str | Callable[[], str], meta: dict | str, where: str,
                     bad: bool = True, category: Any = None) -> None:
@@ -366,6 +369,11 @@ class Records:
     def fallback_id(self, where: str) -> str:
         return f"{self.item.source.name}/{self.item.relative}:{where}"
 
+    def _shown_id(self, doc_id: str | None, where: str) -> str:
+        """The id a quarantined record is filed under: its own, or where it is in the file when it
+        has none or one that cannot be written (``invalid_id``)."""
+        return doc_id if doc_id and _writable(doc_id) else self.fallback_id(where)
+
     def _append(self, columns: dict, doc_id: str, text: str, meta: dict | str, category: Any = None) -> None:
         columns["id"].append(doc_id)
         columns["text"].append(text)
@@ -388,6 +396,17 @@ class Records:
         if not self.removed["id"]:  # most files: no table built for each of 100,000 small ones
             return _NO_REMOVED
         return pa.Table.from_pydict(self.removed, schema=REMOVED_SCHEMA)
+
+
+def _writable(doc_id: str) -> bool:
+    """Whether an id can be written as UTF-8: not when a JSON escape made a lone surrogate of it."""
+    if doc_id.isascii():
+        return True
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def text_problem(text: Any) -> tuple[str | None, int]:

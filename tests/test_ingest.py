@@ -86,6 +86,11 @@ BAD_LINES = [
     ({"id": "huge", "text": "y" * 5000}, "too_large"),
     ({"id": "good", "text": "same id again"}, "duplicate_id"),
     ({"text": "no id although id_field is set"}, "missing_id"),
+    # Python's JSON decoder recurses per level: a RecursionError, once a crash of the task
+    (b'{"id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b', "text": "deep"}', "malformed_json"),
+    (b'{"id": "\\udc00 half", "text": "an id that cannot be written"}', "invalid_id"),  # once a crash too
+    # decodable, but past the fixed limit: where the decoder's own limit falls depends on the stack
+    (b'{"id": "nested", "x": ' + b"[" * 250 + b"]" * 250 + b', "text": "deep"}', "malformed_json"),
 ]
 
 
@@ -102,6 +107,10 @@ def test_bad_input_is_quarantined_with_reason_and_location(tmp_path):
     assert got == expected
     latin1 = next(row for row in removed if row["reason"] == "invalid_utf8")
     assert "caf\ufffd" in latin1["text"]
+    deep, lone, nested = removed[-3:]
+    assert json.loads(deep["meta"])["error"] == "nested more than 200 levels deep" and deep["id"] == "b/bad.jsonl:14"
+    assert lone["id"] == "b/bad.jsonl:15"  # filed where it is: its own id cannot be written
+    assert json.loads(nested["meta"])["error"] == json.loads(deep["meta"])["error"]
     manifest = json.loads((tmp_path / "work" / "01_ingest" / "_manifest.json").read_text())
     assert manifest["totals"]["input_rows"] == len(BAD_LINES)
 
