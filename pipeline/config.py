@@ -81,9 +81,9 @@ class IngestConfig(StageConfig):
     shard_bytes: int = Field(64_000_000, gt=0, description="target text bytes per output shard; also the size "
                              "of a unit of ingest work: smaller files of one input are read together up to it "
                              "by their size on disk (a compressed file holds more text than that), and a reader "
-                             "that can (Parquet, by row groups) cuts a larger file into pieces of about that much "
-                             "text; where the footers tell a unit's text (Parquet), it is cut into the "
-                             "nearest whole number of equal shards")
+                             "that can (Parquet, by row groups; plain JSON lines, by byte range) cuts a larger file "
+                             "into pieces of about that much text; where the footers tell a unit's text (Parquet), "
+                             "it is cut into the nearest whole number of equal shards")
     max_files_per_unit: int = Field(1_000, gt=0, description="most files one ingest task reads (1: one task per "
                                     "file); bounds a task's list of files when inputs are tiny")
     max_doc_bytes: int = Field(

@@ -3,8 +3,9 @@
 A stage is *per-document* when it has no global pass (``Stage.prepare``): its units are then the
 kept files of the stage before it, one unit per file and named as the file, so the next stage's
 work on a unit can start as soon as this stage has written it. langid, rules, quality and pii are;
-dedup and decontaminate are not. The source stage (ingest) has no global pass either but reads its
-own input (``run_unit``, several kept files per unit): it may lead a group, never follow.
+dedup and decontaminate are not. The source stage (ingest) reads its own input (``run_unit``,
+several kept files per unit): it may lead a group, never follow, and its global pass (the pieces of
+the large files it cuts, indexed) runs before the group's tasks.
 
 The driver (``pipeline.runner``) runs each maximal run of such stages that has work as one group:
 one task per unit of its first stage (``run_chain``). The task runs that unit as the worker would;
@@ -83,7 +84,7 @@ def stage_group(specs: list[StageSpec], chosen: list[StageSpec], position: int, 
     date stage is only reported, as without fusion. The stages after the first are taken whatever
     their state: what they have to do is known only once the first has run."""
     first = chosen[position]
-    if not config.fuse or not _per_document(first):
+    if not config.fuse or not (_per_document(first) or _reads_own_input(first)):
         return [first]
     if not force and up_to_date(first, list_units(first, upstream_of(specs, first), config)) is not None:
         return [first]

@@ -23,7 +23,11 @@ record, a 404 page: removed with its reason, never an error), and yields after e
 ``split(item, target_bytes)`` cuts one large file into pieces of about ``target_bytes`` (each an
 ``InputFile`` with its ``piece``, which ``read`` then honours), so a big file is several units of
 work; a reader without it reads a file as one unit, and the source stage groups small files into
-one unit up to the same size. ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
+one unit up to the same size. A reader whose pieces must know what the pieces before them hold
+(a JSON-lines piece: the number of its first line, the ids already seen) also gives
+``index(item)``: a piece's ``PieceIndex``. The source stage runs it on every piece of a file at once,
+in a pass before it reads any, and hands each piece the sum of those before it as
+``item.before`` (a ``Before``). ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
 says about how many text bytes a file (or piece) holds: the source stage then cuts a unit's kept rows
 into shards of equal size, the nearest count to ``shard_bytes`` each, instead of full shards and a
 small last one. It asks only for units of at most ``TEXT_BYTES_FILES`` files, so a reader may keep
@@ -55,6 +59,7 @@ class InputFile:
     size: int = -1  # bytes on storage, from the listing (-1: not listed)
     mtime_ns: int = -1
     piece: Any = None  # the part of the file this unit reads, when its reader splits it (``Reader.split``)
+    before: "Before | None" = None  # what the pieces before this one hold (``Reader.index``), set to read it
 
     @cached_property  # asked several times per file by planning and ingest: 100,000 files are common
     def format(self) -> str:
@@ -72,11 +77,31 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class PieceIndex:
+    """What one piece of a file holds that the pieces after it need: how many records it numbers
+    (a JSON-lines piece: its lines, blank ones included) and the ids its records hold."""
+
+    records: int
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class Before:
+    """What the pieces of a file before this one hold: ``first``, the number this piece's first record
+    takes (its line number in the whole file), and ``seen``, the ids earlier records hold that a
+    record of this piece may hold too (those a record here then repeats are ``duplicate_id``)."""
+
+    first: int
+    seen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Reader:
     name: str
     patterns: tuple[str, ...]
     read: Callable[[InputFile, Any], Iterator[None]]
     split: Callable[[InputFile, int], list[InputFile]] | None = None  # None: the file is read whole
+    index: Callable[[InputFile], PieceIndex] | None = None  # None: a piece needs nothing from those before it
     text_bytes: Callable[[InputFile], int | None] | None = None  # None: unknown before reading
     options: tuple[str, ...] = ("text_field", "id_field")
 

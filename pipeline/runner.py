@@ -163,6 +163,8 @@ def run_group(group: list[StageSpec], specs: list[StageSpec], config: PipelineCo
         for spec in group:
             with _naming(spec):
                 _discard_manifest(spec)
+        if any(chain.specs[0] is group[0] for chain, _ in tasks):
+            _prepare(group[0], units, executor, log)
         sizes = [unit.size * len(chain.specs) for chain, unit in tasks]  # a longer chain does more per byte
         for receipts in executor.map(run_chain, tasks, Chain(tuple(group)).label, sizes=sizes,
                                      on_result=lambda receipts: [takers[r["stage"]](r) for r in receipts],

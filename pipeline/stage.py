@@ -130,7 +130,8 @@ class PrepareContext:
     in-process with ``--no-ray``) and returns the results in item order; ``fn`` must be a picklable
     module-level function; ``workers`` tasks run at once. ``scratch`` is a directory (local path or URI) owned by this stage and
     this config hash (wiped when the config changes); ``filesystem`` is its pyarrow filesystem.
-    ``inputs`` maps shard name -> input Parquet path, in shard order. ``log(message)`` prints progress.
+    ``inputs`` maps shard name -> input Parquet path, in shard order (for the source stage: unit name
+    -> the unit's ``InputFile``s). ``log(message)`` prints progress.
     """
 
     inputs: dict[str, str]

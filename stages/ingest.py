@@ -10,8 +10,9 @@ configured input source declares its category; fields are mapped to the document
   .txt file). Stable across reruns, and unique by construction: input names are unique and contain
   no ``/`` (config validation), file paths are unique within a source, and within one file a second
   record with an id already seen is quarantined as ``duplicate_id`` (in a piece of a large Parquet
-  file that its reader cut, an id any row of an earlier piece holds counts as seen, kept or not: the
-  piece reads their id column alone, not their text). The file path is in the id of
+  or plain JSON-lines file that its reader cut, an id any record of an earlier piece holds counts as
+  seen, kept or not: a Parquet piece reads their id column alone, not their text, and the pieces of
+  a JSON-lines file are indexed first, ``stages.ingest_pieces``). The file path is in the id of
   a many-file source because checking one id set across all its files would need the whole source's
   ids in one place (memory that grows with the corpus, or a global pass); per file, the set is
   bounded by the file, which one task already holds;
@@ -60,10 +61,11 @@ import pyarrow.fs as pafs
 from pipeline.config import IngestConfig, InputSource, PipelineConfig
 from pipeline.errors import InputError  # noqa: F401  (raised here, and by readers)
 from pipeline.readers import TEXT_BYTES_FILES, InputFile, file_patterns, unread_option
-from pipeline.stage import CATEGORIES, DOCUMENT_SCHEMA, REASON_COLUMN, Stage
+from pipeline.stage import CATEGORIES, DOCUMENT_SCHEMA, REASON_COLUMN, PrepareContext, Stage
 from pipeline.stats import Stats
 from pipeline.storage import resolve
 from pipeline.worker import UnitOutput, UnitWriter, text_bytes  # noqa: F401  (text_bytes: re-exported)
+from stages.ingest_pieces import prepare_pieces, with_before
 from stages.readers.web import url_list_digests
 from stages.web.warc import REASONS as WEB_REASONS
 
@@ -152,9 +154,16 @@ class Ingest(Stage):
                 units.append((f"{source_index:03d}-{index:05d}", tuple(group), _fingerprint(group)))
         return units
 
+    def prepare(self, context: PrepareContext) -> None:
+        """Before any unit: the pieces of cut files whose reader indexes them are indexed, at once
+        (``stages.ingest_pieces``); nothing to do, and no task, for every other input."""
+        prepare_pieces(context.inputs, context.scratch, context.filesystem, context.map, context.log)
+
     def run_unit(self, unit, writer: UnitWriter) -> UnitOutput:
         kept_files, removed, read, stats = [], [], 0, Stats()
-        for table, records in read_files(unit.source, self.config, limit=unit.limit):
+        spec = writer.spec
+        items = tuple(with_before(item, spec.scratch, spec.filesystem, unit.name) for item in unit.source)
+        for table, records in read_files(items, self.config, limit=unit.limit):
             if table.num_rows:
                 kept_files.append(writer.write("kept", f"part-{unit.name}-{len(kept_files):04d}", table))
             if records is not None:  # a file is done: its removed rows, counts and stats

@@ -4,6 +4,7 @@ and on Ray with one worker or two; a fused run resumes from the receipts it left
 the stage-by-stage run; a stage that loses rows inside a fused task stops the run, named."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -123,11 +124,11 @@ def test_a_source_units_other_shards_start_as_it_returns_not_after_every_source_
     rng = random.Random(3)
     words = "a quiet town by the river where the old mill still grinds wheat every autumn".split()
     inputs = []
-    for name in ("first", "second"):
-        (tmp_path / f"{name}.jsonl").write_text("".join(
+    for name in ("first", "second"):  # compressed: read whole, one source unit of several shards each
+        (tmp_path / f"{name}.jsonl.gz").write_bytes(gzip.compress("".join(
             json.dumps({"id": str(n), "text": " ".join(rng.choice(words) for _ in range(60)) + "."}) + "\n"
-            for n in range(300)))
-        inputs.append({"name": name, "path": str(tmp_path / f"{name}.jsonl"), "category": "web", "id_field": "id"})
+            for n in range(300)).encode()))
+        inputs.append({"name": name, "path": str(tmp_path / f"{name}.jsonl.gz"), "category": "web", "id_field": "id"})
     raw = {"inputs": inputs, "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
     labels = _labels(monkeypatch)
     outputs = {}

@@ -60,16 +60,17 @@ def test_reads_every_format_with_stable_ids(tmp_path):
 
 
 def test_shards_are_bounded_by_text_bytes(tmp_path):
+    """One unit (a compressed file is read whole) cut into shards of ``shard_bytes`` of text."""
     docs = [{"text": "x" * 100} for _ in range(50)]
-    (tmp_path / "big.jsonl").write_bytes(_lines(*docs))
-    config = parse_config(_config(tmp_path, [{"name": "s", "path": str(tmp_path / "big.jsonl"), "category": "others"}],
-                                  shard_bytes=1000))
+    (tmp_path / "big.jsonl.gz").write_bytes(gzip.compress(_lines(*docs)))
+    config = parse_config(_config(tmp_path, [{"name": "s", "path": str(tmp_path / "big.jsonl.gz"),
+                                              "category": "others"}], shard_bytes=1000))
     run_pipeline(config, use_ray=False, log=lambda _: None)
     shards = sorted((tmp_path / "work" / "01_ingest" / "kept").glob("*.parquet"))
     assert len(shards) == 5
     assert all(pq.read_metadata(s).num_rows == 10 for s in shards)
     ids = [row["id"] for row in _read(tmp_path, "kept")]
-    assert ids == [f"s/big.jsonl:{i}" for i in range(1, 51)]
+    assert ids == [f"s/big.jsonl.gz:{i}" for i in range(1, 51)]
 
 
 BAD_LINES = [
@@ -271,8 +272,8 @@ def _shard_rows(directory: Path) -> list[int]:
 
 def test_parquet_units_are_cut_into_even_shards_without_a_small_last_one(tmp_path):
     """Where the footer tells how much text a unit holds, its shards are the nearest whole number
-    of ``shard_bytes`` and equal: 90 documents of 10 KB at a 500 KB target are about 45 + 45 (JSON
-    lines, whose text is unknown before reading, are still 50 + 40), and 56 are one shard, not 50
+    of ``shard_bytes`` and equal: 90 documents of 10 KB at a 500 KB target are about 45 + 45 (compressed
+    JSON lines, whose text is unknown before reading, are still 50 + 40), and 56 are one shard, not 50
     + 6. A dictionary-encoded column stores a repeated text once, so its footer counts less text
     than it holds: a few repeats still go into the last shard, and a column of nothing but repeats
     is cut as if there were no estimate. The same documents in the same order in every case."""
@@ -284,19 +285,19 @@ def test_parquet_units_are_cut_into_even_shards_without_a_small_last_one(tmp_pat
     for number, (name, docs) in enumerate(cases.items()):
         (tmp_path / f"in-{number}").mkdir()
         pq.write_table(pa.table({"text": docs}), tmp_path / f"in-{number}" / "in.parquet")
-        (tmp_path / f"in-{number}" / "in.jsonl").write_bytes(_lines(*({"text": text} for text in docs)))
-        for form in ("parquet", "jsonl"):
+        (tmp_path / f"in-{number}" / "in.jsonl.gz").write_bytes(gzip.compress(_lines(*({"text": text} for text in docs))))
+        for form in ("parquet", "jsonl.gz"):
             directory = tmp_path / f"out-{number}-{form}"
             run_pipeline(parse_config(_config(directory, [
                 {"name": "s", "path": str(tmp_path / f"in-{number}" / f"in.{form}"), "category": "others"}],
                 shard_bytes=500_000)), use_ray=False, log=lambda _: None)
             rows[name, form] = _shard_rows(directory)
             assert [r["text"] for r in _read(directory, "kept")] == docs
-    (first, second), jsonl = rows["even", "parquet"], rows["even", "jsonl"]
+    (first, second), jsonl = rows["even", "parquet"], rows["even", "jsonl.gz"]
     assert abs(first - second) <= 2 and first + second == 90 and jsonl == [50, 40]  # a footer's headers count too
-    assert rows["one", "parquet"] == [56] and rows["one", "jsonl"] == [50, 6]
-    assert rows["few repeats", "parquet"] == [56] and rows["few repeats", "jsonl"] == [50, 6]
-    assert rows["repeats", "parquet"] == rows["repeats", "jsonl"] == [50, 40]
+    assert rows["one", "parquet"] == [56] and rows["one", "jsonl.gz"] == [50, 6]
+    assert rows["few repeats", "parquet"] == [56] and rows["few repeats", "jsonl.gz"] == [50, 6]
+    assert rows["repeats", "parquet"] == rows["repeats", "jsonl.gz"] == [50, 40]
 
 
 def test_a_large_parquet_file_is_cut_into_pieces_of_even_text(tmp_path):

@@ -1,24 +1,40 @@
 """JSON Lines (plain, .gz, .zst): one record per line; a damaged compressed file keeps every record
 before the damage and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
-``url_filter``, records go through ``stages.readers.web.add_record``."""
+``url_filter``, records go through ``stages.readers.web.add_record``.
+
+A plain (uncompressed) file larger than a unit is cut by byte range (``split``) into pieces of about
+the target, each a unit of its own: a piece holds the lines that start in its range, and reads on to
+the end of its last one. Lines keep their numbers in the whole file, so ids and ``_ingest.line`` do
+not depend on how the file was cut: before any piece is read, the source stage runs ``index`` on
+every piece (its line count and ids, at once on the workers) and hands each piece the number of its
+first line and the ids before it (``pipeline.readers.Before``). A compressed file cannot be entered
+in the middle, and is read whole."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Iterator
 
-from pipeline.readers import InputFile, Reader
+from pipeline.readers import InputFile, PieceIndex, Reader, record_ids
 from pipeline.storage import resolve
-from stages.readers.common import CorruptFile, Lines, decompressed, reject_rest
+from stages.readers.common import READ, CorruptFile, Lines, decompressed, reject_rest
 from stages.readers.web import add_record
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
 OPTIONS = ("text_field", "id_field", "category_field", "lang_field", "html_field", "extractor", "url_filter")
+PLAIN = (".jsonl", ".ndjson")  # the suffixes of files that can be cut by byte range
 # Deeper records are malformed_json: far below where Python's decoder runs out of stack (about 950
 # levels) and far above any real record's nesting.
 MAX_DEPTH = 200
 
 
 def _read_jsonl(item: InputFile, records) -> Iterator[None]:
+    if item.piece is not None:
+        if item.before is None:  # the source stage's pass over the pieces did not run: a bug
+            raise RuntimeError(f"{item.path}: piece {item.piece} read without the line count of the pieces before it")
+        records.seen_before(item.before.seen)
+        yield from _parse_jsonl(item, records, Lines(_piece_chunks(item)), item.before.first)
+        return
     fs, _ = resolve(item.source.path)
     with decompressed(fs, item.path) as chunks:
         lines = Lines(chunks)
@@ -29,8 +45,8 @@ def _read_jsonl(item: InputFile, records) -> Iterator[None]:
             yield
 
 
-def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes]) -> Iterator[None]:
-    for number, raw_line in enumerate(lines, start=1):
+def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes], first: int = 1) -> Iterator[None]:
+    for number, raw_line in enumerate(lines, start=first):
         if not raw_line.strip():
             records.stats.add("blank_lines_skipped", 1)
             continue
@@ -77,4 +93,83 @@ def _too_deep(record) -> bool:
     return False
 
 
-READER = Reader(name="jsonl", patterns=SUFFIXES, read=_read_jsonl, options=OPTIONS)
+def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
+    """A plain file of at least one and a half targets as byte ranges (start, end) of about equal
+    size, as many as it holds targets, rounded; any other file whole."""
+    count = round(item.size / target_bytes)
+    if count <= 1 or not item.path.lower().endswith(PLAIN):
+        return [item]
+    bounds = [item.size * k // count for k in range(count + 1)]
+    return [dataclasses.replace(item, piece=(start, end)) for start, end in zip(bounds, bounds[1:])]
+
+
+def _piece_bytes(item: InputFile) -> int | None:
+    """A piece's bytes on disk, for the source stage's even shards: about its text and a little more
+    (the JSON around it), so a piece of up to one and a half targets is one shard, not a full one and
+    a small rest. None for a file read whole: its size may be compressed."""
+    return None if item.piece is None else item.piece[1] - item.piece[0]
+
+
+def _piece_chunks(item: InputFile) -> Iterator[bytes]:
+    """The bytes of the lines that start in the piece's range: from the first line start at or after
+    its start to the first at or after its end (the end of the last line, which may lie past it)."""
+    fs, _ = resolve(item.source.path)
+    start, end = item.piece
+    with fs.open_input_file(item.path) as source:
+        begin, stop = _line_start(source, start), _line_start(source, end)
+        source.seek(begin)
+        left = stop - begin
+        while left > 0:
+            chunk = source.read(min(READ, left))
+            if not chunk:
+                raise OSError(f"{item.path}: the file ended at byte {stop - left}, before byte {stop}: "
+                              f"it changed while it was read")
+            left -= len(chunk)
+            yield chunk
+
+
+def _line_start(source, offset: int) -> int:
+    """The first byte at or after ``offset`` that starts a line (the file's size if none does): 0, or
+    the byte after the first newline at or after ``offset - 1``."""
+    if offset <= 0:
+        return 0
+    size = source.size()
+    position = offset - 1
+    source.seek(position)
+    while position < size:
+        chunk = source.read(min(READ, 1 << 16))
+        if not chunk:
+            break
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return position + found + 1
+        position += len(chunk)
+    return size
+
+
+def _index(item: InputFile) -> PieceIndex:
+    """A piece's line count and the ids its records hold (every line that is a JSON object with a
+    value in the ``id_field``, whatever else the source stage then finds wrong with it); no ids
+    without an ``id_field``: ids are then line numbers, unique by construction."""
+    chunks = _piece_chunks(item)
+    field = item.source.id_field
+    if field is None:
+        lines, last = 0, b"\n"
+        for chunk in chunks:
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+        return PieceIndex(lines + (last != b"\n"), [])
+    lines, values = 0, []
+    for raw_line in Lines(chunks):
+        lines += 1
+        try:  # as ``_parse_jsonl`` reads a line: UTF-8, then JSON
+            record = json.loads(raw_line.decode("utf-8"))
+        except (ValueError, RecursionError):  # undecodable, malformed or too deep: the record has no id
+            continue
+        if isinstance(record, dict) and field in record and not _too_deep(record):
+            values.append(record[field])
+    return PieceIndex(lines, [doc_id for doc_id in record_ids(item, values) if doc_id is not None])
+
+
+READER = Reader(name="jsonl", patterns=SUFFIXES, read=_read_jsonl, options=OPTIONS, split=_split, index=_index,
+                text_bytes=_piece_bytes)
