@@ -57,7 +57,7 @@ def write_input(copies: int, path: Path) -> dict:
     return {"docs": len(rows) * copies, "file_mb": round(path.stat().st_size / 1e6, 3), "text_mb": round(text / 1e6, 3)}
 
 
-def ours(path: str, work: str, workers: int, stages: str) -> dict:
+def ours(path: str, work: str, workers: int, stages: str, ids: bool = True) -> dict:
     """Our run on a local Ray of ``workers`` (in a fresh process, Ray started before the clock)."""
     import bench_pipeline
     import ray
@@ -67,7 +67,8 @@ def ours(path: str, work: str, workers: int, stages: str) -> dict:
 
     raw = bench_pipeline.pipeline_config({"by_category": {}}, Path(work), workers)
     raw["fuse"] = True  # the default: the cut file's pieces go on down the stages in parallel
-    raw["inputs"] = [{"name": "dump", "path": path, "category": "web", "category_field": "category", "id_field": "id"}]
+    raw["inputs"] = [{"name": "dump", "path": path, "category": "web", "category_field": "category"}
+                     | ({"id_field": "id"} if ids else {})]
     if stages == "ingest":
         raw["stages"] = {"langid": {}}
     else:
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--no-id-field", action="store_true",
+                        help="ours without the input's id_field: ids by line number, and the pass before the pieces only counts lines")
     parser.add_argument("--out", default="large_file")
     args = parser.parse_args()
     compile_bytecode()
@@ -126,13 +129,14 @@ def main() -> None:
         print(f"one file of {corpus['file_mb']} MB: {corpus['docs']:,} documents, {corpus['text_mb']} MB of text",
               file=sys.stderr)
         if args.stages == "all":  # a first run compiles what this tree's stages have not cached yet
-            isolated(ours, str(path), f"{tmp}/warm", max(worker_counts), "all", pin=False)
+            isolated(ours, str(path), f"{tmp}/warm", max(worker_counts), "all", not args.no_id_field, pin=False)
             shutil.rmtree(f"{tmp}/warm", ignore_errors=True)
         runs: dict[str, list[dict]] = {}
         for repeat in range(args.repeats):
             for workers in worker_counts:
                 work = f"{tmp}/ours-{workers}-{repeat}"
-                runs.setdefault(f"ours_{workers}", []).append(isolated(ours, str(path), work, workers, args.stages, pin=False))
+                runs.setdefault(f"ours_{workers}", []).append(isolated(ours, str(path), work, workers, args.stages,
+                                                                         not args.no_id_field, pin=False))
                 shutil.rmtree(work, ignore_errors=True)
                 if not args.no_datatrove and args.stages == "ingest":
                     work = f"{tmp}/dt-{workers}-{repeat}"
