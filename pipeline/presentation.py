@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.planning import StageSpec
+from pipeline.config import PipelineConfig
+from pipeline.planning import StageSpec, list_units
 
 RUNNER_STATS = "runner"  # the namespace of the counters the worker keeps for every stage (pipeline.worker)
 
@@ -57,7 +58,39 @@ def summary_line(result: StageResult) -> str:
             f"{result.wall_seconds:.1f} s, {speed}, {per_core}")
 
 
-def parallelism_note(result: StageResult, executor, shard_bytes: int) -> str | None:
+def parallelism_note(result: StageResult, executor, config: PipelineConfig) -> str | None:
+    """Lines after a run's ingest on Ray: ``shards_note`` and ``uncut_note``, or None."""
+    ray = getattr(executor, "started", None)
+    if result.spec.name != "ingest" or result.up_to_date or ray is None:
+        return None
+    notes = [shards_note(result, ray.workers, config.ingest.shard_bytes), uncut_note(result, ray.workers, config)]
+    return "\n".join(note for note in notes if note) or None
+
+
+def uncut_note(result: StageResult, workers: int, config: PipelineConfig) -> str | None:
+    """A line when the ingest of one input file read whole (more than one and a half ``shard_bytes``,
+    a task of its own) was more than a worker's share of the run's input, on a run of two workers or
+    more: a reader cuts a plain JSON-lines file and a Parquet file's row groups, not a compressed
+    stream (``.jsonl.gz``), a WARC or text file, or one row group (a Parquet file written with
+    pyarrow's default of a million rows per group is often one). Many such files of like size are
+    read in parallel, a file each, and are not pointed out."""
+    target = config.ingest.shard_bytes
+    units = list_units(result.spec, None, config)
+    whole = [unit.source[0] for unit in units
+             if len(unit.source) == 1 and unit.source[0].piece is None and unit.source[0].size >= 1.5 * target]
+    total = sum(item.size for unit in units for item in unit.source)
+    if workers < 2 or not whole or max(item.size for item in whole) * workers <= total:
+        return None
+    whole = [item for item in whole if item.size * workers > total]
+    largest = max(whole, key=lambda item: item.size)
+    return (f"note: ingest read {len(whole)} large input file{'s' if len(whole) > 1 else ''} whole, in one task each "
+            f"(the largest: {largest.source.name}/{largest.relative}, {largest.size / 1e6:,.1f} MB on disk): compressed "
+            f"JSON lines, WARC and text files, and a Parquet row group, are not cut. Files of about "
+            f"`ingest.shard_bytes` ({target}) each, plain JSON lines, or Parquet with smaller row groups would be "
+            f"read by {workers} workers at once.")
+
+
+def shards_note(result: StageResult, workers: int, shard_bytes: int) -> str | None:
     """A line after a run's ingest when it made fewer shards than four per Ray worker, else None.
 
     Every later stage runs one task per shard, so with fewer shards than workers some workers wait
@@ -66,14 +99,11 @@ def parallelism_note(result: StageResult, executor, shard_bytes: int) -> str | N
     quality and dedup stages took 0.93 s and 1.61 s against 0.71 s and 1.40 s with 12 shards of
     4.9 MB (medians of 3). The shard size it suggests makes about six per worker. Said only where
     Ray ran the stage (``executor.started``: the number of workers is known)."""
-    ray = getattr(executor, "started", None)
-    if result.spec.name != "ingest" or result.up_to_date or ray is None:
-        return None
     shards = sum(len(receipt["kept_files"]) for receipt in result.receipts)
     text = sum(receipt["kept_bytes"] for receipt in result.receipts)
-    if shards >= 4 * ray.workers or not text:
+    if shards >= 4 * workers or not text:
         return None
-    suggested = max(1, int(float(f"{text / (6 * ray.workers):.2g}")))
-    return (f"note: ingest made {shards} shards for {ray.workers} workers, fewer than four each; every later "
+    suggested = max(1, int(float(f"{text / (6 * workers):.2g}")))
+    return (f"note: ingest made {shards} shards for {workers} workers, fewer than four each; every later "
             f"stage runs a task per shard, so workers will wait. `ingest.shard_bytes: {suggested}` (now "
             f"{shard_bytes}) would make about six each.")

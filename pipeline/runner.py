@@ -78,7 +78,7 @@ def run_pipeline(config: PipelineConfig, use_ray: bool = True, start: str | None
                 done = run_group(group, specs, config, executor, force=force, log=log)
             for result in done:
                 log(summary_line(result))
-                if note := parallelism_note(result, executor, config.ingest.shard_bytes):
+                if note := parallelism_note(result, executor, config):
                     log(note)
             results += done
             position += len(group)

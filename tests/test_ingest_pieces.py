@@ -2,6 +2,7 @@
 ids unique across pieces, and the same documents as the file read whole."""
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from pathlib import Path
@@ -130,3 +131,24 @@ def test_the_index_of_a_file_is_kept_for_a_rerun_and_redone_when_the_file_change
     path.write_bytes(path.read_bytes() + json.dumps({"id": "new", "text": "one more"}).encode() + b"\n")
     prepare()
     assert len(tasks) == 2
+
+
+def test_a_large_file_read_whole_is_pointed_out_and_a_cut_one_is_not(tmp_path, ray_cluster):
+    """On Ray with two workers, a run says after ingest which large input it read in one task (a
+    compressed file cannot be cut) and what would let it be read in parallel; the same file plain
+    is cut, and nothing is said."""
+    lines = b"\n".join(_records(200)) + b"\n"
+    (tmp_path / "plain.jsonl").write_bytes(lines)
+    (tmp_path / "packed.jsonl.gz").write_bytes(gzip.compress(lines))
+    shard_bytes = len(gzip.compress(lines)) // 3  # the compressed file is three targets on disk
+    said = {}
+    for name in ("plain.jsonl", "packed.jsonl.gz"):
+        config = parse_config({"work_dir": str(tmp_path / f"out-{name}"), "ingest": {"shard_bytes": shard_bytes},
+                               "inputs": [{"name": "dump", "path": str(tmp_path / name), "category": "web"}]})
+        log: list[str] = []
+        run_pipeline(config, use_ray=True, only="ingest", log=log.append)
+        said[name] = [line for message in log for line in message.splitlines() if "whole, in one task" in line]
+    assert not said["plain.jsonl"]
+    (note,) = said["packed.jsonl.gz"]
+    assert note.startswith("note: ingest read 1 large input file whole") and "dump/packed.jsonl.gz" in note
+    assert f"`ingest.shard_bytes` ({shard_bytes})" in note and "2 workers" in note
