@@ -483,3 +483,23 @@ def test_parquet_texts_kept_as_arrow_are_checked_and_cut_as_python_strings_are(t
     assert len(kept["arrow"]) + len(removed["arrow"]) == len(ids)
     assert [text for _, _, text, *_ in kept["arrow"][:4]] == ["a fine document", "\x00 word \x00",
                                                              "the id of a removed row may be used again", "文本 " * 100]
+
+
+def test_lines_are_the_same_whatever_the_chunks_they_arrive_in():
+    """``Lines`` gives ``bytes.split(b"\\n")``'s lines (without a last empty one) however the bytes
+    are cut into chunks, a line longer than many chunks included, and its ``offset`` and ``count``
+    say where it is when the chunks stop early (a damaged file)."""
+    from stages.readers.common import Lines
+
+    data = b"first\n\n" + b"x" * 10_000 + b"\nshort\r\nlast without a newline"
+    expected = data.split(b"\n")
+    for size in (1, 3, 7, 64, 4096, len(data)):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert list(Lines(iter(chunks))) == expected
+        assert list(Lines(iter(chunks + [b"\n"]))) == expected  # a final newline adds no empty line
+        head = data[:7 + 5_000]  # the chunks stop inside the long line
+        partial = Lines(iter([head[i:i + size] for i in range(0, len(head), size)]))
+        for _ in zip(range(2), partial):
+            pass
+        assert (partial.offset, partial.count) == (7, 2)
+        assert list(partial) == [b"x" * 5_000] and partial.count == 3

@@ -57,24 +57,37 @@ def reject_rest(item: InputFile, records, damage: CorruptFile, offset: int, pend
 class Lines:
     """Lines of a stream of byte chunks, split on b'\\n' only (not on other Unicode line breaks that
     may sit inside text). ``offset`` is the byte offset of ``pending``, the start of the line not yet
-    complete, and ``count`` the lines handed out: where a damaged file stops being readable."""
+    complete, and ``count`` the lines handed out: where a damaged file stops being readable.
+
+    A line longer than a chunk is kept as its chunks and joined once, when it ends: appending each
+    chunk to it would copy it again at every chunk (a 100 MB line took 4 s, and 500 MB minutes)."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks = chunks
-        self.pending = b""
+        self._parts: list[bytes] = []  # the line not yet complete
         self.offset = 0
         self.count = 0
 
+    @property
+    def pending(self) -> bytes:
+        return b"".join(self._parts)
+
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
-            self.pending += chunk
-            *complete, self.pending = self.pending.split(b"\n")
+            if b"\n" not in chunk:
+                self._parts.append(chunk)
+                continue
+            *complete, rest = chunk.split(b"\n")
+            if self._parts:
+                complete[0] = b"".join(self._parts) + complete[0]
+            self._parts = [rest] if rest else []
             for line in complete:
                 self.offset += len(line) + 1
                 self.count += 1
                 yield line
-        if self.pending:
-            line, self.pending = self.pending, b""
+        if self._parts:
+            line = b"".join(self._parts)
+            self._parts = []
             self.offset += len(line)
             self.count += 1
             yield line
