@@ -96,7 +96,8 @@ BAD_LINES = [
 
 
 def test_bad_input_is_quarantined_with_reason_and_location(tmp_path):
-    (tmp_path / "bad.jsonl").write_bytes(_lines(*(line for line, _ in BAD_LINES)) + b"\n")
+    # a byte order mark before the first line is not part of it
+    (tmp_path / "bad.jsonl").write_bytes(b"\xef\xbb\xbf" + _lines(*(line for line, _ in BAD_LINES)) + b"\n")
     config = parse_config(_config(tmp_path, [{"name": "b", "path": str(tmp_path / "bad.jsonl"),
                                               "category": "web", "id_field": "id"}], max_doc_bytes=1000))
     run_pipeline(config, use_ray=False, log=lambda _: None)

@@ -65,7 +65,7 @@ def test_a_large_jsonl_file_cut_into_pieces_reads_as_it_does_whole(tmp_path, ray
     with their line numbers in the whole file, the same quarantined lines and the same duplicates:
     a record repeating the id of one in an earlier piece is a ``duplicate_id`` there too."""
     path = tmp_path / "big.jsonl"
-    path.write_bytes(b"\n".join(_records(600)))  # no newline after the last line
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(_records(600)))  # a byte order mark; no newline after the last line
     pieces = _run(tmp_path / "pieces", path, 20_000, id_field, use_ray=True)
     whole = _run(tmp_path / "whole", path, 100_000_000, id_field, use_ray=False)
     assert pieces[0] >= 10 and whole[0] == 1

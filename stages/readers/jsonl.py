@@ -23,6 +23,9 @@ from stages.readers.web import add_record
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
 OPTIONS = ("text_field", "id_field", "category_field", "lang_field", "html_field", "extractor", "url_filter")
 PLAIN = (".jsonl", ".ndjson")  # the suffixes of files that can be cut by byte range
+# A byte order mark before the first line (some Windows tools write one) is not part of the record;
+# json.loads would call the line malformed.
+BOM = b"\xef\xbb\xbf"
 # Deeper records are malformed_json: far below where Python's decoder runs out of stack (about 950
 # levels) and far above any real record's nesting.
 MAX_DEPTH = 200
@@ -47,6 +50,8 @@ def _read_jsonl(item: InputFile, records) -> Iterator[None]:
 
 def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes], first: int = 1) -> Iterator[None]:
     for number, raw_line in enumerate(lines, start=first):
+        if number == 1 and raw_line.startswith(BOM):
+            raw_line = raw_line[len(BOM):]
         if not raw_line.strip():
             records.stats.add("blank_lines_skipped", 1)
             continue
@@ -162,6 +167,8 @@ def _index(item: InputFile) -> PieceIndex:
     lines, values = 0, []
     for raw_line in Lines(chunks):
         lines += 1
+        if lines == 1 and item.piece[0] == 0 and raw_line.startswith(BOM):
+            raw_line = raw_line[len(BOM):]
         try:  # as ``_parse_jsonl`` reads a line: UTF-8, then JSON
             record = json.loads(raw_line.decode("utf-8"))
         except (ValueError, RecursionError):  # undecodable, malformed or too deep: the record has no id
