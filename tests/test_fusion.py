@@ -206,3 +206,26 @@ def test_a_stage_that_loses_rows_in_a_fused_task_stops_the_run_named(tmp_path, m
         run_pipeline(config, use_ray=False, log=lambda _: None)
     assert labels == ["01 ingest + 02 langid + 03 leaky"]
     assert not list((tmp_path / "work").glob("*/_receipts/*.json"))  # the task committed nothing
+
+
+def test_a_fused_group_led_by_ingest_runs_its_pass_over_a_cut_file_first(tmp_path, monkeypatch):
+    """A plain JSON-lines file cut into pieces leads a fused group as any source unit does: the
+    source stage's pass over the pieces runs before the group's tasks, and every file is the one
+    the stage-by-stage run writes."""
+    rng = random.Random(5)
+    words = "a quiet town by the river where the old mill still grinds wheat every autumn".split()
+    (tmp_path / "dump.jsonl").write_text("".join(
+        json.dumps({"id": str(n % 250), "text": " ".join(rng.choice(words) for _ in range(60)) + "."}) + "\n"
+        for n in range(300)))  # the last 50 ids repeat ones an earlier piece holds
+    raw = {"inputs": [{"name": "dump", "path": str(tmp_path / "dump.jsonl"), "category": "web", "id_field": "id"}],
+           "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
+    labels = _labels(monkeypatch)
+    outputs = {}
+    for fuse in (False, True):
+        labels.clear()
+        results = run_pipeline(parse_config({**raw, "work_dir": str(tmp_path / f"work-{fuse}"), "fuse": fuse}),
+                               use_ray=False, log=lambda _: None)
+        outputs[fuse] = _outputs(tmp_path / f"work-{fuse}")
+    assert outputs[True] == outputs[False]
+    assert labels == ["01 ingest prepare", "01 ingest + 02 langid + 03 rules"]
+    assert len(results[0].receipts) > 3 and results[0].reasons == {"duplicate_id": 50}
