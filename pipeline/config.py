@@ -86,9 +86,8 @@ class IngestConfig(StageConfig):
                              "it is cut into the nearest whole number of equal shards")
     max_files_per_unit: int = Field(1_000, gt=0, description="most files one ingest task reads (1: one task per "
                                     "file); bounds a task's list of files when inputs are tiny")
-    max_doc_bytes: int = Field(
-        20_000_000, gt=0, description="documents larger than this are bad input (too_large)"
-    )
+    max_doc_bytes: int = Field(20_000_000, gt=0, description="documents larger than this are bad input (too_large); "
+                               "a record of over 8 times as many raw bytes is not read (record_too_large)")
     on_bad_input: Literal["fail", "quarantine"] = Field(
         "quarantine",
         description="fail: stop at the first bad record; quarantine: write it to removed/ with a reason",

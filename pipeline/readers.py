@@ -25,7 +25,7 @@ record, a 404 page: removed with its reason, never an error), and yields after e
 work; a reader without it reads a file as one unit, and the source stage groups small files into
 one unit up to the same size. A reader whose pieces must know what the pieces before them hold
 (a JSON-lines piece: the number of its first line, the ids already seen) also gives
-``index(item)``: a piece's ``PieceIndex``. The source stage runs it on every piece of a file at once,
+``index(item, ingest_config)``: a piece's ``PieceIndex``. The source stage runs it on every piece of a file at once,
 in a pass before it reads any, and hands each piece the sum of those before it as
 ``item.before`` (a ``Before``). ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
 says about how many text bytes a file (or piece) holds: the source stage then cuts a unit's kept rows
@@ -101,7 +101,7 @@ class Reader:
     patterns: tuple[str, ...]
     read: Callable[[InputFile, Any], Iterator[None]]
     split: Callable[[InputFile, int], list[InputFile]] | None = None  # None: the file is read whole
-    index: Callable[[InputFile], PieceIndex] | None = None  # None: a piece needs nothing from those before it
+    index: Callable[[InputFile, Any], PieceIndex] | None = None  # None: a piece needs nothing from those before it
     text_bytes: Callable[[InputFile], int | None] | None = None  # None: unknown before reading
     options: tuple[str, ...] = ("text_field", "id_field")
 

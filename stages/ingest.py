@@ -77,6 +77,7 @@ REASONS = {
     "non_string_text": "the text field is not a string",
     "empty_text": "the text is empty or only whitespace (or NUL characters)",
     "too_large": "the text is larger than ingest.max_doc_bytes",
+    "record_too_large": "the record's raw bytes are more than 8 x ingest.max_doc_bytes: not read, its first 64 KiB kept",
     "missing_id": "the record has no value in the configured id_field",
     "invalid_id": "the id_field's value is not valid Unicode (a JSON escape of a lone surrogate, such as \\ud800)",
     "duplicate_id": "an earlier record of the same file has the same id",
@@ -157,7 +158,7 @@ class Ingest(Stage):
     def prepare(self, context: PrepareContext) -> None:
         """Before any unit: the pieces of cut files whose reader indexes them are indexed, at once
         (``stages.ingest_pieces``); nothing to do, and no task, for every other input."""
-        prepare_pieces(context.inputs, context.scratch, context.filesystem, context.map, context.log)
+        prepare_pieces(context.inputs, self.config, context.scratch, context.filesystem, context.map, context.log)
 
     def run_unit(self, unit, writer: UnitWriter) -> UnitOutput:
         kept_files, removed, read, stats = [], [], 0, Stats()
@@ -370,7 +371,8 @@ class Records:
             if reason == "bad_lang":
                 expected = (f"; field {self.item.source.lang_field!r} is {meta.get(self.item.source.lang_field)!r}, "
                             f"expected a language code such as en, zh or zh-Hant")
-            detail = f": {meta['error']}" if reason in ("corrupt_file", "truncated_record") and "error" in meta else ""
+            detail = (f": {meta['error']}" if reason in ("corrupt_file", "truncated_record", "record_too_large")
+                      and "error" in meta else "")
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
         self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta, category)
         self.removed[REASON_COLUMN].append(reason)

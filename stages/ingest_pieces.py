@@ -27,7 +27,7 @@ from pipeline import storage
 from pipeline.readers import Before, InputFile
 
 
-def prepare_pieces(inputs: dict[str, tuple[InputFile, ...]], scratch: str, fs: Any,
+def prepare_pieces(inputs: dict[str, tuple[InputFile, ...]], config: Any, scratch: str, fs: Any,
                    map_: Callable, log: Callable[[str], None]) -> None:
     """Index the pieces of every cut file whose reader indexes them, unless indexed already."""
     files: dict[tuple[str, str], list[tuple[str, InputFile]]] = {}
@@ -39,7 +39,7 @@ def prepare_pieces(inputs: dict[str, tuple[InputFile, ...]], scratch: str, fs: A
              if not all(_stored(fs, scratch, name, item) is not None for name, item in pieces)]
     if not stale:
         return
-    tasks = [(item, fs, _ids_path(scratch, name)) for pieces in stale for name, item in pieces]
+    tasks = [(item, config, fs, _ids_path(scratch, name)) for pieces in stale for name, item in pieces]
     log(f"counting the lines and ids of {len(tasks)} pieces of {len(stale)} large files, before reading them")
     counts = iter(map_(index_piece, tasks))
     for pieces in stale:  # a file at a time: the driver holds one file's digests
@@ -52,11 +52,11 @@ def prepare_pieces(inputs: dict[str, tuple[InputFile, ...]], scratch: str, fs: A
             first += count
 
 
-def index_piece(task: tuple[InputFile, Any, str]) -> int:
+def index_piece(task: tuple[InputFile, Any, Any, str]) -> int:
     """A worker's share of the pass: one piece's record count (its ids, with a digest each, written
     to ``path``)."""
-    item, fs, path = task
-    index = item.reader.index(item)
+    item, config, fs, path = task
+    index = item.reader.index(item, config)
     encoded = []
     for doc_id in index.ids:
         try:

@@ -88,10 +88,12 @@ BAD_LINES = [
     ({"id": "good", "text": "same id again"}, "duplicate_id"),
     ({"text": "no id although id_field is set"}, "missing_id"),
     # Python's JSON decoder recurses per level: a RecursionError, once a crash of the task
-    (b'{"id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b', "text": "deep"}', "malformed_json"),
+    (b'{"id": "deep", "x": ' + b"[" * 3_000 + b"]" * 3_000 + b', "text": "deep"}', "malformed_json"),
     (b'{"id": "\\udc00 half", "text": "an id that cannot be written"}', "invalid_id"),  # once a crash too
     # decodable, but past the fixed limit: where the decoder's own limit falls depends on the stack
     (b'{"id": "nested", "x": ' + b"[" * 250 + b"]" * 250 + b', "text": "deep"}', "malformed_json"),
+    # more than 8 x max_doc_bytes (1,000 here): not read, so that a 3 GB line costs neither memory nor a crash
+    ({"id": "enormous", "text": "z" * 9_000}, "record_too_large"),
 ]
 
 
@@ -109,10 +111,12 @@ def test_bad_input_is_quarantined_with_reason_and_location(tmp_path):
     assert got == expected
     latin1 = next(row for row in removed if row["reason"] == "invalid_utf8")
     assert "caf\ufffd" in latin1["text"]
-    deep, lone, nested = removed[-3:]
+    deep, lone, nested, enormous = removed[-4:]
     assert json.loads(deep["meta"])["error"] == "nested more than 200 levels deep" and deep["id"] == "b/bad.jsonl:14"
     assert lone["id"] == "b/bad.jsonl:15"  # filed where it is: its own id cannot be written
     assert json.loads(nested["meta"])["error"] == json.loads(deep["meta"])["error"]
+    assert enormous["id"] == "b/bad.jsonl:17" and enormous["text"] == json.dumps({"id": "enormous", "text": "z" * 9_000})
+    assert json.loads(enormous["meta"])["error"].startswith("9,030 bytes, more than 8 x ingest.max_doc_bytes: not read")
     manifest = json.loads((tmp_path / "work" / "01_ingest" / "_manifest.json").read_text())
     assert manifest["totals"]["input_rows"] == len(BAD_LINES)
 
@@ -504,3 +508,36 @@ def test_lines_are_the_same_whatever_the_chunks_they_arrive_in():
             pass
         assert (partial.offset, partial.count) == (7, 2)
         assert list(partial) == [b"x" * 5_000] and partial.count == 3
+
+
+def test_a_line_past_the_limit_is_handed_out_as_its_head_with_its_length():
+    """``Lines(limit=...)``: a line longer than the limit comes out as its first ``HEAD`` bytes and
+    ``cut`` says its length, whatever the chunks; the lines around it are whole, with ``cut`` 0."""
+    from stages.readers.common import HEAD, Lines
+
+    long = bytes(range(256)).replace(b"\n", b"") * 400  # 102,000 bytes, no newline
+    data = b"before\n" + long + b"\nafter"
+    for size in (1_000, 4_096, 65_536, len(data)):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        lines = Lines(iter(chunks), limit=100_000)
+        assert [(line, lines.cut) for line in lines] == [(b"before", 0), (long[:HEAD], len(long)), (b"after", 0)]
+        assert (lines.offset, lines.count) == (len(data), 3)
+        assert [(line, 0) for line in Lines(iter(chunks), limit=len(long))] == [(b"before", 0), (long, 0), (b"after", 0)]
+
+
+def test_a_text_or_html_file_past_eight_times_max_doc_bytes_is_removed_unread(tmp_path):
+    """A file that is one document and holds more than 8 x ``max_doc_bytes`` is ``record_too_large``
+    with its first bytes, read no further; one under that is judged by its text as before."""
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "txt" / "huge.txt").write_text("w " * 5_000)  # 10,000 bytes
+    (tmp_path / "txt" / "big.txt").write_text("w " * 2_000)  # 4,000 bytes: read, and too_large
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "huge.html").write_text("<html><body><p>" + "w " * 5_000 + "</p></body></html>")
+    inputs = [{"name": "t", "path": str(tmp_path / "txt"), "category": "books", "format": "txt"},
+              {"name": "h", "path": str(tmp_path / "html"), "category": "web", "format": "html"}]
+    run_pipeline(parse_config(_config(tmp_path, inputs, max_doc_bytes=1_000)), use_ray=False, log=lambda _: None)
+    removed = {row["id"]: row for row in _read(tmp_path, "removed")}
+    assert {doc_id: row["reason"] for doc_id, row in removed.items()} == {
+        "t/huge.txt": "record_too_large", "t/big.txt": "too_large", "h/huge.html": "record_too_large"}
+    assert removed["t/huge.txt"]["text"] == "w " * 5_000  # its head: the whole of so small a file
+    assert "more than 8 x ingest.max_doc_bytes: not read" in json.loads(removed["h/huge.html"]["meta"])["error"]

@@ -93,8 +93,9 @@ def test_every_line_belongs_to_exactly_one_piece_wherever_the_cuts_fall(tmp_path
     for ending in (b"", b"\n"):
         path = tmp_path / f"lines{len(ending)}.jsonl"
         path.write_bytes(b"\n".join(lines) + ending)
-        source = parse_config({"work_dir": str(tmp_path), "inputs": [{"name": "f", "path": str(path),
-                                                                      "category": "web"}]}).inputs[0]
+        config = parse_config({"work_dir": str(tmp_path), "inputs": [{"name": "f", "path": str(path),
+                                                                      "category": "web"}]})
+        source = config.inputs[0]
         item = InputFile(source, str(path), path.name, size=path.stat().st_size, mtime_ns=1)
         for target in [7, 8, 9, 301, 302, 1000, 4096, 9999]:
             pieces = jsonl._split(item, target)
@@ -103,7 +104,7 @@ def test_every_line_belongs_to_exactly_one_piece_wherever_the_cuts_fall(tmp_path
                 continue
             read = [b"".join(jsonl._piece_chunks(piece)) for piece in pieces]
             assert b"".join(read) == path.read_bytes()
-            counts = [jsonl._index(piece).records for piece in pieces]
+            counts = [jsonl._index(piece, config.ingest).records for piece in pieces]
             assert sum(counts) == len(lines)
             assert counts == [len(chunk.split(b"\n")) - (chunk.endswith(b"\n") or not chunk) for chunk in read]
 
@@ -123,7 +124,8 @@ def test_the_index_of_a_file_is_kept_for_a_rerun_and_redone_when_the_file_change
 
     def prepare() -> None:
         inputs = {name: items for name, items, _ in Ingest.units(config)}
-        prepare_pieces(inputs, str(tmp_path / "scratch"), pafs.LocalFileSystem(), counting_map, lambda _: None)
+        prepare_pieces(inputs, config.ingest, str(tmp_path / "scratch"), pafs.LocalFileSystem(), counting_map,
+                       lambda _: None)
 
     prepare()
     prepare()

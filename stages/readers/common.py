@@ -28,18 +28,23 @@ class CorruptFile(Exception):
         self.message, self.offset = message, offset
 
 
-def whole_file(item: InputFile) -> tuple[bytes, CorruptFile | None]:
-    """The decompressed bytes of a file that is one document, and the damage that stopped the
-    read (None when it was read to the end)."""
+def whole_file(item: InputFile, limit: int) -> tuple[bytes, CorruptFile | None, int]:
+    """The decompressed bytes of a file that is one document, the damage that stopped the read
+    (None when it was read to the end), and 0; or, for a file of more than ``limit`` bytes, its first
+    ``HEAD`` bytes, None and the bytes read when the read stopped there."""
     fs, _ = resolve(item.source.path)
     parts: list[bytes] = []
+    size = 0
     with decompressed(fs, item.path) as chunks:
         try:
             for chunk in chunks:
                 parts.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return b"".join(parts)[:HEAD], None, size
         except CorruptFile as damage:
-            return b"".join(parts), damage
-    return b"".join(parts), None
+            return b"".join(parts), damage, 0
+    return b"".join(parts), None, 0
 
 
 def reject_rest(item: InputFile, records, damage: CorruptFile, offset: int, pending: bytes,
@@ -60,13 +65,18 @@ class Lines:
     complete, and ``count`` the lines handed out: where a damaged file stops being readable.
 
     A line longer than a chunk is kept as its chunks and joined once, when it ends: appending each
-    chunk to it would copy it again at every chunk (a 100 MB line took 4 s, and 500 MB minutes)."""
+    chunk to it would copy it again at every chunk (a 100 MB line took 4 s, and 500 MB minutes).
+    A line longer than ``limit`` is handed out as its first ``HEAD`` bytes, and ``cut`` is then its
+    length (0 for a line handed out whole): its bytes past those are never held."""
 
-    def __init__(self, chunks: Iterator[bytes]):
+    def __init__(self, chunks: Iterator[bytes], limit: int | None = None):
         self.chunks = chunks
-        self._parts: list[bytes] = []  # the line not yet complete
+        self.limit = limit
+        self._parts: list[bytes] = []  # the line not yet complete (its head, once past the limit)
+        self._size = 0  # ... and its length
         self.offset = 0
         self.count = 0
+        self.cut = 0
 
     @property
     def pending(self) -> bytes:
@@ -75,22 +85,60 @@ class Lines:
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.chunks:
             if b"\n" not in chunk:
-                self._parts.append(chunk)
+                self._hold(chunk)
                 continue
             *complete, rest = chunk.split(b"\n")
-            if self._parts:
-                complete[0] = b"".join(self._parts) + complete[0]
-            self._parts = [rest] if rest else []
-            for line in complete:
-                self.offset += len(line) + 1
-                self.count += 1
-                yield line
-        if self._parts:
-            line = b"".join(self._parts)
-            self._parts = []
-            self.offset += len(line)
-            self.count += 1
-            yield line
+            parts, size = self._take()
+            self._hold(rest)  # held before any line is handed out: ``pending`` is the chunk's rest
+            yield self._line(parts, size, complete[0], 1)
+            for line in complete[1:]:
+                yield self._line([], 0, line, 1)
+        if self._size:
+            yield self._line(*self._take(), b"", 0)
+
+    def _take(self) -> tuple[list[bytes], int]:
+        parts, size = self._parts, self._size
+        self._parts, self._size = [], 0
+        return parts, size
+
+    def _hold(self, piece: bytes) -> None:
+        past = self.limit is not None and self._size > self.limit  # the head is all that is kept
+        self._size += len(piece)
+        if not past:
+            self._parts.append(piece)
+            if self.limit is not None and self._size > self.limit:
+                self._parts = [b"".join(self._parts)[:HEAD]]
+
+    def _line(self, parts: list[bytes], held: int, last: bytes, newline: int) -> bytes:
+        """The line of ``parts`` (``held`` bytes, or their head) and ``last``, and a newline or the end."""
+        size = held + len(last)
+        if self.limit is not None and size > self.limit:
+            line, self.cut = (b"".join(parts) + last[:HEAD])[:HEAD], size
+        else:
+            line, self.cut = (b"".join(parts) + last if parts else last), 0
+        self.offset += size + newline
+        self.count += 1
+        return line
+
+
+# A record of more raw bytes than this many times ``ingest.max_doc_bytes`` is not read: its text could
+# be under the limit only with other fields as large (JSON takes at most 6 bytes for a byte of text),
+# and holding it would take memory by the gigabyte and fail at Arrow's 2 GB a string. It is removed as
+# ``record_too_large``, its first ``HEAD`` bytes in its row.
+UNREAD_FACTOR = 8
+HEAD = 1 << 16
+
+
+def unread_limit(config: Any) -> int:
+    """The raw bytes past which a record is not read, for an ``IngestConfig``."""
+    return UNREAD_FACTOR * config.max_doc_bytes
+
+
+def too_large(records, head: bytes, size: int, meta: dict, where: str, doc_id: str | None = None) -> None:
+    """Remove a record not read for its size (``UNREAD_FACTOR``) as ``record_too_large``."""
+    meta["error"] = (f"{size:,} bytes, more than {UNREAD_FACTOR} x ingest.max_doc_bytes: not read "
+                     f"(its first {len(head):,} bytes are this row's text)")
+    records.reject("record_too_large", head.decode("utf-8", "replace"), meta, where, doc_id)
 
 
 READ = 1 << 20  # compressed bytes read at a time

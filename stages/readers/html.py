@@ -11,18 +11,22 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from pipeline.readers import InputFile, Reader
-from stages.readers.common import reject_rest, whole_file
+from stages.readers.common import reject_rest, too_large, unread_limit, whole_file
 from stages.readers.web import BAD_INPUT
 from stages.web import extract
 
 
 def _read_html(item: InputFile, records) -> Iterator[None]:
-    data, damage = whole_file(item)
+    data, damage, size = whole_file(item, unread_limit(records.config))
+    doc_id = f"{item.source.name}/{item.relative}"
+    if size:
+        too_large(records, data, size, {"_ingest": {"file": item.relative}}, "file", doc_id)
+        yield
+        return
     if damage is not None:  # one file is one document: it is the damaged record
         reject_rest(item, records, damage, len(data), data, None)
         yield
         return
-    doc_id = f"{item.source.name}/{item.relative}"
     result = extract(data, method=item.source.extractor)
     meta: dict[str, Any] = {"_ingest": {"file": item.relative}, "charset": result.charset, "method": result.method}
     records.stats.add("web", "records", 1)

@@ -15,9 +15,10 @@ import dataclasses
 import json
 from typing import Iterator
 
+from pipeline.config import IngestConfig
 from pipeline.readers import InputFile, PieceIndex, Reader, record_ids
 from pipeline.storage import resolve
-from stages.readers.common import READ, CorruptFile, Lines, decompressed, reject_rest
+from stages.readers.common import READ, CorruptFile, Lines, decompressed, reject_rest, too_large, unread_limit
 from stages.readers.web import add_record
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
@@ -36,11 +37,12 @@ def _read_jsonl(item: InputFile, records) -> Iterator[None]:
         if item.before is None:  # the source stage's pass over the pieces did not run: a bug
             raise RuntimeError(f"{item.path}: piece {item.piece} read without the line count of the pieces before it")
         records.seen_before(item.before.seen)
-        yield from _parse_jsonl(item, records, Lines(_piece_chunks(item)), item.before.first)
+        lines = Lines(_piece_chunks(item), unread_limit(records.config))
+        yield from _parse_jsonl(item, records, lines, item.before.first)
         return
     fs, _ = resolve(item.source.path)
     with decompressed(fs, item.path) as chunks:
-        lines = Lines(chunks)
+        lines = Lines(chunks, unread_limit(records.config))
         try:
             yield from _parse_jsonl(item, records, lines)
         except CorruptFile as damage:
@@ -48,7 +50,7 @@ def _read_jsonl(item: InputFile, records) -> Iterator[None]:
             yield
 
 
-def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes], first: int = 1) -> Iterator[None]:
+def _parse_jsonl(item: InputFile, records, lines: Lines, first: int = 1) -> Iterator[None]:
     for number, raw_line in enumerate(lines, start=first):
         if number == 1 and raw_line.startswith(BOM):
             raw_line = raw_line[len(BOM):]
@@ -57,6 +59,9 @@ def _parse_jsonl(item: InputFile, records, lines: Iterator[bytes], first: int = 
             continue
         where = str(number)
         provenance = {"_ingest": {"file": item.relative, "line": number}}
+        if lines.cut:
+            too_large(records, raw_line, lines.cut, provenance, where)
+            continue
         try:
             line = raw_line.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -121,7 +126,10 @@ def _piece_chunks(item: InputFile) -> Iterator[bytes]:
     fs, _ = resolve(item.source.path)
     start, end = item.piece
     with fs.open_input_file(item.path) as source:
-        begin, stop = _line_start(source, start), _line_start(source, end)
+        begin = _line_start(source, start, end)
+        if begin >= end:  # no line starts in the piece: it lies inside one line, read by an earlier piece
+            return
+        stop = _line_start(source, end, source.size())
         source.seek(begin)
         left = stop - begin
         while left > 0:
@@ -133,26 +141,26 @@ def _piece_chunks(item: InputFile) -> Iterator[bytes]:
             yield chunk
 
 
-def _line_start(source, offset: int) -> int:
-    """The first byte at or after ``offset`` that starts a line (the file's size if none does): 0, or
-    the byte after the first newline at or after ``offset - 1``."""
+def _line_start(source, offset: int, bound: int) -> int:
+    """The first byte at or after ``offset`` that starts a line (0, or the byte after the first newline
+    at or after ``offset - 1``), or ``bound`` if none does before it: the search reads no further, so
+    the pieces inside one long line cost a read of their own range, not of the rest of the line."""
     if offset <= 0:
         return 0
-    size = source.size()
     position = offset - 1
     source.seek(position)
-    while position < size:
-        chunk = source.read(min(READ, 1 << 16))
+    while position < bound:
+        chunk = source.read(min(1 << 16, bound - position))
         if not chunk:
             break
         found = chunk.find(b"\n")
         if found >= 0:
-            return position + found + 1
+            return min(position + found + 1, bound)
         position += len(chunk)
-    return size
+    return bound
 
 
-def _index(item: InputFile) -> PieceIndex:
+def _index(item: InputFile, config: IngestConfig) -> PieceIndex:
     """A piece's line count and the ids its records hold (every line that is a JSON object with a
     value in the ``id_field``, whatever else the source stage then finds wrong with it); no ids
     without an ``id_field``: ids are then line numbers, unique by construction."""
@@ -165,8 +173,11 @@ def _index(item: InputFile) -> PieceIndex:
             last = chunk[-1:]
         return PieceIndex(lines + (last != b"\n"), [])
     lines, values = 0, []
-    for raw_line in Lines(chunks):
+    reader = Lines(chunks, unread_limit(config))
+    for raw_line in reader:
         lines += 1
+        if reader.cut:  # not read, so no id: ``record_too_large``
+            continue
         if lines == 1 and item.piece[0] == 0 and raw_line.startswith(BOM):
             raw_line = raw_line[len(BOM):]
         try:  # as ``_parse_jsonl`` reads a line: UTF-8, then JSON

@@ -4,13 +4,17 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from pipeline.readers import InputFile, Reader
-from stages.readers.common import reject_rest, whole_file
+from stages.readers.common import reject_rest, too_large, unread_limit, whole_file
 
 
 def _read_txt(item: InputFile, records) -> Iterator[None]:
     meta: dict[str, Any] = {"_ingest": {"file": item.relative}}
     doc_id = f"{item.source.name}/{item.relative}"
-    data, damage = whole_file(item)
+    data, damage, size = whole_file(item, unread_limit(records.config))
+    if size:
+        too_large(records, data, size, meta, "file", doc_id)
+        yield
+        return
     if damage is not None:  # one file is one document: it is the damaged record
         reject_rest(item, records, damage, len(data), data, None)
         yield
