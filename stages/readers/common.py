@@ -91,8 +91,14 @@ class Lines:
             parts, size = self._take()
             self._hold(rest)  # held before any line is handed out: ``pending`` is the chunk's rest
             yield self._line(parts, size, complete[0], 1)
-            for line in complete[1:]:
-                yield self._line([], 0, line, 1)
+            for line in complete[1:]:  # most lines: whole in one chunk, and short
+                if self.limit is not None and len(line) > self.limit:
+                    yield self._line([], 0, line, 1)
+                    continue
+                self.cut = 0
+                self.offset += len(line) + 1
+                self.count += 1
+                yield line
         if self._size:
             yield self._line(*self._take(), b"", 0)
 
