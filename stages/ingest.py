@@ -161,19 +161,35 @@ class Ingest(Stage):
         prepare_pieces(context.inputs, self.config, context.scratch, context.filesystem, context.map, context.log)
 
     def run_unit(self, unit, writer: UnitWriter) -> UnitOutput:
-        kept_files, removed, read, stats = [], [], 0, Stats()
+        """Read the unit's files into kept shards of about ``shard_bytes`` of text, and its removed
+        rows into one file, ``part-<unit>``, or, past ``shard_bytes`` of raw text, more (``_0001``...):
+        a file whose records are mostly removed (a wrong ``text_field``, pages with no text) is held
+        a part at a time, not whole."""
+        kept_files, removed_files, removed, read, stats = [], [], [], 0, Stats()
         spec = writer.spec
         items = tuple(with_before(item, spec.scratch, spec.filesystem, unit.name) for item in unit.source)
-        for table, records in read_files(items, self.config, limit=unit.limit):
+        held = 0  # text bytes of the removed rows not yet written
+
+        def write_removed() -> None:
+            # the first part keeps the name a unit's one removed file has; the others sort after it
+            name = f"part-{unit.name}" + (f"_{len(removed_files):04d}" if removed_files else "")
+            removed_files.append(writer.write("removed", name, pa.concat_tables(removed)))
+            removed.clear()
+
+        for table, removed_rows, records in read_files(items, self.config, limit=unit.limit):
             if table.num_rows:
                 kept_files.append(writer.write("kept", f"part-{unit.name}-{len(kept_files):04d}", table))
-            if records is not None:  # a file is done: its removed rows, counts and stats
-                if (rows := records.take_removed()).num_rows:
-                    removed.append(rows)
+            if removed_rows.num_rows:
+                removed.append(removed_rows)
+                held += text_bytes(removed_rows)
+                if held >= self.config.shard_bytes:
+                    write_removed()
+                    held = 0
+            if records is not None:  # a file is done: its counts and stats
                 read += records.records
                 stats.merge(records.stats)
-        removed_rows = pa.concat_tables(removed) if removed else _NO_REMOVED
-        removed_files = [writer.write("removed", f"part-{unit.name}", removed_rows)] if removed_rows.num_rows else []
+        if removed:
+            write_removed()
         read_bytes = sum(f["bytes"] for f in kept_files + removed_files)
         return UnitOutput(read, read_bytes, kept_files, removed_files, stats)
 
@@ -255,6 +271,8 @@ class Records:
         self.shard_limit = config.shard_bytes if shard_limit is None else shard_limit
         self.kept: dict[str, list] = carried.kept if carried else {name: [] for name in DOCUMENT_SCHEMA.names}
         self.removed: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
+        self.removed_chars = 0  # of the removed rows' texts not yet taken
+        self.removed_parts: list[pa.Table] = []  # removed rows of shard_bytes characters each, to write
         self.kept_bytes = carried.kept_bytes if carried else 0
         self.seen_ids: set[str] = set()
         self.records = 0
@@ -374,8 +392,12 @@ class Records:
             detail = (f": {meta['error']}" if reason in ("corrupt_file", "truncated_record", "record_too_large")
                       and "error" in meta else "")
             raise InputError(f"{self.item.path}:{where}: {REASONS[reason]} ({reason}){expected}{detail}")
-        self._append(self.removed, doc_id, raw() if callable(raw) else raw, meta, category)
+        text = raw() if callable(raw) else raw
+        self._append(self.removed, doc_id, text, meta, category)
         self.removed[REASON_COLUMN].append(reason)
+        self.removed_chars += len(text)
+        if self.removed_chars >= self.config.shard_bytes:  # at this record, however the reader yields
+            self.removed_parts.append(self.take_removed())
 
     def fallback_id(self, where: str) -> str:
         return f"{self.item.source.name}/{self.item.relative}:{where}"
@@ -404,9 +426,13 @@ class Records:
         return table
 
     def take_removed(self) -> pa.Table:
+        """The removed rows not yet taken."""
         if not self.removed["id"]:  # most files: no table built for each of 100,000 small ones
             return _NO_REMOVED
-        return pa.Table.from_pydict(self.removed, schema=REMOVED_SCHEMA)
+        table = pa.Table.from_pydict(self.removed, schema=REMOVED_SCHEMA)
+        self.removed = {name: [] for name in REMOVED_SCHEMA.names}
+        self.removed_chars = 0
+        return table
 
 
 def _writable(doc_id: str) -> bool:
@@ -542,23 +568,29 @@ class PreparedRows:
 
 
 def read_files(items: tuple[InputFile, ...], config: IngestConfig,
-               limit: int | None = None) -> Iterator[tuple[pa.Table, Records | None]]:
+               limit: int | None = None) -> Iterator[tuple[pa.Table, pa.Table, Records | None]]:
     """The files of one unit in order, their kept rows cut into shards across file boundaries:
-    yields (kept table, None) for each full shard, (empty or last table, records) once per file as
-    it ends (its removed rows and counts are then complete). ``limit``: records of the whole unit."""
+    yields (kept table, no rows, None) for each full shard, (no rows, removed rows, None) for each
+    ``shard_bytes`` of removed raw text (characters, cut at the record that fills them), and (empty
+    or last table, the rest of the removed rows, records) once per file as it ends (its counts are
+    then complete). ``limit``: records of the whole unit."""
     carried, seen, shards, limits = None, 0, 0, shard_limits(items, config.shard_bytes)
     for position, item in enumerate(items):
         records = Records(item, config, carried, None if limit is None else limit - seen, limits(shards))
         for _ in item.reader.read(item, records):
             if limit is not None and seen + records.records >= limit:
                 break
+            while records.removed_parts:
+                yield _NO_KEPT, records.removed_parts.pop(0), None
             if records.full():
-                yield records.take_kept(), None
+                yield records.take_kept(), _NO_REMOVED, None
                 shards += 1
                 records.shard_limit = limits(shards)
         seen += records.records
+        while records.removed_parts:
+            yield _NO_KEPT, records.removed_parts.pop(0), None
         last = position == len(items) - 1 or (limit is not None and seen >= limit)
-        yield (records.take_kept() if last else _NO_KEPT), records
+        yield (records.take_kept() if last else _NO_KEPT), records.take_removed(), records
         if last:
             return
         carried = records

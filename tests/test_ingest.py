@@ -541,3 +541,23 @@ def test_a_text_or_html_file_past_eight_times_max_doc_bytes_is_removed_unread(tm
         "t/huge.txt": "record_too_large", "t/big.txt": "too_large", "h/huge.html": "record_too_large"}
     assert removed["t/huge.txt"]["text"] == "w " * 5_000  # its head: the whole of so small a file
     assert "more than 8 x ingest.max_doc_bytes: not read" in json.loads(removed["h/huge.html"]["meta"])["error"]
+
+
+def test_removed_rows_are_written_a_part_at_a_time_not_held_for_a_whole_file(tmp_path):
+    """A file whose records are all removed (here: a wrong ``text_field``) is written to removed/ in
+    parts of about ``shard_bytes`` of raw text, in order (``part-<unit>``, then ``_0001``...), so a
+    task holds a part, not the file; a file with few removed rows keeps its one removed file."""
+    records = [{"id": f"r{i}", "body": f"record {i} " + "x" * 500} for i in range(200)]  # 104 kB
+    (tmp_path / "all.jsonl.gz").write_bytes(gzip.compress(_lines(*records)))
+    config = parse_config(_config(tmp_path, [{"name": "a", "path": str(tmp_path / "all.jsonl.gz"),
+                                              "category": "web", "id_field": "id"}], shard_bytes=20_000))
+    (result,) = run_pipeline(config, use_ray=False, only="ingest", log=lambda _: None)
+    (receipt,) = result.receipts
+    names = [f["path"] for f in receipt["removed_files"]]
+    assert len(names) == 6 and names[0] == "removed/part-000-00000.parquet"
+    assert names[1:] == [f"removed/part-000-00000_{k:04d}.parquet" for k in range(1, 6)] == sorted(names[1:])
+    rows = [row for name in names for row in pq.read_table(tmp_path / "work" / "01_ingest" / name).to_pylist()]
+    assert [row["id"] for row in rows] == [f"a/r{i}" for i in range(200)]
+    assert {row["reason"] for row in rows} == {"missing_text"} and receipt["kept_rows"] == 0
+    assert all(sum(len(r["text"]) for r in pq.read_table(tmp_path / "work" / "01_ingest" / name).to_pylist())
+               < 2 * 20_000 for name in names)

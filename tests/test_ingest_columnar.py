@@ -44,10 +44,10 @@ def _read(items, config, limit, monkeypatch, columnar: bool) -> list:
     else:
         monkeypatch.undo()
     out = []
-    for table, records in read_files(items, config.ingest, limit=limit):
+    for table, removed, records in read_files(items, config.ingest, limit=limit):
         out.append(("kept", table.to_pylist()))
-        if records is not None:
-            out.append(("removed", records.take_removed().to_pylist(), records.records))
+        if removed.num_rows or records is not None:  # a file's end, or shard_bytes of removed text
+            out.append(("removed", removed.to_pylist(), None if records is None else records.records))
     return out
 
 

@@ -495,7 +495,7 @@ def sample_documents(config) -> pa.Table:
     from stages.ingest import list_input_files, read_files
 
     tables = [table for source in config.inputs for item in list_input_files(source)
-              for table, _ in read_files((item,), config.ingest)]
+              for table, _, _ in read_files((item,), config.ingest)]
     return pa.concat_tables(tables)
 
 

@@ -746,7 +746,7 @@ def sample_corpus(config) -> pa.Table:
     from stages.ingest import list_input_files, read_files
 
     tables = [t for source in config.inputs for item in list_input_files(source)
-              for t, _ in read_files((item,), config.ingest) if t.num_rows]
+              for t, _, _ in read_files((item,), config.ingest) if t.num_rows]
     return pa.concat_tables(tables)
 
 

@@ -826,7 +826,7 @@ def test_sample_corpus_expectations(monkeypatch):
         table
         for source in config.inputs
         for item in list_input_files(source)
-        for table, _ in read_files((item,), config.ingest)
+        for table, _, _ in read_files((item,), config.ingest)
     )
     labelled = LangID(config.stage_configs()["langid"]).process(documents).kept
     out = Rules(config.stage_configs()["rules"]).process(labelled)
