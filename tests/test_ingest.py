@@ -561,3 +561,13 @@ def test_removed_rows_are_written_a_part_at_a_time_not_held_for_a_whole_file(tmp
     assert {row["reason"] for row in rows} == {"missing_text"} and receipt["kept_rows"] == 0
     assert all(sum(len(r["text"]) for r in pq.read_table(tmp_path / "work" / "01_ingest" / name).to_pylist())
                < 2 * 20_000 for name in names)
+
+
+def test_json_values_that_are_not_objects_are_not_an_object_whatever_they_are(tmp_path):
+    """``null`` included: it decodes to None, which once read as a line too deep to decode."""
+    (tmp_path / "values.jsonl").write_bytes(b"null\n[1, 2]\n3\n\"text\"\ntrue\n")
+    config = parse_config(_config(tmp_path, [{"name": "v", "path": str(tmp_path / "values.jsonl"), "category": "web"}]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    removed = _read(tmp_path, "removed")
+    assert [row["reason"] for row in removed] == ["not_an_object"] * 5
+    assert not any("error" in json.loads(row["meta"]) for row in removed)

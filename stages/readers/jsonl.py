@@ -62,37 +62,41 @@ def _parse_jsonl(item: InputFile, records, lines: Lines, first: int = 1) -> Iter
         if lines.cut:
             too_large(records, raw_line, lines.cut, provenance, where)
             continue
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            provenance["error"] = f"invalid UTF-8 at byte {error.start} of the line"
-            records.reject("invalid_utf8", raw_line.decode("utf-8", "replace"), provenance, where)
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            provenance["error"] = f"{error.msg} at column {error.colno}"
-            records.reject("malformed_json", line, provenance, where)
-            continue
-        except RecursionError:  # Python's decoder recurses once per level of arrays and objects
-            record = None
-        if record is None or _too_deep(record):
-            provenance["error"] = f"nested more than {MAX_DEPTH} levels deep"
-            records.reject("malformed_json", line, provenance, where)
-            continue
-        if not isinstance(record, dict):
-            records.reject("not_an_object", line, provenance, where)
+        record, reason, error, line = _parse_line(raw_line)
+        if reason is not None:
+            if error is not None:
+                provenance["error"] = error
+            records.reject(reason, line, provenance, where)
             continue
         add_record(item, records, record, where, "line", number, line)
         yield
 
 
-def _too_deep(record) -> bool:
+def _parse_line(raw_line: bytes) -> tuple[dict | None, str | None, str | None, str]:
+    """(record, None, None, line) for a line that is a JSON object, else (None, the reason it is bad
+    input, the error to show or None, the line as text): UTF-8 first, then JSON. The pass over a
+    cut file's pieces (``_index``) takes ids by the same rules."""
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, "invalid_utf8", f"invalid UTF-8 at byte {error.start} of the line", raw_line.decode("utf-8", "replace")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, "malformed_json", f"{error.msg} at column {error.colno}", line
+    except RecursionError:  # Python's decoder recurses once per level of arrays and objects
+        return None, "malformed_json", f"nested more than {MAX_DEPTH} levels deep", line
+    if not isinstance(record, dict):
+        return None, "not_an_object", None, line
+    if _too_deep(record):
+        return None, "malformed_json", f"nested more than {MAX_DEPTH} levels deep", line
+    return record, None, None, line
+
+
+def _too_deep(record: dict) -> bool:
     """Whether a decoded record nests arrays and objects more than ``MAX_DEPTH`` levels deep. The
     decoder itself fails only where Python's stack runs out, which depends on where it is called
     (in a Ray worker, in a fused task, in process): a fixed limit keeps the same lines out everywhere."""
-    if not isinstance(record, dict):
-        return False
     stack = [(value, 2) for value in record.values() if type(value) in (list, dict)]  # most records: none
     while stack:
         value, depth = stack.pop()
@@ -180,11 +184,8 @@ def _index(item: InputFile, config: IngestConfig) -> PieceIndex:
             continue
         if lines == 1 and item.piece[0] == 0 and raw_line.startswith(BOM):
             raw_line = raw_line[len(BOM):]
-        try:  # as ``_parse_jsonl`` reads a line: UTF-8, then JSON
-            record = json.loads(raw_line.decode("utf-8"))
-        except (ValueError, RecursionError):  # undecodable, malformed or too deep: the record has no id
-            continue
-        if isinstance(record, dict) and field in record and not _too_deep(record):
+        record, reason, _, _ = _parse_line(raw_line)
+        if reason is None and field in record:  # a line that is no JSON object has no id
             values.append(record[field])
     return PieceIndex(lines, [doc_id for doc_id in record_ids(item, values) if doc_id is not None])
 
