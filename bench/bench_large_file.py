@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402
     CATEGORY_NAMES, ProcessTreeMonitor, Timer, accept_fasttext_numpy2, by_role, compile_bytecode, corpus_shards, isolated,
-    quiet_datatrove, save_results,
+    quiet_datatrove, repeat_line, save_results, worker_rows,
 )
 
 
@@ -142,24 +142,14 @@ def main() -> None:
                     work = f"{tmp}/dt-{workers}-{repeat}"
                     runs.setdefault(f"datatrove_{workers}", []).append(isolated(datatrove, str(path), work, workers, pin=False))
                     shutil.rmtree(work, ignore_errors=True)
-            print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {r[-1]['wall_s']:.2f} s" for n, r in runs.items()
-                                                      if len(r) == repeat + 1), file=sys.stderr)
-    rows = {}
-    for name, measured in runs.items():
-        workers = int(name.rsplit("_", 1)[1])
-        wall = statistics.median(r["wall_s"] for r in measured)
-        row = {"wall_s": round(wall, 3), "wall_s_all": [round(r["wall_s"], 3) for r in measured],
-               "cpu_s": round(statistics.median(r["cpu_s"] for r in measured), 3), "docs": measured[0]["docs"],
-               "mb_per_s_per_core": round(corpus["text_mb"] / (wall * workers), 3)}
-        if "units" in measured[0]:
+            print(repeat_line(runs, repeat), file=sys.stderr)
+    rows = worker_rows(runs, corpus["text_mb"], [(f"ours_{w}", f"datatrove_{w}") for w in worker_counts])
+    for name, row in rows.items():
+        measured = runs[name]
+        if "units" in measured[0]:  # ours
             row["ingest_units"] = measured[0]["units"]
             row["stages_s"] = {stage: round(statistics.median(r["stages_s"][stage] for r in measured), 3)
                                for stage in measured[0]["stages_s"]}
-        rows[name] = row
-    for workers in worker_counts:
-        ours_row, theirs = rows.get(f"ours_{workers}"), rows.get(f"datatrove_{workers}")
-        if ours_row and theirs:
-            theirs["datatrove_over_ours"] = round(theirs["wall_s"] / ours_row["wall_s"], 2)
     payload = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "corpus": corpus, "results": rows}
     path = save_results(args.out, payload)
     print("| run | wall s (median) | MB/s per core | CPU s, all processes | ingest units | docs out | stages s | datatrove / ours |")

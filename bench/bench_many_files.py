@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402
     ProcessTreeMonitor, Timer, accept_fasttext_numpy2, by_role, compile_bytecode, corpus_shards, isolated,
-    quiet_datatrove, save_results,
+    quiet_datatrove, repeat_line, save_results, worker_rows,
 )
 
 SHARD_BYTES = 5_000_000
@@ -135,20 +134,10 @@ def main() -> None:
                     runs.setdefault(name, []).append(
                         isolated(datatrove, f"{tmp}/in/jsonl", work, workers, tasks, pin=False))
                     shutil.rmtree(work, ignore_errors=True)
-                print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {r[-1]['wall_s']:.2f} s" for n, r in runs.items()
-                                                          if len(r) == repeat + 1), file=sys.stderr)
-    rows = {}
-    for name, measured in runs.items():
-        workers = int(name.rsplit("_", 1)[1])
-        wall = statistics.median(r["wall_s"] for r in measured)
-        rows[name] = {"wall_s": round(wall, 3), "wall_s_all": [round(r["wall_s"], 3) for r in measured],
-                      "cpu_s": round(statistics.median(r["cpu_s"] for r in measured), 3),
-                      "docs": measured[0]["docs"], "files_per_s_per_core": round(corpus["files"] / (wall * workers), 1),
-                      "mb_per_s_per_core": round(corpus["text_mb"] / (wall * workers), 3)}
-    for workers in worker_counts:
-        ours_row, theirs = rows.get(f"ours_jsonl_{workers}"), rows.get(f"datatrove_jsonl_{workers}")
-        if ours_row and theirs:
-            theirs["datatrove_over_ours"] = round(theirs["wall_s"] / ours_row["wall_s"], 2)
+                print(repeat_line(runs, repeat), file=sys.stderr)
+    rows = worker_rows(runs, corpus["text_mb"], [(f"ours_jsonl_{w}", f"datatrove_jsonl_{w}") for w in worker_counts])
+    for name, row in rows.items():
+        row["files_per_s_per_core"] = round(corpus["files"] / (row["wall_s"] * int(name.rsplit("_", 1)[1])), 1)
     payload = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "corpus": corpus, "results": rows}
     path = save_results(args.out, payload)
     print("| run | wall s (median) | files/s per core | MB/s per core | CPU s, all processes | docs out | datatrove / ours |")

@@ -178,6 +178,28 @@ def summarise(runs: dict[str, list[dict]], docs: int, megabytes: float) -> dict[
     return rows
 
 
+def repeat_line(runs: dict[str, list[dict]], repeat: int) -> str:
+    """The progress line after a repeat: each run's wall seconds in it."""
+    return f"repeat {repeat + 1}: " + ", ".join(f"{name} {r[-1]['wall_s']:.2f} s" for name, r in runs.items()
+                                               if len(r) == repeat + 1)
+
+
+def worker_rows(runs: dict[str, list[dict]], text_mb: float, pairs: Iterable[tuple[str, str]] = ()) -> dict[str, dict]:
+    """Per run named ``<...>_<workers>``: the median wall and CPU seconds (CPU of every process),
+    every repeat's wall, the documents out and MB/s of text per core (wall x workers); and for each
+    (ours, datatrove) pair of names that both ran, ``datatrove_over_ours`` on the datatrove row."""
+    rows = {}
+    for name, measured in runs.items():
+        wall = statistics.median(r["wall_s"] for r in measured)
+        rows[name] = {"wall_s": round(wall, 3), "wall_s_all": [round(r["wall_s"], 3) for r in measured],
+                      "cpu_s": round(statistics.median(r["cpu_s"] for r in measured), 3), "docs": measured[0]["docs"],
+                      "mb_per_s_per_core": round(text_mb / (wall * int(name.rsplit("_", 1)[1])), 3)}
+    for ours, theirs in pairs:
+        if ours in rows and theirs in rows:
+            rows[theirs]["datatrove_over_ours"] = round(rows[theirs]["wall_s"] / rows[ours]["wall_s"], 2)
+    return rows
+
+
 def save_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
