@@ -76,12 +76,11 @@ def uncut_note(result: StageResult, workers: int, config: PipelineConfig) -> str
     read in parallel, a file each, and are not pointed out."""
     target = config.ingest.shard_bytes
     units = list_units(result.spec, None, config)
-    whole = [unit.source[0] for unit in units
-             if len(unit.source) == 1 and unit.source[0].piece is None and unit.source[0].size >= 1.5 * target]
     total = sum(item.size for unit in units for item in unit.source)
-    if workers < 2 or not whole or max(item.size for item in whole) * workers <= total:
+    whole = [item for unit in units if len(unit.source) == 1 for item in unit.source
+             if item.piece is None and item.size >= 1.5 * target and item.size * workers > total]
+    if workers < 2 or not whole:
         return None
-    whole = [item for item in whole if item.size * workers > total]
     largest = max(whole, key=lambda item: item.size)
     return (f"note: ingest read {len(whole)} large input file{'s' if len(whole) > 1 else ''} whole, in one task each "
             f"(the largest: {largest.source.name}/{largest.relative}, {largest.size / 1e6:,.1f} MB on disk): compressed "

@@ -117,6 +117,21 @@ def test_batches_and_empty_files_handed_on_give_the_same_bytes(tmp_path):
     assert empty and empty[0]["kept_files"][0]["rows"] == 0
 
 
+def _stage_by_stage_and_fused(tmp_path: Path, monkeypatch, inputs: list[dict]) -> tuple[list, list[str]]:
+    """Ingest, langid and rules at 20 kB shards, without fusion and then with it, in process; checks
+    that every file is the same both ways and returns the fused run's results and task map labels."""
+    raw = {"inputs": inputs, "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
+    labels = _labels(monkeypatch)
+    outputs = {}
+    for fuse in (False, True):
+        labels.clear()
+        results = run_pipeline(parse_config({**raw, "work_dir": str(tmp_path / f"work-{fuse}"), "fuse": fuse}),
+                               use_ray=False, log=lambda _: None)
+        outputs[fuse] = _outputs(tmp_path / f"work-{fuse}")
+    assert outputs[True] == outputs[False]
+    return results, labels
+
+
 def test_a_source_units_other_shards_start_as_it_returns_not_after_every_source_unit(tmp_path, monkeypatch):
     """A source unit hands on its first kept file; the others get tasks of their own in the same map
     of tasks, queued as soon as it returns (``fusion.follow_ups``), not in a second round once every
@@ -129,15 +144,7 @@ def test_a_source_units_other_shards_start_as_it_returns_not_after_every_source_
             json.dumps({"id": str(n), "text": " ".join(rng.choice(words) for _ in range(60)) + "."}) + "\n"
             for n in range(300)).encode()))
         inputs.append({"name": name, "path": str(tmp_path / f"{name}.jsonl.gz"), "category": "web", "id_field": "id"})
-    raw = {"inputs": inputs, "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
-    labels = _labels(monkeypatch)
-    outputs = {}
-    for fuse in (False, True):
-        labels.clear()
-        results = run_pipeline(parse_config({**raw, "work_dir": str(tmp_path / f"work-{fuse}"), "fuse": fuse}),
-                               use_ray=False, log=lambda _: None)
-        outputs[fuse] = _outputs(tmp_path / f"work-{fuse}")
-    assert outputs[True] == outputs[False]
+    results, labels = _stage_by_stage_and_fused(tmp_path, monkeypatch, inputs)
     assert len(results[0].receipts) == 2 and len(results[1].receipts) == 10  # two source units, ten shards
     assert labels == ["01 ingest + 02 langid + 03 rules"]
 
@@ -217,15 +224,7 @@ def test_a_fused_group_led_by_ingest_runs_its_pass_over_a_cut_file_first(tmp_pat
     (tmp_path / "dump.jsonl").write_text("".join(
         json.dumps({"id": str(n % 250), "text": " ".join(rng.choice(words) for _ in range(60)) + "."}) + "\n"
         for n in range(300)))  # the last 50 ids repeat ones an earlier piece holds
-    raw = {"inputs": [{"name": "dump", "path": str(tmp_path / "dump.jsonl"), "category": "web", "id_field": "id"}],
-           "ingest": {"shard_bytes": 20_000}, "stages": {"langid": {"languages": ["en"]}, "rules": {}}}
-    labels = _labels(monkeypatch)
-    outputs = {}
-    for fuse in (False, True):
-        labels.clear()
-        results = run_pipeline(parse_config({**raw, "work_dir": str(tmp_path / f"work-{fuse}"), "fuse": fuse}),
-                               use_ray=False, log=lambda _: None)
-        outputs[fuse] = _outputs(tmp_path / f"work-{fuse}")
-    assert outputs[True] == outputs[False]
+    inputs = [{"name": "dump", "path": str(tmp_path / "dump.jsonl"), "category": "web", "id_field": "id"}]
+    results, labels = _stage_by_stage_and_fused(tmp_path, monkeypatch, inputs)
     assert labels == ["01 ingest prepare", "01 ingest + 02 langid + 03 rules"]
     assert len(results[0].receipts) > 3 and results[0].reasons == {"duplicate_id": 50}
