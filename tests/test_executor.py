@@ -66,8 +66,8 @@ def _slow_unless_first(item: tuple[str, int]) -> int:
     if value == 0:
         time.sleep(0.3)
         raise ValueError("the first item fails")
-    Path(folder, f"start-{value}").touch()
-    try:
+    try:  # the start marker inside: a cancel may land while it is being made, and still end the task
+        Path(folder, f"start-{value}").touch()
         for _ in range(100):
             time.sleep(0.03)
         return value
@@ -176,7 +176,8 @@ def test_a_failing_task_stops_the_run_only_after_its_other_running_tasks_have_en
         executor.map(_slow_unless_first, [(str(tmp_path), value) for value in range(4)], "stop")
     started = {path.name.split("-")[1] for path in tmp_path.glob("start-*")}
     ended = {path.name.split("-")[1] for path in tmp_path.glob("end-*")}
-    assert started and started == ended
+    # a task cancelled before its start marker leaves only an end marker
+    assert started and started <= ended
 
 
 def _processes() -> list[tuple[int, str]]:
