@@ -89,3 +89,30 @@ def test_a_row_quarantined_in_fail_mode_names_the_category(tmp_path):
                                        "category_field": "kind"}]})
     with pytest.raises(ingest.InputError, match=r"p.parquet:row 2: .*\(bad_category\); field 'kind' is 'poetry'"):
         list(read_files(tuple(list_input_files(config.inputs[0])), config.ingest))
+
+
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary()])
+def test_a_binary_text_column_is_read_as_utf8_text(tmp_path, kind):
+    # Some writers leave text as Parquet byte arrays without the UTF-8 annotation: such a column is
+    # text, and a row that is not UTF-8 is that row's problem (invalid_utf8), not the column's.
+    texts = list(TEXTS)
+    good = pa.table({"text": pa.array(texts, pa.string()), "id": [f"d{i}" for i in range(len(texts))]})
+    for name in ("a-string", "b-binary", "c-mixed"):  # one file name: it is in each row's meta
+        (tmp_path / name).mkdir()
+    pq.write_table(good, tmp_path / "a-string" / "p.parquet")
+    pq.write_table(good.set_column(0, "text", good.column("text").cast(kind)), tmp_path / "b-binary" / "p.parquet")
+    raw = [text.encode() if text is not None else None for text in texts]
+    raw[0] = b"bad \xff byte"
+    pq.write_table(pa.table({"text": pa.array(raw, kind), "id": [f"d{i}" for i in range(len(texts))]}), tmp_path / "c-mixed" / "p.parquet")
+    out = {}
+    for name in ("a-string", "b-binary", "c-mixed"):
+        config = parse_config({"work_dir": str(tmp_path / "work"), "inputs": [
+            {"name": "src", "path": str(tmp_path / name / "p.parquet"), "category": "web", "id_field": "id"}]})
+        sides = list(read_files(tuple(list_input_files(config.inputs[0])), config.ingest))
+        out[name] = ([row for kept, _, _ in sides for row in kept.to_pylist()],
+                     [row for _, removed, _ in sides for row in removed.to_pylist()])
+    assert out["b-binary"] == out["a-string"] and len(out["a-string"][0]) == 7
+    kept, removed = out["c-mixed"]
+    assert kept == out["a-string"][0][1:]  # the rows read one by one keep what the column gave
+    assert removed[0]["id"] == "src/d0" and removed[0]["reason"] == "invalid_utf8" and removed[0]["text"] == "bad \ufffd byte"
+    assert removed[1:] == out["a-string"][1]

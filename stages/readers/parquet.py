@@ -1,7 +1,7 @@
 """Parquet: one record per row, read in batches of 1,000 rows; a file that cannot be decoded keeps
 the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
-``url_filter``, rows go through ``stages.readers.web.add_record``. Otherwise a string text column is
-checked as a whole (``stages.ingest.TextRef.checks``: the same reasons ``text_problem`` gives a Python
+``url_filter``, rows go through ``stages.readers.web.add_record``. Otherwise a string text column (or
+a binary one, read as UTF-8 strings) is checked as a whole (``stages.ingest.TextRef.checks``: the same reasons ``text_problem`` gives a Python
 string) and its texts go into the shards as Arrow data, never decoded into Python strings; the rows'
 ids, meta JSON and categories are then built a column at a time (``_prepared``, unless the input has a
 ``lang_field``) and filed by ``Records.add_rows``, which decides each row as ``Records.add`` would.
@@ -46,19 +46,26 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             # to extract, a URL list or a text column that is not a string needs each record in Python.
             if item.source.id_field and first_group > 0 and item.source.id_field in names:
                 records.seen_before(_earlier_ids(parquet, item, first_group))
-            columnar = (not item.source.html_field and url_filter(item.source) is None and column != item.source.id_field
-                        and parquet.schema_arrow.field(column).type in (pa.string(), pa.large_string()))
+            kind = parquet.schema_arrow.field(column).type
+            as_string = _STRING_VIEWS.get(kind) if not item.source.html_field else None
+            columnar = (as_string is not None and url_filter(item.source) is None and column != item.source.id_field)
             for record_batch in parquet.iter_batches(batch_size=1000, row_groups=groups):
                 texts = record_batch.column(column)
-                checks = TextRef.checks(texts) if columnar else None
+                checks = TextRef.checks(texts.view(as_string)) if columnar else None
                 if checks is None:
                     for record in record_batch.to_pylist():
                         row += 1
                         text = record.get(column)
-                        raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
+                        if isinstance(text, bytes) and not item.source.html_field:
+                            # bytes that are not UTF-8 become lone surrogates, which ``text_problem`` calls invalid_utf8
+                            text = record[column] = text.decode("utf-8", "surrogateescape")
+                            raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                        else:
+                            raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
                         add_record(item, records, record, f"row {row}", "row", row, raw)
                         yield
                     continue
+                texts = texts.view(as_string)
                 prepared = None if item.source.lang_field else _prepared(item, record_batch, texts, checks, row + 1)
                 if prepared is not None:
                     start = 0
@@ -114,9 +121,18 @@ def _earlier_ids(parquet: pq.ParquetFile, item: InputFile, first_group: int) -> 
         yield from (doc_id for doc_id in record_ids(item, batch.column(0).to_pylist()) if doc_id is not None)
 
 
+# A text column of these types goes into the shards as Arrow strings: binary ones (Parquet byte
+# arrays without the UTF-8 annotation, as some writers leave text) are read as strings, and the
+# check of the whole column (``TextRef.checks``) finds the rows that are not UTF-8.
+_STRING_VIEWS = {pa.string(): pa.string(), pa.large_string(): pa.large_string(),
+                 pa.binary(): pa.string(), pa.large_binary(): pa.large_string()}
+
+
 def _raw(batch: pa.RecordBatch, column: str, index: int) -> str:
     """A quarantined row as the removed side shows it: its text, or without one the whole record as JSON."""
     text = batch.column(column)[index].as_py()
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     return text if isinstance(text, str) else json.dumps(batch.slice(index, 1).to_pylist()[0], default=str, ensure_ascii=False)
 
 
