@@ -48,6 +48,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import posixpath
 import re
 from dataclasses import dataclass
@@ -510,18 +511,44 @@ def _text_array(texts: list) -> pa.Array:
 
 
 # json.dumps with options builds an encoder per call; one per process is a third of the cost per record.
-_META_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
-_META_JSON_ASCII = json.JSONEncoder(sort_keys=True, default=str).encode
+# allow_nan=False: Python would write NaN and Infinity, which strict JSON readers (orjson, DuckDB,
+# JavaScript) refuse; ``_finite`` writes such a number (a pandas NaN in a Parquet column, NaN or
+# 1e400 in a JSON line) as null, as JavaScript's JSON.stringify does.
+_META_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, allow_nan=False).encode
+_META_JSON_ASCII = json.JSONEncoder(sort_keys=True, default=str, allow_nan=False).encode
 _JSON_STRING = json.encoder.encode_basestring  # what _META_JSON writes for a str (ensure_ascii=False)
 
 
 def _dump_meta(meta: dict) -> str:
-    text = _META_JSON(meta)
+    try:
+        text = _META_JSON(meta)
+    except ValueError:  # a NaN or infinite number
+        meta = _finite(meta)
+        text = _META_JSON(meta)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate in some field: escape rather than fail the shard
         text = _META_JSON_ASCII(meta)
     return text
+
+
+def _json_values(values: list) -> list[str]:
+    """Each value as ``_META_JSON`` writes it, NaN and infinities as null."""
+    try:
+        return [_META_JSON(value) for value in values]
+    except ValueError:
+        return [_META_JSON(_finite(value)) for value in values]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def record_category(source: Any, value: Any) -> Any:
@@ -546,7 +573,7 @@ def meta_json_rows(item: InputFile, batch: pa.RecordBatch, skip: set, where_key:
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             columns[name] = ["null" if value is None else _JSON_STRING(value) for value in values]
         else:
-            columns[name] = [_META_JSON(value) for value in values]
+            columns[name] = _json_values(values)
     keys = sorted(columns)
     prefixes = [_JSON_STRING(key) + ": " for key in keys]
     return ["{" + ", ".join(map(str.__add__, prefixes, values)) + "}" for values in zip(*(columns[key] for key in keys))]

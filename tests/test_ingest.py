@@ -571,3 +571,17 @@ def test_json_values_that_are_not_objects_are_not_an_object_whatever_they_are(tm
     removed = _read(tmp_path, "removed")
     assert [row["reason"] for row in removed] == ["not_an_object"] * 5
     assert not any("error" in json.loads(row["meta"]) for row in removed)
+
+
+def test_meta_is_strict_json_with_nan_and_infinite_numbers_written_null(tmp_path):
+    """Python's decoder takes NaN, Infinity and 1e400 (an infinite float); its encoder would write
+    them back as NaN and Infinity, which strict JSON readers (orjson, DuckDB, JavaScript) refuse."""
+    (tmp_path / "n.jsonl").write_bytes(b'{"text": "a document", "score": NaN, "big": 1e400, "deep": [{"low": -Infinity}, 2.5]}\n'
+                                       b'{"text": "", "score": NaN}\n')
+    config = parse_config(_config(tmp_path, [{"name": "n", "path": str(tmp_path / "n.jsonl"), "category": "web"}]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    (kept,), (removed,) = _read(tmp_path, "kept"), _read(tmp_path, "removed")
+    strict = {"parse_constant": lambda name: pytest.fail(f"{name} written in meta")}
+    meta = json.loads(kept["meta"], **strict)
+    assert (meta["score"], meta["big"], meta["deep"]) == (None, None, [{"low": None}, 2.5])
+    assert removed["reason"] == "empty_text" and json.loads(removed["meta"], **strict)["score"] is None

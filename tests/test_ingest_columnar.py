@@ -19,13 +19,21 @@ TEXTS = ["a fine document", "", None, " \u3000\n", "y" * 900, "quote \" and \\ a
          "文本 " * 40, "\x00 nul \x00", "emoji \U0001F600 end", "last one"]
 
 
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]  # as pandas leaves them in float columns
+
+
+def _strict_json(text: str):
+    """``text`` parsed as strict JSON: Python's NaN and Infinity refused."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+
+
 def _table(rows: int) -> pa.Table:
     ids = [None if i % 17 == 5 else "" if i % 19 == 7 else f"d{i % 180}" for i in range(rows)]  # repeats: duplicate ids
     return pa.table({
         "text": pa.array([TEXTS[i % len(TEXTS)] for i in range(rows)], pa.string()),
         "id": pa.array(ids, pa.string()),
         "category": pa.array([[None, "", "web", "books", "poetry"][i % 5] for i in range(rows)], pa.string()),
-        "score": pa.array([None if i % 7 == 0 else i / 3 for i in range(rows)], pa.float64()),
+        "score": pa.array([None if i % 7 == 0 else NON_FINITE[i % 3] if i % 11 == 3 else i / 3 for i in range(rows)], pa.float64()),
         "flag": pa.array([i % 3 == 0 for i in range(rows)], pa.bool_()),
         "count": pa.array(range(rows), pa.int32()),
         "tags": pa.array([[f"t{i}", "ü\"x"] if i % 2 else None for i in range(rows)], pa.list_(pa.string())),
@@ -72,6 +80,8 @@ def test_columns_give_what_records_give(tmp_path, monkeypatch, source):
     kept = [row for side, rows, *_ in whole if side == "kept" for row in rows]
     removed = [row for side, rows, *_ in whole if side == "removed" for row in rows]
     assert len(kept) + len(removed) == 600
+    metas = [_strict_json(row["meta"]) for row in kept + removed]
+    assert sum(1 for meta in metas if "score" in meta and meta["score"] is None) > 600 // 7  # null, NaN and inf alike
     if source.get("id_field") == "missing":
         assert not kept and {row["reason"] for row in removed} == {"missing_id"}
         return
