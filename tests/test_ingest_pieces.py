@@ -65,7 +65,9 @@ def test_a_large_jsonl_file_cut_into_pieces_reads_as_it_does_whole(tmp_path, ray
     with their line numbers in the whole file, the same quarantined lines and the same duplicates:
     a record repeating the id of one in an earlier piece is a ``duplicate_id`` there too."""
     path = tmp_path / "big.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(_records(600)))  # a byte order mark; no newline after the last line
+    records = _records(600)
+    joined = b"\n".join(records[:300]) + b"\n\xef\xbb\xbf" + b"\n".join(records[300:])  # as `cat` joins two files
+    path.write_bytes(b"\xef\xbb\xbf" + joined)  # byte order marks; no newline after the last line
     pieces = _run(tmp_path / "pieces", path, 20_000, id_field, use_ray=True)
     whole = _run(tmp_path / "whole", path, 100_000_000, id_field, use_ray=False)
     assert pieces[0] >= 10 and whole[0] == 1
@@ -77,6 +79,7 @@ def test_a_large_jsonl_file_cut_into_pieces_reads_as_it_does_whole(tmp_path, ray
     reasons = {reason for *_, reason in removed}
     expected = {"malformed_json", "invalid_utf8", "not_an_object"}
     assert reasons == (expected | {"duplicate_id", "missing_id"} if id_field else expected)
+    assert not [text for _, text, _, _ in removed if text.startswith("\ufeff")]  # no line removed for its mark
     if id_field:  # many duplicates repeat an id that only an earlier piece holds
         cut = 20_000 * 1.0 * len(lines) / len(path.read_bytes())  # about the lines of a piece
         line_of = {doc_id: json.loads(meta)["_ingest"]["line"] for doc_id, _, meta, _ in kept}

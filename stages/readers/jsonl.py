@@ -24,8 +24,9 @@ from stages.readers.web import add_record
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson", ".jsonl.zstd")
 OPTIONS = ("text_field", "id_field", "category_field", "lang_field", "html_field", "extractor", "url_filter")
 PLAIN = (".jsonl", ".ndjson")  # the suffixes of files that can be cut by byte range
-# A byte order mark before the first line (some Windows tools write one) is not part of the record;
-# json.loads would call the line malformed.
+# A byte order mark before a line (some Windows tools write one before the first; files joined with
+# `cat` have one before the first line of each) is not part of the record; json.loads would call the
+# line malformed.
 BOM = b"\xef\xbb\xbf"
 # Deeper records are malformed_json: far below where Python's decoder runs out of stack (about 950
 # levels) and far above any real record's nesting.
@@ -52,7 +53,7 @@ def _read_jsonl(item: InputFile, records) -> Iterator[None]:
 
 def _parse_jsonl(item: InputFile, records, lines: Lines, first: int = 1) -> Iterator[None]:
     for number, raw_line in enumerate(lines, start=first):
-        if number == 1 and raw_line.startswith(BOM):
+        if raw_line.startswith(BOM):
             raw_line = raw_line[len(BOM):]
         if not raw_line.strip():
             records.stats.add("blank_lines_skipped", 1)
@@ -182,7 +183,7 @@ def _index(item: InputFile, config: IngestConfig) -> PieceIndex:
         lines += 1
         if reader.cut:  # not read, so no id: ``record_too_large``
             continue
-        if lines == 1 and item.piece[0] == 0 and raw_line.startswith(BOM):
+        if raw_line.startswith(BOM):
             raw_line = raw_line[len(BOM):]
         record, reason, _, _ = _parse_line(raw_line)
         if reason is None and field in record:  # a line that is no JSON object has no id
