@@ -61,7 +61,7 @@ def test_one_and_two_workers_give_identical_output(sample_run, tmp_path):
     assert _contents(one) == _contents(work_dir)
 
 
-def test_too_few_shards_for_the_workers_are_pointed_out_with_a_shard_size_that_gives_more(sample_run, tmp_path):
+def test_too_few_or_too_small_shards_are_pointed_out_with_a_shard_size_that_fits_the_workers(sample_run, tmp_path):
     _, config, _ = sample_run
     lines: list[str] = []
     encyclopedia = [source.model_dump(exclude_unset=True) for source in config.inputs if source.name == "encyclopedia"]
@@ -82,6 +82,13 @@ def test_too_few_shards_for_the_workers_are_pointed_out_with_a_shard_size_that_g
     lines.clear()
     run_pipeline(few, use_ray=True, only="ingest", log=lines.append)  # up to date: nothing ran, nothing said
     assert not [line for line in lines if line.startswith("note:")]
+    tiny = sample_config(tmp_path / "tiny", inputs=encyclopedia, ingest={**config.ingest.model_dump(), "shard_bytes": 1000})
+    lines.clear()
+    (result,) = run_pipeline(tiny, use_ray=True, only="ingest", log=lines.append)
+    shards = sum(len(receipt["kept_files"]) for receipt in result.receipts)
+    (note,) = [line for line in lines if line.startswith("note:")]
+    assert shards > 32 and f"ingest made {shards:,} shards of " in note and "(now 1000)" in note
+    assert int(note.split("`ingest.shard_bytes: ")[1].split("`")[0]) == suggested  # the size the few shards were told
 
 
 def test_killed_run_resumes_to_identical_output(sample_run, ray_cluster, tmp_path):
