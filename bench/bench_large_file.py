@@ -1,14 +1,16 @@
-"""One large plain JSON-lines file: ingest alone, or the whole run, next to datatrove's reader.
+"""One large plain JSON-lines file, or one Parquet file of one row group: ingest alone, or the
+whole run, next to datatrove's reader.
 
 A corpus often comes as one large ``.jsonl`` (a dump, an export). Read as one unit, its ingest is one
 task, on one core, however many the run has; cut by byte range (``stages/readers/jsonl.py``), it is
 a unit per ``ingest.shard_bytes`` of the file, after a pass that counts each piece's lines and ids
-(``stages/ingest_pieces.py``). This benchmark writes corpus-dev ``--copies`` times into one file
-(new ids for every copy; the category as a field, read with ``category_field``) and times,
+(``stages/ingest_pieces.py``). With ``--format parquet`` the file is Parquet of one row group, which
+``stages/readers/parquet.py`` cuts by row count. This benchmark writes corpus-dev ``--copies`` times
+into one file (new ids for every copy; the category as a field, read with ``category_field``) and times,
 alternately and ``--repeats`` times each, on a local Ray of 1 and 2 workers started before the clock:
 
 - ``--stages ingest`` (the default): ours, ``run --only ingest`` at the default ``shard_bytes``
-  (64 MB: the file is cut), and datatrove's ``JsonlReader`` -> ``ParquetWriter`` (zstd) in a
+  (64 MB: the file is cut), and datatrove's ``JsonlReader`` (or ``ParquetReader``) -> ``ParquetWriter`` (zstd) in a
   ``LocalPipelineExecutor`` of one task (a task reads whole files; the input is one file);
 - ``--stages all``: ours, the whole run (langid, rules, quality, dedup at ``bench_pipeline``'s
   settings, fused as by default), its wall and each stage's.
@@ -17,7 +19,7 @@ To see the change, run it in a worktree of the commit before (where the file is 
 ``--no-datatrove``. It reports median wall seconds, MB/s of text per core (wall x workers) and CPU
 seconds of every process. Needs ``../shared/data/corpus-dev`` and, for datatrove, the bench extra.
 
-    python bench/bench_large_file.py [--copies 4] [--stages ingest|all] [--repeats 3] [--out large_file_r1]
+    python bench/bench_large_file.py [--copies 4] [--format jsonl|parquet] [--stages ingest|all] [--repeats 3] [--out large_file_r1]
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,17 +47,19 @@ from common import (  # noqa: E402
 
 
 def write_input(copies: int, path: Path) -> dict:
-    """corpus-dev ``copies`` times as one JSON-lines file (its ``academic`` as ``papers``); its size
-    and text in MB."""
+    """corpus-dev ``copies`` times as one JSON-lines file, or with a ``.parquet`` path one Parquet
+    file of one row group (zstd; what ``pq.write_table`` makes of fewer than a million rows), its
+    ``academic`` as ``papers``; its size and text in MB."""
     rows = [row for shard in corpus_shards() for row in pq.read_table(shard).to_pylist()]
-    text = 0
-    with path.open("w", encoding="utf-8") as out:
-        for copy in range(copies):
-            for row in rows:
-                category = CATEGORY_NAMES.get(row["category"], row["category"])
-                out.write(json.dumps({**row, "id": f"{copy}-{row['id']}", "category": category}, ensure_ascii=False) + "\n")
-                text += len(row["text"].encode())
-    return {"docs": len(rows) * copies, "file_mb": round(path.stat().st_size / 1e6, 3), "text_mb": round(text / 1e6, 3)}
+    records = [{**row, "id": f"{copy}-{row['id']}", "category": CATEGORY_NAMES.get(row["category"], row["category"])}
+               for copy in range(copies) for row in rows]
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path, compression="zstd", row_group_size=len(records))
+    else:
+        with path.open("w", encoding="utf-8") as out:
+            out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    text = sum(len(record["text"].encode()) for record in records)
+    return {"docs": len(records), "file_mb": round(path.stat().st_size / 1e6, 3), "text_mb": round(text / 1e6, 3)}
 
 
 def ours(path: str, work: str, workers: int, stages: str, ids: bool = True) -> dict:
@@ -89,14 +94,15 @@ def ours(path: str, work: str, workers: int, stages: str, ids: bool = True) -> d
 
 
 def datatrove(path: str, work: str, workers: int) -> dict:
-    """datatrove's JsonlReader -> ParquetWriter over the same file: one task (it reads files whole)."""
+    """datatrove's JsonlReader (ParquetReader) -> ParquetWriter over the same file: one task (it reads files whole)."""
     accept_fasttext_numpy2()
     quiet_datatrove()
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.readers import JsonlReader, ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
 
-    pipeline = [JsonlReader(str(Path(path).parent), glob_pattern=Path(path).name),
+    reader = ParquetReader if path.endswith(".parquet") else JsonlReader
+    pipeline = [reader(str(Path(path).parent), glob_pattern=Path(path).name),
                 ParquetWriter(f"{work}/kept", compression="zstd")]
     Path(work).mkdir(parents=True)
     with open(f"{work}/datatrove.log", "w") as sink:  # its loguru sinks write to the descriptors
@@ -119,12 +125,14 @@ def main() -> None:
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--no-id-field", action="store_true",
                         help="ours without the input's id_field: ids by line number, and the pass before the pieces only counts lines")
+    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                        help="parquet: one file of one row group (cut by row count)")
     parser.add_argument("--out", default="large_file")
     args = parser.parse_args()
     compile_bytecode()
     worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-large-file-") as tmp:
-        path = Path(tmp) / "dump.jsonl"
+        path = Path(tmp) / f"dump.{args.format}"
         corpus = write_input(args.copies, path)
         print(f"one file of {corpus['file_mb']} MB: {corpus['docs']:,} documents, {corpus['text_mb']} MB of text",
               file=sys.stderr)
