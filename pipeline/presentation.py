@@ -70,10 +70,9 @@ def parallelism_note(result: StageResult, executor, config: PipelineConfig) -> s
 def uncut_note(result: StageResult, workers: int, config: PipelineConfig) -> str | None:
     """A line when the ingest of one input file read whole (more than one and a half ``shard_bytes``,
     a task of its own) was more than a worker's share of the run's input, on a run of two workers or
-    more: a reader cuts a plain JSON-lines file and a Parquet file's row groups, not a compressed
-    stream (``.jsonl.gz``), a WARC or text file, or one row group (a Parquet file written with
-    pyarrow's default of a million rows per group is often one). Many such files of like size are
-    read in parallel, a file each, and are not pointed out."""
+    more: a reader cuts a plain JSON-lines or a Parquet file, not a compressed stream
+    (``.jsonl.gz``), a WARC or text file. Many such files of like size are read in parallel, a file
+    each, and are not pointed out."""
     target = config.ingest.shard_bytes
     units = list_units(result.spec, None, config)
     total = sum(item.size for unit in units for item in unit.source)
@@ -84,9 +83,8 @@ def uncut_note(result: StageResult, workers: int, config: PipelineConfig) -> str
     largest = max(whole, key=lambda item: item.size)
     return (f"note: ingest read {len(whole)} large input file{'s' if len(whole) > 1 else ''} whole, in one task each "
             f"(the largest: {largest.source.name}/{largest.relative}, {largest.size / 1e6:,.1f} MB on disk): compressed "
-            f"JSON lines, WARC and text files, and a Parquet row group, are not cut. Files of about "
-            f"`ingest.shard_bytes` ({target}) each, plain JSON lines, or Parquet with smaller row groups would be "
-            f"read by {workers} workers at once.")
+            f"JSON lines, WARC and text files are not cut. Files of about `ingest.shard_bytes` ({target}) each, "
+            f"plain JSON lines or Parquet would be read by {workers} workers at once.")
 
 
 SMALL_SHARD = 1_000_000  # bytes of text: a shard smaller than this on average is pointed out

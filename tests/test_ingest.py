@@ -320,21 +320,26 @@ def test_a_large_parquet_file_is_cut_into_pieces_of_even_text(tmp_path):
     assert [r["text"] for r in _read(tmp_path, "kept")] == rows
 
 
-def test_ids_stay_unique_in_a_parquet_file_cut_into_pieces(tmp_path):
-    """A large Parquet file is read as several units; an id repeated in a later piece is a
-    ``duplicate_id`` as it is when the file is read whole (each piece reads its earlier pieces' ids)."""
+@pytest.mark.parametrize("row_group_size", [10, 100])
+def test_ids_stay_unique_in_a_parquet_file_cut_into_pieces(tmp_path, row_group_size):
+    """A large Parquet file is read as several units, cut at row groups or, where it is one group,
+    inside it by row count; an id repeated in a later piece is a ``duplicate_id`` as it is when the
+    file is read whole (each piece reads its earlier pieces' ids)."""
     ids = [f"d{i % 60}" for i in range(100)]  # rows 60-99 repeat the ids of rows 0-39
     rows = [f"row {i} " + "x" * 2000 for i in range(100)]
-    pq.write_table(pa.table({"id": ids, "text": rows}), tmp_path / "big.parquet", row_group_size=10)
+    pq.write_table(pa.table({"id": ids, "text": rows}), tmp_path / "big.parquet", row_group_size=row_group_size,
+                   compression="none")  # a file is cut when its size on disk is over the target
     inputs = [{"name": "big", "path": str(tmp_path / "big.parquet"), "category": "books", "id_field": "id"}]
     results = {}
     for name, shard_bytes in (("pieces", 50_000), ("whole", 10_000_000)):
         directory = tmp_path / name
         directory.mkdir()
         run_pipeline(parse_config(_config(directory, inputs, shard_bytes=shard_bytes)), use_ray=False, log=lambda _: None)
-        results[name] = (len(_manifest_units(directory)), [r["id"] for r in _read(directory, "kept")],
+        results[name] = ([u["input_rows"] for u in _manifest_units(directory)], [r["id"] for r in _read(directory, "kept")],
                          sorted((r["id"], r["reason"], r["text"]) for r in _read(directory, "removed")))
-    assert results["pieces"][0] > 1 and results["whole"][0] == 1
+    assert len(results["pieces"][0]) >= 4 and results["whole"][0] == [100]  # 200 KB of text at 50 KB
+    if row_group_size == 100:  # one group: cut by rows into parts of equal text
+        assert results["pieces"][0] == [25, 25, 25, 25]
     assert results["pieces"][1:] == results["whole"][1:]
     assert results["pieces"][1] == [f"big/d{i}" for i in range(60)]
     assert [(doc_id, reason) for doc_id, reason, _ in results["pieces"][2]] == sorted(
@@ -585,3 +590,18 @@ def test_meta_is_strict_json_with_nan_and_infinite_numbers_written_null(tmp_path
     meta = json.loads(kept["meta"], **strict)
     assert (meta["score"], meta["big"], meta["deep"]) == (None, None, [{"low": None}, 2.5])
     assert removed["reason"] == "empty_text" and json.loads(removed["meta"], **strict)["score"] is None
+
+
+def test_a_pieces_rows_are_its_range_of_the_file_wherever_batches_end():
+    """``_rows`` (a part of a row group: skip some rows, take some) gives exactly that range of the
+    rows, for ranges that start and end inside a batch, on its edges, or past the last row."""
+    from stages.readers.parquet import _rows
+
+    values = list(range(57))
+    for size in (1, 5, 10, 57, 100):
+        batches = [pa.record_batch({"v": values[start:start + size]}) for start in range(0, len(values), size)]
+        for skip in (0, 1, 4, 5, 10, 56, 57, 60):
+            for take in (None, 0, 1, 5, 9, 10, 47, 100):
+                got = [v for batch in _rows(iter(batches), skip, take) for v in batch.column(0).to_pylist()]
+                assert got == values[skip:None if take is None else skip + take], (size, skip, take)
+                assert all(batch.num_rows for batch in _rows(iter(batches), skip, take))
