@@ -37,6 +37,7 @@ one is a config error naming the key.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Iterator
@@ -151,9 +152,20 @@ def record_id(item: InputFile, record: dict, where: str) -> str | None:
 
 def record_ids(item: InputFile, values: list) -> list[str | None]:
     """``record_id`` of each value of the ``id_field`` column (a source with one): the same ids from
-    a whole column at once."""
+    a whole column at once. A value is written as ``str`` writes it, but a boolean, an object or an
+    array as JSON (``true``, ``{"a":1}``), not as Python's repr (``True``, ``{'a': 1}``)."""
     prefix = f"{item.source.name}/{item.relative}#" if item.many_files else f"{item.source.name}/"
-    return [None if value is None or value == "" else f"{prefix}{value}" for value in values]
+    return [None if value is None or value == "" else
+            f"{prefix}{value if type(value) in _AS_STR else _id_json(value)}" for value in values]
+
+
+_AS_STR = (str, int)  # by far the most ids: written as they are, without a call
+
+
+def _id_json(value) -> str:
+    if isinstance(value, (bool, dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return str(value)
 
 
 def record_meta(item: InputFile, record: dict, where_key: str, where: int) -> dict:

@@ -605,3 +605,16 @@ def test_a_pieces_rows_are_its_range_of_the_file_wherever_batches_end():
                 got = [v for batch in _rows(iter(batches), skip, take) for v in batch.column(0).to_pylist()]
                 assert got == values[skip:None if take is None else skip + take], (size, skip, take)
                 assert all(batch.num_rows for batch in _rows(iter(batches), skip, take))
+
+
+def test_an_id_that_is_not_a_string_is_written_as_json_would_write_it(tmp_path):
+    """Numbers as they are; a boolean, an object or an array as compact JSON with sorted keys, not
+    Python's repr; the same in JSON lines and Parquet."""
+    values = [7, 1.5, True, {"b": 2, "a": "ü"}, [1, "x"]]
+    expected = ["7", "1.5", "true", '{"a":"ü","b":2}', '[1,"x"]']
+    (tmp_path / "ids.jsonl").write_bytes(_lines(*({"id": value, "text": f"text {i}"} for i, value in enumerate(values))))
+    pq.write_table(pa.table({"id": [{"b": 2, "a": "ü"}], "text": ["text"]}), tmp_path / "ids.parquet")
+    config = parse_config(_config(tmp_path, [{"name": "j", "path": str(tmp_path / "ids.jsonl"), "category": "web", "id_field": "id"},
+                                             {"name": "p", "path": str(tmp_path / "ids.parquet"), "category": "web", "id_field": "id"}]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    assert [row["id"] for row in _read(tmp_path, "kept")] == [f"j/{value}" for value in expected] + ['p/{"a":"ü","b":2}']
