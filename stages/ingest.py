@@ -92,6 +92,9 @@ REASONS = {
 _HASHED_WHEN_SET = ("html_field", "extractor", "url_filter", "lang_field")
 # ISO 639 base (2-3 letters, or "code"), then optional script/region subtags: en, zh-Hant, pt_BR, sr-Latn-RS
 _LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*|code")
+# ISO 639's codes for no one language (undetermined, several, uncoded, no linguistic content): a
+# record declaring one has declared nothing, and langid classifies it.
+NO_LANGUAGE = {"und", "mul", "mis", "zxx"}
 
 TEXT_PROBLEMS = {"missing_text", "non_string_text", "empty_text"}
 REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field(REASON_COLUMN, pa.string()))
@@ -348,8 +351,8 @@ class Records:
         return record_category(self.item.source, meta.get(field) if field else None)
 
     def _declare_language(self, meta: dict) -> str | None:
-        """Put the record's ``lang_field`` value, normalised, in ``meta["_lang"]``; ``bad_lang`` when
-        it is neither empty nor a language code. The base is lower-cased because the classifier's
+        """Put the record's ``lang_field`` value, normalised, in ``meta["_lang"]`` (not one of
+        ``NO_LANGUAGE``); ``bad_lang`` when it is neither empty nor a language code. The base is lower-cased because the classifier's
         labels are (lid.176: ``en``, ``zh``), so ``EN`` and ``en`` must meet the same ``languages``."""
         value = meta.get(self.item.source.lang_field)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -357,7 +360,8 @@ class Records:
         if not isinstance(value, str) or not _LANG_CODE.fullmatch(value.strip()):
             return "bad_lang"
         base, _, rest = value.strip().replace("_", "-").partition("-")
-        meta["_lang"] = base.lower() + (f"-{rest}" if rest else "")
+        if base.lower() not in NO_LANGUAGE:
+            meta["_lang"] = base.lower() + (f"-{rest}" if rest else "")
         return None
 
     def seen_before(self, ids) -> None:

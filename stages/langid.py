@@ -7,7 +7,8 @@ Adds three columns, then drops what the config does not want:
   carries no language signal (below). ``code`` for categories in ``bypass_categories`` (default: code):
   never classified nor dropped here, since a source file's comment language says nothing about it.
   A document whose input declared its language (``lang_field``: ``meta._lang``) takes that one
-  instead of the model's, unless ``declared_lang: ignore`` (its base code: ``zh`` for ``zh-Hant``).
+  instead of the model's, unless ``declared_lang: ignore`` (its base code: ``zh`` for ``zh-Hant``);
+  ``und``, ``mul``, ``mis`` and ``zxx`` declare none (``stages.ingest.NO_LANGUAGE``).
 - ``lang_score`` (float32): the model's probability for ``lang``, clipped to [0, 1]; null for
   bypassed and declared documents, 0.0 for ``und``.
 - ``script`` (string): ``Hans`` or ``Hant`` when ``lang`` is ``zh`` and the text has Han characters

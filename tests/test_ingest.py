@@ -387,13 +387,14 @@ def test_category_field_gives_each_record_its_category_and_quarantines_an_unknow
 def test_lang_field_declares_each_records_language_and_quarantines_a_value_that_is_not_a_code(tmp_path):
     records = [{"text": "an article", "language": "EN"}, {"text": "一篇文章", "language": "zh_Hant"},
                {"text": "undeclared", "language": ""}, {"text": "a number", "language": 7},
-               {"text": "a sentence", "language": "english!"}]
+               {"text": "a sentence", "language": "english!"}, {"text": "undetermined", "language": "UND"}]
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(_lines(*records))
     run_pipeline(parse_config(_config(tmp_path, [{"name": "mixed", "path": str(path), "category": "web",
                                                   "lang_field": "language"}])), use_ray=False, log=lambda _: None)
     kept = [(r["text"], json.loads(r["meta"]).get("_lang")) for r in _read(tmp_path, "kept")]
-    assert kept == [("an article", "en"), ("一篇文章", "zh-Hant"), ("undeclared", None)]
+    # ISO 639's und (and mul, mis, zxx) declare no language: langid classifies such a record
+    assert kept == [("an article", "en"), ("一篇文章", "zh-Hant"), ("undeclared", None), ("undetermined", None)]
     assert [(r["id"], r["reason"]) for r in _read(tmp_path, "removed")] == [
         ("mixed/mixed.jsonl:4", "bad_lang"), ("mixed/mixed.jsonl:5", "bad_lang")]
 
