@@ -619,3 +619,21 @@ def test_an_id_that_is_not_a_string_is_written_as_json_would_write_it(tmp_path):
                                              {"name": "p", "path": str(tmp_path / "ids.parquet"), "category": "web", "id_field": "id"}]))
     run_pipeline(config, use_ray=False, log=lambda _: None)
     assert [row["id"] for row in _read(tmp_path, "kept")] == [f"j/{value}" for value in expected] + ['p/{"a":"ü","b":2}']
+
+
+def test_a_text_file_loses_its_byte_order_mark_and_utf16_with_its_mark_is_read(tmp_path):
+    """A mark before the text is no part of it; Notepad's "Unicode" (UTF-16 with its mark) is text
+    too; other bytes that are not UTF-8 (Latin-1 here) make the file ``invalid_utf8``."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a-marked.txt").write_bytes(b"\xef\xbb\xbfA marked text.")
+    (tmp_path / "in" / "b-utf16le.txt").write_bytes("Caf\u00e9 \u6587\u672c".encode("utf-16"))
+    (tmp_path / "in" / "c-utf16be.txt").write_bytes(b"\xfe\xff" + "big end".encode("utf-16-be"))
+    (tmp_path / "in" / "d-latin1.txt").write_bytes("Caf\u00e9".encode("latin-1"))
+    (tmp_path / "in" / "e-odd.txt").write_bytes(b"\xff\xfeA\x00B")  # UTF-16 cut in the middle of a character
+    config = parse_config(_config(tmp_path, [{"name": "t", "path": str(tmp_path / "in"), "category": "books"}]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    assert [(row["id"], row["text"]) for row in _read(tmp_path, "kept")] == [
+        ("t/a-marked.txt", "A marked text."), ("t/b-utf16le.txt", "Caf\u00e9 \u6587\u672c"), ("t/c-utf16be.txt", "big end")]
+    removed = _read(tmp_path, "removed")
+    assert [(row["id"], row["reason"]) for row in removed] == [("t/d-latin1.txt", "invalid_utf8"), ("t/e-odd.txt", "invalid_utf8")]
+    assert json.loads(removed[1]["meta"])["error"].startswith("invalid UTF-16")
