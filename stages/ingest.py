@@ -556,8 +556,10 @@ def _finite(value: Any) -> Any:
 
 
 def record_category(source: Any, value: Any) -> Any:
-    """A record's category from its ``category_field`` value: the input's ``category`` where the
-    value is missing or empty."""
+    """A record's category from its ``category_field`` value, case and surrounding spaces aside
+    (``Web`` is ``web``): the input's ``category`` where the value is missing or blank."""
+    if isinstance(value, str):
+        value = value.strip().lower()
     return source.category if value is None or value == "" else value
 
 

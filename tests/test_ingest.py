@@ -365,14 +365,17 @@ def test_a_grouped_unit_cuts_shards_across_files_and_keeps_every_files_bad_recor
 
 def test_category_field_gives_each_record_its_category_and_quarantines_an_unknown_one(tmp_path):
     records = [{"text": "an article", "kind": "encyclopedia"}, {"text": "a post", "kind": "web"},
-               {"text": "no kind"}, {"text": "a recipe", "kind": "recipes"}]
+               {"text": "no kind"}, {"text": "a recipe", "kind": "recipes"}, {"text": "a novel", "kind": " Books "},
+               {"text": "blank kind", "kind": "  "}, {"text": "a number", "kind": 3}]
     (tmp_path / "mixed.jsonl").write_bytes(_lines(*records))
     path = str(tmp_path / "mixed.jsonl")
     run_pipeline(parse_config(_config(tmp_path, [{"name": "mixed", "path": path, "category_field": "kind",
                                                   "category": "others"}])), use_ray=False, log=lambda _: None)
     assert [(r["text"], r["category"]) for r in _read(tmp_path, "kept")] == [
-        ("an article", "encyclopedia"), ("a post", "web"), ("no kind", "others")]
-    assert [(r["id"], r["reason"]) for r in _read(tmp_path, "removed")] == [("mixed/mixed.jsonl:4", "bad_category")]
+        ("an article", "encyclopedia"), ("a post", "web"), ("no kind", "others"), ("a novel", "books"),
+        ("blank kind", "others")]
+    assert [(r["id"], r["reason"]) for r in _read(tmp_path, "removed")] == [
+        ("mixed/mixed.jsonl:4", "bad_category"), ("mixed/mixed.jsonl:7", "bad_category")]
 
     with pytest.raises(ConfigError, match=r"inputs\.0.*category.*category_field"):
         parse_config(_config(tmp_path, [{"name": "mixed", "path": path}]))
