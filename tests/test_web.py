@@ -118,6 +118,25 @@ def test_empty_and_garbage_files(tmp_path):
     reader.stats.check()
 
 
+@pytest.mark.parametrize("compressed", [True, False])
+def test_bytes_that_are_no_warc_record_end_the_file_with_a_removal_not_an_exception(tmp_path, compressed):
+    """FastWARC raises OSError where a record should start and none does: a file that is no WARC at
+    all, or one with something else after its last record."""
+    text = tmp_path / "text.warc"
+    text.write_bytes(b"just some text, not a WARC file\n" * 20)
+    items = list(iter_warc_records(text))
+    assert _reasons(items) == ["truncated_record"] and "not a WARC record" in items[0].meta["error"]
+    path = tmp_path / "s.warc"
+    expected = write_sample_warc(path, gzip=compressed)
+    tail = b"trailing bytes that are no record\r\n" * 20
+    (tmp_path / "tail.warc").write_bytes(path.read_bytes() + (gzip.compress(tail) if compressed else tail))
+    reader = iter_warc_records(tmp_path / "tail.warc")
+    items = list(reader)
+    reader.stats.check()
+    assert _reasons(items) == expected + ["truncated_record"]
+    assert items[-1].meta["record_type"] == "unreadable_rest" and items[-1].meta["offset"] > 0
+
+
 # ---- charsets ---------------------------------------------------------------------------------------
 
 def test_charset_from_http_header():

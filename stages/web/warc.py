@@ -17,8 +17,9 @@ decompressed here, member by member with zlib, instead of by FastWARC: FastWARC 
 stops silently at a truncated last member, and a corrupt member ends its iteration with an error
 that does not say where. Here every record read before the damage is yielded as usual; a record
 cut short is ``truncated_record``, and when the stream ends inside a member (truncated file) or a
-member cannot be decompressed (corrupt file) one more ``truncated_record`` removal stands for the
-unreadable rest, with the compressed byte offset and the decoder's error in its meta.
+member cannot be decompressed (corrupt file), or bytes that are no WARC record stand where one
+should start (FastWARC raises ``OSError``), one more ``truncated_record`` removal stands for the
+unreadable rest, with the byte offsets and the error in its meta.
 """
 from __future__ import annotations
 
@@ -273,15 +274,22 @@ class WarcReader:
         try:
             stream, gz = _is_gzip(stream)
             reader = _GzipMembers(stream) if gz else _Counting(stream)
-            last_end = 0
-            for record in ArchiveIterator(reader, parse_http=not self.wet):
+            last_end, records, unparsable = 0, iter(ArchiveIterator(reader, parse_http=not self.wet)), None
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except OSError as error:  # bytes that are no WARC record where one should start
+                    unparsable = f"not a WARC record: {error}"
+                    break
                 item, end = self._one(record, reader, name)
                 last_end = max(last_end, end)
                 yield self._count(item)
-            if reader.error is not None:
+            if reader.error is not None or unparsable is not None:
                 yield self._count(WebRemoval("truncated_record", {
                     "file": name, "offset": last_end, "compressed_offset": reader.error_offset,
-                    "error": reader.error, "record_type": "unreadable_rest"}))
+                    "error": reader.error or unparsable, "record_type": "unreadable_rest"}))
         finally:
             if owned:
                 stream.close()
