@@ -843,3 +843,14 @@ def test_sample_corpus_expectations(monkeypatch):
     )
     assert removed.count("rules") >= 0.9 * (removed.count("rules") + kept.count("rules"))
     assert kept.count("keep") >= 0.95 * (kept.count("keep") + removed.count("keep"))
+
+
+@pytest.mark.parametrize("family, setting", [
+    ("gopher_quality", {"min_doc_words": -5}), ("gopher_repetition", {"top_n_grams": {2: -0.2}}),
+    ("gopher_repetition", {"dup_n_grams": {-5: 0.15}}), ("c4", {"wrap_widths": (-1, 80)}), ("code", {"max_line_length": -1}),
+])
+def test_a_negative_threshold_is_a_config_error_naming_it(family, setting):
+    """Every threshold is a count, length, share or ratio: a minus sign would switch a rule off unseen."""
+    with pytest.raises(ValidationError, match=rf"{family}\.{next(iter(setting))}\n.*must not be negative"):
+        RulesConfig(**{family: setting})
+    assert RulesConfig(gopher_quality={"min_doc_words": None}).gopher_quality.min_doc_words is None  # null: the rule off

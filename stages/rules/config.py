@@ -42,11 +42,20 @@ CITATIONS = r"\[\d*\]|\[edit\]|\[citation needed\]|\[编辑\]|\[編輯\]|\[来�
 
 
 class Family(StageConfig):
-    """Switches shared by every rule family."""
+    """Switches shared by every rule family. No threshold may be negative: every one is a count, a
+    length, a share or a ratio, so a minus sign is a typo that would switch a rule off unseen."""
 
     enabled: bool = True
     categories: list[Category] = Field(
         default_factory=lambda: list(PROSE), description="document categories this family applies to")
+
+    @field_validator("*")
+    @classmethod
+    def _not_negative(cls, value):
+        numbers = [*value, *value.values()] if isinstance(value, dict) else value if isinstance(value, tuple) else [value]
+        if any(isinstance(n, (int, float)) and not isinstance(n, bool) and n < 0 for n in numbers):
+            raise ValueError(f"must not be negative (got {value})")
+        return value
 
 
 class GopherQualityConfig(Family):
