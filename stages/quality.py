@@ -48,7 +48,7 @@ from pydantic import Field, field_validator
 from pipeline.stage import CATEGORIES, Stage, StageConfig, StageOutput, split
 from pipeline.stats import Stats, histogram
 from stages.quality_model import (
-    FEATURES, MIN_KNOWN_WORDS, QualityModel, TextConfig, model_exists, model_fingerprint, read_report,
+    FEATURES, MIN_KNOWN_WORDS, QualityModel, TextConfig, model_exists, model_fingerprint, no_model, read_report,
 )
 from stages.quality_train import TrainingConfig, train_quality_model
 
@@ -268,7 +268,7 @@ class Quality(Stage):
 def _why_train(config: QualityConfig) -> str | None:
     """Why ``ensure_assets`` trains the model (what it logs), or None when the model can be used."""
     if not model_exists(config.model_path):
-        return f"quality: no model at {config.model_path}; training one"
+        return f"quality: {no_model(config.model_path)}; training one"
     report = read_report(config.model_path) or {}
     if report.get("text") != config.text.model_dump(mode="json"):
         return (f"quality: {config.model_path} was trained with text settings {report.get('text')}, the config "

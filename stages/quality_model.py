@@ -278,7 +278,20 @@ def model_files(model_path: str) -> list[str]:
 
 
 def model_exists(model_path: str) -> bool:
-    return all(storage.exists(*storage.resolve(path)) for path in model_files(model_path))
+    return not missing_files(model_path)
+
+
+def missing_files(model_path: str) -> list[str]:
+    """The model's files that are not there."""
+    return [path for path in model_files(model_path) if not storage.exists(*storage.resolve(path))]
+
+
+def no_model(model_path: str) -> str:
+    """Why there is no model at ``model_path``, for a message: nothing there, or some files missing."""
+    missing = missing_files(model_path)
+    if len(missing) == len(model_files(model_path)):
+        return f"no model at {model_path}"
+    return f"{model_path} is not a whole model ({', '.join(missing)} missing)"
 
 
 def model_fingerprint(model_path: str) -> str:

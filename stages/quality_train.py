@@ -43,7 +43,8 @@ from pipeline.stage import StageConfig
 from stages.quality_metrics import binary_metrics
 from stages.quality_lm import NgramModel
 from stages.quality_model import (
-    FEATURES, GOLD, JUNK, LABEL_PREFIX, LM_SUFFIX, QualityModel, TextConfig, features, prepare_texts, report_path,
+    FEATURES, GOLD, JUNK, LABEL_PREFIX, LM_SUFFIX, QualityModel, TextConfig, features, no_model, prepare_texts,
+    report_path,
 )
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ def training_rows(config: "QualityConfig", run_shards: Sequence[str] | None = No
     """(train, held_out, every gold row, data summary): the rows ``train_quality_model`` uses."""
     training = config.train
     if not training.sources and not run_shards:
-        raise ValueError(f"quality: no training sources configured and no model at {config.model_path}")
+        raise ValueError(f"quality: no training sources configured, and {no_model(config.model_path)}")
     examples = [example for source in training.sources for example in read_examples(source)]
     origin = "configured sources"
     if run_shards:

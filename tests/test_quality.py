@@ -792,3 +792,13 @@ def test_a_missing_signal_is_null_not_nan(stage):
     rows = {row["lang"]: row for row in all_rows(out).to_pylist()}
     assert rows["de"]["quality_perplexity"] is None and rows["de"]["quality_stopwords"] is not None
     assert rows["en"]["quality_perplexity"] > 0
+
+
+def test_a_model_path_that_holds_a_stray_file_says_what_is_missing_not_that_nothing_is_there(tmp_path):
+    from stages.quality import _why_train
+
+    path = tmp_path / "quality.bin"
+    assert _why_train(QualityConfig(model_path=str(path))) == f"quality: no model at {path}; training one"
+    path.write_text("not a model")  # a classifier alone: its language model and report are missing
+    why = _why_train(QualityConfig(model_path=str(path)))
+    assert why == f"quality: {path} is not a whole model ({path}.report.json, {path}.lm.npz missing); training one"
