@@ -60,9 +60,9 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                         row += 1
                         text = record.get(column)
                         if isinstance(text, bytes) and not item.source.html_field:
+                            raw = text.decode("utf-8", "replace")
                             # bytes that are not UTF-8 become lone surrogates, which ``text_problem`` calls invalid_utf8
-                            text = record[column] = text.decode("utf-8", "surrogateescape")
-                            raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                            record[column] = text.decode("utf-8", "surrogateescape")
                         else:
                             raw = text if isinstance(text, str) else json.dumps(record, default=str, ensure_ascii=False)
                         add_record(item, records, record, f"row {row}", "row", row, raw)
@@ -216,9 +216,10 @@ def _chunk_text(chunk: pq.ColumnChunkMetaData) -> int:
 
 # A row group of more than one and a half targets is cut into parts of about a target's text, at
 # most this many: pyarrow reads a group from its start, so the k-th of N parts decodes k/N of it, and
-# N parts cost (N - 1) / 2 decodings of the group more than one read. Decoding was 14% of ingest's
-# time (corpus-dev x 4 in one zstd group: 0.36 of 2.6 s), so 8 parts add about half again of
-# ingest's CPU time and can cut its wall time to about a quarter, with enough workers.
+# N parts cost (N - 1) / 2 decodings of the group more than one read. Decoding is about 15% of
+# ingest's CPU time (corpus-dev x 4 in one zstd group: 4 parts took 4.0-4.1 s of CPU, one read
+# 3.2-3.5 s), so 8 parts add about half again and can cut ingest's wall time to about a quarter,
+# given the workers.
 MAX_PARTS = 8
 
 
