@@ -163,6 +163,7 @@ _AS_STR = (str, int)  # by far the most ids: written as they are, without a call
 
 
 def _id_json(value) -> str:
+    """An id value that is neither a string nor an integer, as ``record_ids`` writes it."""
     if isinstance(value, (bool, dict, list, tuple)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return str(value)

@@ -352,8 +352,9 @@ class Records:
 
     def _declare_language(self, meta: dict) -> str | None:
         """Put the record's ``lang_field`` value, normalised, in ``meta["_lang"]`` (not one of
-        ``NO_LANGUAGE``); ``bad_lang`` when it is neither empty nor a language code. The base is lower-cased because the classifier's
-        labels are (lid.176: ``en``, ``zh``), so ``EN`` and ``en`` must meet the same ``languages``."""
+        ``NO_LANGUAGE``); ``bad_lang`` when it is neither empty nor a language code. The base is
+        lower-cased because the classifier's labels are (lid.176: ``en``, ``zh``), so ``EN`` and
+        ``en`` must meet the same ``languages``."""
         value = meta.get(self.item.source.lang_field)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
