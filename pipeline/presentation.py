@@ -113,7 +113,7 @@ def shards_note(result: StageResult, workers: int, shard_bytes: int) -> str | No
     # Many small shards cost each later stage its fixed work per shard (a task, its files): corpus-dev
     # at shard_bytes 20,000 made 1,937 shards of 30 KB, and took 30.9 s in the four per-document
     # stages and 87.2 s in dedup on 2 workers, where its 12 shards of 4.9 MB take about 4 s and 1.5 s.
-    if shards > 16 * workers and text < shards * SMALL_SHARD:
+    if shards > 16 * workers and text < shards * SMALL_SHARD and suggested > shard_bytes:  # (not cut by meta)
         return (f"note: ingest made {shards:,} shards of {text / shards / 1e3:,.0f} KB on average; every later stage "
                 f"pays a task and its files per shard, which at this size cost more than the documents. "
                 f"`ingest.shard_bytes: {suggested}` (now {shard_bytes}) would make "

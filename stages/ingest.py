@@ -97,6 +97,11 @@ _LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*|code")
 NO_LANGUAGE = {"und", "mul", "mis", "zxx"}
 
 TEXT_PROBLEMS = {"missing_text", "non_string_text", "empty_text"}
+# A shard (or a part of removed rows) is cut at ``shard_bytes`` of text, or at this many times that of
+# meta, whichever comes first: records whose other fields dwarf their text (a page's HTML beside it)
+# made one shard of 2.2 GB of meta for 18 MB of text, and its task peaked at 12.8 GB. Meta a few
+# times the text (an abstract beside its title and authors) still leaves shards cut by text.
+META_LIMIT = 4
 REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field(REASON_COLUMN, pa.string()))
 _NO_KEPT, _NO_REMOVED = DOCUMENT_SCHEMA.empty_table(), REMOVED_SCHEMA.empty_table()
 
@@ -172,7 +177,7 @@ class Ingest(Stage):
         kept_files, removed_files, removed, read, stats = [], [], [], 0, Stats()
         spec = writer.spec
         items = tuple(with_before(item, spec.scratch, spec.filesystem, unit.name) for item in unit.source)
-        held = 0  # text bytes of the removed rows not yet written
+        held = held_meta = 0  # text and meta bytes of the removed rows not yet written
 
         def write_removed() -> None:
             # the first part keeps the name a unit's one removed file has; the others sort after it
@@ -186,9 +191,10 @@ class Ingest(Stage):
             if removed_rows.num_rows:
                 removed.append(removed_rows)
                 held += text_bytes(removed_rows)
-                if held >= self.config.shard_bytes:
+                held_meta += pc.sum(pc.binary_length(removed_rows.column("meta"))).as_py() or 0
+                if held >= self.config.shard_bytes or held_meta >= META_LIMIT * self.config.shard_bytes:  # as ``Records``
                     write_removed()
-                    held = 0
+                    held = held_meta = 0
             if records is not None:  # a file is done: its counts and stats
                 read += records.records
                 stats.merge(records.stats)
@@ -275,9 +281,10 @@ class Records:
         self.shard_limit = config.shard_bytes if shard_limit is None else shard_limit
         self.kept: dict[str, list] = carried.kept if carried else {name: [] for name in DOCUMENT_SCHEMA.names}
         self.removed: dict[str, list] = {name: [] for name in REMOVED_SCHEMA.names}
-        self.removed_chars = 0  # of the removed rows' texts not yet taken
+        self.removed_chars = self.removed_meta = 0  # of the removed rows' texts and meta not yet taken
         self.removed_parts: list[pa.Table] = []  # removed rows of shard_bytes characters each, to write
         self.kept_bytes = carried.kept_bytes if carried else 0
+        self.kept_meta = carried.kept_meta if carried else 0  # characters of the kept rows' meta
         self.seen_ids: set[str] = set()
         self.records = 0
         self.stats = Stats()
@@ -298,6 +305,7 @@ class Records:
             self.seen_ids.add(doc_id)
             self._append(self.kept, doc_id, text, meta)
             self.kept_bytes += size
+            self.kept_meta += len(self.kept["meta"][-1])
         else:
             self._quarantine(reason, self._shown_id(doc_id, where), raw, meta, where)
 
@@ -326,6 +334,7 @@ class Records:
             kept["category"].append(category)
             kept["meta"].append(rows.metas[index])
             self.kept_bytes += size
+            self.kept_meta += len(rows.metas[index])
             if self.full():
                 return index + 1
         return stop
@@ -402,7 +411,9 @@ class Records:
         self._append(self.removed, doc_id, text, meta, category)
         self.removed[REASON_COLUMN].append(reason)
         self.removed_chars += len(text)
-        if self.removed_chars >= self.config.shard_bytes:  # at this record, however the reader yields
+        self.removed_meta += len(self.removed["meta"][-1])
+        # at this record, however the reader yields; meta counted apart, as in ``full``
+        if self.removed_chars >= self.config.shard_bytes or self.removed_meta >= META_LIMIT * self.config.shard_bytes:
             self.removed_parts.append(self.take_removed())
 
     def fallback_id(self, where: str) -> str:
@@ -423,12 +434,14 @@ class Records:
         columns["meta"].append(meta)
 
     def full(self) -> bool:
-        return self.kept_bytes >= self.shard_limit
+        """Whether the kept rows fill a shard: ``shard_limit`` of text, or ``META_LIMIT`` times
+        ``shard_bytes`` characters of meta."""
+        return self.kept_bytes >= self.shard_limit or self.kept_meta >= META_LIMIT * self.config.shard_bytes
 
     def take_kept(self) -> pa.Table:
         table = pa.Table.from_pydict({**self.kept, "text": _text_array(self.kept["text"])}, schema=DOCUMENT_SCHEMA)
         self.kept = {name: [] for name in DOCUMENT_SCHEMA.names}
-        self.kept_bytes = 0
+        self.kept_bytes = self.kept_meta = 0
         return table
 
     def take_removed(self) -> pa.Table:
@@ -437,7 +450,7 @@ class Records:
             return _NO_REMOVED
         table = pa.Table.from_pydict(self.removed, schema=REMOVED_SCHEMA)
         self.removed = {name: [] for name in REMOVED_SCHEMA.names}
-        self.removed_chars = 0
+        self.removed_chars = self.removed_meta = 0
         return table
 
 

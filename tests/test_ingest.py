@@ -640,3 +640,22 @@ def test_a_text_file_loses_its_byte_order_mark_and_utf16_with_its_mark_is_read(t
     removed = _read(tmp_path, "removed")
     assert [(row["id"], row["reason"]) for row in removed] == [("t/d-latin1.txt", "invalid_utf8"), ("t/e-odd.txt", "invalid_utf8")]
     assert json.loads(removed[1]["meta"])["error"].startswith("invalid UTF-16")
+
+
+def test_records_whose_other_fields_dwarf_their_text_are_cut_into_shards_by_meta_too(tmp_path):
+    """A shard is cut at ``shard_bytes`` of text or four times that of meta: 40 records of 100 bytes
+    of text beside 9 kB of HTML are not one shard of 360 kB of meta at a 50 kB target; removed rows
+    (here with no text) are cut the same way."""
+    html = "<p>" + "h" * 9_000 + "</p>"
+    records = [{"id": f"k{i}", "text": f"kept text {i} " + "t" * 88, "html": html} for i in range(40)]
+    records += [{"id": f"r{i}", "html": html} for i in range(40)]  # missing_text: removed
+    (tmp_path / "pages.jsonl.gz").write_bytes(gzip.compress(_lines(*records)))  # compressed: one unit
+    config = parse_config(_config(tmp_path, [{"name": "p", "path": str(tmp_path / "pages.jsonl.gz"),
+                                              "category": "web", "id_field": "id"}], shard_bytes=50_000))
+    (result,) = run_pipeline(config, use_ray=False, only="ingest", log=lambda _: None)
+    (receipt,) = result.receipts
+    stage = tmp_path / "work" / "01_ingest"
+    for side, expected in (("kept_files", [f"p/k{i}" for i in range(40)]), ("removed_files", [f"p/r{i}" for i in range(40)])):
+        tables = [pq.read_table(stage / f["path"]) for f in receipt[side]]
+        assert len(tables) >= 2 and [i for t in tables for i in t.column("id").to_pylist()] == expected
+        assert all(sum(map(len, t.column("meta").to_pylist())) < 4 * 50_000 + 10_000 for t in tables)
