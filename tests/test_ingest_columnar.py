@@ -14,6 +14,7 @@ from pipeline.config import parse_config
 from stages import ingest
 from stages.ingest import list_input_files, read_files
 from stages.readers import parquet
+from stages.readers.parquet import _rows
 
 TEXTS = ["a fine document", "", None, " \u3000\n", "y" * 900, "quote \" and \\ and \n newline",
          "文本 " * 40, "\x00 nul \x00", "emoji \U0001F600 end", "last one"]
@@ -126,3 +127,25 @@ def test_a_binary_text_column_is_read_as_utf8_text(tmp_path, kind):
     assert kept == out["a-string"][0][1:]  # the rows read one by one keep what the column gave
     assert removed[0]["id"] == "src/d0" and removed[0]["reason"] == "invalid_utf8" and removed[0]["text"] == "bad \ufffd byte"
     assert removed[1:] == out["a-string"][1]
+
+
+def test_wide_rows_are_read_in_smaller_batches_with_the_same_output(tmp_path, monkeypatch):
+    """Rows whose other columns are wide (a page's HTML beside its text) are read fewer than 1,000
+    to a batch (``BATCH_BYTES``), and the shards and removed rows are the same as with batches of 1,000."""
+    table = _table(300).append_column("html", pa.array([f"<p>{i}</p>" + "h" * 3_000 for i in range(300)]))
+    pq.write_table(table, tmp_path / "wide.parquet", row_group_size=120)
+    config = parse_config({"work_dir": str(tmp_path / "work"), "ingest": {"shard_bytes": 20_000, "max_doc_bytes": 800},
+                           "inputs": [{"name": "w", "path": str(tmp_path / "wide.parquet"), "category": "web", "id_field": "id"}]})
+    items = tuple(list_input_files(config.inputs[0]))
+    metadata = pq.read_metadata(tmp_path / "wide.parquet")
+
+    def read() -> list:
+        return [(kept.to_pylist(), removed.to_pylist()) for kept, removed, _ in read_files(items, config.ingest)]
+
+    assert parquet._batch_rows(metadata, range(3)) == 1000
+    whole = read()
+    monkeypatch.setattr(parquet, "BATCH_BYTES", 50_000)
+    assert 5 <= parquet._batch_rows(metadata, range(3)) <= 20
+    batches = []
+    monkeypatch.setattr(parquet, "_rows", lambda rows, *args: (batches.append(b.num_rows) or b for b in _rows(rows, *args)))
+    assert read() == whole and max(batches) <= 20 and len(whole) > 3

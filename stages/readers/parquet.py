@@ -1,4 +1,5 @@
-"""Parquet: one record per row, read in batches of 1,000 rows; a file that cannot be decoded keeps
+"""Parquet: one record per row, read in batches of 1,000 rows (fewer where rows are large:
+``_batch_rows``); a file that cannot be decoded keeps
 the rows read before and quarantines the rest as one ``corrupt_file`` row. With ``html_field`` or
 ``url_filter``, rows go through ``stages.readers.web.add_record``. Otherwise a string text column (or
 a binary one, read as UTF-8 strings) is checked as a whole (``stages.ingest.TextRef.checks``: the
@@ -52,7 +53,8 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             kind = parquet.schema_arrow.field(column).type
             as_string = _STRING_VIEWS.get(kind) if not item.source.html_field else None
             columnar = (as_string is not None and url_filter(item.source) is None and column != item.source.id_field)
-            for record_batch in _rows(parquet.iter_batches(batch_size=1000, row_groups=groups), skip, take):
+            batches = parquet.iter_batches(batch_size=_batch_rows(parquet.metadata, groups), row_groups=groups)
+            for record_batch in _rows(batches, skip, take):
                 texts = record_batch.column(column)
                 checks = TextRef.checks(texts.view(as_string)) if columnar else None
                 if checks is None:
@@ -114,6 +116,19 @@ def _prepared(item: InputFile, batch: pa.RecordBatch, texts: pa.Array, checks: l
         categories = [source.category] * batch.num_rows
     return PreparedRows(ids, texts, checks, metas, categories, first,
                         functools.partial(_raw, batch, source.text_field))
+
+
+BATCH_BYTES = 32_000_000  # about the most a batch holds uncompressed: rows of 1 MB are read 32 at a time
+
+
+def _batch_rows(metadata: pq.FileMetaData, groups: range) -> int:
+    """Rows per batch: 1,000, or fewer where the widest group's rows average more than
+    ``BATCH_BYTES`` / 1,000 uncompressed (a page's HTML beside its text: batches of 1,000 such rows
+    of 1 MB made a task of 7.6 GB). Records are filed one by one, so the batches do not change
+    the output."""
+    widest = max((metadata.row_group(group).total_byte_size / max(1, metadata.row_group(group).num_rows)
+                  for group in groups), default=0)
+    return max(1, min(1000, int(BATCH_BYTES // max(1, widest))))
 
 
 def _rows(batches: Iterator[pa.RecordBatch], skip: int, take: int | None) -> Iterator[pa.RecordBatch]:
