@@ -46,15 +46,15 @@ from common import (  # noqa: E402
 )
 
 
-def write_input(copies: int, path: Path) -> dict:
+def write_input(copies: int, path: Path, group_rows: int | None = None) -> dict:
     """corpus-dev ``copies`` times as one JSON-lines file, or with a ``.parquet`` path one Parquet
-    file of one row group (zstd; what ``pq.write_table`` makes of fewer than a million rows), its
-    ``academic`` as ``papers``; its size and text in MB."""
+    file of one row group (zstd; what ``pq.write_table`` makes of fewer than a million rows) or of
+    groups of ``group_rows``, its ``academic`` as ``papers``; its size and text in MB."""
     rows = [row for shard in corpus_shards() for row in pq.read_table(shard).to_pylist()]
     records = [{**row, "id": f"{copy}-{row['id']}", "category": CATEGORY_NAMES.get(row["category"], row["category"])}
                for copy in range(copies) for row in rows]
     if path.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pylist(records), path, compression="zstd", row_group_size=len(records))
+        pq.write_table(pa.Table.from_pylist(records), path, compression="zstd", row_group_size=group_rows or len(records))
     else:
         with path.open("w", encoding="utf-8") as out:
             out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
@@ -62,7 +62,7 @@ def write_input(copies: int, path: Path) -> dict:
     return {"docs": len(records), "file_mb": round(path.stat().st_size / 1e6, 3), "text_mb": round(text / 1e6, 3)}
 
 
-def ours(path: str, work: str, workers: int, stages: str, ids: bool = True) -> dict:
+def ours(path: str, work: str, workers: int, stages: str, ids: bool = True, shard_bytes: int = 64_000_000) -> dict:
     """Our run on a local Ray of ``workers`` (in a fresh process, Ray started before the clock)."""
     import bench_pipeline
     import ray
@@ -70,7 +70,7 @@ def ours(path: str, work: str, workers: int, stages: str, ids: bool = True) -> d
     from pipeline.config import parse_config
     from pipeline.runner import run_pipeline
 
-    raw = bench_pipeline.pipeline_config({"by_category": {}}, Path(work), workers)
+    raw = bench_pipeline.pipeline_config({"by_category": {}}, Path(work), workers, shard_bytes)
     raw["fuse"] = True  # the default: the cut file's pieces go on down the stages in parallel
     raw["inputs"] = [{"name": "dump", "path": path, "category": "web", "category_field": "category"}
                      | ({"id_field": "id"} if ids else {})]
@@ -127,24 +127,28 @@ def main() -> None:
                         help="ours without the input's id_field: ids by line number, and the pass before the pieces only counts lines")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
                         help="parquet: one file of one row group (cut by row count)")
+    parser.add_argument("--row-group-rows", type=int, default=None,
+                        help="with --format parquet: rows per row group (default: one group)")
+    parser.add_argument("--shard-mb", type=float, default=64.0, help="ingest.shard_bytes of ours, in MB")
     parser.add_argument("--out", default="large_file")
     args = parser.parse_args()
     compile_bytecode()
     worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-large-file-") as tmp:
         path = Path(tmp) / f"dump.{args.format}"
-        corpus = write_input(args.copies, path)
+        corpus = write_input(args.copies, path, args.row_group_rows)
+        shard_bytes = int(args.shard_mb * 1e6)
         print(f"one file of {corpus['file_mb']} MB: {corpus['docs']:,} documents, {corpus['text_mb']} MB of text",
               file=sys.stderr)
         if args.stages == "all":  # a first run compiles what this tree's stages have not cached yet
-            isolated(ours, str(path), f"{tmp}/warm", max(worker_counts), "all", not args.no_id_field, pin=False)
+            isolated(ours, str(path), f"{tmp}/warm", max(worker_counts), "all", not args.no_id_field, shard_bytes, pin=False)
             shutil.rmtree(f"{tmp}/warm", ignore_errors=True)
         runs: dict[str, list[dict]] = {}
         for repeat in range(args.repeats):
             for workers in worker_counts:
                 work = f"{tmp}/ours-{workers}-{repeat}"
                 runs.setdefault(f"ours_{workers}", []).append(isolated(ours, str(path), work, workers, args.stages,
-                                                                         not args.no_id_field, pin=False))
+                                                                         not args.no_id_field, shard_bytes, pin=False))
                 shutil.rmtree(work, ignore_errors=True)
                 if not args.no_datatrove and args.stages == "ingest":
                     work = f"{tmp}/dt-{workers}-{repeat}"
