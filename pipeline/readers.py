@@ -25,9 +25,10 @@ record, a 404 page: removed with its reason, never an error), and yields after e
 work; a reader without it reads a file as one unit, and the source stage groups small files into
 one unit up to the same size. A reader whose pieces must know what the pieces before them hold
 (a JSON-lines piece: the number of its first line, the ids already seen) also gives
-``index(item, ingest_config)``: a piece's ``PieceIndex``. The source stage runs it on every piece of a file at once,
-in a pass before it reads any, and hands each piece the sum of those before it as
-``item.before`` (a ``Before``). ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
+``index(item, ingest_config)``: a piece's ``PieceIndex``. The source stage runs it on every piece of
+a file at once, in a pass before it reads any, and hands each piece the sum of those before it as
+``item.before`` (a ``Before``); with ``index_for_ids`` (Parquet: a piece knows its rows' numbers
+from the footer) only for an input with an ``id_field``. ``text_bytes(item)``, where a reader can tell cheaply (a Parquet footer),
 says about how many text bytes a file (or piece) holds: the source stage then cuts a unit's kept rows
 into shards of equal size, the nearest count to ``shard_bytes`` each, instead of full shards and a
 small last one. It asks only for units of at most ``TEXT_BYTES_FILES`` files, so a reader may keep
@@ -103,6 +104,7 @@ class Reader:
     read: Callable[[InputFile, Any], Iterator[None]]
     split: Callable[[InputFile, int], list[InputFile]] | None = None  # None: the file is read whole
     index: Callable[[InputFile, Any], PieceIndex] | None = None  # None: a piece needs nothing from those before it
+    index_for_ids: bool = False  # True: a piece numbers its records itself, so only an id_field needs ``index``
     text_bytes: Callable[[InputFile], int | None] | None = None  # None: unknown before reading
     options: tuple[str, ...] = ("text_field", "id_field")
 

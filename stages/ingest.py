@@ -11,8 +11,8 @@ configured input source declares its category; fields are mapped to the document
   no ``/`` (config validation), file paths are unique within a source, and within one file a second
   record with an id already seen is quarantined as ``duplicate_id`` (in a piece of a large Parquet
   or plain JSON-lines file that its reader cut, an id any record of an earlier piece holds counts as
-  seen, kept or not: a Parquet piece reads their id column alone, not their text, and the pieces of
-  a JSON-lines file are indexed first, ``stages.ingest_pieces``). The file path is in the id of
+  seen, kept or not: the pieces of a file are indexed first, ``stages.ingest_pieces``; a Parquet
+  piece's index reads its id column alone, not its text). The file path is in the id of
   a many-file source because checking one id set across all its files would need the whole source's
   ids in one place (memory that grows with the corpus, or a global pass); per file, the set is
   bounded by the file, which one task already holds;

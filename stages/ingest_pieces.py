@@ -1,7 +1,8 @@
 """The source stage's pass over the pieces of files its readers cut, before it reads any of them
 (``Ingest.prepare``), for readers whose pieces need what the pieces before them hold
 (``Reader.index``: a JSON-lines piece numbers its lines from where the piece before it stopped, and
-an id an earlier piece holds is a ``duplicate_id`` in it).
+an id an earlier piece holds is a ``duplicate_id`` in it; a Parquet piece knows its rows' numbers
+from the footer and needs the pass only for its ids, ``Reader.index_for_ids``).
 
 Every piece of such a file is indexed at once on the workers (``index_piece``: its record count; its
 ids go to ``scratch`` as ``<unit>.ids.parquet``, with a 64-bit digest of each). The driver then, a
@@ -40,7 +41,7 @@ def prepare_pieces(inputs: dict[str, tuple[InputFile, ...]], config: Any, scratc
     if not stale:
         return
     tasks = [(item, config, fs, _ids_path(scratch, name)) for pieces in stale for name, item in pieces]
-    log(f"counting the lines and ids of {len(tasks)} pieces of {len(stale)} large files, before reading them")
+    log(f"counting the records and ids of {len(tasks)} pieces of {len(stale)} large files, before reading them")
     counts = iter(map_(index_piece, tasks))
     for pieces in stale:  # a file at a time: the driver holds one file's digests
         records = [next(counts) for _ in pieces]
@@ -110,7 +111,9 @@ def _seen(fs: Any, scratch: str, names: list[str], digests: list[np.ndarray]) ->
 
 
 def _indexed_piece(item: InputFile) -> bool:
-    return item.piece is not None and item.reader.index is not None
+    reader = item.reader
+    return (item.piece is not None and reader.index is not None
+            and (not reader.index_for_ids or item.source.id_field is not None))
 
 
 def _stored(fs: Any, scratch: str, unit: str, item: InputFile) -> dict | None:

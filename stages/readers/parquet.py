@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
-from pipeline.readers import TEXT_BYTES_FILES, InputFile, Reader, record_id, record_ids, record_meta
+from pipeline.readers import TEXT_BYTES_FILES, InputFile, PieceIndex, Reader, record_id, record_ids, record_meta
 from pipeline.storage import resolve
 from stages.readers.jsonl import OPTIONS
 from stages.ingest import PreparedRows, TextRef, meta_json_rows, record_category
@@ -48,8 +48,8 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                 raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
             # A plain text column goes into the shards as Arrow data (``stages.ingest.TextRef``); HTML
             # to extract, a URL list or a text column that is not a string needs each record in Python.
-            if item.source.id_field and (first_group > 0 or skip) and item.source.id_field in names:
-                records.seen_before(_earlier_ids(parquet, item, first_group, skip))
+            if item.before is not None:  # the ids of earlier pieces that some row here holds too
+                records.seen_before(item.before.seen)
             kind = parquet.schema_arrow.field(column).type
             as_string = _STRING_VIEWS.get(kind) if not item.source.html_field else None
             columnar = (as_string is not None and url_filter(item.source) is None and column != item.source.id_field)
@@ -147,15 +147,29 @@ def _rows(batches: Iterator[pa.RecordBatch], skip: int, take: int | None) -> Ite
             return
 
 
-def _earlier_ids(parquet: pq.ParquetFile, item: InputFile, first_group: int, skip: int) -> Iterator[str]:
-    """The ids of the rows before this piece of the file (its id column alone): those of the groups
-    before ``first_group`` and the first ``skip`` rows of it. A piece of a file holds the ids its
-    earlier pieces hold as already seen, so ids stay unique within the file whatever the cut."""
-    def ids(groups: range) -> Iterator[pa.RecordBatch]:
-        return parquet.iter_batches(batch_size=10_000, row_groups=groups, columns=[item.source.id_field])
-    within = _rows(ids(range(first_group, first_group + 1)), 0, skip) if skip else ()
-    for batch in itertools.chain(ids(range(first_group)), within):
-        yield from (doc_id for doc_id in record_ids(item, batch.column(0).to_pylist()) if doc_id is not None)
+def _index(item: InputFile, config) -> PieceIndex:
+    """A piece's row count and the ids of its rows (the id column alone), for the pass before the
+    pieces are read (``stages.ingest_pieces``): a piece then holds as seen only the ids of earlier
+    pieces that it holds too, instead of reading every earlier piece's ids itself. Where the file
+    cannot be decoded, the ids read before the damage, which is where the piece's read stops too."""
+    first_group, end_group, _, skip, take = item.piece
+    metadata = _footer_of(item)  # read, or the file would not have been cut
+    rows = sum(metadata.row_group(group).num_rows for group in range(first_group, end_group)) - skip
+    rows = rows if take is None else min(rows, take)
+    fs, _ = resolve(item.source.path)
+    ids: list[str] = []
+    with fs.open_input_file(item.path) as source:
+        try:
+            parquet = pq.ParquetFile(source, metadata=metadata)
+            if item.source.id_field in parquet.schema_arrow.names:
+                batches = parquet.iter_batches(batch_size=10_000, row_groups=range(first_group, end_group),
+                                               columns=[item.source.id_field])
+                for batch in _rows(batches, skip, take):
+                    ids.extend(doc_id for doc_id in record_ids(item, batch.column(0).to_pylist()) if doc_id is not None)
+        except (pa.ArrowInvalid, OSError) as error:
+            if not _undecodable(fs, error):
+                raise
+    return PieceIndex(rows, ids)
 
 
 # A text column of these types goes into the shards as Arrow strings: binary ones (Parquet byte
@@ -277,4 +291,4 @@ def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
 
 
 READER = Reader(name="parquet", patterns=(".parquet",), read=_read_parquet, options=OPTIONS, split=_split,
-                text_bytes=_text_bytes)
+                index=_index, index_for_ids=True, text_bytes=_text_bytes)
