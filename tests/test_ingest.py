@@ -222,6 +222,7 @@ def test_small_files_share_a_unit_and_a_large_parquet_file_is_cut_at_row_groups(
     assert [r["id"] for r in kept if r["source"] == "tiny"] == [f"tiny/doc-{i:03d}.jsonl#t{i}" for i in range(40)]
     assert [r["id"] for r in kept if r["source"] == "big"] == [f"big/big.parquet:row {i + 1}" for i in range(100)]
     assert [r["text"] for r in kept if r["source"] == "big"] == rows
+    assert not (tmp_path / "work" / "01_ingest" / "_scratch" / "pieces").exists()  # no id_field: no pass before the pieces
     grouped = {r["id"]: r for r in kept}
 
     # the same documents, byte for byte, with one file per unit and the Parquet file read whole
@@ -342,6 +343,11 @@ def test_ids_stay_unique_in_a_parquet_file_cut_into_pieces(tmp_path, row_group_s
         assert results["pieces"][0] == [25, 25, 25, 25]
     assert results["pieces"][1:] == results["whole"][1:]
     assert results["pieces"][1] == [f"big/d{i}" for i in range(60)]
+    # the pieces' ids were read once, in the pass before them; a piece holds only the earlier ids it repeats
+    befores = sorted((tmp_path / "pieces" / "work" / "01_ingest" / "_scratch" / "pieces").glob("*.before.json"))
+    seen = [json.loads(path.read_text())["seen"] for path in befores]
+    assert len(befores) == len(results["pieces"][0]) and seen[0] == []
+    assert sorted(doc_id for ids in seen for doc_id in ids) == sorted(f"big/d{i}" for i in range(40))
     assert [(doc_id, reason) for doc_id, reason, _ in results["pieces"][2]] == sorted(
         (f"big/d{i}", "duplicate_id") for i in range(40))
 
