@@ -46,17 +46,16 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
             column = getattr(item.source, key)
             if column not in names:
                 raise InputError(f"{item.path}: no column {column!r} (the {key} of source {item.source.name!r}); columns are {names}")
-            # A plain text column goes into the shards as Arrow data (``stages.ingest.TextRef``); HTML
-            # to extract, a URL list or a text column that is not a string needs each record in Python.
             if item.before is not None:  # the ids of earlier pieces that some row here holds too
                 records.seen_before(item.before.seen)
-            kind = parquet.schema_arrow.field(column).type
-            as_string = _STRING_VIEWS.get(kind) if not item.source.html_field else None
+            # A plain text column goes into the shards as Arrow data (``stages.ingest.TextRef``); HTML
+            # to extract, a URL list or a text column of another type needs each record in Python.
+            as_string = None if item.source.html_field else _STRING_VIEWS.get(parquet.schema_arrow.field(column).type)
             columnar = (as_string is not None and url_filter(item.source) is None and column != item.source.id_field)
             batches = parquet.iter_batches(batch_size=_batch_rows(parquet.metadata, groups), row_groups=groups)
             for record_batch in _rows(batches, skip, take):
-                texts = record_batch.column(column)
-                checks = TextRef.checks(texts.view(as_string)) if columnar else None
+                texts = record_batch.column(column).view(as_string) if columnar else None
+                checks = TextRef.checks(texts) if columnar else None
                 if checks is None:
                     for record in record_batch.to_pylist():
                         row += 1
@@ -70,7 +69,6 @@ def _read_parquet(item: InputFile, records) -> Iterator[None]:
                         add_record(item, records, record, f"row {row}", "row", row, raw)
                         yield
                     continue
-                texts = texts.view(as_string)
                 prepared = None if item.source.lang_field else _prepared(item, record_batch, texts, checks, row + 1)
                 if prepared is not None:
                     start = 0
