@@ -364,8 +364,8 @@ def datatrove_run(jobs: list[tuple[str, str, str]], out: str, workers: int, toke
 
     def pipelines(stage: str, source: str, name: str) -> list[tuple[list, int | None]]:
         """The pipelines of one stage and their task counts (None: one per input file)."""
-        def writer(*parts: str) -> ParquetWriter:
-            return ParquetWriter(str(out_dir.joinpath(name, *parts)), compression="zstd")
+        def writer(*parts: str, schema=None) -> ParquetWriter:
+            return ParquetWriter(str(out_dir.joinpath(name, *parts)), compression="zstd", schema=schema)
 
         if stage == "langid":
             step = LanguageFilter(languages=LANGUAGES, language_threshold=MIN_SCORE,
@@ -380,10 +380,15 @@ def datatrove_run(jobs: list[tuple[str, str, str]], out: str, workers: int, toke
                       FineWebQualityFilter(exclusion_writer=writer("removed", "fineweb"), **words),
                       writer("kept")], None)]
         if stage == "quality":
+            # The filter adds its labels to the metadata most probable first, and the writer takes a
+            # batch's schema from its first document: given no schema, it fails when a batch starts
+            # with a document whose top label differs from the file's first (short documents do).
+            labelled = pa.schema([("text", pa.string()), ("id", pa.string()), ("metadata", pa.struct([
+                ("file_path", pa.string()), ("__label__gold", pa.float64()), ("__label__junk", pa.float64())]))])
             return [([reader(source),
                       FastTextClassifierFilter(model_url=model, keep_labels=("gold", QUALITY_THRESHOLD),
-                                               exclusion_writer=writer("removed")),
-                      writer("kept")], None)]
+                                               exclusion_writer=writer("removed", schema=labelled)),
+                      writer("kept", schema=labelled)], None)]
         sig, buckets, ids = (str(out_dir / name / part) for part in ("signatures", "buckets", "remove_ids"))
         return [
             ([reader(source), MinhashDedupSignature(sig, config=minhash, language=ScriptTokenizer())], None),
