@@ -602,6 +602,24 @@ def test_meta_is_strict_json_with_nan_and_infinite_numbers_written_null(tmp_path
     assert removed["reason"] == "empty_text" and json.loads(removed["meta"], **strict)["score"] is None
 
 
+def test_integers_beyond_64_bits_stay_exact_as_pythons_decoder_reads_them(tmp_path):
+    """Lines are decoded by orjson first, which reads an integer literal beyond 64 bits as a float;
+    such records are Python's decoder's, so ids and meta keep every digit (a piece's pass too)."""
+    lines = [b'{"id": 18446744073709551616, "text": "an id past 2**64", "n": -9223372036854775809, "f": 1e19}',
+             b'{"id": 9223372036854775808, "text": "an id between 2**63 and 2**64", "deep": {"m": [123456789012345678901234567890]}}',
+             b'{"id": "plain", "text": "nothing big", "f": 2.5}']
+    (tmp_path / "big.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    config = parse_config(_config(tmp_path, [{"name": "b", "path": str(tmp_path / "big.jsonl"), "category": "web",
+                                              "id_field": "id"}]))
+    run_pipeline(config, use_ray=False, log=lambda _: None)
+    kept = _read(tmp_path, "kept")
+    assert [row["id"] for row in kept] == ["b/18446744073709551616", "b/9223372036854775808", "b/plain"]
+    metas = [json.loads(row["meta"]) for row in kept]
+    assert (metas[0]["n"], metas[0]["f"]) == (-9223372036854775809, 1e19)
+    assert '"n": -9223372036854775809' in kept[0]["meta"]
+    assert metas[1]["deep"] == {"m": [123456789012345678901234567890]} and metas[2]["f"] == 2.5
+
+
 def test_a_pieces_rows_are_its_range_of_the_file_wherever_batches_end():
     """``_rows`` (a part of a row group: skip some rows, take some) gives exactly that range of the
     rows, for ranges that start and end inside a batch, on its edges, or past the last row."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Iterator
+from typing import Callable, Iterator
+
+import orjson
 
 from pipeline.config import IngestConfig
 from pipeline.readers import InputFile, PieceIndex, Reader, record_ids
@@ -31,6 +33,8 @@ BOM = b"\xef\xbb\xbf"
 # Deeper records are malformed_json: far below where Python's decoder runs out of stack (about 950
 # levels) and far above any real record's nesting.
 MAX_DEPTH = 200
+BIG = 2.0 ** 63  # orjson reads an integer literal beyond 64 bits as a float, Python as an exact int
+PLAIN_VALUES = {str, int, bool, type(None)}  # values orjson and Python's decoder always read alike
 
 
 def _read_jsonl(item: InputFile, records) -> Iterator[None]:
@@ -73,10 +77,22 @@ def _parse_jsonl(item: InputFile, records, lines: Lines, first: int = 1) -> Iter
         yield
 
 
-def _parse_line(raw_line: bytes) -> tuple[dict | None, str | None, str | None, str]:
-    """(record, None, None, line) for a line that is a JSON object, else (None, the reason it is bad
-    input, the error to show or None, the line as text): UTF-8 first, then JSON. The pass over a
-    cut file's pieces (``_index``) takes ids by the same rules."""
+def _parse_line(raw_line: bytes) -> tuple[dict | None, str | None, str | None, str | Callable[[], str]]:
+    """(record, None, None, the line as text or a function that gives it) for a line that is a JSON
+    object, else (None, the reason it is bad input, the error to show or None, the line as text):
+    UTF-8 first, then JSON. The pass over a cut file's pieces (``_index``) takes ids by the same rules.
+
+    orjson decodes first: at twice the speed of Python's decoder, the same values for strict JSON.
+    What it refuses (malformed lines, and what only Python's decoder takes: NaN, 1e400, escaped lone
+    surrogates) and what it may read otherwise (integers beyond 64 bits, which it makes floats) goes
+    to Python's decoder, whose record or reason stands as it always did."""
+    try:
+        record = orjson.loads(raw_line)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(record) is dict and not _unlike_python(record):
+            return record, None, None, lambda: raw_line.decode("utf-8")
     try:
         line = raw_line.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -106,6 +122,27 @@ def _too_deep(record: dict) -> bool:
         children = value.values() if type(value) is dict else value
         stack.extend((child, depth + 1) for child in children if type(child) in (list, dict))
     return False
+
+
+def _unlike_python(record: dict) -> bool:
+    """Whether Python's decoder might read ``record``'s line otherwise than orjson did: a float of
+    2**63 or more may have been an integer literal that Python keeps exact (a real float so large
+    is merely decoded twice), and a record too deep is Python's decoder's to judge."""
+    if set(map(type, record.values())) <= PLAIN_VALUES:  # most records: a C loop, no walk
+        return False
+    values, nested = list(record.values()), False
+    while values:
+        value = values.pop()
+        kind = type(value)
+        if kind is float and abs(value) >= BIG:
+            return True
+        if kind is dict:
+            values.extend(value.values())
+            nested = True
+        elif kind is list:
+            values.extend(value)
+            nested = True
+    return nested and _too_deep(record)
 
 
 def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
