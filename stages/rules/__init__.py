@@ -24,12 +24,14 @@ Thresholds: ``stages/rules/config.py`` (datatrove's published defaults unless do
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.stage import CATEGORIES, Stage, StageOutput, split
-from pipeline.stats import Stats, histogram
+from pipeline.stats import EXAMPLES_PER_KEY, Stats, histogram
 from stages.rules import c4, code, fineweb, gopher
 from stages.rules.base import Cleaned, LineCleaner, Rule, RuleGroup
 from stages.rules.config import RulesConfig
@@ -76,6 +78,7 @@ class Rules(Stage):
         edited = np.zeros(batch.num_rows, dtype=np.bool_)
         edited_texts: list[str] = []
         shares: list[float] = []
+        drops = _Drops()
         for row, (doc_id, text, lang, category) in enumerate(
             zip(batch.column("id").to_pylist(), texts, langs, batch.column("category").to_pylist())
         ):
@@ -88,7 +91,8 @@ class Rules(Stage):
                     edited_texts.append(final.text)
                 shares.append(_record_edits(stats, edits, len(doc.text)))
             else:
-                _record_drop(stats, reason, doc_id, len(doc.text), doc.lang or "unknown", category)
+                drops.add(reason, doc_id, len(doc.text), doc.lang or "unknown", category)
+        drops.record(stats)
         if shares:
             stats.merge({"cleaned_share": histogram(shares, SHARE_EDGES)})
         # Only edited texts are converted back to Arrow; the others keep their original buffers.
@@ -130,12 +134,46 @@ class Rules(Stage):
         return None, doc, edits
 
 
-def _record_drop(stats: Stats, reason: str, doc_id: str, chars: int, lang: str, category: str) -> None:
-    stats.add("dropped", reason, "docs", 1)
-    stats.add("dropped", reason, "chars", chars)
-    stats.add("dropped", reason, "by_lang", lang, 1)
-    stats.add("dropped", reason, "by_category", category, 1)
-    stats.example("examples", reason, doc_id)
+class _Drops:
+    """The dropped documents of a batch, counted into ``stats`` at its end: ``dropped.<reason>``'s
+    docs, chars, by_lang and by_category, and ``examples.<reason>`` (the first ids), as counting each
+    document as it is dropped would, at a fraction of the cost per document (a corpus of short
+    documents drops hundreds of thousands)."""
+
+    def __init__(self):
+        self.reasons: list[str] = []
+        self.ids: list[str] = []
+        self.chars: list[int] = []
+        self.langs: list[str] = []
+        self.categories: list[str] = []
+
+    def add(self, reason: str, doc_id: str, chars: int, lang: str, category: str) -> None:
+        self.reasons.append(reason)
+        self.ids.append(doc_id)
+        self.chars.append(chars)
+        self.langs.append(lang)
+        self.categories.append(category)
+
+    def record(self, stats: Stats) -> None:
+        chars: dict[str, int] = {}
+        examples: dict[str, list[str]] = {}
+        for reason, doc_id, size in zip(self.reasons, self.ids, self.chars):
+            chars[reason] = chars.get(reason, 0) + size
+            kept = examples.setdefault(reason, [])
+            if len(kept) < EXAMPLES_PER_KEY:
+                kept.append(doc_id)
+        docs = Counter(self.reasons)
+        by_lang, by_category = Counter(zip(self.reasons, self.langs)), Counter(zip(self.reasons, self.categories))
+        for reason, count in docs.items():
+            stats.add("dropped", reason, "docs", count)
+            stats.add("dropped", reason, "chars", chars[reason])
+        for (reason, lang), count in by_lang.items():
+            stats.add("dropped", reason, "by_lang", lang, count)
+        for (reason, category), count in by_category.items():
+            stats.add("dropped", reason, "by_category", category, count)
+        for reason, ids in examples.items():
+            for doc_id in ids:
+                stats.example("examples", reason, doc_id)
 
 
 def _record_edits(stats: Stats, edits: list[Cleaned], original_chars: int) -> float:
