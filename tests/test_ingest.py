@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import posixpath
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -618,6 +620,48 @@ def test_integers_beyond_64_bits_stay_exact_as_pythons_decoder_reads_them(tmp_pa
     assert (metas[0]["n"], metas[0]["f"]) == (-9223372036854775809, 1e19)
     assert '"n": -9223372036854775809' in kept[0]["meta"]
     assert metas[1]["deep"] == {"m": [123456789012345678901234567890]} and metas[2]["f"] == 2.5
+
+
+def test_a_line_decodes_to_what_pythons_decoder_makes_of_it():
+    """The reader decodes with orjson first; over generated lines (numbers of every size and form,
+    escapes, lone surrogates, nesting, NaN, invalid UTF-8, malformed JSON) its record or reason is
+    the one Python's decoder alone gives."""
+    from stages.readers.jsonl import MAX_DEPTH, _parse_line, _too_deep
+
+    def python_alone(raw: bytes):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return None
+        return record if isinstance(record, dict) and not _too_deep(record) else None
+
+    rng = random.Random(7)
+    atoms = ["1", "-0", "-0.0", "1e400", "NaN", "-Infinity", "18446744073709551616", "-9223372036854775809",
+             "9223372036854775808", "123456789012345678901234567890", "1.5e19", "2.5", "1E-400", "0.1",
+             '"\\ud800"', '"\\ud83d\\ude00"', '"caf\u00e9"', '"\\u0000"', "true", "null", '"\\/"', "01", "1."]
+
+    def value(depth: int) -> str:
+        roll = rng.random()
+        if depth < MAX_DEPTH + 5 and roll < 0.15:
+            return "[" + ", ".join(value(depth + 1) for _ in range(rng.randint(0, 2))) + "]"
+        if depth < MAX_DEPTH + 5 and roll < 0.3:
+            return "{" + ", ".join(f'"k{i}": {value(depth + 1)}' for i in range(rng.randint(0, 2))) + "}"
+        if roll < 0.4:
+            return repr(rng.uniform(-1e20, 1e20) * 10 ** rng.randint(-300, 290))
+        return rng.choice(atoms)
+
+    lines = [("{" + ", ".join(f'"f{i}": {value(2)}' for i in range(rng.randint(1, 4))) + "}").encode() for _ in range(3000)]
+    lines += [b'{"x": ' + b"[" * depth + b"]" * depth + b"}" for depth in (MAX_DEPTH - 2, MAX_DEPTH, MAX_DEPTH + 1, 1100)]
+    lines += [b'{"x": "caf\xe9"}', b'{"x": 1', b'["a"]', b'{"x": 1}\x0c', b'{"x": 1} ']
+    for raw in lines:
+        record, reason, _, _ = _parse_line(raw)
+        expected = python_alone(raw)
+        assert (record is None) == (expected is None), raw
+        if record is not None:
+            # NaN is never equal to itself: compare the JSON Python writes of both
+            assert json.dumps(record) == json.dumps(expected), raw
+            assert all(type(a) is type(b) for a, b in zip(record.values(), expected.values())), raw
+    assert math.isinf(_parse_line(b'{"x": 1e400}')[0]["x"])
 
 
 def test_a_pieces_rows_are_its_range_of_the_file_wherever_batches_end():
