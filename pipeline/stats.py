@@ -6,7 +6,7 @@ and, merged in shard order, always give the same result.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,6 +33,21 @@ class Stats(dict):
         items = node.setdefault(str(path[-1]), [])
         if len(items) < EXAMPLES_PER_KEY:
             items.append(item)
+
+    def examples(self, heading: str, keys: list, items: "Callable[[list[int]], list]") -> None:
+        """``example(heading, key, item)`` for the rows of each ``keys`` value (None: no row) that
+        ``example`` would keep, the first ``EXAMPLES_PER_KEY`` of each key; ``items(rows)`` gives
+        those rows' items. A batch that removes 100,000 rows looks at each key once per row, not
+        ``example`` once per row, and converts only the items it keeps."""
+        rows: dict[Any, list[int]] = {}
+        for row, key in enumerate(keys):
+            if key is not None:
+                taken = rows.setdefault(key, [])
+                if len(taken) < EXAMPLES_PER_KEY:
+                    taken.append(row)
+        picked = [row for taken in rows.values() for row in taken]
+        for row, item in zip(picked, items(picked) if picked else []):
+            self.example(heading, keys[row], item)
 
     def merge(self, other: dict) -> "Stats":
         _merge_into(self, other)

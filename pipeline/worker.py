@@ -247,8 +247,8 @@ def output_stats(table: pa.Table, kept: bool) -> Stats:
             stats.add(heading, row["key"], f"{side}_docs", row["len_count"])
             stats.add(heading, row["key"], f"{side}_bytes", row["len_sum"] or 0)
     if not kept:
-        for reason, doc_id in zip(table.column(REASON_COLUMN).to_pylist(), table.column("id").to_pylist()):
-            stats.example("examples", reason, doc_id)
+        stats.examples("examples", table.column(REASON_COLUMN).to_pylist(),
+                       lambda rows: table.column("id").take(rows).to_pylist())
     return stats
 
 

@@ -297,10 +297,7 @@ class LangID(Stage):
         for lang, values in scores_by_lang.items():
             for bucket, count in histogram(values, SCORE_EDGES).items():
                 stats.add("score_hist", lang, bucket, count)
-        removed = [i for i, reason in enumerate(reasons) if reason is not None]
-        ids = batch.column("id").take(removed).to_pylist() if removed else []
-        for i, doc_id in zip(removed, ids):
-            stats.example("examples", reasons[i], doc_id)
+        stats.examples("examples", reasons, lambda rows: batch.column("id").take(rows).to_pylist())
         return stats
 
 

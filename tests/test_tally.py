@@ -71,3 +71,20 @@ def test_fused_keys_order_units_as_the_next_stage_lists_them():
         keys.key_of("rules", {"unit": name, "kept_files": [{"path": f"kept/{name}-a.parquet"}, {"path": f"kept/{name}-b.parquet"}]})
     third = [f"{name}-{side}" for name in listed for side in "ab"]
     assert sorted(third, key=lambda name: keys.keys["quality"][name]) == third
+
+
+def test_examples_of_a_batch_are_what_one_example_per_row_keeps():
+    """``Stats.examples`` (a batch's keys at once, only the kept rows' items converted) records what
+    ``Stats.example`` called for every row with a key records, and asks only for those rows."""
+    rng = random.Random(3)
+    for _ in range(200):
+        keys = [rng.choice([None, "short", "dup", "spam", 7]) for _ in range(rng.randint(0, 60))]
+        one_by_one = Stats()
+        for row, key in enumerate(keys):
+            if key is not None:
+                one_by_one.example("examples", key, f"doc{row}")
+        asked: list[int] = []
+        batch = Stats()
+        batch.examples("examples", keys, lambda rows: asked.extend(rows) or [f"doc{row}" for row in rows])
+        assert json.dumps(batch, sort_keys=True) == json.dumps(one_by_one, sort_keys=True)
+        assert len(asked) == sum(min(keys.count(key), EXAMPLES_PER_KEY) for key in set(keys) - {None})

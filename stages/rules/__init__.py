@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.stage import CATEGORIES, Stage, StageOutput, split
-from pipeline.stats import EXAMPLES_PER_KEY, Stats, histogram
+from pipeline.stats import Stats, histogram
 from stages.rules import c4, code, fineweb, gopher
 from stages.rules.base import Cleaned, LineCleaner, Rule, RuleGroup
 from stages.rules.config import RulesConfig
@@ -156,12 +156,8 @@ class _Drops:
 
     def record(self, stats: Stats) -> None:
         chars: dict[str, int] = {}
-        examples: dict[str, list[str]] = {}
-        for reason, doc_id, size in zip(self.reasons, self.ids, self.chars):
+        for reason, size in zip(self.reasons, self.chars):
             chars[reason] = chars.get(reason, 0) + size
-            kept = examples.setdefault(reason, [])
-            if len(kept) < EXAMPLES_PER_KEY:
-                kept.append(doc_id)
         docs = Counter(self.reasons)
         by_lang, by_category = Counter(zip(self.reasons, self.langs)), Counter(zip(self.reasons, self.categories))
         for reason, count in docs.items():
@@ -171,9 +167,7 @@ class _Drops:
             stats.add("dropped", reason, "by_lang", lang, count)
         for (reason, category), count in by_category.items():
             stats.add("dropped", reason, "by_category", category, count)
-        for reason, ids in examples.items():
-            for doc_id in ids:
-                stats.example("examples", reason, doc_id)
+        stats.examples("examples", self.reasons, lambda rows: [self.ids[row] for row in rows])
 
 
 def _record_edits(stats: Stats, edits: list[Cleaned], original_chars: int) -> float:
