@@ -9,6 +9,7 @@ once first so that numba's cache of its kernels and the checkout's own copies of
 ``pipeline.table_cache`` keeps are warm (``--warm``).
 
     python bench/bench_ab.py ../before . --scale 4 --layout mixed --workers 1,2 --pairs 3
+    python bench/bench_ab.py ../before . --corpus /tmp/corpus-short --workers 1   # bench/shape_corpus.py's
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("before", type=Path, help="checkout A (e.g. a git worktree of the commit before)")
     parser.add_argument("after", type=Path, help="checkout B")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="directory of Parquet shards, as bench_pipeline.py (default: corpus-dev)")
     parser.add_argument("--scale", type=float, default=1.0, help="corpus-dev copies, as bench_pipeline.py")
     parser.add_argument("--layout", choices=["category", "mixed"], default="category")
     parser.add_argument("--shard-mb", type=float, default=5.0)
@@ -71,7 +74,8 @@ def main() -> None:
     bench_pipeline.ensure_quality_model()
     tmp = Path(tempfile.mkdtemp(prefix="bench_ab_"))
     try:
-        inputs = bench_pipeline.prepare_inputs(bench_pipeline.corpus_table(corpus_shards(), args.scale),
+        shards = corpus_shards(args.corpus) if args.corpus else corpus_shards()
+        inputs = bench_pipeline.prepare_inputs(bench_pipeline.corpus_table(shards, args.scale),
                                                tmp / "inputs", args.shard_mb, args.layout)
         config = tmp / "config.json"
         config.write_text(json.dumps(bench_pipeline.pipeline_config(inputs, tmp / "work", 1,
