@@ -34,7 +34,7 @@ class Stats(dict):
         if len(items) < EXAMPLES_PER_KEY:
             items.append(item)
 
-    def examples(self, heading: str, keys: list, items: "Callable[[list[int]], list]") -> None:
+    def examples(self, heading: str, keys: list, items: Callable[[list[int]], list]) -> None:
         """``example(heading, key, item)`` for the rows of each ``keys`` value (None: no row) that
         ``example`` would keep, the first ``EXAMPLES_PER_KEY`` of each key; ``items(rows)`` gives
         those rows' items. A batch that removes 100,000 rows looks at each key once per row, not

@@ -379,12 +379,12 @@ class Records:
         (a piece of a large Parquet file): a record here with one of them is a ``duplicate_id``."""
         self.seen_ids.update(ids)
 
-    def reject(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
+    def reject(self, reason: str, raw: str | Callable[[], str], meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that could not even be parsed: count it and quarantine it."""
         self.records += 1
         self._quarantine(reason, self._shown_id(doc_id, where), raw, meta, where)
 
-    def skip(self, reason: str, raw: str, meta: dict, where: str, doc_id: str | None = None) -> None:
+    def skip(self, reason: str, raw: str | Callable[[], str], meta: dict, where: str, doc_id: str | None = None) -> None:
         """A record that is not a document by design (a WARC request record, a 404 page, a blocked
         URL): count it and remove it with its reason, whatever ``on_bad_input`` says."""
         self.records += 1

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 from pipeline import storage
 from pipeline.errors import InputError
@@ -55,8 +55,10 @@ def _damage(item: InputFile, meta: dict, offset: int | None) -> str:
     return f"{item.relative}: the record at byte {offset} is cut short or undecodable: {meta.get('error')}"
 
 
-def add_record(item: InputFile, records, record: dict, where: str, where_key: str, number: int, raw: str) -> None:
-    """One JSONL/Parquet record, through the input's URL lists and HTML extraction when it has them."""
+def add_record(item: InputFile, records, record: dict, where: str, where_key: str, number: int,
+               raw: str | Callable[[], str]) -> None:
+    """One JSONL/Parquet record, through the input's URL lists and HTML extraction when it has them
+    (``raw``: the record as read, or a function that gives it, for its removed row)."""
     source = item.source
     doc_id, meta = record_id(item, record, where), record_meta(item, record, where_key, number)
     flt = url_filter(source)
