@@ -653,6 +653,9 @@ def test_a_line_decodes_to_what_pythons_decoder_makes_of_it():
     lines = [("{" + ", ".join(f'"f{i}": {value(2)}' for i in range(rng.randint(1, 4))) + "}").encode() for _ in range(3000)]
     lines += [b'{"x": ' + b"[" * depth + b"]" * depth + b"}" for depth in (MAX_DEPTH - 2, MAX_DEPTH, MAX_DEPTH + 1, 1100)]
     lines += [b'{"x": "caf\xe9"}', b'{"x": 1', b'["a"]', b'{"x": 1}\x0c', b'{"x": 1} ']
+    # an embedding: a list of floats looked at whole, one of them an integer literal past 64 bits
+    lines += [b'{"e": [' + b", ".join(repr(rng.uniform(-1, 1)).encode() for _ in range(1536)) + b"]}",
+              b'{"e": [1, 0.5, -1.5, 18446744073709551616], "f": [{"g": [2.5, -18446744073709551617]}]}']
     for raw in lines:
         record, reason, _, _ = _parse_line(raw)
         expected = python_alone(raw)

@@ -127,22 +127,26 @@ def _too_deep(record: dict) -> bool:
 def _unlike_python(record: dict) -> bool:
     """Whether Python's decoder might read ``record``'s line otherwise than orjson did: a float of
     2**63 or more may have been an integer literal that Python keeps exact (a real float so large
-    is merely decoded twice), and a record too deep is Python's decoder's to judge."""
-    if set(map(type, record.values())) <= PLAIN_VALUES:  # most records: a C loop, no walk
-        return False
-    values, nested = list(record.values()), False
-    while values:
-        value = values.pop()
-        kind = type(value)
-        if kind is float and abs(value) >= BIG:
+    is merely decoded twice), and a record nested deeper than ``_too_deep`` allows is Python's
+    decoder's to judge. Each object or array is looked at a whole at a time (its values' types,
+    its floats' largest magnitude): most records hold only plain values, and an embedding of
+    1,536 floats costs no loop in Python."""
+    containers = [(record, 1)]
+    while containers:
+        container, depth = containers.pop()
+        if depth > MAX_DEPTH:
             return True
-        if kind is dict:
-            values.extend(value.values())
-            nested = True
-        elif kind is list:
-            values.extend(value)
-            nested = True
-    return nested and _too_deep(record)
+        items = container.values() if type(container) is dict else container
+        kinds = set(map(type, items))
+        if kinds <= PLAIN_VALUES:
+            continue
+        if float in kinds:
+            floats = items if len(kinds) == 1 else [item for item in items if type(item) is float]
+            if max(map(abs, floats)) >= BIG:
+                return True
+        if dict in kinds or list in kinds:
+            containers.extend((item, depth + 1) for item in items if type(item) is dict or type(item) is list)
+    return False
 
 
 def _split(item: InputFile, target_bytes: int) -> list[InputFile]:
