@@ -9,7 +9,7 @@ once first so that numba's cache of its kernels and the checkout's own copies of
 ``pipeline.table_cache`` keeps are warm (``--warm``).
 
     python bench/bench_ab.py ../before . --scale 4 --layout mixed --workers 1,2 --pairs 3
-    python bench/bench_ab.py ../before . --corpus /tmp/corpus-short --workers 1   # bench/shape_corpus.py's
+    python bench/bench_ab.py ../before . --corpus bench/results/corpus-short --workers 1   # bench/shape_corpus.py's
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """corpus-dev's text cut into documents of another shape, for ``bench_pipeline.py --corpus``:
 
-    python bench/shape_corpus.py short /tmp/corpus-short   # every line of 20+ characters a document
-    python bench/shape_corpus.py long /tmp/corpus-long     # documents joined to ~250,000 characters
+    python bench/shape_corpus.py short bench/results/corpus-short   # every line of 20+ characters a document
+    python bench/shape_corpus.py long bench/results/corpus-long     # documents joined to ~250,000 characters
 
 ``short``: each line of a document that holds at least 20 characters becomes a document of its
 own, with the document's category and language (514,733 documents of 82 characters on average:
